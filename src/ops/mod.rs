@@ -1,0 +1,4 @@
+//! One module per kernel family. Each holds the launcher (shape checks, dispatch math,
+//! pipeline key), and under `#[cfg(test)]` its CPU f64 reference and tests against it.
+
+pub mod elementwise;
