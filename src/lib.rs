@@ -5,6 +5,7 @@
 //! module per kernel family: launcher + CPU reference + tests), `model` (diffusers config and
 //! weights), `unet` (the network as a recorded program), `diffusion` (schedules and samplers).
 
+pub mod diffusion;
 pub mod error;
 pub mod gpu;
 pub mod ops;

@@ -1,0 +1,29 @@
+//! Noise schedules and samplers. Schedule values are computed in f64 on the CPU; each
+//! sampler step reduces to a handful of scalar coefficients ([`StepCoefficients`]) that one
+//! WGSL kernel applies to every element.
+
+/// One reverse-process step as a linear combination, applied elementwise by the sampler
+/// kernel to the model output `m` and the current sample `x_t`:
+///
+/// ```text
+/// x̂_0    = clamp(x0_from_xt · x_t + x0_from_model · m, -clip, clip)   (clamp only if clip > 0)
+/// ε̂      = eps_from_xt · x_t + eps_from_model · m                      (unclipped, as diffusers)
+/// x_prev = prev_from_x0 · x̂_0 + prev_from_xt · x_t + prev_from_eps · ε̂ + noise_scale · z
+/// ```
+///
+/// Every prediction type (ε, v, x_0) and both samplers (DDPM eq. 7 posterior mean and
+/// variance, DDIM eq. 12) are special cases.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepCoefficients {
+    pub x0_from_xt: f64,
+    pub x0_from_model: f64,
+    pub eps_from_xt: f64,
+    pub eps_from_model: f64,
+    /// 0 means no clipping; otherwise x̂_0 is clamped to [-clip, clip].
+    pub clip: f64,
+    pub prev_from_x0: f64,
+    pub prev_from_xt: f64,
+    pub prev_from_eps: f64,
+    /// σ_t: the standard deviation of the added noise z ~ N(0, I); 0 for deterministic steps.
+    pub noise_scale: f64,
+}
