@@ -9,8 +9,9 @@ struct Params {
     d0: u32,
     d1: u32,
     d2: u32,
-    // add: out = (a + b) * scale.
+    // add: out = (a + b) * scale; scale_shift: out = a * scale + shift.
     scale: f32,
+    shift: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -64,6 +65,15 @@ fn upsample_nearest2x(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
     let y = (i / wo) % ho;
     let plane = i / (wo * ho);
     out[i] = a[(plane * p.d1 + y / 2u) * p.d2 + x / 2u];
+}
+
+// out = a * scale + shift (e.g. center_input_sample: 2x - 1); b is unused
+@compute @workgroup_size(256)
+fn scale_shift(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = linear_index(wg, nwg, lid);
+    if (i >= p.numel) { return; }
+    out[i] = a[i] * p.scale + p.shift;
 }
 
 // out = silu(a) = a * sigmoid(a); b is unused (bound to keep one layout)

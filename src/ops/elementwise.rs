@@ -13,6 +13,7 @@ struct ElementwiseParams {
     d1: u32,
     d2: u32,
     scale: f32,
+    shift: f32,
 }
 
 const WORKGROUP: u64 = 256;
@@ -63,8 +64,39 @@ pub fn add(
         d1: 0,
         d2: 0,
         scale,
+        shift: 0.0,
     };
     record(ctx, program, "add", "add", params, a, b, out)
+}
+
+/// out = a·scale + shift, elementwise.
+pub fn scale_shift(
+    ctx: &GpuContext,
+    program: &mut Program,
+    a: &Tensor,
+    out: &Tensor,
+    scale: f32,
+    shift: f32,
+) -> Result<()> {
+    expect_shape(out, &a.shape, "scale_shift: out")?;
+    let params = ElementwiseParams {
+        numel: as_u32(a.numel(), "scale_shift")?,
+        d0: 0,
+        d1: 0,
+        d2: 0,
+        scale,
+        shift,
+    };
+    record(
+        ctx,
+        program,
+        "scale_shift",
+        "scale_shift",
+        params,
+        a,
+        a,
+        out,
+    )
 }
 
 /// out = silu(a) = a·σ(a).
@@ -76,6 +108,7 @@ pub fn silu(ctx: &GpuContext, program: &mut Program, a: &Tensor, out: &Tensor) -
         d1: 0,
         d2: 0,
         scale: 1.0,
+        shift: 0.0,
     };
     record(ctx, program, "silu", "silu", params, a, a, out)
 }
@@ -103,6 +136,7 @@ pub fn concat_channels(
         d1: cb as u32,
         d2: (h * w) as u32,
         scale: 1.0,
+        shift: 0.0,
     };
     record(
         ctx,
@@ -131,6 +165,7 @@ pub fn upsample_nearest2x(
         d1: h as u32,
         d2: w as u32,
         scale: 1.0,
+        shift: 0.0,
     };
     record(
         ctx,
@@ -193,6 +228,11 @@ mod tests {
             })
             .collect();
         assert_close(&run1(&ctx, &p, &out), &want, 1e-6, 1e-5, "silu");
+
+        let mut p = Program::new();
+        scale_shift(&ctx, &mut p, &ta, &out, 2.0, -1.0).unwrap();
+        let want: Vec<f64> = a.iter().map(|&x| 2.0 * x as f64 - 1.0).collect();
+        assert_close(&run1(&ctx, &p, &out), &want, 1e-7, 1e-6, "scale_shift");
     }
 
     #[test]
