@@ -2,13 +2,19 @@
 //! natively through wgpu and in the browser through WebGPU.
 //!
 //! Layers, bottom up: [`gpu`] (context, pipeline cache, programs, readback), [`ops`] (one
-//! module per kernel family: launcher + CPU reference + tests), `model` (diffusers config and
-//! weights), `unet` (the network as a recorded program), `diffusion` (schedules and samplers).
+//! module per kernel family: launcher + CPU reference + tests), [`model`] (diffusers config
+//! and weights), [`unet`] (the network as one recorded program), [`diffusion`] (schedules
+//! and samplers). The native command line lives in `cli`.
 
 pub mod diffusion;
 pub mod error;
 pub mod gpu;
+pub mod model;
 pub mod ops;
 pub mod shaders;
+pub mod unet;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod cli;
 
 pub use error::{Error, Result};

@@ -77,6 +77,8 @@ pub struct LayoutKey {
 }
 
 /// One recorded compute dispatch: pipeline, its bind group (created once) and grid size.
+/// Cloning is cheap (wgpu handles are reference-counted).
+#[derive(Clone)]
 pub struct Dispatch {
     pub label: &'static str,
     pipeline: Arc<wgpu::ComputePipeline>,
@@ -86,7 +88,7 @@ pub struct Dispatch {
 
 /// A list of dispatches recorded once (at plan time) and replayed every step: no buffer,
 /// bind group or pipeline is created when it runs.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Program {
     pub steps: Vec<Dispatch>,
 }
@@ -102,8 +104,8 @@ impl Program {
         self.steps.is_empty()
     }
     /// Append another program's dispatches after this one's.
-    pub fn extend(&mut self, other: Program) {
-        self.steps.extend(other.steps);
+    pub fn extend(&mut self, other: &Program) {
+        self.steps.extend(other.steps.iter().cloned());
     }
     /// Encode every dispatch, in order, into one compute pass.
     pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) {

@@ -1,0 +1,220 @@
+//! Files the CLI reads and writes: safetensors inputs/outputs and PNG grids.
+//! Every failure names the file and what was wrong with it.
+
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+
+use crate::error::{Error, Result};
+
+pub struct InitNoise {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+    pub class_labels: Option<Vec<u32>>,
+}
+
+pub struct PredictInput {
+    pub shape: Vec<usize>,
+    pub sample: Vec<f32>,
+    pub timesteps: Vec<f32>,
+    pub class_labels: Option<Vec<u32>>,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::file(path.display(), format!("cannot read: {e}")))
+}
+
+fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>> {
+    SafeTensors::deserialize(bytes)
+        .map_err(|e| Error::file(path.display(), format!("not a valid safetensors file: {e}")))
+}
+
+fn tensor<'a>(path: &Path, st: &SafeTensors<'a>, name: &str) -> Result<Option<TensorView<'a>>> {
+    match st.tensor(name) {
+        Ok(t) => Ok(Some(t)),
+        Err(safetensors::SafeTensorError::TensorNotFound(_)) => Ok(None),
+        Err(e) => Err(Error::file(path.display(), format!("tensor {name}: {e}"))),
+    }
+}
+
+fn require<'a>(path: &Path, st: &SafeTensors<'a>, name: &str, what: &str) -> Result<TensorView<'a>> {
+    tensor(path, st, name)?.ok_or_else(|| {
+        let names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
+        Error::file(
+            path.display(),
+            format!("no tensor `{name}` ({what}); the file has: {}", names.join(", ")),
+        )
+    })
+}
+
+fn f32s(path: &Path, name: &str, t: &TensorView) -> Result<Vec<f32>> {
+    let b = t.data();
+    match t.dtype() {
+        Dtype::F32 => Ok(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
+        Dtype::F64 => Ok(b
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+            .collect()),
+        Dtype::F16 => Ok(b
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect()),
+        Dtype::BF16 => Ok(b
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect()),
+        Dtype::I64 => Ok(b
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+            .collect()),
+        Dtype::I32 => Ok(b
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
+            .collect()),
+        d => Err(Error::file(path.display(), format!("tensor {name} has dtype {d:?}; expected a float or int type"))),
+    }
+}
+
+fn labels(path: &Path, name: &str, t: &TensorView) -> Result<Vec<u32>> {
+    let b = t.data();
+    let v: Vec<i64> = match t.dtype() {
+        Dtype::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect(),
+        Dtype::I32 => b.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect(),
+        d => {
+            return Err(Error::file(
+                path.display(),
+                format!("tensor {name} has dtype {d:?}; expected int64"),
+            ))
+        }
+    };
+    v.into_iter()
+        .map(|l| {
+            u32::try_from(l).map_err(|_| Error::file(path.display(), format!("{name}: negative or huge label {l}")))
+        })
+        .collect()
+}
+
+fn expect_rank(path: &Path, name: &str, t: &TensorView, rank: usize) -> Result<()> {
+    if t.shape().len() != rank {
+        return Err(Error::file(
+            path.display(),
+            format!("tensor {name} has shape {:?}; expected {rank} dimensions", t.shape()),
+        ));
+    }
+    Ok(())
+}
+
+fn batch_labels(path: &Path, st: &SafeTensors, n: usize) -> Result<Option<Vec<u32>>> {
+    match tensor(path, st, "class_labels")? {
+        Some(t) => {
+            expect_rank(path, "class_labels", &t, 1)?;
+            let l = labels(path, "class_labels", &t)?;
+            if l.len() != n {
+                return Err(Error::file(path.display(), format!("class_labels has {} entries for {n} samples", l.len())));
+            }
+            Ok(Some(l))
+        }
+        None => Ok(None),
+    }
+}
+
+pub fn read_init_noise(path: &Path) -> Result<InitNoise> {
+    let bytes = read(path)?;
+    let st = parse(path, &bytes)?;
+    let t = require(path, &st, "init_noise", "x_T, [N,C,H,W]")?;
+    expect_rank(path, "init_noise", &t, 4)?;
+    let shape = t.shape().to_vec();
+    let data = f32s(path, "init_noise", &t)?;
+    let class_labels = batch_labels(path, &st, shape[0])?;
+    Ok(InitNoise { shape, data, class_labels })
+}
+
+pub fn read_predict_input(path: &Path) -> Result<PredictInput> {
+    let bytes = read(path)?;
+    let st = parse(path, &bytes)?;
+    let s = require(path, &st, "sample", "the noisy input, [N,C,H,W] f32")?;
+    expect_rank(path, "sample", &s, 4)?;
+    let shape = s.shape().to_vec();
+    let sample = f32s(path, "sample", &s)?;
+    let t = require(path, &st, "timesteps", "one timestep per sample, [N]")?;
+    let timesteps = f32s(path, "timesteps", &t)?;
+    let timesteps = match timesteps.len() {
+        1 => vec![timesteps[0]; shape[0]],
+        n if n == shape[0] => timesteps,
+        n => {
+            return Err(Error::file(path.display(), format!("timesteps has {n} entries for {} samples", shape[0])))
+        }
+    };
+    let class_labels = batch_labels(path, &st, shape[0])?;
+    Ok(PredictInput { shape, sample, timesteps, class_labels })
+}
+
+/// Write one f32 tensor as safetensors, atomically (temporary file, then rename).
+pub fn write_tensor(path: &Path, name: &str, data: &[f32], shape: &[usize]) -> Result<()> {
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view = TensorView::new(Dtype::F32, shape.to_vec(), &bytes)
+        .map_err(|e| Error::file(path.display(), format!("cannot encode: {e}")))?;
+    let out = safetensors::serialize([(name, view)], None)
+        .map_err(|e| Error::file(path.display(), format!("cannot encode: {e}")))?;
+    write_atomic(path, &out)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, bytes).map_err(|e| Error::file(tmp.display(), format!("cannot write: {e}")))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::file(path.display(), format!("cannot write: {e}")))
+}
+
+/// Map model space [-1, 1] to 8-bit pixels like diffusers' pipelines: (x/2 + 0.5) clamped.
+fn to_u8(v: f32) -> u8 {
+    ((v * 0.5 + 0.5).clamp(0.0, 1.0) * 255.0).round() as u8
+}
+
+/// Lay N images out in a near-square grid with a 2-pixel gap, and write it as PNG.
+pub fn write_grid_png(path: &Path, data: &[f32], shape: &[usize]) -> Result<()> {
+    let [n, c, h, w] = match shape {
+        [a, b, c, d] => [*a, *b, *c, *d],
+        _ => return Err(Error::shape(format!("image grid: expected [N,C,H,W], got {shape:?}"))),
+    };
+    let color = match c {
+        1 => png::ColorType::Grayscale,
+        3 => png::ColorType::Rgb,
+        _ => {
+            return Err(Error::Other(format!(
+                "cannot draw {c}-channel samples as an image (1 or 3 channels); use --out-tensor"
+            )))
+        }
+    };
+    let cols = (n as f64).sqrt().ceil().max(1.0) as usize;
+    let rows = n.div_ceil(cols);
+    let gap = 2;
+    let gw = cols * w + (cols + 1) * gap;
+    let gh = rows * h + (rows + 1) * gap;
+    let mut pixels = vec![0u8; gw * gh * c];
+    for i in 0..n {
+        let (r, col) = (i / cols, i % cols);
+        let (y0, x0) = (gap + r * (h + gap), gap + col * (w + gap));
+        for y in 0..h {
+            for x in 0..w {
+                for ch in 0..c {
+                    let v = data[((i * c + ch) * h + y) * w + x];
+                    pixels[((y0 + y) * gw + x0 + x) * c + ch] = to_u8(v);
+                }
+            }
+        }
+    }
+    let mut bytes = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut bytes, gw as u32, gh as u32);
+        enc.set_color(color);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut writer = enc
+            .write_header()
+            .map_err(|e| Error::file(path.display(), format!("cannot encode PNG: {e}")))?;
+        writer
+            .write_image_data(&pixels)
+            .map_err(|e| Error::file(path.display(), format!("cannot encode PNG: {e}")))?;
+    }
+    write_atomic(path, &bytes)
+}

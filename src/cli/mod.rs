@@ -1,0 +1,329 @@
+//! The native command line: `sample`, `predict`, `info`, `bench`. Everything here may
+//! print, read files and block; the engine below does none of that.
+
+mod io;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::diffusion::sampler::{SampleSettings, SamplingRun};
+use crate::diffusion::schedule::Sampler;
+use crate::error::{Error, Result};
+use crate::gpu::{block_on, GpuContext};
+use crate::model::{read_model_dir, Model};
+use crate::unet::UNet;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kakusan",
+    version,
+    about = "DDPM (Ho, Jain & Abbeel 2020) on the GPU with hand-written WGSL",
+    long_about = "kakusan runs diffusers UNet2DModel DDPM checkpoints on any GPU wgpu can reach \
+                  (Vulkan, Metal, DX12; Mesa's llvmpipe on machines without one).\n\n\
+                  A model folder is diffusers' own layout: config.json, \
+                  diffusion_pytorch_model.safetensors and scheduler_config.json side by side, \
+                  or a pipeline folder with unet/ and scheduler/ inside."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Generate images: x_T ~ N(0, I), then DDPM or DDIM steps down to x_0.
+    Sample(SampleArgs),
+    /// One U-Net call on given inputs (what diffusers returns as `.sample`).
+    Predict(PredictArgs),
+    /// Architecture summary, parameter count and FLOPs per forward pass.
+    Info(InfoArgs),
+    /// Time the U-Net forward pass on this machine's GPU.
+    Bench(BenchArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum SamplerName {
+    /// Ancestral sampling, paper Algorithm 2 (stochastic; default steps = all T).
+    Ddpm,
+    /// DDIM (Song et al. 2021): deterministic at eta = 0, few steps (default 50).
+    Ddim,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SampleArgs {
+    /// Model folder (diffusers layout).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Sampler.
+    #[arg(long, value_enum, default_value = "ddpm")]
+    pub sampler: SamplerName,
+    /// Denoising steps [default: num_train_timesteps for ddpm, 50 for ddim].
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// DDIM's eta: 0 = deterministic, 1 = DDPM-like noise.
+    #[arg(long, default_value_t = 0.0)]
+    pub eta: f64,
+    /// Seed of the noise (x_T and every step's z); the same seed gives the same images.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Number of images.
+    #[arg(short = 'n', long = "num", default_value_t = 16)]
+    pub num: usize,
+    /// Class of every image (class-conditional models) [default: cycle through the classes].
+    #[arg(long)]
+    pub class_label: Option<u32>,
+    /// Classifier-free guidance scale w (class-conditional models): ε = ε_∅ + w(ε_c − ε_∅).
+    #[arg(long)]
+    pub guidance: Option<f32>,
+    /// Where to write the image grid (PNG).
+    #[arg(long, default_value = "samples.png")]
+    pub out: PathBuf,
+    /// Also write the final samples as safetensors (tensor `sample`, [N,C,H,W], model space).
+    #[arg(long)]
+    pub out_tensor: Option<PathBuf>,
+    /// Start from this x_T instead of seeded noise: safetensors with `init_noise` [N,C,H,W]
+    /// and optionally `class_labels` [N] (int64).
+    #[arg(long)]
+    pub init_noise: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PredictArgs {
+    /// Model folder (diffusers layout).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// safetensors with `sample` [N,C,H,W] f32, `timesteps` [N] (int64 or f32) and, for
+    /// class-conditional models, `class_labels` [N] int64.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Output safetensors with tensor `sample` [N,C,H,W].
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InfoArgs {
+    /// Model folder (diffusers layout); weights are optional for `info`.
+    #[arg(long)]
+    pub model: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Model folder (diffusers layout).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Batch size.
+    #[arg(short = 'n', long = "batch", default_value_t = 1)]
+    pub batch: usize,
+    /// Timed forward passes (after 2 warm-up passes).
+    #[arg(long, default_value_t = 10)]
+    pub iters: usize,
+    /// Use random weights (for a folder with only config.json, e.g. assets/configs/ddpm-cifar10-32).
+    #[arg(long)]
+    pub random_weights: bool,
+}
+
+/// Parse arguments, run, and turn errors into a message and exit code 1.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Sample(a) => sample(a),
+        Command::Predict(a) => predict(a),
+        Command::Info(a) => info(a),
+        Command::Bench(a) => bench(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn gpu() -> Result<GpuContext> {
+    let ctx = block_on(GpuContext::new())?;
+    if ctx.adapter.is_software {
+        eprintln!(
+            "note: no hardware GPU found; using the software adapter {} (correct but slow)",
+            ctx.adapter.name
+        );
+    }
+    Ok(ctx)
+}
+
+fn load(dir: &Path) -> Result<Model> {
+    let files = read_model_dir(dir)?;
+    Model::from_files(&files)
+}
+
+fn sample(a: SampleArgs) -> Result<()> {
+    let model = load(&a.model)?;
+    let t = model.scheduler.num_train_timesteps;
+    let (sampler, default_steps) = match a.sampler {
+        SamplerName::Ddpm => (Sampler::Ddpm, t),
+        SamplerName::Ddim => (Sampler::Ddim { eta: a.eta }, 50.min(t)),
+    };
+    let steps = a.steps.unwrap_or(default_steps);
+    let init = match &a.init_noise {
+        Some(p) => Some(io::read_init_noise(p)?),
+        None => None,
+    };
+    let mut n = a.num;
+    let mut class_labels = a.class_label.map(|k| vec![k; n]);
+    if let Some(init) = &init {
+        n = init.shape[0];
+        if init.class_labels.is_some() {
+            class_labels = init.class_labels.clone();
+        } else if let Some(k) = a.class_label {
+            class_labels = Some(vec![k; n]);
+        }
+    }
+    let ctx = gpu()?;
+    let mut run = SamplingRun::new(
+        &ctx,
+        &model.config,
+        &model.weights,
+        &model.scheduler,
+        SampleSettings {
+            sampler,
+            steps,
+            seed: a.seed,
+            batch: n,
+            class_labels,
+            guidance: a.guidance,
+        },
+    )?;
+    if let Some(init) = &init {
+        let want = run.x_t().shape.clone();
+        if init.shape != want {
+            return Err(Error::shape(format!(
+                "init_noise has shape {:?} but this model samples {:?}",
+                init.shape, want
+            )));
+        }
+        run.set_initial_noise(&ctx, &init.data)?;
+    }
+    let bar = indicatif::ProgressBar::new(run.timesteps().len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} sampling [{bar:40}] {pos}/{len} steps  {per_sec}  eta {eta}  {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let start = Instant::now();
+    while let Some(t) = run.step(&ctx)? {
+        // Wait for each step so the bar shows real progress (the browser never waits).
+        block_on(ctx.finish())?;
+        bar.set_message(format!("t={t}"));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let data = block_on(ctx.read(run.x_t()))?;
+    if data.iter().any(|v| !v.is_finite()) {
+        return Err(Error::Other(
+            "the samples contain NaN or Inf: the model or its weights are broken".into(),
+        ));
+    }
+    let shape = run.x_t().shape.clone();
+    io::write_grid_png(&a.out, &data, &shape)?;
+    if let Some(p) = &a.out_tensor {
+        io::write_tensor(p, "sample", &data, &shape)?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "{} images, {} steps in {:.1} s ({:.2} steps/s) on {} → {}",
+        n,
+        run.timesteps().len(),
+        secs,
+        run.timesteps().len() as f64 / secs,
+        ctx.adapter.name,
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn predict(a: PredictArgs) -> Result<()> {
+    let model = load(&a.model)?;
+    let input = io::read_predict_input(&a.input)?;
+    let ctx = gpu()?;
+    let n = input.shape[0];
+    let unet = UNet::new(&ctx, &model.config, &model.weights, n)?;
+    if input.shape != unet.sample.shape {
+        return Err(Error::shape(format!(
+            "sample has shape {:?} but this model takes {:?}",
+            input.shape, unet.sample.shape
+        )));
+    }
+    let out = block_on(unet.predict(
+        &ctx,
+        &input.sample,
+        &input.timesteps,
+        input.class_labels.as_deref(),
+    ))?;
+    io::write_tensor(&a.out, "sample", &out, &unet.output.shape)?;
+    eprintln!("wrote {} ({:?})", a.out.display(), unet.output.shape);
+    Ok(())
+}
+
+fn info(a: InfoArgs) -> Result<()> {
+    let config = crate::model::read_config(&a.model)?;
+    print!("{}", crate::unet::summary(&config));
+    Ok(())
+}
+
+fn bench(a: BenchArgs) -> Result<()> {
+    let (config, weights) = if a.random_weights {
+        let config = crate::model::read_config(&a.model)?;
+        let weights = crate::model::weights::Weights::random(&config, 0);
+        (config, weights)
+    } else {
+        let m = load(&a.model)?;
+        (m.config, m.weights)
+    };
+    let ctx = gpu()?;
+    let unet = UNet::new(&ctx, &config, &weights, a.batch)?;
+    let n = a.batch;
+    let numel = unet.sample.numel();
+    let sample: Vec<f32> = (0..numel).map(|i| ((i * 7919) % 2000) as f32 / 1000.0 - 1.0).collect();
+    let labels = config.num_class_embeds.map(|_| vec![0u32; n]);
+    unet.set_inputs(&ctx, Some(&sample), &vec![500.0; n], labels.as_deref())?;
+    for _ in 0..2 {
+        ctx.run(unet.program())?;
+        block_on(ctx.finish())?;
+    }
+    let mut times = Vec::with_capacity(a.iters);
+    for _ in 0..a.iters.max(1) {
+        let t0 = Instant::now();
+        ctx.run(unet.program())?;
+        block_on(ctx.finish())?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    times.sort_by(|x, y| x.total_cmp(y));
+    let median = times[times.len() / 2];
+    println!("adapter: {} ({}, {})", ctx.adapter.name, ctx.adapter.backend, ctx.adapter.device_type);
+    println!(
+        "model: {} parameters, batch {n}, {:.2} GFLOP per forward",
+        config.parameter_count(),
+        unet.flops as f64 / 1e9
+    );
+    println!(
+        "forward: median {:.2} ms over {} runs (min {:.2} ms) → {:.2} GFLOP/s",
+        median * 1e3,
+        times.len(),
+        times[0] * 1e3,
+        unet.flops as f64 / median / 1e9
+    );
+    println!(
+        "memory: {:.1} MiB weights, {:.1} MiB activations, {} dispatches, {} pipelines",
+        unet.weight_bytes as f64 / (1 << 20) as f64,
+        unet.activation_bytes as f64 / (1 << 20) as f64,
+        unet.program().len(),
+        ctx.pipeline_count()
+    );
+    Ok(())
+}

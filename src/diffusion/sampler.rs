@@ -1,0 +1,210 @@
+//! The reverse process on the GPU: DDPM ancestral sampling (paper Algorithm 2) and DDIM
+//! (Song et al. 2021, eq. 12), optionally with classifier-free guidance. Every step is one
+//! submission of a pre-recorded program; the per-step inputs (timestep, coefficients, noise
+//! stream) are small uniform writes, so nothing blocks and nothing is allocated per step.
+//! After each step the caller may read (or draw) `x_t` and the predicted `x0`.
+
+use crate::diffusion::schedule::{inference_timesteps, previous_timestep, step_coefficients, Sampler, Schedule, SchedulerConfig};
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, Program, Tensor};
+use crate::model::config::UNetConfig;
+use crate::model::weights::Weights;
+use crate::ops::elementwise::concat_channels;
+use crate::ops::noise::NoiseOp;
+use crate::ops::sampler::{GuidanceOp, SamplerStepOp};
+use crate::unet::UNet;
+
+/// What to sample.
+#[derive(Clone, Debug)]
+pub struct SampleSettings {
+    pub sampler: Sampler,
+    /// Number of denoising steps (≤ num_train_timesteps).
+    pub steps: usize,
+    /// Seed of the Philox noise: x_T uses stream 0, step k uses stream k + 1.
+    pub seed: u64,
+    /// Number of samples.
+    pub batch: usize,
+    /// Class label of each sample (class-conditional models only).
+    pub class_labels: Option<Vec<u32>>,
+    /// Classifier-free guidance scale w (class-conditional models only; 1 = no guidance).
+    pub guidance: Option<f32>,
+}
+
+/// A sampling run in progress: the U-Net and the sampler kernels, planned once.
+pub struct SamplingRun {
+    pub unet: UNet,
+    schedule: Schedule,
+    scheduler: SchedulerConfig,
+    settings: SampleSettings,
+    timesteps: Vec<usize>,
+    next: usize,
+    /// x_t, updated in place each step: (N, C, H, W).
+    x: Tensor,
+    /// The latest predicted x̂_0: (N, C, H, W).
+    x0: Tensor,
+    init_noise: NoiseOp,
+    init_program: Program,
+    step_noise: NoiseOp,
+    step_op: SamplerStepOp,
+    _guidance_op: Option<GuidanceOp>,
+    step_program: Program,
+}
+
+impl SamplingRun {
+    pub fn new(
+        ctx: &GpuContext,
+        config: &UNetConfig,
+        weights: &Weights,
+        scheduler: &SchedulerConfig,
+        settings: SampleSettings,
+    ) -> Result<Self> {
+        let n = settings.batch;
+        if n == 0 {
+            return Err(Error::shape("the number of samples must be at least 1"));
+        }
+        if settings.steps == 0 {
+            return Err(Error::config("the number of steps must be at least 1"));
+        }
+        let schedule = Schedule::new(scheduler)?;
+        let timesteps = inference_timesteps(scheduler, settings.steps)?;
+        let guided = match (settings.guidance, config.num_class_embeds) {
+            (Some(w), Some(_)) => w != 1.0,
+            (Some(_), None) => {
+                return Err(Error::config(
+                    "guidance needs a class-conditional model (num_class_embeds in config.json)",
+                ))
+            }
+            _ => false,
+        };
+        let labels = match (&settings.class_labels, config.num_class_embeds) {
+            (Some(l), Some(_)) if l.len() != n => {
+                return Err(Error::shape(format!("{} class labels for {n} samples", l.len())))
+            }
+            (Some(l), Some(_)) => Some(l.clone()),
+            (None, Some(k)) => Some((0..n).map(|i| (i % (k - 1).max(1)) as u32).collect()),
+            (Some(_), None) => {
+                return Err(Error::config(
+                    "class labels need a class-conditional model (num_class_embeds in config.json)",
+                ))
+            }
+            (None, None) => None,
+        };
+        let unet_batch = if guided { 2 * n } else { n };
+        let unet = UNet::new(ctx, config, weights, unet_batch)?;
+        let [_, c, h, w] = crate::ops::elementwise::nchw(&unet.sample, "sample")?;
+        let shape = [n, c, h, w];
+        let mut step_program = Program::new();
+        let x = if guided {
+            // The guided U-Net sees [x_t; x_t] with [labels; null class].
+            let x = ctx.zeros(&shape)?;
+            let flat = [1, n * c * h * w, 1, 1];
+            concat_channels(
+                ctx,
+                &mut step_program,
+                &x.reshaped(&flat)?,
+                &x.reshaped(&flat)?,
+                &unet.sample.reshaped(&[1, 2 * n * c * h * w, 1, 1])?,
+            )?;
+            x
+        } else {
+            unet.sample.clone()
+        };
+        if let (Some(l), Some(k)) = (&labels, config.num_class_embeds) {
+            let mut all = l.clone();
+            if guided {
+                all.extend(std::iter::repeat_n((k - 1) as u32, n));
+            }
+            unet.set_class_labels(ctx, Some(&all))?;
+        }
+        step_program.extend(unet.program());
+        let x0 = ctx.zeros(&shape)?;
+        let noise = ctx.zeros(&shape)?;
+        let (model_out, guidance_op) = if guided {
+            let guided_out = ctx.zeros(&shape)?;
+            let op = GuidanceOp::record(ctx, &mut step_program, &unet.output, &guided_out)?;
+            op.set(ctx, settings.guidance.unwrap_or(1.0));
+            (guided_out, Some(op))
+        } else {
+            (unet.output.clone(), None)
+        };
+        let step_noise = NoiseOp::record(ctx, &mut step_program, &noise)?;
+        let step_op = SamplerStepOp::record(ctx, &mut step_program, &model_out, &noise, &x, &x0)?;
+        let mut init_program = Program::new();
+        let init_noise = NoiseOp::record(ctx, &mut init_program, &x)?;
+        init_noise.set(ctx, settings.seed, 0);
+        ctx.run(&init_program)?;
+        Ok(SamplingRun {
+            unet,
+            schedule,
+            scheduler: scheduler.clone(),
+            settings,
+            timesteps,
+            next: 0,
+            x,
+            x0,
+            init_noise,
+            init_program,
+            step_noise,
+            step_op,
+            _guidance_op: guidance_op,
+            step_program,
+        })
+    }
+
+    /// Replace x_T (the seed's noise) with the caller's, e.g. a diffusers run's initial latents.
+    pub fn set_initial_noise(&self, ctx: &GpuContext, x_t: &[f32]) -> Result<()> {
+        if self.next != 0 {
+            return Err(Error::Other("x_T can only be set before the first step".into()));
+        }
+        ctx.write(&self.x, x_t)
+    }
+
+    /// Start again from x_T with another seed (same model, batch and settings).
+    pub fn restart(&mut self, ctx: &GpuContext, seed: u64) -> Result<()> {
+        self.settings.seed = seed;
+        self.init_noise.set(ctx, seed, 0);
+        self.next = 0;
+        ctx.run(&self.init_program)
+    }
+
+    /// The timesteps this run visits, from noisiest to cleanest.
+    pub fn timesteps(&self) -> &[usize] {
+        &self.timesteps
+    }
+
+    /// How many steps have been taken.
+    pub fn steps_done(&self) -> usize {
+        self.next
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.next >= self.timesteps.len()
+    }
+
+    /// x_t after the last step (x_T before the first): (N, C, H, W).
+    pub fn x_t(&self) -> &Tensor {
+        &self.x
+    }
+
+    /// The model's prediction of x_0 at the last step: (N, C, H, W).
+    pub fn x0(&self) -> &Tensor {
+        &self.x0
+    }
+
+    /// Submit one denoising step t → prev(t). Returns the timestep just processed, or None
+    /// when the run is finished. Does not wait for the GPU.
+    pub fn step(&mut self, ctx: &GpuContext) -> Result<Option<usize>> {
+        let Some(&t) = self.timesteps.get(self.next) else {
+            return Ok(None);
+        };
+        let prev = previous_timestep(&self.scheduler, &self.timesteps, self.next);
+        let coefficients = step_coefficients(&self.schedule, &self.scheduler, self.settings.sampler, t, prev);
+        let ts = vec![t as f32; self.unet.batch];
+        ctx.write(&self.unet.timesteps, &ts)?;
+        self.step_noise.set(ctx, self.settings.seed, self.next as u32 + 1);
+        self.step_op.set(ctx, &coefficients);
+        ctx.run(&self.step_program)?;
+        self.next += 1;
+        Ok(Some(t))
+    }
+}
