@@ -99,11 +99,7 @@ mod tests {
         for g in 0..n * groups {
             let xs = &x[g * len..(g + 1) * len];
             let mean = xs.iter().map(|&v| v as f64).sum::<f64>() / len as f64;
-            let var = xs
-                .iter()
-                .map(|&v| (v as f64 - mean).powi(2))
-                .sum::<f64>()
-                / len as f64;
+            let var = xs.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / len as f64;
             let rstd = 1.0 / (var + eps).sqrt();
             for (i, &v) in xs.iter().enumerate() {
                 let ch = (g % groups) * cg + i / (h * w);
