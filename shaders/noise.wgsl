@@ -57,7 +57,7 @@ fn philox4x32_10(ctr_in: vec4<u32>, key_in: vec2<u32>) -> vec4<u32> {
 }
 
 const LN2_HI: f32 = 0.693145751953125;
-const LN2_LO: f32 = 1.4286068203094172e-6;
+const LN2_LO: f32 = 1.4286068e-6;
 const SQRT2: f32 = 1.4142135;
 const TWO_PI: f32 = 6.2831855;
 

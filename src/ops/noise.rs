@@ -35,9 +35,11 @@ pub fn philox4x32_10(ctr: [u32; 4], key: [u32; 2]) -> [u32; 4] {
 
 // The constants and operation order below mirror noise.wgsl exactly (same decimal literals,
 // so both sides round them to the same f32).
+// ln 2 split: the high part has 16 significant bits so e·LN2_HI is exact.
+#[allow(clippy::excessive_precision)]
 const LN2_HI: f32 = 0.693_145_751_953_125;
-const LN2_LO: f32 = 1.428_606_820_309_417_2e-6;
-const SQRT2: f32 = 1.414_213_5;
+const LN2_LO: f32 = 1.428_606_8e-6;
+const SQRT2: f32 = std::f32::consts::SQRT_2;
 const TWO_PI: f32 = 6.283_185_5;
 const TWO_POW_M24: f32 = 5.960_464_5e-8;
 
