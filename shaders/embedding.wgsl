@@ -21,8 +21,8 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 // words: (N) — timestep_embedding: f32 timesteps (bit patterns); add_class_embedding: u32 labels
 @group(0) @binding(1) var<storage, read> words: array<u32>;
-// table: timestep_embedding: freqs (dim/2), exp(-ln(10000)·i / (dim/2 − shift)) from f64 on
-// the CPU; add_class_embedding: the class table (num_classes, dim)
+// table: timestep_embedding: freqs (dim/2), exp(-ln(10000)·i / (dim/2 − shift)) from the CPU;
+// add_class_embedding: the class table (num_classes, dim)
 @group(0) @binding(2) var<storage, read> table: array<f32>;
 // out: (N, dim); add_class_embedding accumulates into it
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;

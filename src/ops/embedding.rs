@@ -20,8 +20,11 @@ struct EmbeddingParams {
 
 const WORKGROUP: u64 = 256;
 
-/// The frequencies exp(-ln(max_period) · i / (half − shift)), i < half, evaluated in f64 and
-/// rounded once to f32. (diffusers evaluates them in f32, which can differ by an ulp.)
+/// The frequencies exp(-ln(max_period) · i / (half − shift)), i < half, rounded as diffusers
+/// rounds them: the exponent is an f32 product then an f32 quotient (torch float32 ops), and
+/// only the exp is evaluated in f64 and rounded once (torch's f32 exp is within 1 ulp of
+/// that). Rounding the exponent matters: it moves a frequency by up to ~4 f32 ulps, which is
+/// ~5e-4 rad of argument at t = 999.
 pub fn timestep_frequencies(half: usize, freq_shift: f32) -> Result<Vec<f32>> {
     let denom = half as f64 - freq_shift as f64;
     if half > 0 && denom <= 0.0 {
@@ -29,8 +32,12 @@ pub fn timestep_frequencies(half: usize, freq_shift: f32) -> Result<Vec<f32>> {
             "timestep embedding: freq_shift {freq_shift} must be less than dim/2 = {half}"
         )));
     }
+    let neg_ln_period = -(10000f64.ln()) as f32;
     Ok((0..half)
-        .map(|i| (-(10000f64.ln()) * i as f64 / denom).exp() as f32)
+        .map(|i| {
+            let exponent = (neg_ln_period * i as f32) / denom as f32;
+            (exponent as f64).exp() as f32
+        })
         .collect())
 }
 
