@@ -20,6 +20,10 @@ macro_rules! shaders {
 
 shaders! {
     ELEMENTWISE => "elementwise",
+    GROUP_NORM => "group_norm",
+    EMBEDDING => "embedding",
+    NOISE => "noise",
+    SAMPLER => "sampler",
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]

@@ -2,3 +2,7 @@
 //! pipeline key), and under `#[cfg(test)]` its CPU f64 reference and tests against it.
 
 pub mod elementwise;
+pub mod embedding;
+pub mod group_norm;
+pub mod noise;
+pub mod sampler;
