@@ -8,6 +8,7 @@
 pub mod diffusion;
 pub mod error;
 pub mod gpu;
+pub mod model;
 pub mod ops;
 pub mod shaders;
 
