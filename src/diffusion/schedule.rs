@@ -517,3 +517,491 @@ pub fn step_coefficients(
     }
     c
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rel(a: f64, b: f64) -> f64 {
+        (a - b).abs() / b.abs().max(1e-300)
+    }
+
+    #[test]
+    fn alphas_cumprod_match_diffusers() {
+        // diffusers 0.42.1 DDPMScheduler(...).alphas_cumprod (float32) at t = 0, 1, 10, 500, 998,
+        // 999. Our f64 values agree to < 1e-6 relative (diffusers' own f32 rounding), except
+        // the cosine schedule's last step, where f32 rounding of β = 0.999 gives 1.3e-5.
+        let cases: [(BetaSchedule, f64, f64, [f64; 6], f64); 3] = [
+            (
+                BetaSchedule::Linear,
+                0.0001,
+                0.02,
+                [
+                    0.9998999834060669,
+                    0.9997800588607788,
+                    0.9978064894676208,
+                    0.07779665291309357,
+                    4.118194192415103e-05,
+                    4.035830352222547e-05,
+                ],
+                1e-6,
+            ),
+            (
+                BetaSchedule::ScaledLinear,
+                0.00085,
+                0.012,
+                [
+                    0.9991499781608582,
+                    0.9982960224151611,
+                    0.9904313087463379,
+                    0.27633246779441833,
+                    0.004716695751994848,
+                    0.00466009508818388,
+                ],
+                1e-6,
+            ),
+            (
+                BetaSchedule::SquaredcosCapV2,
+                0.0001,
+                0.02,
+                [
+                    0.9999586939811707,
+                    0.9999125599861145,
+                    0.9992788434028625,
+                    0.4922850430011749,
+                    2.428766265438753e-06,
+                    2.4287349909002387e-09,
+                ],
+                2e-5,
+            ),
+        ];
+        for (bs, b0, b1, want, last_tol) in cases {
+            let cfg = SchedulerConfig {
+                beta_schedule: bs,
+                beta_start: b0,
+                beta_end: b1,
+                ..Default::default()
+            };
+            let s = Schedule::new(&cfg).unwrap();
+            assert_eq!(s.alphas_cumprod.len(), 1000);
+            for (k, t) in [0, 1, 10, 500, 998, 999].into_iter().enumerate() {
+                let tol = if t == 999 { last_tol } else { 1e-6 };
+                let r = rel(s.alphas_cumprod[t], want[k]);
+                assert!(
+                    r < tol,
+                    "{bs:?} t={t}: {} vs {} (rel {r:e})",
+                    s.alphas_cumprod[t],
+                    want[k]
+                );
+            }
+        }
+        let cos = Schedule::new(&SchedulerConfig {
+            beta_schedule: BetaSchedule::SquaredcosCapV2,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(cos.betas[999], 0.999); // capped
+        let lin = Schedule::new(&SchedulerConfig::default()).unwrap();
+        assert_eq!((lin.betas[0], lin.betas[999]), (0.0001, 0.02));
+        assert_eq!(lin.final_alpha_cumprod, 1.0);
+        let (a, b) = lin.add_noise_coefficients(500);
+        assert!((a * a + b * b - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn timesteps_match_diffusers() {
+        let ts = |spacing, offset, n| {
+            let cfg = SchedulerConfig {
+                timestep_spacing: spacing,
+                steps_offset: offset,
+                ..Default::default()
+            };
+            inference_timesteps(&cfg, n).unwrap()
+        };
+        use TimestepSpacing::*;
+        // diffusers 0.42.1 DDIMScheduler(...).set_timesteps(n).timesteps
+        assert_eq!(ts(Leading, 0, 1), [0]);
+        assert_eq!(ts(Leading, 0, 7), [852, 710, 568, 426, 284, 142, 0]);
+        assert_eq!(
+            ts(Leading, 0, 10),
+            [900, 800, 700, 600, 500, 400, 300, 200, 100, 0]
+        );
+        assert_eq!(ts(Leading, 1, 7), [853, 711, 569, 427, 285, 143, 1]);
+        assert_eq!(ts(Leading, 0, 3), [666, 333, 0]);
+        assert_eq!(ts(Trailing, 0, 1), [999]);
+        assert_eq!(ts(Trailing, 0, 7), [999, 856, 713, 570, 428, 285, 142]);
+        assert_eq!(ts(Trailing, 1, 7), [999, 856, 713, 570, 428, 285, 142]);
+        assert_eq!(
+            ts(Trailing, 0, 10),
+            [999, 899, 799, 699, 599, 499, 399, 299, 199, 99]
+        );
+        assert_eq!(ts(Trailing, 0, 3), [999, 666, 332]);
+        assert_eq!(ts(Linspace, 0, 1), [0]);
+        // 166.5 → 166 and 832.5 → 832: numpy rounds half to even.
+        assert_eq!(ts(Linspace, 0, 7), [999, 832, 666, 500, 333, 166, 0]);
+        assert_eq!(ts(Linspace, 1, 7), [999, 832, 666, 500, 333, 166, 0]);
+        assert_eq!(ts(Linspace, 0, 3), [999, 500, 0]);
+        assert_eq!(
+            ts(Linspace, 0, 10),
+            [999, 888, 777, 666, 555, 444, 333, 222, 111, 0]
+        );
+        let l50 = ts(Linspace, 0, 50);
+        assert_eq!(&l50[..8], &[999, 979, 958, 938, 917, 897, 877, 856]);
+        assert_eq!(&l50[43..], &[122, 102, 82, 61, 41, 20, 0]);
+        let t50 = ts(Trailing, 0, 50);
+        assert_eq!((t50[0], t50[1], t50[49], t50.len()), (999, 979, 19, 50));
+        for spacing in [Leading, Trailing, Linspace] {
+            let full = ts(spacing, 0, 1000);
+            assert_eq!(full, (0..1000).rev().collect::<Vec<_>>(), "{spacing:?}");
+        }
+        let cfg = SchedulerConfig::default();
+        assert!(inference_timesteps(&cfg, 1001).is_err());
+        assert!(inference_timesteps(&cfg, 0).is_err());
+        // Leading with an offset can run past T − 1 (diffusers would index out of bounds).
+        let off = SchedulerConfig {
+            steps_offset: 1,
+            ..Default::default()
+        };
+        assert!(inference_timesteps(&off, 1000).is_err());
+    }
+
+    #[test]
+    fn previous_timesteps() {
+        let cfg = SchedulerConfig::default();
+        let ts = [999, 856, 713, 570, 428, 285, 142];
+        assert_eq!(previous_timestep(&cfg, Sampler::Ddpm, &ts, 0), Some(856));
+        assert_eq!(previous_timestep(&cfg, Sampler::Ddpm, &ts, 6), None);
+        // DDIM: t − 1000 / 7 = t − 142, even for trailing spacing.
+        let ddim = Sampler::Ddim { eta: 0.0 };
+        assert_eq!(previous_timestep(&cfg, ddim, &ts, 0), Some(857));
+        assert_eq!(previous_timestep(&cfg, ddim, &ts, 6), Some(0));
+        assert_eq!(previous_timestep(&cfg, ddim, &[900, 100], 1), None);
+    }
+
+    /// Applies the coefficients exactly as the GPU kernel does (src/diffusion/mod.rs).
+    fn apply(c: &StepCoefficients, x: &[f64], m: &[f64], z: &[f64]) -> Vec<f64> {
+        (0..x.len())
+            .map(|i| {
+                let mut x0 = c.x0_from_xt * x[i] + c.x0_from_model * m[i];
+                if c.clip > 0.0 {
+                    x0 = x0.clamp(-c.clip, c.clip);
+                }
+                let eps = c.eps_from_xt * x[i] + c.eps_from_model * m[i];
+                c.prev_from_x0 * x0
+                    + c.prev_from_xt * x[i]
+                    + c.prev_from_eps * eps
+                    + c.noise_scale * z[i]
+            })
+            .collect()
+    }
+
+    const X: [f64; 6] = [
+        0.30000001192092896,
+        -1.2000000476837158,
+        2.5,
+        0.05000000074505806,
+        -0.699999988079071,
+        1.899999976158142,
+    ];
+    const M: [f64; 6] = [
+        -0.4000000059604645,
+        0.800000011920929,
+        1.5,
+        -2.200000047683716,
+        0.10000000149011612,
+        0.6000000238418579,
+    ];
+
+    /// One step against diffusers' float32 `step()` output: |Δ| ≤ 2e-6 (f32 arithmetic in
+    /// torch; values are O(1)).
+    fn check(
+        cfg: &SchedulerConfig,
+        sampler: Sampler,
+        t: usize,
+        prev: Option<usize>,
+        z: &[f64],
+        want: &[f64],
+    ) {
+        check_tol(cfg, sampler, t, prev, z, want, 2e-6)
+    }
+
+    fn check_tol(
+        cfg: &SchedulerConfig,
+        sampler: Sampler,
+        t: usize,
+        prev: Option<usize>,
+        z: &[f64],
+        want: &[f64],
+        atol: f64,
+    ) {
+        let s = Schedule::new(cfg).unwrap();
+        let c = step_coefficients(&s, cfg, sampler, t, prev);
+        let got = apply(&c, &X, &M, z);
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= atol,
+                "{sampler:?} t={t} [{i}]: {g} vs {w}\n{c:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ddpm_steps_match_diffusers() {
+        // DDPMScheduler() with 50 steps: t = 780 → 760, ε-prediction, fixed_small, clipped x̂_0.
+        let cfg = SchedulerConfig::default();
+        let ts = inference_timesteps(&cfg, 50).unwrap();
+        assert_eq!(
+            (ts[10], previous_timestep(&cfg, Sampler::Ddpm, &ts, 10)),
+            (780, Some(760))
+        );
+        check(
+            &cfg,
+            Sampler::Ddpm,
+            780,
+            Some(760),
+            &[
+                1.5409960746765137,
+                -0.293428897857666,
+                -2.1787893772125244,
+                0.5684312582015991,
+                -1.0845223665237427,
+                -1.3985954523086548,
+            ],
+            &[
+                1.0676233768463135,
+                -1.1922041177749634,
+                1.0256266593933105,
+                0.35094720125198364,
+                -1.1736655235290527,
+                0.9159349799156189,
+            ],
+        );
+        // scaled_linear, v-prediction, fixed_large, no clipping, trailing 10 steps: 699 → 599.
+        let cfg = SchedulerConfig {
+            beta_schedule: BetaSchedule::ScaledLinear,
+            beta_start: 0.00085,
+            beta_end: 0.012,
+            variance_type: VarianceType::FixedLarge,
+            clip_sample: false,
+            prediction_type: PredictionType::VPrediction,
+            timestep_spacing: TimestepSpacing::Trailing,
+            ..Default::default()
+        };
+        check(
+            &cfg,
+            Sampler::Ddpm,
+            699,
+            Some(599),
+            &[
+                0.6613521575927734,
+                0.266924113035202,
+                0.06167725846171379,
+                0.6213173270225525,
+                -0.4519059658050537,
+                -0.16613022983074188,
+            ],
+            &[
+                0.7578198909759521,
+                -0.8374937176704407,
+                1.5289674997329712,
+                0.9181796312332153,
+                -0.8373005390167236,
+                1.1237577199935913,
+            ],
+        );
+        // Cosine, sample prediction, last step t = 0: no noise, x_prev = clip(x̂_0).
+        let cfg = SchedulerConfig {
+            beta_schedule: BetaSchedule::SquaredcosCapV2,
+            prediction_type: PredictionType::Sample,
+            ..Default::default()
+        };
+        let c = step_coefficients(&Schedule::new(&cfg).unwrap(), &cfg, Sampler::Ddpm, 0, None);
+        assert_eq!(c.noise_scale, 0.0);
+        check(
+            &cfg,
+            Sampler::Ddpm,
+            0,
+            None,
+            &[9.0; 6],
+            &[
+                -0.4000000059604645,
+                0.800000011920929,
+                1.0,
+                -1.0,
+                0.10000000149011612,
+                0.6000000238418579,
+            ],
+        );
+        // Cosine, ε-prediction, t = 1 → 0 (no set_timesteps: prev = t − 1). Here 1 − ᾱ_1 ≈ 9e-5
+        // loses ~3 digits in float32, so the reference is diffusers' step() run in float64 (f64
+        // ᾱ and tensors, same noise); diffusers' float32 run differs from it by up to 2.3e-4.
+        let cfg = SchedulerConfig {
+            beta_schedule: BetaSchedule::SquaredcosCapV2,
+            ..Default::default()
+        };
+        check_tol(
+            &cfg,
+            Sampler::Ddpm,
+            1,
+            Some(0),
+            &[
+                0.39229682087898254,
+                -0.223564013838768,
+                -0.31950026750564575,
+                -1.2050371170043945,
+                1.0444635152816772,
+                -0.6332277059555054,
+            ],
+            &[
+                0.3038121509428889,
+                -1.0954873197506656,
+                1.7068364830617941,
+                0.055233171080811105,
+                -0.695634165626674,
+                1.4220408623235448,
+            ],
+            1e-12,
+        );
+    }
+
+    #[test]
+    fn ddim_steps_match_diffusers() {
+        // set_alpha_to_one = false, 20 steps, last step t = 0 → −20: ᾱ_prev = ᾱ_0.
+        let cfg = SchedulerConfig {
+            set_alpha_to_one: false,
+            clip_sample: false,
+            ..Default::default()
+        };
+        let ts = inference_timesteps(&cfg, 20).unwrap();
+        let ddim0 = Sampler::Ddim { eta: 0.0 };
+        assert_eq!(previous_timestep(&cfg, ddim0, &ts, 19), None);
+        check(
+            &cfg,
+            ddim0,
+            0,
+            None,
+            &[0.0; 6],
+            &[
+                0.30000001192092896,
+                -1.2000000476837158,
+                2.5,
+                0.05000000447034836,
+                -0.699999988079071,
+                1.899999976158142,
+            ],
+        );
+        // v-prediction, η = 0.5, clip range 0.5, leading 25 steps with steps_offset 1: t = 761.
+        let cfg = SchedulerConfig {
+            prediction_type: PredictionType::VPrediction,
+            clip_sample_range: 0.5,
+            steps_offset: 1,
+            ..Default::default()
+        };
+        let ts = inference_timesteps(&cfg, 25).unwrap();
+        let ddim = Sampler::Ddim { eta: 0.5 };
+        assert_eq!(ts[5], 761);
+        let prev = previous_timestep(&cfg, ddim, &ts, 5);
+        assert_eq!(prev, Some(721));
+        check(
+            &cfg,
+            ddim,
+            761,
+            prev,
+            &[
+                0.8032760620117188,
+                0.17483338713645935,
+                0.08897809684276581,
+                -0.6137180328369141,
+                0.04618244990706444,
+                -1.3682591915130615,
+            ],
+            &[
+                0.5605355501174927,
+                -1.063027262687683,
+                2.4138574600219727,
+                -0.23241108655929565,
+                -0.6459692120552063,
+                1.317786693572998,
+            ],
+        );
+        // Sample prediction, η = 1, linspace 7 steps: 999 → 999 − 142 = 857.
+        let cfg = SchedulerConfig {
+            prediction_type: PredictionType::Sample,
+            timestep_spacing: TimestepSpacing::Linspace,
+            ..Default::default()
+        };
+        let ts = inference_timesteps(&cfg, 7).unwrap();
+        let ddim = Sampler::Ddim { eta: 1.0 };
+        assert_eq!(previous_timestep(&cfg, ddim, &ts, 0), Some(857));
+        check(
+            &cfg,
+            ddim,
+            999,
+            Some(857),
+            &[
+                -1.605276346206665,
+                0.23248571157455444,
+                2.239870071411133,
+                0.8472937941551208,
+                1.2006442546844482,
+                -0.4015503227710724,
+            ],
+            &[
+                -1.4778980016708374,
+                -0.07420939207077026,
+                2.8405728340148926,
+                0.8098493814468384,
+                0.975531816482544,
+                0.12707838416099548,
+            ],
+        );
+    }
+
+    #[test]
+    fn config_json() {
+        // google/ddpm-cifar10-32-style config with early-diffusers keys.
+        let c = SchedulerConfig::from_json(
+            r#"{"_class_name": "DDPMScheduler", "_diffusers_version": "0.1.1", "beta_end": 0.02,
+                "beta_schedule": "linear", "beta_start": 0.0001, "clip_sample": true,
+                "num_train_timesteps": 1000, "trained_betas": null, "variance_type": "fixed_small",
+                "tensor_format": "pt", "timestep_values": null}"#,
+        )
+        .unwrap();
+        assert_eq!(c, SchedulerConfig::default());
+        let ddim = SchedulerConfig::from_json(
+            r#"{"_class_name": "DDIMScheduler", "set_alpha_to_one": false, "steps_offset": 1,
+                "prediction_type": "v_prediction", "timestep_spacing": "trailing",
+                "thresholding": false, "dynamic_thresholding_ratio": 0.995, "sample_max_value": 1.0,
+                "rescale_betas_zero_snr": false, "clip_sample_range": 1.5,
+                "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}"#,
+        )
+        .unwrap();
+        assert!(!ddim.set_alpha_to_one);
+        assert_eq!(ddim.steps_offset, 1);
+        assert_eq!(ddim.prediction_type, PredictionType::VPrediction);
+        assert_eq!(ddim.timestep_spacing, TimestepSpacing::Trailing);
+        assert_eq!(ddim.beta_schedule, BetaSchedule::ScaledLinear);
+        assert_eq!(SchedulerConfig::from_json(&ddim.to_json()).unwrap(), ddim);
+        let err = |t: &str| match SchedulerConfig::from_json(t) {
+            Err(Error::Config(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        for (text, key) in [
+            (r#"{"trained_betas": [0.1, 0.2]}"#, "trained_betas"),
+            (r#"{"thresholding": true}"#, "thresholding"),
+            (r#"{"variance_type": "learned_range"}"#, "variance_type"),
+            (r#"{"beta_schedule": "sigmoid"}"#, "beta_schedule"),
+            (r#"{"prediction_type": "x0"}"#, "prediction_type"),
+            (r#"{"timestep_spacing": "karras"}"#, "timestep_spacing"),
+            (
+                r#"{"rescale_betas_zero_snr": true}"#,
+                "rescale_betas_zero_snr",
+            ),
+            (r#"{"skip_prk_steps": true}"#, "skip_prk_steps"),
+            (r#"{"num_train_timesteps": 0}"#, "num_train_timesteps"),
+        ] {
+            let m = err(text);
+            assert!(m.contains(key), "{text}: {m}");
+        }
+    }
+}
