@@ -369,7 +369,7 @@ impl UNetConfig {
         // Every GroupNorm acts on a block's channels or a sum of them, so checking each block
         // suffices.
         for (i, &ch) in self.block_out_channels.iter().enumerate() {
-            if ch == 0 || ch % self.norm_num_groups != 0 {
+            if ch == 0 || !ch.is_multiple_of(self.norm_num_groups) {
                 return Err(Error::config(format!(
                     "config.json: block_out_channels[{i}] = {ch} is not a positive multiple of \
                      norm_num_groups = {}",
@@ -380,7 +380,7 @@ impl UNetConfig {
         let last = self.block_out_channels[n - 1];
         if self.add_attention {
             let g = self.attn_groups();
-            if last % g != 0 {
+            if !last.is_multiple_of(g) {
                 return Err(Error::config(format!(
                     "config.json: mid-block channels {last} are not a multiple of \
                      attn_norm_num_groups = {g}"
@@ -403,7 +403,7 @@ impl UNetConfig {
         }
         if let Some(d) = self.attention_head_dim {
             for (block, ch) in attn_channels {
-                if ch % d != 0 {
+                if !ch.is_multiple_of(d) {
                     return Err(Error::config(format!(
                         "config.json: attention_head_dim = {d} does not divide the {ch} channels \
                          of {block}"
@@ -413,7 +413,7 @@ impl UNetConfig {
         }
         let levels = 1usize << (n - 1);
         for (axis, s) in ["height", "width"].iter().zip(self.sample_size) {
-            if s == 0 || s % levels != 0 {
+            if s == 0 || !s.is_multiple_of(levels) {
                 return Err(Error::config(format!(
                     "config.json: sample_size {axis} {s} must be a positive multiple of {levels} \
                      so that {} downsamplings and upsamplings return the same size",
@@ -428,7 +428,11 @@ impl UNetConfig {
     /// `len(block_out_channels) − 1` stride-2 downsamplings must see an even size.
     pub fn check_input_size(&self, height: usize, width: usize) -> Result<()> {
         let levels = 1usize << (self.block_out_channels.len() - 1);
-        if height == 0 || width == 0 || height % levels != 0 || width % levels != 0 {
+        if height == 0
+            || width == 0
+            || !height.is_multiple_of(levels)
+            || !width.is_multiple_of(levels)
+        {
             return Err(Error::shape(format!(
                 "input {height}×{width}: height and width must be positive multiples of {levels} \
                  for this UNet"

@@ -128,3 +128,120 @@ mod native {
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use native::read_model_dir;
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+    use crate::model::config::{DownBlockType::*, UpBlockType::*};
+    use crate::model::weights::{expected_tensors, save_weights};
+    use crate::Error;
+    use std::path::PathBuf;
+
+    fn tiny() -> UNetConfig {
+        UNetConfig {
+            sample_size: [8, 8],
+            in_channels: 1,
+            out_channels: 1,
+            block_out_channels: vec![8, 8],
+            down_block_types: vec![DownBlock2D, AttnDownBlock2D],
+            up_block_types: vec![AttnUpBlock2D, UpBlock2D],
+            layers_per_block: 1,
+            norm_num_groups: 4,
+            attention_head_dim: None,
+            ..UNetConfig::default()
+        }
+    }
+
+    fn weights_bytes(cfg: &UNetConfig) -> Vec<u8> {
+        let mut w = Weights::new();
+        for (name, shape) in expected_tensors(cfg) {
+            let n = shape.iter().product();
+            w.insert(name, shape, vec![0.5; n]).unwrap();
+        }
+        save_weights(&w).unwrap()
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("kakusan-files-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn reads_flat_and_pipeline_layouts() {
+        let cfg = tiny();
+        let sched = crate::diffusion::schedule::SchedulerConfig {
+            steps_offset: 1,
+            ..Default::default()
+        };
+        // Flat layout.
+        let flat = temp_dir("flat");
+        std::fs::write(flat.join("config.json"), cfg.to_json()).unwrap();
+        let err = read_model_dir(&flat).unwrap_err();
+        assert!(matches!(err, Error::File { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains("no diffusion_pytorch_model.safetensors"),
+            "{err}"
+        );
+        std::fs::write(flat.join("diffusion_pytorch_model.bin"), b"x").unwrap();
+        let err = read_model_dir(&flat).unwrap_err();
+        assert!(err.to_string().contains("only .bin found"), "{err}");
+        std::fs::write(
+            flat.join("diffusion_pytorch_model.safetensors"),
+            weights_bytes(&cfg),
+        )
+        .unwrap();
+        let files = read_model_dir(&flat).unwrap();
+        assert!(files.scheduler_json.is_none());
+        let m = Model::from_files(&files).unwrap();
+        assert_eq!(m.config, cfg);
+        assert_eq!(m.scheduler, SchedulerConfig::default());
+        assert_eq!(m.weights.len(), expected_tensors(&cfg).len());
+        std::fs::write(flat.join("scheduler_config.json"), sched.to_json()).unwrap();
+        let m = Model::from_files(&read_model_dir(&flat).unwrap()).unwrap();
+        assert_eq!(m.scheduler, sched);
+
+        // Pipeline layout.
+        let pipe = temp_dir("pipe");
+        std::fs::write(
+            pipe.join("model_index.json"),
+            r#"{"_class_name": "DDPMPipeline"}"#,
+        )
+        .unwrap();
+        let err = read_model_dir(&pipe).unwrap_err();
+        assert!(err.to_string().contains("unet/"), "{err}");
+        std::fs::create_dir_all(pipe.join("unet")).unwrap();
+        std::fs::create_dir_all(pipe.join("scheduler")).unwrap();
+        let err = read_model_dir(&pipe).unwrap_err();
+        assert!(err.to_string().contains("no config.json"), "{err}");
+        std::fs::write(pipe.join("unet/config.json"), cfg.to_json()).unwrap();
+        std::fs::write(
+            pipe.join("unet/diffusion_pytorch_model.safetensors"),
+            weights_bytes(&cfg),
+        )
+        .unwrap();
+        std::fs::write(
+            pipe.join("scheduler/scheduler_config.json"),
+            sched.to_json(),
+        )
+        .unwrap();
+        let m = Model::from_files(&read_model_dir(&pipe).unwrap()).unwrap();
+        assert_eq!((m.config, m.scheduler), (cfg.clone(), sched));
+
+        // Weights for another config: a weights error, not a panic.
+        let mut other = cfg.clone();
+        other.block_out_channels = vec![8, 16];
+        std::fs::write(pipe.join("unet/config.json"), other.to_json()).unwrap();
+        let err = Model::from_files(&read_model_dir(&pipe).unwrap()).unwrap_err();
+        assert!(matches!(err, Error::Weights(_)), "{err:?}");
+
+        assert!(matches!(
+            read_model_dir(&pipe.join("nope")),
+            Err(Error::File { .. })
+        ));
+        let _ = std::fs::remove_dir_all(&flat);
+        let _ = std::fs::remove_dir_all(&pipe);
+    }
+}
