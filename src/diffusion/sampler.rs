@@ -197,7 +197,7 @@ impl SamplingRun {
         let Some(&t) = self.timesteps.get(self.next) else {
             return Ok(None);
         };
-        let prev = previous_timestep(&self.scheduler, &self.timesteps, self.next);
+        let prev = previous_timestep(&self.scheduler, self.settings.sampler, &self.timesteps, self.next);
         let coefficients = step_coefficients(&self.schedule, &self.scheduler, self.settings.sampler, t, prev);
         let ts = vec![t as f32; self.unet.batch];
         ctx.write(&self.unet.timesteps, &ts)?;

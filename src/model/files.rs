@@ -49,6 +49,7 @@ impl Model {
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
     use super::ModelFiles;
+    use crate::model::config::UNetConfig;
     use crate::{Error, Result};
     use std::path::{Path, PathBuf};
 
@@ -82,7 +83,8 @@ mod native {
     }
 
     /// Reads a diffusers model or pipeline directory (see the module docs).
-    pub fn read_model_dir(path: &Path) -> Result<ModelFiles> {
+    /// Find the UNet folder and the scheduler config path of a flat or pipeline folder.
+    fn locate(path: &Path) -> Result<(PathBuf, PathBuf)> {
         if !path.is_dir() {
             return Err(Error::file(
                 path.display(),
@@ -102,14 +104,27 @@ mod native {
             } else {
                 (path.to_path_buf(), path.join("scheduler_config.json"))
             };
-        let config_path = unet_dir.join("config.json");
-        if !config_path.is_file() {
+        if !unet_dir.join("config.json").is_file() {
             return Err(Error::file(
                 unet_dir.display(),
                 "no config.json (expected a diffusers UNet2DModel folder: config.json + \
                  diffusion_pytorch_model.safetensors, or a pipeline folder with unet/)",
             ));
         }
+        Ok((unet_dir, sched_path))
+    }
+
+    /// Only the UNet's config.json of a model folder (weights not needed), parsed.
+    pub fn read_config(path: &Path) -> Result<UNetConfig> {
+        let (unet_dir, _) = locate(path)?;
+        let config_path = unet_dir.join("config.json");
+        UNetConfig::from_json(&read_text(&config_path)?)
+            .map_err(|e| Error::file(config_path.display(), e))
+    }
+
+    pub fn read_model_dir(path: &Path) -> Result<ModelFiles> {
+        let (unet_dir, sched_path) = locate(path)?;
+        let config_path = unet_dir.join("config.json");
         let config_json = read_text(&config_path)?;
         let wpath = weights_path(&unet_dir)?;
         let weights = std::fs::read(&wpath).map_err(|e| Error::file(wpath.display(), e))?;
@@ -127,7 +142,7 @@ mod native {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-pub use native::read_model_dir;
+pub use native::{read_config, read_model_dir};
 
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {

@@ -155,6 +155,42 @@ impl Weights {
         Self::default()
     }
 
+    /// Deterministic random weights for `cfg` (for benchmarks and tests): PyTorch's default
+    /// initialisation, U(−1/√fan_in, 1/√fan_in) for conv/linear weights and biases, N(0, 1)-like
+    /// rows for embeddings, and the identity affine (γ = 1, β = 0) for group norms.
+    pub fn random(cfg: &UNetConfig, seed: u64) -> Weights {
+        // splitmix64: no dependency, same values on every platform.
+        let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        };
+        let mut w = Weights::new();
+        for (name, shape) in expected_tensors(cfg) {
+            let n: usize = shape.iter().product();
+            let is_norm = name.contains("norm");
+            let data: Vec<f32> = if is_norm {
+                vec![if name.ends_with(".weight") { 1.0 } else { 0.0 }; n]
+            } else if name.starts_with("class_embedding") {
+                (0..n).map(|_| next() as f32 * 1.7).collect()
+            } else {
+                // fan_in of the layer this tensor belongs to: its weight's size / out features.
+                let fan_in = if shape.len() > 1 {
+                    shape[1..].iter().product::<usize>()
+                } else {
+                    n.max(1)
+                };
+                let bound = 1.0 / (fan_in as f64).sqrt();
+                (0..n).map(|_| (next() * bound) as f32).collect()
+            };
+            w.tensors.insert(name, (shape, data));
+        }
+        w
+    }
+
     /// Adds or replaces a tensor; `data.len()` must equal the product of `shape`.
     pub fn insert(
         &mut self,

@@ -95,7 +95,7 @@ impl UNet {
         if batch == 0 {
             return Err(Error::shape("the batch size must be at least 1"));
         }
-        let [h, w] = config.sample_hw();
+        let [h, w] = config.sample_size;
         let mut uploaded = HashMap::new();
         let mut weight_bytes = 0;
         for (name, _) in crate::model::weights::expected_tensors(config) {
@@ -296,12 +296,11 @@ impl Builder<'_> {
 
     /// diffusers `Attention` as built for UNet2DModel (group norm, q/k/v/out projections,
     /// softmax in f32, residual, division by `rescale_output_factor`).
-    fn attention(&mut self, x: Tensor, prefix: &str, rescale_output_factor: f64) -> Result<Tensor> {
+    fn attention(&mut self, x: Tensor, prefix: &str, groups: usize, rescale_output_factor: f64) -> Result<Tensor> {
         let [n, c, h, w] = nchw(&x)?;
         let hw = h * w;
         let heads = self.cfg.heads(c);
         let d = c / heads;
-        let groups = self.cfg.attn_groups();
         let hn = self.group_norm(&x, &format!("{prefix}.group_norm"), groups, false)?;
         let q = self.project(&hn, &format!("{prefix}.to_q"), None, 1.0)?;
         let k = self.project(&hn, &format!("{prefix}.to_k"), None, 1.0)?;
@@ -449,8 +448,8 @@ impl Builder<'_> {
             for j in 0..cfg.layers_per_block {
                 let prefix = format!("down_blocks.{i}");
                 x = self.resnet(x, &temb_act, &format!("{prefix}.resnets.{j}"), 1.0)?;
-                if cfg.down_block_has_attention(i) {
-                    x = self.attention(x, &format!("{prefix}.attentions.{j}"), 1.0)?;
+                if cfg.down_block_types[i].has_attention() {
+                    x = self.attention(x, &format!("{prefix}.attentions.{j}"), cfg.norm_num_groups, 1.0)?;
                 }
                 skips.push(x.clone());
             }
@@ -465,7 +464,7 @@ impl Builder<'_> {
         let scale = cfg.mid_block_scale_factor;
         x = self.resnet(x, &temb_act, "mid_block.resnets.0", scale)?;
         if cfg.add_attention {
-            x = self.attention(x, "mid_block.attentions.0", scale)?;
+            x = self.attention(x, "mid_block.attentions.0", cfg.attn_groups(), scale)?;
         }
         x = self.resnet(x, &temb_act, "mid_block.resnets.1", scale)?;
 
@@ -489,8 +488,8 @@ impl Builder<'_> {
                 self.free(x);
                 self.free(skip);
                 x = self.resnet(cat, &temb_act, &format!("{prefix}.resnets.{j}"), 1.0)?;
-                if cfg.up_block_has_attention(i) {
-                    x = self.attention(x, &format!("{prefix}.attentions.{j}"), 1.0)?;
+                if cfg.up_block_types[i].has_attention() {
+                    x = self.attention(x, &format!("{prefix}.attentions.{j}"), cfg.norm_num_groups, 1.0)?;
                 }
             }
             if i + 1 < nblocks {

@@ -6,7 +6,7 @@ use crate::model::config::UNetConfig;
 /// 2 × multiply-adds of one forward pass for one sample: convs, linears and attention
 /// matmuls (normalisations and elementwise ops are not counted).
 pub fn forward_flops(cfg: &UNetConfig) -> u64 {
-    let [mut h, mut w] = cfg.sample_hw();
+    let [mut h, mut w] = cfg.sample_size;
     let boc = &cfg.block_out_channels;
     let ted = cfg.time_embed_dim();
     let conv = |cin: usize, cout: usize, k: usize, ho: usize, wo: usize| 2 * (cin * cout * k * k * ho * wo) as u64;
@@ -26,7 +26,7 @@ pub fn forward_flops(cfg: &UNetConfig) -> u64 {
         for _ in 0..cfg.layers_per_block {
             f += resnet(c, out, h, w);
             c = out;
-            if cfg.down_block_has_attention(i) {
+            if cfg.down_block_types[i].has_attention() {
                 f += attention(c, h, w);
             }
             skips.push(c);
@@ -48,7 +48,7 @@ pub fn forward_flops(cfg: &UNetConfig) -> u64 {
             let skip = skips.pop().unwrap_or(0);
             f += resnet(c + skip, out, h, w);
             c = out;
-            if cfg.up_block_has_attention(i) {
+            if cfg.up_block_types[i].has_attention() {
                 f += attention(c, h, w);
             }
         }
@@ -63,7 +63,7 @@ pub fn forward_flops(cfg: &UNetConfig) -> u64 {
 
 /// Human-readable architecture summary.
 pub fn summary(cfg: &UNetConfig) -> String {
-    let [h, w] = cfg.sample_hw();
+    let [h, w] = cfg.sample_size;
     let mut s = String::new();
     s += &format!(
         "UNet2DModel: {}x{} x {} channels in, {} out\n",
@@ -75,7 +75,7 @@ pub fn summary(cfg: &UNetConfig) -> String {
     );
     let (mut rh, mut rw) = (h, w);
     for (i, &c) in cfg.block_out_channels.iter().enumerate() {
-        let attn = if cfg.down_block_has_attention(i) {
+        let attn = if cfg.down_block_types[i].has_attention() {
             format!(" + attention ({} heads)", cfg.heads(c))
         } else {
             String::new()
