@@ -20,6 +20,9 @@ macro_rules! shaders {
 
 shaders! {
     ELEMENTWISE => "elementwise",
+    MATMUL => "matmul",
+    CONV2D => "conv2d",
+    SOFTMAX => "softmax",
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]
