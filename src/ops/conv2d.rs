@@ -319,7 +319,9 @@ mod tests {
         let mut worst = (0.0f64, 0usize);
         for i in 0..got.len() {
             let r = (got[i] as f64 - want[i]).abs() / (1e-5 * mag[i]);
-            if !(r <= worst.0) {
+            // NaN must fail too.
+            let r = if r.is_nan() { f64::INFINITY } else { r };
+            if r > worst.0 {
                 worst = (r, i);
             }
         }

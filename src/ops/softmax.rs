@@ -23,7 +23,7 @@ pub fn softmax_rows(
     cols: usize,
 ) -> Result<()> {
     let numel = x.numel();
-    if cols == 0 || numel % cols != 0 {
+    if cols == 0 || !numel.is_multiple_of(cols) {
         return Err(Error::shape(format!(
             "softmax_rows: x of shape {:?} ({numel} elements) is not a whole number of rows of {cols}",
             x.shape
