@@ -56,36 +56,22 @@ const BK: u32 = 16u;
 var<workgroup> tile_a: array<vec4<f32>, 256>;
 var<workgroup> tile_b: array<vec4<f32>, 256>;
 
-// A[m .. m+4, k] (zero outside the matrix).
+// A[m .. m+4, k], zero outside the matrix. Clamped indices and selects rather than
+// branches: on SIMD-over-invocations implementations (llvmpipe) divergent branches around
+// loads are expensive.
 fn load_a4(base: u32, m: u32, k: u32) -> vec4<f32> {
-    var v = vec4<f32>(0.0);
-    if (k < p.k) {
-        let o = base + k * p.a_sk + m * p.a_sm;
-        if (m + 3u < p.m) {
-            v = vec4<f32>(a[o], a[o + p.a_sm], a[o + 2u * p.a_sm], a[o + 3u * p.a_sm]);
-        } else {
-            if (m < p.m) { v.x = a[o]; }
-            if (m + 1u < p.m) { v.y = a[o + p.a_sm]; }
-            if (m + 2u < p.m) { v.z = a[o + 2u * p.a_sm]; }
-        }
-    }
-    return v;
+    let ms = vec4<u32>(m) + vec4<u32>(0u, 1u, 2u, 3u);
+    let ok = (ms < vec4<u32>(p.m)) & vec4<bool>(k < p.k);
+    let i = select(vec4<u32>(0u), vec4<u32>(base + k * p.a_sk) + ms * p.a_sm, ok);
+    return select(vec4<f32>(0.0), vec4<f32>(a[i.x], a[i.y], a[i.z], a[i.w]), ok);
 }
 
-// B[k, n .. n+4] (zero outside the matrix).
+// B[k, n .. n+4], zero outside the matrix.
 fn load_b4(base: u32, k: u32, n: u32) -> vec4<f32> {
-    var v = vec4<f32>(0.0);
-    if (k < p.k) {
-        let o = base + k * p.b_sk + n * p.b_sn;
-        if (n + 3u < p.n) {
-            v = vec4<f32>(b[o], b[o + p.b_sn], b[o + 2u * p.b_sn], b[o + 3u * p.b_sn]);
-        } else {
-            if (n < p.n) { v.x = b[o]; }
-            if (n + 1u < p.n) { v.y = b[o + p.b_sn]; }
-            if (n + 2u < p.n) { v.z = b[o + 2u * p.b_sn]; }
-        }
-    }
-    return v;
+    let ns = vec4<u32>(n) + vec4<u32>(0u, 1u, 2u, 3u);
+    let ok = (ns < vec4<u32>(p.n)) & vec4<bool>(k < p.k);
+    let i = select(vec4<u32>(0u), vec4<u32>(base + k * p.b_sk) + ns * p.b_sn, ok);
+    return select(vec4<f32>(0.0), vec4<f32>(b[i.x], b[i.y], b[i.z], b[i.w]), ok);
 }
 
 fn store1(ob: u32, m: u32, n: u32, v: f32) {
