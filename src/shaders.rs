@@ -24,6 +24,9 @@ shaders! {
     EMBEDDING => "embedding",
     NOISE => "noise",
     SAMPLER => "sampler",
+    MATMUL => "matmul",
+    CONV2D => "conv2d",
+    SOFTMAX => "softmax",
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]

@@ -1,0 +1,195 @@
+// 2-D convolution as an implicit GEMM: M = Cout, N = batch*Ho*Wo, K = Cin*KH*KW.
+// out[b, co, oy, ox] = (sum_k W[co, k] * im2col[k, (b, oy, ox)] + bias[co] + channel_bias[b, co]
+//                       + residual[b, co, oy, ox]) * out_scale
+// im2col is never materialised: the B tile is gathered from x on the fly (zero padding =
+// masked loads), so the only extra memory traffic is the redundancy of the gather itself.
+//
+// Tiling as in matmul.wgsl: 8x8 threads, 64x64 output tile (Cout x pixels), 8x8 register
+// tile per thread, K step 16 staged as vec4s in workgroup memory. All loads are clamped and
+// masked (select, not branches), so any size works.
+//
+// Grid: x/y = the pixel tile as a linear index (wg.x + wg.y * num_workgroups.x, see
+// gpu::grid_1d), z = the Cout tile.
+
+struct Params {
+    batch: u32,
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    ho: u32,
+    wo: u32,
+    kh: u32,
+    kw: u32,
+    stride: u32,
+    pad_top: u32,
+    pad_left: u32,
+    // Cin * KH * KW
+    kdim: u32,
+    // batch * Ho * Wo
+    ncols: u32,
+    n_tiles: u32,
+    // bit 0: bias; bit 1: channel_bias; bit 2: residual.
+    flags: u32,
+    out_scale: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+// x: (N, Cin, H, W)
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+// weight: (Cout, Cin, KH, KW) = row-major (Cout, K)
+@group(0) @binding(2) var<storage, read> weight: array<f32>;
+// bias: (Cout); any buffer when absent
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+// channel_bias: (N, Cout); any buffer when absent
+@group(0) @binding(4) var<storage, read> channel_bias: array<f32>;
+// residual: (N, Cout, Ho, Wo); any buffer when absent
+@group(0) @binding(5) var<storage, read> residual: array<f32>;
+// out: (N, Cout, Ho, Wo)
+@group(0) @binding(6) var<storage, read_write> out: array<f32>;
+
+const BM: u32 = 64u;
+const BN: u32 = 64u;
+const BK: u32 = 16u;
+
+// [BK][BM / 4] (weights) and [BK][BN / 4] (im2col)
+var<workgroup> tile_a: array<vec4<f32>, 256>;
+var<workgroup> tile_b: array<vec4<f32>, 256>;
+
+fn load_x(i: u32, ok: bool) -> f32 {
+    return select(0.0, x[select(0u, i, ok)], ok);
+}
+
+fn load_w(i: u32, ok: bool) -> f32 {
+    return select(0.0, weight[select(0u, i, ok)], ok);
+}
+
+fn store1(co: u32, n: u32, v: f32) {
+    if (n >= p.ncols) { return; }
+    let hw = p.ho * p.wo;
+    let b = n / hw;
+    let o = (b * p.cout + co) * hw + (n - b * hw);
+    var r = v;
+    if ((p.flags & 1u) != 0u) { r += bias[co]; }
+    if ((p.flags & 2u) != 0u) { r += channel_bias[b * p.cout + co]; }
+    if ((p.flags & 4u) != 0u) { r += residual[o]; }
+    out[o] = r * p.out_scale;
+}
+
+// Output channel co, pixel columns n .. n+8 of the thread's register tile.
+fn store_row(co: u32, n: u32, v0: vec4<f32>, v1: vec4<f32>) {
+    if (co >= p.cout) { return; }
+    store1(co, n, v0.x);
+    store1(co, n + 1u, v0.y);
+    store1(co, n + 2u, v0.z);
+    store1(co, n + 3u, v0.w);
+    store1(co, n + 4u, v1.x);
+    store1(co, n + 5u, v1.y);
+    store1(co, n + 6u, v1.z);
+    store1(co, n + 7u, v1.w);
+}
+
+@compute @workgroup_size(8, 8)
+fn conv2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_id) lid: vec3<u32>,
+          @builtin(local_invocation_index) li: u32) {
+    let n_tile = wg.x + wg.y * nwg.x;
+    // Uniform across the workgroup, so returning before the barriers is allowed.
+    if (n_tile >= p.n_tiles) { return; }
+    let m0 = wg.z * BM;
+    let n0 = n_tile * BN;
+
+    // Loader: thread li stages vec4 column group lc (4 consecutive m or pixels) of K rows
+    // lr, lr+4, lr+8, lr+12 of each tile.
+    let lc = li % 16u;
+    let lr = li / 16u;
+
+    // The loader's four pixel columns do not change along K: decompose them once.
+    let hw_out = p.ho * p.wo;
+    let cols = vec4<u32>(n0 + 4u * lc) + vec4<u32>(0u, 1u, 2u, 3u);
+    let col_ok = cols < vec4<u32>(p.ncols);
+    let cb = cols / vec4<u32>(hw_out);
+    let pix = cols - cb * vec4<u32>(hw_out);
+    let oy = pix / vec4<u32>(p.wo);
+    let ox = pix - oy * vec4<u32>(p.wo);
+    let iy0 = vec4<i32>(oy * vec4<u32>(p.stride)) - vec4<i32>(i32(p.pad_top));
+    let ix0 = vec4<i32>(ox * vec4<u32>(p.stride)) - vec4<i32>(i32(p.pad_left));
+    let x_base = cb * vec4<u32>(p.cin * p.h * p.w);
+    let hi = vec4<i32>(i32(p.h));
+    let wi = vec4<i32>(i32(p.w));
+    let khw = p.kh * p.kw;
+
+    // The loader's four weight rows (output channels).
+    let rows = vec4<u32>(m0 + 4u * lc) + vec4<u32>(0u, 1u, 2u, 3u);
+    let row_ok = rows < vec4<u32>(p.cout);
+    let w_base = rows * vec4<u32>(p.kdim);
+
+    // Compute: thread (tx, ty) owns output channels m0 + 8 ty .. +8, pixels n0 + 8 tx .. +8.
+    let tx = lid.x;
+    let ty = lid.y;
+    // Zero-initialized (WGSL function variables are).
+    var acc: array<vec4<f32>, 16>;
+
+    for (var k0 = 0u; k0 < p.kdim; k0 += BK) {
+        for (var j = 0u; j < 4u; j++) {
+            let kk = lr + 4u * j;
+            let k = k0 + kk;
+            let k_ok = k < p.kdim;
+            // Weights W[rows, k].
+            let wok = row_ok & vec4<bool>(k_ok);
+            let wi4 = w_base + vec4<u32>(k);
+            tile_a[kk * 16u + lc] = vec4<f32>(load_w(wi4.x, wok.x), load_w(wi4.y, wok.y),
+                                              load_w(wi4.z, wok.z), load_w(wi4.w, wok.w));
+            // im2col[k, cols]: k = (ci, ky, kx).
+            let ci = k / khw;
+            let r = k - ci * khw;
+            let ky = r / p.kw;
+            let kx = r - ky * p.kw;
+            let iy = iy0 + vec4<i32>(i32(ky));
+            let ix = ix0 + vec4<i32>(i32(kx));
+            let ok = col_ok & vec4<bool>(k_ok) & (iy >= vec4<i32>(0)) & (iy < hi)
+                & (ix >= vec4<i32>(0)) & (ix < wi);
+            let xi = x_base + vec4<u32>(ci * p.h * p.w) + vec4<u32>(iy * wi + ix);
+            tile_b[kk * 16u + lc] = vec4<f32>(load_x(xi.x, ok.x), load_x(xi.y, ok.y),
+                                              load_x(xi.z, ok.z), load_x(xi.w, ok.w));
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk++) {
+            let a0 = tile_a[kk * 16u + 2u * ty];
+            let a1 = tile_a[kk * 16u + 2u * ty + 1u];
+            let b0 = tile_b[kk * 16u + 2u * tx];
+            let b1 = tile_b[kk * 16u + 2u * tx + 1u];
+            acc[0] += a0.x * b0;
+            acc[1] += a0.x * b1;
+            acc[2] += a0.y * b0;
+            acc[3] += a0.y * b1;
+            acc[4] += a0.z * b0;
+            acc[5] += a0.z * b1;
+            acc[6] += a0.w * b0;
+            acc[7] += a0.w * b1;
+            acc[8] += a1.x * b0;
+            acc[9] += a1.x * b1;
+            acc[10] += a1.y * b0;
+            acc[11] += a1.y * b1;
+            acc[12] += a1.z * b0;
+            acc[13] += a1.z * b1;
+            acc[14] += a1.w * b0;
+            acc[15] += a1.w * b1;
+        }
+        workgroupBarrier();
+    }
+
+    let co = m0 + 8u * ty;
+    let n = n0 + 8u * tx;
+    store_row(co, n, acc[0], acc[1]);
+    store_row(co + 1u, n, acc[2], acc[3]);
+    store_row(co + 2u, n, acc[4], acc[5]);
+    store_row(co + 3u, n, acc[6], acc[7]);
+    store_row(co + 4u, n, acc[8], acc[9]);
+    store_row(co + 5u, n, acc[10], acc[11]);
+    store_row(co + 6u, n, acc[12], acc[13]);
+    store_row(co + 7u, n, acc[14], acc[15]);
+}

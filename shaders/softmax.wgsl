@@ -1,0 +1,61 @@
+// Numerically stable softmax over contiguous rows, in place: x[r, :] = exp(x - max) / sum.
+// One workgroup of 256 threads per row; each thread strides over the row, then the
+// workgroup reduces (max, then sum) through workgroup memory with a tree. The row's max is
+// subtracted before exp, so large-magnitude logits (attention scores) cannot overflow.
+//
+// Grid: the row index is wg.x + wg.y * num_workgroups.x (see gpu::grid_1d).
+
+struct Params {
+    rows: u32,
+    cols: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+// x: (rows, cols), rewritten in place
+@group(0) @binding(1) var<storage, read_write> x: array<f32>;
+
+const WG: u32 = 256u;
+
+var<workgroup> red: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn softmax_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) li: u32) {
+    let row = wg.x + wg.y * nwg.x;
+    // Uniform across the workgroup, so returning before the barriers is allowed.
+    if (row >= p.rows) { return; }
+    let base = row * p.cols;
+
+    // Row max.
+    var m = -3.4028235e38;
+    for (var c = li; c < p.cols; c += WG) {
+        m = max(m, x[base + c]);
+    }
+    red[li] = m;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (li < s) { red[li] = max(red[li], red[li + s]); }
+        workgroupBarrier();
+    }
+    let row_max = red[0];
+    workgroupBarrier();
+
+    // Sum of exp(x - max): every term is in (0, 1], and the max's term is exactly 1.
+    var sum = 0.0;
+    for (var c = li; c < p.cols; c += WG) {
+        sum += exp(x[base + c] - row_max);
+    }
+    red[li] = sum;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (li < s) { red[li] += red[li + s]; }
+        workgroupBarrier();
+    }
+    let inv = 1.0 / red[0];
+
+    for (var c = li; c < p.cols; c += WG) {
+        x[base + c] = exp(x[base + c] - row_max) * inv;
+    }
+}

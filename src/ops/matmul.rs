@@ -1,0 +1,591 @@
+//! Batched strided GEMM (`shaders/matmul.wgsl`): linear layers (the time-embedding MLP),
+//! attention scores Q·Kᵀ and P·V, and 1x1 projections on NCHW tensors, all through element
+//! strides so that transposed views need no copies.
+
+use crate::error::{Error, Result};
+use crate::gpu::{
+    grid_1d, DispatchDesc, GpuContext, Params, Program, Tensor, MAX_WORKGROUPS_PER_DIM,
+};
+use crate::shaders::MATMUL;
+
+/// Which output dimension a bias vector runs along.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BiasAlong {
+    /// One bias per row `m` (e.g. output channels when `m` is Cout).
+    M,
+    /// One bias per column `n` (e.g. a linear layer's output features).
+    N,
+}
+
+/// out[b, m, n] = (alpha · Σ_k A[b, m, k] B[b, k, n] + bias + residual) · out_scale.
+pub struct MatmulArgs<'a> {
+    pub a: &'a Tensor,
+    pub b: &'a Tensor,
+    pub out: &'a Tensor,
+    /// Length `m` ([`BiasAlong::M`]) or `n` ([`BiasAlong::N`]).
+    pub bias: Option<&'a Tensor>,
+    pub bias_along: BiasAlong,
+    /// Addressed with `out_strides`; must be a different buffer from `out`.
+    pub residual: Option<&'a Tensor>,
+    pub batch: usize,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    /// Element strides of A[b, m, k].
+    pub a_strides: [usize; 3],
+    /// Element strides of B[b, k, n].
+    pub b_strides: [usize; 3],
+    /// Element strides of out[b, m, n].
+    pub out_strides: [usize; 3],
+    pub alpha: f32,
+    pub out_scale: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct MatmulParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    n_tiles: u32,
+    a_sb: u32,
+    a_sm: u32,
+    a_sk: u32,
+    m_tiles: u32,
+    b_sb: u32,
+    b_sk: u32,
+    b_sn: u32,
+    flags: u32,
+    o_sb: u32,
+    o_sm: u32,
+    o_sn: u32,
+    _pad0: u32,
+    alpha: f32,
+    out_scale: f32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+/// Output tile of one workgroup (see the shader).
+const TILE_M: usize = 64;
+const TILE_N: usize = 64;
+
+fn u32_of(v: usize, what: &str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::shape(format!("matmul: {what} = {v} does not fit in u32")))
+}
+
+/// Check that the largest element a strided 3-D view addresses lies inside `t`.
+fn check_extent(t: &Tensor, dims: [usize; 3], strides: [usize; 3], what: &str) -> Result<()> {
+    if dims.contains(&0) {
+        return Ok(());
+    }
+    let max = dims.iter().zip(strides).try_fold(0usize, |acc, (&d, s)| {
+        acc.checked_add((d - 1).checked_mul(s)?)
+    });
+    match max {
+        Some(max) if max < t.numel() && max <= u32::MAX as usize => Ok(()),
+        _ => Err(Error::shape(format!(
+            "matmul: {what} of shape {:?} is too small for dims {dims:?} with strides {strides:?}",
+            t.shape
+        ))),
+    }
+}
+
+/// Record `out = (alpha · A·B + bias + residual) · out_scale` for every batch entry.
+pub fn matmul(ctx: &GpuContext, program: &mut Program, args: &MatmulArgs) -> Result<()> {
+    let &MatmulArgs { batch, m, n, k, .. } = args;
+    check_extent(args.a, [batch, m, k], args.a_strides, "A")?;
+    check_extent(args.b, [batch, k, n], args.b_strides, "B")?;
+    check_extent(args.out, [batch, m, n], args.out_strides, "out")?;
+    if let Some(r) = args.residual {
+        check_extent(r, [batch, m, n], args.out_strides, "residual")?;
+        if r.buffer.as_ref() == args.out.buffer.as_ref() {
+            return Err(Error::shape(
+                "matmul: residual must be a different buffer from out",
+            ));
+        }
+    }
+    if let Some(bias) = args.bias {
+        let want = match args.bias_along {
+            BiasAlong::M => m,
+            BiasAlong::N => n,
+        };
+        if bias.numel() != want {
+            return Err(Error::shape(format!(
+                "matmul: bias has {} elements, expected {want} ({:?})",
+                bias.numel(),
+                args.bias_along
+            )));
+        }
+    }
+    for (t, what) in [(args.a, "A"), (args.b, "B")] {
+        if t.buffer.as_ref() == args.out.buffer.as_ref() {
+            return Err(Error::shape(format!(
+                "matmul: {what} must be a different buffer from out"
+            )));
+        }
+    }
+    if batch == 0 || m == 0 || n == 0 {
+        return Ok(());
+    }
+    let n_tiles = n.div_ceil(TILE_N);
+    let m_tiles = m.div_ceil(TILE_M);
+    let z = batch * m_tiles;
+    if z > MAX_WORKGROUPS_PER_DIM as usize {
+        return Err(Error::shape(format!(
+            "matmul: batch {batch} x {m_tiles} row tiles is more than one dispatch can launch"
+        )));
+    }
+    let [gx, gy, _] = grid_1d(n_tiles as u64)?;
+    let flags = args.bias.map_or(0, |_| 1)
+        | if args.bias_along == BiasAlong::N {
+            2
+        } else {
+            0
+        }
+        | args.residual.map_or(0, |_| 4);
+    let params = MatmulParams {
+        m: u32_of(m, "m")?,
+        n: u32_of(n, "n")?,
+        k: u32_of(k, "k")?,
+        n_tiles: n_tiles as u32,
+        a_sb: u32_of(args.a_strides[0], "A batch stride")?,
+        a_sm: u32_of(args.a_strides[1], "A m stride")?,
+        a_sk: u32_of(args.a_strides[2], "A k stride")?,
+        m_tiles: m_tiles as u32,
+        b_sb: u32_of(args.b_strides[0], "B batch stride")?,
+        b_sk: u32_of(args.b_strides[1], "B k stride")?,
+        b_sn: u32_of(args.b_strides[2], "B n stride")?,
+        flags,
+        o_sb: u32_of(args.out_strides[0], "out batch stride")?,
+        o_sm: u32_of(args.out_strides[1], "out m stride")?,
+        o_sn: u32_of(args.out_strides[2], "out n stride")?,
+        _pad0: 0,
+        alpha: args.alpha,
+        out_scale: args.out_scale,
+        _pad1: 0,
+        _pad2: 0,
+    };
+    // Absent optional operands are bound to A (never read: the flags say so).
+    let bias = args.bias.unwrap_or(args.a);
+    let residual = args.residual.unwrap_or(args.a);
+    ctx.record(
+        program,
+        DispatchDesc {
+            label: "matmul",
+            shader: &MATMUL,
+            entry: "matmul",
+            constants: &[],
+            params: Params::Static(bytemuck::bytes_of(&params)),
+            inputs: &[
+                &args.a.buffer,
+                &args.b.buffer,
+                &bias.buffer,
+                &residual.buffer,
+            ],
+            outputs: &[&args.out.buffer],
+            workgroups: [gx, gy, z as u32],
+        },
+    )
+}
+
+/// PyTorch `nn.Linear`: out (M, N) = x (M, K) · weightᵀ + bias, with weight (N, K).
+pub fn linear(
+    ctx: &GpuContext,
+    program: &mut Program,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    out: &Tensor,
+) -> Result<()> {
+    let (m, k) = match x.shape[..] {
+        [m, k] => (m, k),
+        _ => {
+            return Err(Error::shape(format!(
+                "linear: x: expected (M, K), got {:?}",
+                x.shape
+            )))
+        }
+    };
+    let n = match weight.shape[..] {
+        [n, kw] if kw == k => n,
+        _ => {
+            return Err(Error::shape(format!(
+                "linear: weight: expected (N, {k}), got {:?}",
+                weight.shape
+            )))
+        }
+    };
+    crate::gpu::expect_shape(out, &[m, n], "linear: out")?;
+    matmul(
+        ctx,
+        program,
+        &MatmulArgs {
+            a: x,
+            b: weight,
+            out,
+            bias,
+            bias_along: BiasAlong::N,
+            residual: None,
+            batch: 1,
+            m,
+            n,
+            k,
+            a_strides: [0, k, 1],
+            // B[k, n] = weight[n, k]
+            b_strides: [0, 1, k],
+            out_strides: [0, n, 1],
+            alpha: 1.0,
+            out_scale: 1.0,
+        },
+    )
+}
+
+/// 2·m·n·k·batch: the FLOP count benchmarks quote.
+pub fn matmul_flops(batch: usize, m: usize, n: usize, k: usize) -> u64 {
+    2 * (batch * m * n * k) as u64
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::gpu::block_on;
+    use crate::gpu::test_util::{assert_close, ctx, random};
+
+    /// f64 reference of the same strided contract.
+    fn reference(
+        args: &MatmulArgs,
+        a: &[f32],
+        b: &[f32],
+        bias: Option<&[f32]>,
+        res: Option<&[f32]>,
+        out_init: &[f32],
+    ) -> Vec<f64> {
+        let mut out: Vec<f64> = out_init.iter().map(|&v| v as f64).collect();
+        let [asb, asm, ask] = args.a_strides;
+        let [bsb, bsk, bsn] = args.b_strides;
+        let [osb, osm, osn] = args.out_strides;
+        for bt in 0..args.batch {
+            for i in 0..args.m {
+                for j in 0..args.n {
+                    let mut s = 0.0f64;
+                    for l in 0..args.k {
+                        s += a[bt * asb + i * asm + l * ask] as f64
+                            * b[bt * bsb + l * bsk + j * bsn] as f64;
+                    }
+                    let o = bt * osb + i * osm + j * osn;
+                    let mut v = args.alpha as f64 * s;
+                    if let Some(bias) = bias {
+                        v += bias[if args.bias_along == BiasAlong::M {
+                            i
+                        } else {
+                            j
+                        }] as f64;
+                    }
+                    if let Some(r) = res {
+                        v += r[o] as f64;
+                    }
+                    out[o] = v * args.out_scale as f64;
+                }
+            }
+        }
+        out
+    }
+
+    /// Tolerance: f32 accumulation of k products of values in [-1, 1): atol ~ 1e-5·sqrt(k)
+    /// on top of a small relative term.
+    fn atol(k: usize) -> f64 {
+        1e-5 * (k as f64).sqrt().max(1.0)
+    }
+
+    struct Case {
+        batch: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+        a_strides: [usize; 3],
+        b_strides: [usize; 3],
+        out_strides: [usize; 3],
+        bias: Option<BiasAlong>,
+        residual: bool,
+        alpha: f32,
+        out_scale: f32,
+    }
+
+    fn run_case(ctx: &GpuContext, c: &Case, seed: u64, what: &str) {
+        let numel =
+            |d: [usize; 3], s: [usize; 3]| (0..3).map(|i| (d[i] - 1) * s[i]).sum::<usize>() + 1;
+        let a_len = numel([c.batch, c.m, c.k], c.a_strides);
+        let b_len = numel([c.batch, c.k, c.n], c.b_strides);
+        let o_len = numel([c.batch, c.m, c.n], c.out_strides);
+        let a = random(a_len, seed);
+        let b = random(b_len, seed + 1);
+        let bias_len = match c.bias {
+            Some(BiasAlong::M) => c.m,
+            _ => c.n,
+        };
+        let bias = random(bias_len, seed + 2);
+        let res = random(o_len, seed + 3);
+        // out starts non-zero so that elements the kernel must not touch are checked too.
+        let out_init = random(o_len, seed + 4);
+        let ta = ctx.upload(&a, &[a_len]).unwrap();
+        let tb = ctx.upload(&b, &[b_len]).unwrap();
+        let tbias = ctx.upload(&bias, &[bias_len]).unwrap();
+        let tres = ctx.upload(&res, &[o_len]).unwrap();
+        let tout = ctx.upload(&out_init, &[o_len]).unwrap();
+        let args = MatmulArgs {
+            a: &ta,
+            b: &tb,
+            out: &tout,
+            bias: c.bias.map(|_| &tbias),
+            bias_along: c.bias.unwrap_or(BiasAlong::N),
+            residual: c.residual.then_some(&tres),
+            batch: c.batch,
+            m: c.m,
+            n: c.n,
+            k: c.k,
+            a_strides: c.a_strides,
+            b_strides: c.b_strides,
+            out_strides: c.out_strides,
+            alpha: c.alpha,
+            out_scale: c.out_scale,
+        };
+        let mut p = Program::new();
+        matmul(ctx, &mut p, &args).unwrap();
+        ctx.run(&p).unwrap();
+        let got = block_on(ctx.read(&tout)).unwrap();
+        let want = reference(
+            &args,
+            &a,
+            &b,
+            c.bias.map(|_| &bias[..]),
+            c.residual.then_some(&res[..]),
+            &out_init,
+        );
+        assert_close(&got, &want, atol(c.k), 1e-5, what);
+    }
+
+    #[test]
+    fn matmul_contiguous_odd_sizes() {
+        let ctx = ctx();
+        for (i, &(m, n, k)) in [
+            (37, 45, 29),
+            (1, 1, 1),
+            (64, 64, 16),
+            (65, 130, 33),
+            (3, 200, 7),
+        ]
+        .iter()
+        .enumerate()
+        {
+            run_case(
+                &ctx,
+                &Case {
+                    batch: 1,
+                    m,
+                    n,
+                    k,
+                    a_strides: [0, k, 1],
+                    b_strides: [0, n, 1],
+                    out_strides: [0, n, 1],
+                    bias: None,
+                    residual: false,
+                    alpha: 1.0,
+                    out_scale: 1.0,
+                },
+                10 * i as u64,
+                &format!("matmul {m}x{n}x{k}"),
+            );
+        }
+    }
+
+    #[test]
+    fn matmul_batched_transposed_bias_residual() {
+        let ctx = ctx();
+        let (batch, m, n, k) = (3, 37, 45, 29);
+        // Attention scores: A[b, i, d] = q[b, d, i] (q stored (B, D, I)), B[b, d, j] = k[b, d, j].
+        run_case(
+            &ctx,
+            &Case {
+                batch,
+                m,
+                n,
+                k,
+                a_strides: [k * m, 1, m],
+                b_strides: [k * n, n, 1],
+                out_strides: [m * n, n, 1],
+                bias: None,
+                residual: false,
+                alpha: 0.125,
+                out_scale: 1.0,
+            },
+            100,
+            "scores (transposed A)",
+        );
+        // Transposed out (out[b, m, n] stored at (b, n, m)) with bias along M and a residual.
+        run_case(
+            &ctx,
+            &Case {
+                batch,
+                m,
+                n,
+                k,
+                a_strides: [m * k, k, 1],
+                b_strides: [k * n, n, 1],
+                out_strides: [m * n, 1, m],
+                bias: Some(BiasAlong::M),
+                residual: true,
+                alpha: 1.0,
+                out_scale: 0.5,
+            },
+            200,
+            "transposed out, bias M, residual",
+        );
+        // Bias along N, transposed B, shared (batch stride 0) A.
+        run_case(
+            &ctx,
+            &Case {
+                batch,
+                m,
+                n,
+                k,
+                a_strides: [0, k, 1],
+                b_strides: [k * n, 1, k],
+                out_strides: [m * n, n, 1],
+                bias: Some(BiasAlong::N),
+                residual: true,
+                alpha: -2.0,
+                out_scale: 1.0,
+            },
+            300,
+            "bias N, transposed B, broadcast A",
+        );
+    }
+
+    #[test]
+    fn linear_matches_reference() {
+        let ctx = ctx();
+        let (m, k, n) = (5, 67, 130);
+        let x = random(m * k, 1);
+        let w = random(n * k, 2);
+        let bias = random(n, 3);
+        let tx = ctx.upload(&x, &[m, k]).unwrap();
+        let tw = ctx.upload(&w, &[n, k]).unwrap();
+        let tb = ctx.upload(&bias, &[n]).unwrap();
+        let out = ctx.zeros(&[m, n]).unwrap();
+        let mut p = Program::new();
+        linear(&ctx, &mut p, &tx, &tw, Some(&tb), &out).unwrap();
+        ctx.run(&p).unwrap();
+        let got = block_on(ctx.read(&out)).unwrap();
+        let mut want = vec![0.0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                want[i * n + j] = bias[j] as f64
+                    + (0..k)
+                        .map(|l| x[i * k + l] as f64 * w[j * k + l] as f64)
+                        .sum::<f64>();
+            }
+        }
+        assert_close(&got, &want, atol(k), 1e-5, "linear");
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let ctx = ctx();
+        let a = ctx.zeros(&[4, 5]).unwrap();
+        let w = ctx.zeros(&[6, 4]).unwrap();
+        let out = ctx.zeros(&[4, 6]).unwrap();
+        let mut p = Program::new();
+        assert!(matches!(
+            linear(&ctx, &mut p, &a, &w, None, &out),
+            Err(Error::Shape(_))
+        ));
+        let b = ctx.zeros(&[5, 6]).unwrap();
+        let args = MatmulArgs {
+            a: &a,
+            b: &b,
+            out: &out,
+            bias: None,
+            bias_along: BiasAlong::N,
+            residual: None,
+            batch: 1,
+            m: 4,
+            n: 6,
+            k: 6, // one more than A has
+            a_strides: [0, 5, 1],
+            b_strides: [0, 6, 1],
+            out_strides: [0, 6, 1],
+            alpha: 1.0,
+            out_scale: 1.0,
+        };
+        assert!(matches!(matmul(&ctx, &mut p, &args), Err(Error::Shape(_))));
+        assert!(matches!(
+            matmul(
+                &ctx,
+                &mut p,
+                &MatmulArgs {
+                    k: 5,
+                    residual: Some(&out),
+                    ..args
+                }
+            ),
+            Err(Error::Shape(_))
+        ));
+        assert!(matmul(&ctx, &mut p, &MatmulArgs { k: 5, ..args }).is_ok());
+    }
+
+    /// Best wall time of `reps` runs (the best is the steadiest number on a shared machine).
+    pub(crate) fn time_program(ctx: &GpuContext, p: &Program, reps: usize) -> f64 {
+        ctx.run(p).unwrap();
+        block_on(ctx.finish()).unwrap();
+        let mut best = f64::INFINITY;
+        for _ in 0..reps {
+            let t = std::time::Instant::now();
+            ctx.run(p).unwrap();
+            block_on(ctx.finish()).unwrap();
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        best
+    }
+
+    /// `BENCH_N=1024 cargo test --lib ops::matmul::tests::bench_matmul -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn bench_matmul() {
+        let ctx = ctx();
+        let s: usize = std::env::var("BENCH_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(512);
+        let a = ctx.upload(&random(s * s, 1), &[s, s]).unwrap();
+        let b = ctx.upload(&random(s * s, 2), &[s, s]).unwrap();
+        let out = ctx.zeros(&[s, s]).unwrap();
+        let mut p = Program::new();
+        let args = MatmulArgs {
+            a: &a,
+            b: &b,
+            out: &out,
+            bias: None,
+            bias_along: BiasAlong::N,
+            residual: None,
+            batch: 1,
+            m: s,
+            n: s,
+            k: s,
+            a_strides: [0, s, 1],
+            b_strides: [0, s, 1],
+            out_strides: [0, s, 1],
+            alpha: 1.0,
+            out_scale: 1.0,
+        };
+        matmul(&ctx, &mut p, &args).unwrap();
+        let wall = time_program(&ctx, &p, 5);
+        let gflop = matmul_flops(1, s, s, s) as f64 / 1e9;
+        println!(
+            "matmul {s}x{s}x{s} on {}: best {:.1} ms wall, {:.2} GFLOP/s",
+            ctx.adapter.name,
+            wall * 1e3,
+            gflop / wall
+        );
+    }
+}
