@@ -13,6 +13,11 @@ use kakusan::model::{read_model_dir, Model};
 use kakusan::unet::UNet;
 
 const FIXTURES: &[&str] = &["attn", "class_cond", "legacy", "mnist28", "pad0"];
+/// Fixtures whose random-weight 20-step DDIM chain is chaotic: diffusers' own float32 run
+/// misses its float64 reference by 2.1e-3 (attn) and 5.4e-3 (legacy), and scaling x_T by
+/// 1 + 1e-7 moves x_0 by 9e-5 / 4.4e-4 (tests/fixtures/README.md). For them each step is
+/// checked from the reference trajectory instead of the whole chain.
+const CHAOTIC: &[&str] = &["attn", "legacy"];
 
 fn load(name: &str) -> (Model, Reference) {
     let dir = fixture(name);
@@ -41,9 +46,9 @@ fn unet_forward_matches_diffusers() {
     }
 }
 
-fn ddim(ctx: &GpuContext, model: &Model, r: &Reference, guidance: Option<f32>) -> Vec<f32> {
-    let (shape, init) = r.get("init_noise");
-    let mut run = SamplingRun::new(
+fn ddim_run(ctx: &GpuContext, model: &Model, r: &Reference, guidance: Option<f32>) -> SamplingRun {
+    let (shape, _) = r.get("init_noise");
+    let run = SamplingRun::new(
         ctx,
         &model.config,
         &model.weights,
@@ -61,7 +66,12 @@ fn ddim(ctx: &GpuContext, model: &Model, r: &Reference, guidance: Option<f32>) -
     let (_, want_ts) = r.get("ddim_timesteps");
     let ts: Vec<usize> = want_ts.iter().map(|&t| t as usize).collect();
     assert_eq!(run.timesteps(), &ts[..], "DDIM timesteps differ from diffusers'");
-    run.set_initial_noise(ctx, &init).unwrap();
+    run
+}
+
+fn ddim(ctx: &GpuContext, model: &Model, r: &Reference, guidance: Option<f32>) -> Vec<f32> {
+    let mut run = ddim_run(ctx, model, r, guidance);
+    run.set_initial_noise(ctx, &r.get("init_noise").1).unwrap();
     while run.step(ctx).unwrap().is_some() {}
     block_on(ctx.read(run.x_t())).unwrap()
 }
@@ -70,7 +80,7 @@ fn ddim(ctx: &GpuContext, model: &Model, r: &Reference, guidance: Option<f32>) -
 fn ddim_20_steps_matches_diffusers() {
     common::xdg();
     let ctx = block_on(GpuContext::new()).unwrap();
-    for name in FIXTURES {
+    for name in FIXTURES.iter().filter(|n| !CHAOTIC.contains(n)) {
         let (model, r) = load(name);
         let got = ddim(&ctx, &model, &r, None);
         let err = rel_l2(&got, &r.get("ddim_x0").1);
@@ -82,5 +92,30 @@ fn ddim_20_steps_matches_diffusers() {
             eprintln!("{name}: guided DDIM x_0 relative L2 error {err:.2e}");
             assert!(err <= 1e-3, "{name}: guided DDIM (w = 2.5) relative L2 error {err:e} > 1e-3");
         }
+    }
+}
+
+#[test]
+fn every_ddim_step_matches_diffusers_trajectory() {
+    common::xdg();
+    let ctx = block_on(GpuContext::new()).unwrap();
+    for name in FIXTURES {
+        let (model, r) = load(name);
+        let mut run = ddim_run(&ctx, &model, &r, None);
+        let (_, init) = r.get("init_noise");
+        let (shape, traj) = r.get("ddim_traj");
+        let per = init.len();
+        assert_eq!(shape[0], 20);
+        let mut worst = 0.0f64;
+        for k in 0..20 {
+            let x_in = if k == 0 { &init[..] } else { &traj[(k - 1) * per..k * per] };
+            run.set_state(&ctx, k, x_in).unwrap();
+            run.step(&ctx).unwrap();
+            let got = block_on(ctx.read(run.x_t())).unwrap();
+            let err = rel_l2(&got, &traj[k * per..(k + 1) * per]);
+            worst = worst.max(err);
+            assert!(err <= 1e-4, "{name}: DDIM step {k}: relative L2 error {err:e} > 1e-4");
+        }
+        eprintln!("{name}: worst single DDIM step relative L2 error {worst:.2e}");
     }
 }

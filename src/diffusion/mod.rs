@@ -2,6 +2,7 @@
 //! sampler step reduces to a handful of scalar coefficients ([`StepCoefficients`]) that one
 //! WGSL kernel applies to every element.
 
+pub mod sampler;
 pub mod schedule;
 
 /// One reverse-process step as a linear combination, applied elementwise by the sampler

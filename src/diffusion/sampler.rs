@@ -159,6 +159,20 @@ impl SamplingRun {
         ctx.write(&self.x, x_t)
     }
 
+    /// Jump to step `steps_done` with the given x_t (e.g. to replay one step of a reference
+    /// trajectory, or to resume a paused run).
+    pub fn set_state(&mut self, ctx: &GpuContext, steps_done: usize, x_t: &[f32]) -> Result<()> {
+        if steps_done > self.timesteps.len() {
+            return Err(Error::Other(format!(
+                "step {steps_done} is past the end of a {}-step run",
+                self.timesteps.len()
+            )));
+        }
+        ctx.write(&self.x, x_t)?;
+        self.next = steps_done;
+        Ok(())
+    }
+
     /// Start again from x_T with another seed (same model, batch and settings).
     pub fn restart(&mut self, ctx: &GpuContext, seed: u64) -> Result<()> {
         self.settings.seed = seed;
