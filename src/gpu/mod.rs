@@ -182,13 +182,16 @@ pub struct AdapterSummary {
     pub is_software: bool,
 }
 
+/// A bind group layout and the pipeline layout made from it.
+type Layouts = (Arc<wgpu::BindGroupLayout>, Arc<wgpu::PipelineLayout>);
+
 pub struct GpuContext {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub adapter: AdapterSummary,
     pub limits: wgpu::Limits,
     modules: RefCell<HashMap<&'static str, Arc<wgpu::ShaderModule>>>,
-    layouts: RefCell<HashMap<LayoutKey, (Arc<wgpu::BindGroupLayout>, Arc<wgpu::PipelineLayout>)>>,
+    layouts: RefCell<HashMap<LayoutKey, Layouts>>,
     pipelines: RefCell<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     /// First uncaptured device error (validation, OOM) or device loss, turned into `Err` by `check`.
     error_slot: Arc<Mutex<Option<String>>>,
@@ -222,18 +225,20 @@ impl GpuContext {
         let info = adapter.get_info();
         let adapter_limits = adapter.limits();
         // Take what the adapter offers for the limits we care about; everything else default.
-        let mut limits = wgpu::Limits::default();
-        limits.max_storage_buffer_binding_size = adapter_limits.max_storage_buffer_binding_size;
-        limits.max_buffer_size = adapter_limits.max_buffer_size;
-        limits.max_storage_buffers_per_shader_stage =
-            adapter_limits.max_storage_buffers_per_shader_stage.min(8);
-        limits.max_compute_workgroup_storage_size =
-            adapter_limits.max_compute_workgroup_storage_size;
-        limits.max_compute_invocations_per_workgroup =
-            adapter_limits.max_compute_invocations_per_workgroup;
-        limits.max_compute_workgroup_size_x = adapter_limits.max_compute_workgroup_size_x;
-        limits.max_compute_workgroup_size_y = adapter_limits.max_compute_workgroup_size_y;
-        limits.max_compute_workgroup_size_z = adapter_limits.max_compute_workgroup_size_z;
+        let limits = wgpu::Limits {
+            max_storage_buffer_binding_size: adapter_limits.max_storage_buffer_binding_size,
+            max_buffer_size: adapter_limits.max_buffer_size,
+            max_storage_buffers_per_shader_stage: adapter_limits
+                .max_storage_buffers_per_shader_stage
+                .min(8),
+            max_compute_workgroup_storage_size: adapter_limits.max_compute_workgroup_storage_size,
+            max_compute_invocations_per_workgroup: adapter_limits
+                .max_compute_invocations_per_workgroup,
+            max_compute_workgroup_size_x: adapter_limits.max_compute_workgroup_size_x,
+            max_compute_workgroup_size_y: adapter_limits.max_compute_workgroup_size_y,
+            max_compute_workgroup_size_z: adapter_limits.max_compute_workgroup_size_z,
+            ..wgpu::Limits::default()
+        };
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("kakusan"),
@@ -289,7 +294,9 @@ impl GpuContext {
     /// The largest buffer one storage binding may hold on this device, never more than
     /// WebGPU's portable default so that plans made natively also fit in browsers.
     pub fn max_binding_bytes(&self) -> u64 {
-        (self.limits.max_storage_buffer_binding_size as u64).min(PORTABLE_MAX_BINDING_BYTES)
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(PORTABLE_MAX_BINDING_BYTES)
     }
 
     /// Turn the first error the device reported since the last call into `Err`.
@@ -317,7 +324,7 @@ impl GpuContext {
             .clone()
     }
 
-    fn layout(&self, key: LayoutKey) -> (Arc<wgpu::BindGroupLayout>, Arc<wgpu::PipelineLayout>) {
+    fn layout(&self, key: LayoutKey) -> Layouts {
         let mut layouts = self.layouts.borrow_mut();
         layouts
             .entry(key)
@@ -677,7 +684,8 @@ pub(crate) mod test_util {
             } else {
                 d / (atol + rtol * w.abs())
             };
-            if !(r <= worst.0) {
+            // A NaN is the worst element and stays so (`r > NaN` is false).
+            if r.is_nan() || r > worst.0 {
                 worst = (r, i);
             }
         }

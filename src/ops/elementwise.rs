@@ -18,6 +18,7 @@ struct ElementwiseParams {
 
 const WORKGROUP: u64 = 256;
 
+#[allow(clippy::too_many_arguments)]
 fn record(
     ctx: &GpuContext,
     program: &mut Program,
