@@ -19,7 +19,10 @@ fn kakusan(args: &[&str]) -> (bool, String, String) {
         .expect("run kakusan");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!stderr.contains("panicked"), "kakusan panicked on {args:?}:\n{stderr}");
+    assert!(
+        !stderr.contains("panicked"),
+        "kakusan panicked on {args:?}:\n{stderr}"
+    );
     (out.status.success(), stdout, stderr)
 }
 
@@ -33,7 +36,11 @@ fn tmpdir(name: &str) -> PathBuf {
 /// A copy of a fixture model folder that a test may break.
 fn copy_fixture(name: &str, into: &str) -> PathBuf {
     let d = tmpdir(into);
-    for f in ["config.json", "diffusion_pytorch_model.safetensors", "scheduler_config.json"] {
+    for f in [
+        "config.json",
+        "diffusion_pytorch_model.safetensors",
+        "scheduler_config.json",
+    ] {
         std::fs::copy(fixture(name).join(f), d.join(f)).unwrap();
     }
     d
@@ -48,11 +55,19 @@ fn predict_matches_diffusers() {
     let dir = fixture("attn");
     let out = tmpdir("predict").join("out.safetensors");
     let (ok, _, err) = kakusan(&[
-        "predict", "--model", p(&dir), "--input", p(&dir.join("reference.safetensors")), "--out", p(&out),
+        "predict",
+        "--model",
+        p(&dir),
+        "--input",
+        p(&dir.join("reference.safetensors")),
+        "--out",
+        p(&out),
     ]);
     assert!(ok, "{err}");
     let got = Reference::open(&out).get("sample").1;
-    let want = Reference::open(&dir.join("reference.safetensors")).get("unet_out").1;
+    let want = Reference::open(&dir.join("reference.safetensors"))
+        .get("unet_out")
+        .1;
     let e = rel_l2(&got, &want);
     assert!(e <= 1e-4, "relative L2 error {e:e}");
 }
@@ -64,8 +79,21 @@ fn sample_from_init_noise_matches_diffusers_ddim() {
     let (grid, tensor) = (tmp.join("grid.png"), tmp.join("x0.safetensors"));
     let reference = dir.join("reference.safetensors");
     let (ok, _, err) = kakusan(&[
-        "sample", "--model", p(&dir), "--sampler", "ddim", "--steps", "20", "--eta", "0",
-        "--init-noise", p(&reference), "--out", p(&grid), "--out-tensor", p(&tensor),
+        "sample",
+        "--model",
+        p(&dir),
+        "--sampler",
+        "ddim",
+        "--steps",
+        "20",
+        "--eta",
+        "0",
+        "--init-noise",
+        p(&reference),
+        "--out",
+        p(&grid),
+        "--out-tensor",
+        p(&tensor),
     ]);
     assert!(ok, "{err}");
     let got = Reference::open(&tensor).get("sample").1;
@@ -87,7 +115,10 @@ fn info_reports_parameters_and_flops() {
 fn missing_model_folder_is_a_clear_error() {
     let (ok, _, err) = kakusan(&["sample", "--model", "/nonexistent/model", "-n", "1"]);
     assert!(!ok);
-    assert!(err.contains("error:") && err.contains("/nonexistent/model"), "{err}");
+    assert!(
+        err.contains("error:") && err.contains("/nonexistent/model"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -99,7 +130,10 @@ fn truncated_weights_are_a_clear_error() {
         std::fs::write(&w, &bytes[..cut]).unwrap();
         let (ok, _, err) = kakusan(&["predict", "--model", p(&d), "--input", "x", "--out", "y"]);
         assert!(!ok);
-        assert!(err.contains("error:") && err.contains("safetensors"), "cut at {cut}: {err}");
+        assert!(
+            err.contains("error:") && err.contains("safetensors"),
+            "cut at {cut}: {err}"
+        );
     }
 }
 
@@ -116,7 +150,10 @@ fn unsupported_config_names_the_field() {
 }
 
 /// Rewrite the fixture's weights through `edit` (name, dtype, shape, bytes) → Option<new>.
-fn rewrite_weights(d: &Path, edit: impl Fn(&str, Dtype, &[usize], &[u8]) -> Option<(Dtype, Vec<usize>, Vec<u8>)>) {
+fn rewrite_weights(
+    d: &Path,
+    edit: impl Fn(&str, Dtype, &[usize], &[u8]) -> Option<(Dtype, Vec<usize>, Vec<u8>)>,
+) {
     let w = d.join("diffusion_pytorch_model.safetensors");
     let bytes = std::fs::read(&w).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
@@ -136,17 +173,26 @@ fn rewrite_weights(d: &Path, edit: impl Fn(&str, Dtype, &[usize], &[u8]) -> Opti
 #[test]
 fn missing_tensor_is_listed() {
     let d = copy_fixture("attn", "missing");
-    rewrite_weights(&d, |n, dt, s, b| (n != "conv_out.bias").then(|| (dt, s.to_vec(), b.to_vec())));
+    rewrite_weights(&d, |n, dt, s, b| {
+        (n != "conv_out.bias").then(|| (dt, s.to_vec(), b.to_vec()))
+    });
     let (ok, _, err) = kakusan(&["sample", "--model", p(&d), "-n", "1", "--steps", "1"]);
     assert!(!ok);
-    assert!(err.contains("conv_out.bias") && err.contains("missing"), "{err}");
+    assert!(
+        err.contains("conv_out.bias") && err.contains("missing"),
+        "{err}"
+    );
 }
 
 #[test]
 fn wrong_dtype_and_shape_are_errors() {
     let d = copy_fixture("attn", "dtype");
     rewrite_weights(&d, |n, dt, s, b| {
-        Some(if n == "conv_out.bias" { (Dtype::I32, s.to_vec(), b.to_vec()) } else { (dt, s.to_vec(), b.to_vec()) })
+        Some(if n == "conv_out.bias" {
+            (Dtype::I32, s.to_vec(), b.to_vec())
+        } else {
+            (dt, s.to_vec(), b.to_vec())
+        })
     });
     let (ok, _, err) = kakusan(&["sample", "--model", p(&d), "-n", "1", "--steps", "1"]);
     assert!(!ok);
@@ -154,7 +200,11 @@ fn wrong_dtype_and_shape_are_errors() {
 
     let d = copy_fixture("attn", "shape");
     rewrite_weights(&d, |n, dt, s, b| {
-        Some(if n == "conv_in.bias" { (dt, vec![s[0] / 2], b[..b.len() / 2].to_vec()) } else { (dt, s.to_vec(), b.to_vec()) })
+        Some(if n == "conv_in.bias" {
+            (dt, vec![s[0] / 2], b[..b.len() / 2].to_vec())
+        } else {
+            (dt, s.to_vec(), b.to_vec())
+        })
     });
     let (ok, _, err) = kakusan(&["sample", "--model", p(&d), "-n", "1", "--steps", "1"]);
     assert!(!ok);
@@ -168,8 +218,20 @@ fn bad_predict_input_is_a_clear_error() {
     let input = tmp.join("in.safetensors");
     let data = vec![0u8; 4 * 2 * 3 * 16 * 16];
     let view = TensorView::new(Dtype::F32, vec![2, 3, 16, 16], &data).unwrap();
-    std::fs::write(&input, safetensors::serialize([("sample", view)], None).unwrap()).unwrap();
-    let (ok, _, err) = kakusan(&["predict", "--model", p(&dir), "--input", p(&input), "--out", p(&tmp.join("o"))]);
+    std::fs::write(
+        &input,
+        safetensors::serialize([("sample", view)], None).unwrap(),
+    )
+    .unwrap();
+    let (ok, _, err) = kakusan(&[
+        "predict",
+        "--model",
+        p(&dir),
+        "--input",
+        p(&input),
+        "--out",
+        p(&tmp.join("o")),
+    ]);
     assert!(!ok);
     assert!(err.contains("timesteps"), "{err}");
 }

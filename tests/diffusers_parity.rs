@@ -26,7 +26,8 @@ fn load(name: &str) -> (Model, Reference) {
 }
 
 fn labels(r: &Reference) -> Option<Vec<u32>> {
-    r.has("class_labels").then(|| r.get("class_labels").1.iter().map(|&l| l as u32).collect())
+    r.has("class_labels")
+        .then(|| r.get("class_labels").1.iter().map(|&l| l as u32).collect())
 }
 
 #[test]
@@ -42,7 +43,10 @@ fn unet_forward_matches_diffusers() {
         let got = block_on(unet.predict(&ctx, &sample, &timesteps, labels(&r).as_deref())).unwrap();
         let err = rel_l2(&got, &want);
         eprintln!("{name}: U-Net relative L2 error {err:.2e}");
-        assert!(err <= 1e-4, "{name}: U-Net output relative L2 error {err:e} > 1e-4");
+        assert!(
+            err <= 1e-4,
+            "{name}: U-Net output relative L2 error {err:e} > 1e-4"
+        );
     }
 }
 
@@ -65,7 +69,11 @@ fn ddim_run(ctx: &GpuContext, model: &Model, r: &Reference, guidance: Option<f32
     .unwrap();
     let (_, want_ts) = r.get("ddim_timesteps");
     let ts: Vec<usize> = want_ts.iter().map(|&t| t as usize).collect();
-    assert_eq!(run.timesteps(), &ts[..], "DDIM timesteps differ from diffusers'");
+    assert_eq!(
+        run.timesteps(),
+        &ts[..],
+        "DDIM timesteps differ from diffusers'"
+    );
     run
 }
 
@@ -85,12 +93,18 @@ fn ddim_20_steps_matches_diffusers() {
         let got = ddim(&ctx, &model, &r, None);
         let err = rel_l2(&got, &r.get("ddim_x0").1);
         eprintln!("{name}: DDIM x_0 relative L2 error {err:.2e}");
-        assert!(err <= 1e-3, "{name}: DDIM x_0 relative L2 error {err:e} > 1e-3");
+        assert!(
+            err <= 1e-3,
+            "{name}: DDIM x_0 relative L2 error {err:e} > 1e-3"
+        );
         if r.has("ddim_cfg_x0") {
             let got = ddim(&ctx, &model, &r, Some(2.5));
             let err = rel_l2(&got, &r.get("ddim_cfg_x0").1);
             eprintln!("{name}: guided DDIM x_0 relative L2 error {err:.2e}");
-            assert!(err <= 1e-3, "{name}: guided DDIM (w = 2.5) relative L2 error {err:e} > 1e-3");
+            assert!(
+                err <= 1e-3,
+                "{name}: guided DDIM (w = 2.5) relative L2 error {err:e} > 1e-3"
+            );
         }
     }
 }
@@ -108,13 +122,20 @@ fn every_ddim_step_matches_diffusers_trajectory() {
         assert_eq!(shape[0], 20);
         let mut worst = 0.0f64;
         for k in 0..20 {
-            let x_in = if k == 0 { &init[..] } else { &traj[(k - 1) * per..k * per] };
+            let x_in = if k == 0 {
+                &init[..]
+            } else {
+                &traj[(k - 1) * per..k * per]
+            };
             run.set_state(&ctx, k, x_in).unwrap();
             run.step(&ctx).unwrap();
             let got = block_on(ctx.read(run.x_t())).unwrap();
             let err = rel_l2(&got, &traj[k * per..(k + 1) * per]);
             worst = worst.max(err);
-            assert!(err <= 1e-4, "{name}: DDIM step {k}: relative L2 error {err:e} > 1e-4");
+            assert!(
+                err <= 1e-4,
+                "{name}: DDIM step {k}: relative L2 error {err:e} > 1e-4"
+            );
         }
         eprintln!("{name}: worst single DDIM step relative L2 error {worst:.2e}");
     }

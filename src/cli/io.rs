@@ -38,12 +38,20 @@ fn tensor<'a>(path: &Path, st: &SafeTensors<'a>, name: &str) -> Result<Option<Te
     }
 }
 
-fn require<'a>(path: &Path, st: &SafeTensors<'a>, name: &str, what: &str) -> Result<TensorView<'a>> {
+fn require<'a>(
+    path: &Path,
+    st: &SafeTensors<'a>,
+    name: &str,
+    what: &str,
+) -> Result<TensorView<'a>> {
     tensor(path, st, name)?.ok_or_else(|| {
         let names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
         Error::file(
             path.display(),
-            format!("no tensor `{name}` ({what}); the file has: {}", names.join(", ")),
+            format!(
+                "no tensor `{name}` ({what}); the file has: {}",
+                names.join(", ")
+            ),
         )
     })
 }
@@ -51,7 +59,10 @@ fn require<'a>(path: &Path, st: &SafeTensors<'a>, name: &str, what: &str) -> Res
 fn f32s(path: &Path, name: &str, t: &TensorView) -> Result<Vec<f32>> {
     let b = t.data();
     match t.dtype() {
-        Dtype::F32 => Ok(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
+        Dtype::F32 => Ok(b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()),
         Dtype::F64 => Ok(b
             .chunks_exact(8)
             .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
@@ -72,15 +83,24 @@ fn f32s(path: &Path, name: &str, t: &TensorView) -> Result<Vec<f32>> {
             .chunks_exact(4)
             .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
             .collect()),
-        d => Err(Error::file(path.display(), format!("tensor {name} has dtype {d:?}; expected a float or int type"))),
+        d => Err(Error::file(
+            path.display(),
+            format!("tensor {name} has dtype {d:?}; expected a float or int type"),
+        )),
     }
 }
 
 fn labels(path: &Path, name: &str, t: &TensorView) -> Result<Vec<u32>> {
     let b = t.data();
     let v: Vec<i64> = match t.dtype() {
-        Dtype::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect(),
-        Dtype::I32 => b.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect(),
+        Dtype::I64 => b
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect(),
+        Dtype::I32 => b
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
+            .collect(),
         d => {
             return Err(Error::file(
                 path.display(),
@@ -90,7 +110,12 @@ fn labels(path: &Path, name: &str, t: &TensorView) -> Result<Vec<u32>> {
     };
     v.into_iter()
         .map(|l| {
-            u32::try_from(l).map_err(|_| Error::file(path.display(), format!("{name}: negative or huge label {l}")))
+            u32::try_from(l).map_err(|_| {
+                Error::file(
+                    path.display(),
+                    format!("{name}: negative or huge label {l}"),
+                )
+            })
         })
         .collect()
 }
@@ -99,7 +124,10 @@ fn expect_rank(path: &Path, name: &str, t: &TensorView, rank: usize) -> Result<(
     if t.shape().len() != rank {
         return Err(Error::file(
             path.display(),
-            format!("tensor {name} has shape {:?}; expected {rank} dimensions", t.shape()),
+            format!(
+                "tensor {name} has shape {:?}; expected {rank} dimensions",
+                t.shape()
+            ),
         ));
     }
     Ok(())
@@ -111,7 +139,10 @@ fn batch_labels(path: &Path, st: &SafeTensors, n: usize) -> Result<Option<Vec<u3
             expect_rank(path, "class_labels", &t, 1)?;
             let l = labels(path, "class_labels", &t)?;
             if l.len() != n {
-                return Err(Error::file(path.display(), format!("class_labels has {} entries for {n} samples", l.len())));
+                return Err(Error::file(
+                    path.display(),
+                    format!("class_labels has {} entries for {n} samples", l.len()),
+                ));
             }
             Ok(Some(l))
         }
@@ -127,7 +158,11 @@ pub fn read_init_noise(path: &Path) -> Result<InitNoise> {
     let shape = t.shape().to_vec();
     let data = f32s(path, "init_noise", &t)?;
     let class_labels = batch_labels(path, &st, shape[0])?;
-    Ok(InitNoise { shape, data, class_labels })
+    Ok(InitNoise {
+        shape,
+        data,
+        class_labels,
+    })
 }
 
 pub fn read_predict_input(path: &Path) -> Result<PredictInput> {
@@ -143,11 +178,19 @@ pub fn read_predict_input(path: &Path) -> Result<PredictInput> {
         1 => vec![timesteps[0]; shape[0]],
         n if n == shape[0] => timesteps,
         n => {
-            return Err(Error::file(path.display(), format!("timesteps has {n} entries for {} samples", shape[0])))
+            return Err(Error::file(
+                path.display(),
+                format!("timesteps has {n} entries for {} samples", shape[0]),
+            ))
         }
     };
     let class_labels = batch_labels(path, &st, shape[0])?;
-    Ok(PredictInput { shape, sample, timesteps, class_labels })
+    Ok(PredictInput {
+        shape,
+        sample,
+        timesteps,
+        class_labels,
+    })
 }
 
 /// Write one f32 tensor as safetensors, atomically (temporary file, then rename).
@@ -162,8 +205,10 @@ pub fn write_tensor(path: &Path, name: &str, data: &[f32], shape: &[usize]) -> R
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::file(tmp.display(), format!("cannot write: {e}")))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::file(path.display(), format!("cannot write: {e}")))
+    std::fs::write(&tmp, bytes)
+        .map_err(|e| Error::file(tmp.display(), format!("cannot write: {e}")))?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| Error::file(path.display(), format!("cannot write: {e}")))
 }
 
 /// Map model space [-1, 1] to 8-bit pixels like diffusers' pipelines: (x/2 + 0.5) clamped.
@@ -175,7 +220,11 @@ fn to_u8(v: f32) -> u8 {
 pub fn write_grid_png(path: &Path, data: &[f32], shape: &[usize]) -> Result<()> {
     let [n, c, h, w] = match shape {
         [a, b, c, d] => [*a, *b, *c, *d],
-        _ => return Err(Error::shape(format!("image grid: expected [N,C,H,W], got {shape:?}"))),
+        _ => {
+            return Err(Error::shape(format!(
+                "image grid: expected [N,C,H,W], got {shape:?}"
+            )))
+        }
     };
     let color = match c {
         1 => png::ColorType::Grayscale,

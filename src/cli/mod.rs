@@ -289,7 +289,9 @@ fn bench(a: BenchArgs) -> Result<()> {
     let unet = UNet::new(&ctx, &config, &weights, a.batch)?;
     let n = a.batch;
     let numel = unet.sample.numel();
-    let sample: Vec<f32> = (0..numel).map(|i| ((i * 7919) % 2000) as f32 / 1000.0 - 1.0).collect();
+    let sample: Vec<f32> = (0..numel)
+        .map(|i| ((i * 7919) % 2000) as f32 / 1000.0 - 1.0)
+        .collect();
     let labels = config.num_class_embeds.map(|_| vec![0u32; n]);
     unet.set_inputs(&ctx, Some(&sample), &vec![500.0; n], labels.as_deref())?;
     for _ in 0..2 {
@@ -305,7 +307,10 @@ fn bench(a: BenchArgs) -> Result<()> {
     }
     times.sort_by(|x, y| x.total_cmp(y));
     let median = times[times.len() / 2];
-    println!("adapter: {} ({}, {})", ctx.adapter.name, ctx.adapter.backend, ctx.adapter.device_type);
+    println!(
+        "adapter: {} ({}, {})",
+        ctx.adapter.name, ctx.adapter.backend, ctx.adapter.device_type
+    );
     println!(
         "model: {} parameters, batch {n}, {:.2} GFLOP per forward",
         config.parameter_count(),

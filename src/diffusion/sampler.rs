@@ -4,7 +4,9 @@
 //! stream) are small uniform writes, so nothing blocks and nothing is allocated per step.
 //! After each step the caller may read (or draw) `x_t` and the predicted `x0`.
 
-use crate::diffusion::schedule::{inference_timesteps, previous_timestep, step_coefficients, Sampler, Schedule, SchedulerConfig};
+use crate::diffusion::schedule::{
+    inference_timesteps, previous_timestep, step_coefficients, Sampler, Schedule, SchedulerConfig,
+};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Program, Tensor};
 use crate::model::config::UNetConfig;
@@ -67,28 +69,29 @@ impl SamplingRun {
         }
         let schedule = Schedule::new(scheduler)?;
         let timesteps = inference_timesteps(scheduler, settings.steps)?;
-        let guided = match (settings.guidance, config.num_class_embeds) {
-            (Some(w), Some(_)) => w != 1.0,
-            (Some(_), None) => {
-                return Err(Error::config(
+        let guided =
+            match (settings.guidance, config.num_class_embeds) {
+                (Some(w), Some(_)) => w != 1.0,
+                (Some(_), None) => return Err(Error::config(
                     "guidance needs a class-conditional model (num_class_embeds in config.json)",
-                ))
-            }
-            _ => false,
-        };
-        let labels = match (&settings.class_labels, config.num_class_embeds) {
-            (Some(l), Some(_)) if l.len() != n => {
-                return Err(Error::shape(format!("{} class labels for {n} samples", l.len())))
-            }
-            (Some(l), Some(_)) => Some(l.clone()),
-            (None, Some(k)) => Some((0..n).map(|i| (i % (k - 1).max(1)) as u32).collect()),
-            (Some(_), None) => {
-                return Err(Error::config(
+                )),
+                _ => false,
+            };
+        let labels =
+            match (&settings.class_labels, config.num_class_embeds) {
+                (Some(l), Some(_)) if l.len() != n => {
+                    return Err(Error::shape(format!(
+                        "{} class labels for {n} samples",
+                        l.len()
+                    )))
+                }
+                (Some(l), Some(_)) => Some(l.clone()),
+                (None, Some(k)) => Some((0..n).map(|i| (i % (k - 1).max(1)) as u32).collect()),
+                (Some(_), None) => return Err(Error::config(
                     "class labels need a class-conditional model (num_class_embeds in config.json)",
-                ))
-            }
-            (None, None) => None,
-        };
+                )),
+                (None, None) => None,
+            };
         let unet_batch = if guided { 2 * n } else { n };
         let unet = UNet::new(ctx, config, weights, unet_batch)?;
         let [_, c, h, w] = crate::ops::elementwise::nchw(&unet.sample, "sample")?;
@@ -154,7 +157,9 @@ impl SamplingRun {
     /// Replace x_T (the seed's noise) with the caller's, e.g. a diffusers run's initial latents.
     pub fn set_initial_noise(&self, ctx: &GpuContext, x_t: &[f32]) -> Result<()> {
         if self.next != 0 {
-            return Err(Error::Other("x_T can only be set before the first step".into()));
+            return Err(Error::Other(
+                "x_T can only be set before the first step".into(),
+            ));
         }
         ctx.write(&self.x, x_t)
     }
@@ -211,11 +216,23 @@ impl SamplingRun {
         let Some(&t) = self.timesteps.get(self.next) else {
             return Ok(None);
         };
-        let prev = previous_timestep(&self.scheduler, self.settings.sampler, &self.timesteps, self.next);
-        let coefficients = step_coefficients(&self.schedule, &self.scheduler, self.settings.sampler, t, prev);
+        let prev = previous_timestep(
+            &self.scheduler,
+            self.settings.sampler,
+            &self.timesteps,
+            self.next,
+        );
+        let coefficients = step_coefficients(
+            &self.schedule,
+            &self.scheduler,
+            self.settings.sampler,
+            t,
+            prev,
+        );
         let ts = vec![t as f32; self.unet.batch];
         ctx.write(&self.unet.timesteps, &ts)?;
-        self.step_noise.set(ctx, self.settings.seed, self.next as u32 + 1);
+        self.step_noise
+            .set(ctx, self.settings.seed, self.next as u32 + 1);
         self.step_op.set(ctx, &coefficients);
         ctx.run(&self.step_program)?;
         self.next += 1;

@@ -5,7 +5,7 @@ pub mod conv2d;
 pub mod elementwise;
 pub mod embedding;
 pub mod group_norm;
+pub mod matmul;
 pub mod noise;
 pub mod sampler;
-pub mod matmul;
 pub mod softmax;

@@ -91,7 +91,12 @@ struct Builder<'a> {
 
 impl UNet {
     /// Upload the weights and plan the forward pass for `batch` samples.
-    pub fn new(ctx: &GpuContext, config: &UNetConfig, weights: &Weights, batch: usize) -> Result<Self> {
+    pub fn new(
+        ctx: &GpuContext,
+        config: &UNetConfig,
+        weights: &Weights,
+        batch: usize,
+    ) -> Result<Self> {
         if batch == 0 {
             return Err(Error::shape("the batch size must be at least 1"));
         }
@@ -141,7 +146,13 @@ impl UNet {
     }
 
     /// Write the inputs for the next run. Labels are checked against `num_class_embeds`.
-    pub fn set_inputs(&self, ctx: &GpuContext, sample: Option<&[f32]>, timesteps: &[f32], class_labels: Option<&[u32]>) -> Result<()> {
+    pub fn set_inputs(
+        &self,
+        ctx: &GpuContext,
+        sample: Option<&[f32]>,
+        timesteps: &[f32],
+        class_labels: Option<&[u32]>,
+    ) -> Result<()> {
         if let Some(s) = sample {
             ctx.write(&self.sample, s)?;
         }
@@ -151,7 +162,11 @@ impl UNet {
 
     /// Write the class labels (required for class-conditional models, refused otherwise).
     pub fn set_class_labels(&self, ctx: &GpuContext, class_labels: Option<&[u32]>) -> Result<()> {
-        match (&self.class_labels, class_labels, self.config.num_class_embeds) {
+        match (
+            &self.class_labels,
+            class_labels,
+            self.config.num_class_embeds,
+        ) {
             (Some(t), Some(labels), Some(k)) => {
                 if let Some(bad) = labels.iter().find(|&&l| l as usize >= k) {
                     return Err(Error::shape(format!(
@@ -172,7 +187,13 @@ impl UNet {
     }
 
     /// One forward pass: write inputs, run, read the output back.
-    pub async fn predict(&self, ctx: &GpuContext, sample: &[f32], timesteps: &[f32], class_labels: Option<&[u32]>) -> Result<Vec<f32>> {
+    pub async fn predict(
+        &self,
+        ctx: &GpuContext,
+        sample: &[f32],
+        timesteps: &[f32],
+        class_labels: Option<&[u32]>,
+    ) -> Result<Vec<f32>> {
         self.set_inputs(ctx, Some(sample), timesteps, class_labels)?;
         ctx.run(&self.program)?;
         ctx.read(&self.output).await
@@ -234,7 +255,13 @@ impl Builder<'_> {
         Ok(out)
     }
 
-    fn group_norm(&mut self, x: &Tensor, prefix: &str, groups: usize, silu: bool) -> Result<Tensor> {
+    fn group_norm(
+        &mut self,
+        x: &Tensor,
+        prefix: &str,
+        groups: usize,
+        silu: bool,
+    ) -> Result<Tensor> {
         let gamma = self.weight(&format!("{prefix}.weight"))?.clone();
         let beta = self.weight(&format!("{prefix}.bias"))?.clone();
         let out = self.alloc(&x.shape)?;
@@ -263,18 +290,40 @@ impl Builder<'_> {
 
     /// diffusers `ResnetBlock2D` (time_embedding_norm "default", dropout off):
     /// out = (shortcut(x) + conv2(silu(gn2(conv1(silu(gn1(x))) + proj(silu(temb)))))) / scale
-    fn resnet(&mut self, x: Tensor, temb_act: &Tensor, prefix: &str, out_scale_factor: f64) -> Result<Tensor> {
+    fn resnet(
+        &mut self,
+        x: Tensor,
+        temb_act: &Tensor,
+        prefix: &str,
+        out_scale_factor: f64,
+    ) -> Result<Tensor> {
         let groups = self.cfg.norm_num_groups;
         let h = self.group_norm(&x, &format!("{prefix}.norm1"), groups, true)?;
         let t = self.linear(temb_act, &format!("{prefix}.time_emb_proj"))?;
-        let h1 = self.conv(&h, &format!("{prefix}.conv1"), 1, [1; 4], Some(&t), None, 1.0)?;
+        let h1 = self.conv(
+            &h,
+            &format!("{prefix}.conv1"),
+            1,
+            [1; 4],
+            Some(&t),
+            None,
+            1.0,
+        )?;
         self.free(h);
         self.free(t);
         let h2 = self.group_norm(&h1, &format!("{prefix}.norm2"), groups, true)?;
         self.free(h1);
         let shortcut_name = format!("{prefix}.conv_shortcut.weight");
         let shortcut = if self.weights.contains_key(&shortcut_name) {
-            let s = self.conv(&x, &format!("{prefix}.conv_shortcut"), 1, [0; 4], None, None, 1.0)?;
+            let s = self.conv(
+                &x,
+                &format!("{prefix}.conv_shortcut"),
+                1,
+                [0; 4],
+                None,
+                None,
+                1.0,
+            )?;
             self.free(x);
             s
         } else {
@@ -296,7 +345,13 @@ impl Builder<'_> {
 
     /// diffusers `Attention` as built for UNet2DModel (group norm, q/k/v/out projections,
     /// softmax in f32, residual, division by `rescale_output_factor`).
-    fn attention(&mut self, x: Tensor, prefix: &str, groups: usize, rescale_output_factor: f64) -> Result<Tensor> {
+    fn attention(
+        &mut self,
+        x: Tensor,
+        prefix: &str,
+        groups: usize,
+        rescale_output_factor: f64,
+    ) -> Result<Tensor> {
         let [n, c, h, w] = nchw(&x)?;
         let hw = h * w;
         let heads = self.cfg.heads(c);
@@ -359,7 +414,12 @@ impl Builder<'_> {
         self.flops += 2 * (bh * hw * hw * d) as u64;
         self.free(scores);
         self.free(v);
-        let out = self.project(&attn, &format!("{prefix}.to_out.0"), Some(&x), (1.0 / rescale_output_factor) as f32)?;
+        let out = self.project(
+            &attn,
+            &format!("{prefix}.to_out.0"),
+            Some(&x),
+            (1.0 / rescale_output_factor) as f32,
+        )?;
         self.free(attn);
         self.free(x);
         Ok(out)
@@ -367,7 +427,13 @@ impl Builder<'_> {
 
     /// A linear layer applied at every pixel of an NCHW tensor (a 1x1 conv with a (C_out, C_in)
     /// weight), optionally fused with a residual add and output scale.
-    fn project(&mut self, x: &Tensor, prefix: &str, residual: Option<&Tensor>, out_scale: f32) -> Result<Tensor> {
+    fn project(
+        &mut self,
+        x: &Tensor,
+        prefix: &str,
+        residual: Option<&Tensor>,
+        out_scale: f32,
+    ) -> Result<Tensor> {
         let [n, c, h, w] = nchw(x)?;
         let hw = h * w;
         let weight = self.weight(&format!("{prefix}.weight"))?.clone();
@@ -399,7 +465,12 @@ impl Builder<'_> {
         Ok(out)
     }
 
-    fn forward(&mut self, sample: &Tensor, timesteps: &Tensor, class_labels: Option<&Tensor>) -> Result<Tensor> {
+    fn forward(
+        &mut self,
+        sample: &Tensor,
+        timesteps: &Tensor,
+        class_labels: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let cfg = self.cfg;
         let n = self.n;
         let boc = cfg.block_out_channels.clone();
@@ -449,13 +520,30 @@ impl Builder<'_> {
                 let prefix = format!("down_blocks.{i}");
                 x = self.resnet(x, &temb_act, &format!("{prefix}.resnets.{j}"), 1.0)?;
                 if cfg.down_block_types[i].has_attention() {
-                    x = self.attention(x, &format!("{prefix}.attentions.{j}"), cfg.norm_num_groups, 1.0)?;
+                    x = self.attention(
+                        x,
+                        &format!("{prefix}.attentions.{j}"),
+                        cfg.norm_num_groups,
+                        1.0,
+                    )?;
                 }
                 skips.push(x.clone());
             }
             if i + 1 < nblocks {
-                let padding = if cfg.downsample_padding == 0 { [0, 0, 1, 1] } else { [cfg.downsample_padding; 4] };
-                x = self.conv(&x, &format!("down_blocks.{i}.downsamplers.0.conv"), 2, padding, None, None, 1.0)?;
+                let padding = if cfg.downsample_padding == 0 {
+                    [0, 0, 1, 1]
+                } else {
+                    [cfg.downsample_padding; 4]
+                };
+                x = self.conv(
+                    &x,
+                    &format!("down_blocks.{i}.downsamplers.0.conv"),
+                    2,
+                    padding,
+                    None,
+                    None,
+                    1.0,
+                )?;
                 skips.push(x.clone());
             }
         }
@@ -472,9 +560,9 @@ impl Builder<'_> {
         for i in 0..nblocks {
             let prefix = format!("up_blocks.{i}");
             for j in 0..cfg.layers_per_block + 1 {
-                let skip = skips
-                    .pop()
-                    .ok_or_else(|| Error::config("the up path needs more skip connections than the down path made"))?;
+                let skip = skips.pop().ok_or_else(|| {
+                    Error::config("the up path needs more skip connections than the down path made")
+                })?;
                 let [_, c1, h, w] = nchw(&x)?;
                 let [_, c2, h2, w2] = nchw(&skip)?;
                 if (h, w) != (h2, w2) {
@@ -489,7 +577,12 @@ impl Builder<'_> {
                 self.free(skip);
                 x = self.resnet(cat, &temb_act, &format!("{prefix}.resnets.{j}"), 1.0)?;
                 if cfg.up_block_types[i].has_attention() {
-                    x = self.attention(x, &format!("{prefix}.attentions.{j}"), cfg.norm_num_groups, 1.0)?;
+                    x = self.attention(
+                        x,
+                        &format!("{prefix}.attentions.{j}"),
+                        cfg.norm_num_groups,
+                        1.0,
+                    )?;
                 }
             }
             if i + 1 < nblocks {
@@ -497,7 +590,15 @@ impl Builder<'_> {
                 let up = self.alloc(&[n, c, 2 * h, 2 * w])?;
                 upsample_nearest2x(self.ctx, &mut self.program, &x, &up)?;
                 self.free(x);
-                x = self.conv(&up, &format!("{prefix}.upsamplers.0.conv"), 1, [1; 4], None, None, 1.0)?;
+                x = self.conv(
+                    &up,
+                    &format!("{prefix}.upsamplers.0.conv"),
+                    1,
+                    [1; 4],
+                    None,
+                    None,
+                    1.0,
+                )?;
                 self.free(up);
             }
         }

@@ -9,10 +9,18 @@ pub fn forward_flops(cfg: &UNetConfig) -> u64 {
     let [mut h, mut w] = cfg.sample_size;
     let boc = &cfg.block_out_channels;
     let ted = cfg.time_embed_dim();
-    let conv = |cin: usize, cout: usize, k: usize, ho: usize, wo: usize| 2 * (cin * cout * k * k * ho * wo) as u64;
+    let conv = |cin: usize, cout: usize, k: usize, ho: usize, wo: usize| {
+        2 * (cin * cout * k * k * ho * wo) as u64
+    };
     let resnet = |cin: usize, cout: usize, h: usize, w: usize| {
-        conv(cin, cout, 3, h, w) + conv(cout, cout, 3, h, w) + 2 * (ted * cout) as u64
-            + if cin != cout { conv(cin, cout, 1, h, w) } else { 0 }
+        conv(cin, cout, 3, h, w)
+            + conv(cout, cout, 3, h, w)
+            + 2 * (ted * cout) as u64
+            + if cin != cout {
+                conv(cin, cout, 1, h, w)
+            } else {
+                0
+            }
     };
     let attention = |c: usize, h: usize, w: usize| {
         let hw = h * w;
@@ -32,7 +40,11 @@ pub fn forward_flops(cfg: &UNetConfig) -> u64 {
             skips.push(c);
         }
         if i + 1 < boc.len() {
-            let pad = if cfg.downsample_padding == 0 { 1 } else { 2 * cfg.downsample_padding };
+            let pad = if cfg.downsample_padding == 0 {
+                1
+            } else {
+                2 * cfg.downsample_padding
+            };
             h = (h + pad - 3) / 2 + 1;
             w = (w + pad - 3) / 2 + 1;
             f += conv(c, c, 3, h, w);
@@ -82,7 +94,11 @@ pub fn summary(cfg: &UNetConfig) -> String {
         };
         s += &format!("  down {i}: {c} channels at {rh}x{rw}{attn}\n");
         if i + 1 < cfg.block_out_channels.len() {
-            let pad = if cfg.downsample_padding == 0 { 1 } else { 2 * cfg.downsample_padding };
+            let pad = if cfg.downsample_padding == 0 {
+                1
+            } else {
+                2 * cfg.downsample_padding
+            };
             rh = (rh + pad - 3) / 2 + 1;
             rw = (rw + pad - 3) / 2 + 1;
         }
@@ -90,7 +106,11 @@ pub fn summary(cfg: &UNetConfig) -> String {
     let last = *cfg.block_out_channels.last().unwrap_or(&0);
     s += &format!(
         "  mid: {last} channels at {rh}x{rw}{}, scale factor {}\n",
-        if cfg.add_attention { format!(" + attention ({} heads)", cfg.heads(last)) } else { String::new() },
+        if cfg.add_attention {
+            format!(" + attention ({} heads)", cfg.heads(last))
+        } else {
+            String::new()
+        },
         cfg.mid_block_scale_factor
     );
     s += &format!(
@@ -104,7 +124,15 @@ pub fn summary(cfg: &UNetConfig) -> String {
         }
     );
     let params = cfg.parameter_count();
-    s += &format!("  parameters: {} ({:.2} M, {:.1} MiB as f32)\n", params, params as f64 / 1e6, params as f64 * 4.0 / (1 << 20) as f64);
-    s += &format!("  FLOPs per forward (batch 1): {:.3} GFLOP\n", forward_flops(cfg) as f64 / 1e9);
+    s += &format!(
+        "  parameters: {} ({:.2} M, {:.1} MiB as f32)\n",
+        params,
+        params as f64 / 1e6,
+        params as f64 * 4.0 / (1 << 20) as f64
+    );
+    s += &format!(
+        "  FLOPs per forward (batch 1): {:.3} GFLOP\n",
+        forward_flops(cfg) as f64 / 1e9
+    );
     s
 }
