@@ -29,7 +29,7 @@ fn softmax_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
     let base = row * p.cols;
 
     // Row max.
-    var m = -3.4028235e38;
+    var m = bitcast<f32>(0xff7fffffu); // -FLT_MAX, exactly (Tint rejects rounded literals)
     for (var c = li; c < p.cols; c += WG) {
         m = max(m, x[base + c]);
     }

@@ -43,3 +43,42 @@ async fn elementwise_add_on_webgpu() {
         );
     }
 }
+
+/// One full U-Net call on WebGPU against diffusers: the `attn` fixture (multi-head attention,
+/// 16x16, batch 2), embedded in the test binary. Same tolerance as natively: relative L2 ≤ 1e-4.
+#[wasm_bindgen_test]
+async fn unet_forward_matches_diffusers_on_webgpu() {
+    use kakusan::model::{Model, ModelFiles};
+    use kakusan::unet::UNet;
+    use safetensors::SafeTensors;
+
+    let files = ModelFiles {
+        config_json: include_str!("fixtures/attn/config.json").to_string(),
+        weights: include_bytes!("fixtures/attn/diffusion_pytorch_model.safetensors").to_vec(),
+        scheduler_json: Some(include_str!("fixtures/attn/scheduler_config.json").to_string()),
+    };
+    let model = Model::from_files(&files).expect("fixture model loads");
+    let reference = include_bytes!("fixtures/attn/reference.safetensors");
+    let st = SafeTensors::deserialize(reference).unwrap();
+    let f32s = |name: &str| -> (Vec<usize>, Vec<f32>) {
+        let t = st.tensor(name).unwrap();
+        let v = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        (t.shape().to_vec(), v)
+    };
+    let (shape, sample) = f32s("sample");
+    let (_, want) = f32s("unet_out");
+    let ts = st.tensor("timesteps").unwrap();
+    let timesteps: Vec<f32> = ts
+        .data()
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
+        .collect();
+
+    let ctx = GpuContext::new().await.unwrap();
+    let unet = UNet::new(&ctx, &model.config, &model.weights, shape[0]).unwrap();
+    let got = unet.predict(&ctx, &sample, &timesteps, None).await.unwrap();
+    let num: f64 = got.iter().zip(&want).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum();
+    let den: f64 = want.iter().map(|&b| (b as f64).powi(2)).sum();
+    let err = (num / den).sqrt();
+    assert!(err <= 1e-4, "U-Net on WebGPU: relative L2 error {err:e} > 1e-4");
+}
