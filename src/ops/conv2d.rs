@@ -399,6 +399,43 @@ mod tests {
         run_case(&ctx, &c, 22);
     }
 
+    /// More than 65535 pixel tiles: the tile index is split over grid x and y.
+    #[test]
+    fn conv_grid_past_one_dimension() {
+        let ctx = ctx();
+        let (h, w) = (2050, 2050); // 4.2M pixels = 65,666 tiles of 64
+        let x = random(h * w, 30);
+        let tx = ctx.upload(&x, &[1, 1, h, w]).unwrap();
+        let tw = ctx.upload(&[0.5, -2.0], &[2, 1, 1, 1]).unwrap();
+        let tb = ctx.upload(&[0.25, 1.0], &[2]).unwrap();
+        let out = ctx.zeros(&[1, 2, h, w]).unwrap();
+        let mut p = Program::new();
+        conv2d(
+            &ctx,
+            &mut p,
+            &Conv2dArgs {
+                x: &tx,
+                weight: &tw,
+                bias: Some(&tb),
+                channel_bias: None,
+                residual: None,
+                out: &out,
+                stride: 1,
+                padding: [0; 4],
+                out_scale: 1.0,
+            },
+        )
+        .unwrap();
+        assert!((h * w).div_ceil(TILE_N) > MAX_WORKGROUPS_PER_DIM as usize);
+        ctx.run(&p).unwrap();
+        let got = block_on(ctx.read(&out)).unwrap();
+        let want: Vec<f64> = [(0.5, 0.25), (-2.0, 1.0)]
+            .iter()
+            .flat_map(|&(wt, b)| x.iter().map(move |&v| v as f64 * wt + b))
+            .collect();
+        assert_close(&got, &want, 1e-6, 1e-6, "conv 1x1 on 2050x2050");
+    }
+
     #[test]
     fn conv_bad_shapes_are_errors() {
         let ctx = ctx();
