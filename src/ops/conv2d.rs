@@ -21,7 +21,7 @@ pub struct Conv2dArgs<'a> {
     pub bias: Option<&'a Tensor>,
     /// (N, Cout): per-sample per-channel add.
     pub channel_bias: Option<&'a Tensor>,
-    /// (N, Cout, Ho, Wo); a different buffer from `out`.
+    /// (N, Cout, Ho, Wo); must be a different buffer from `out` (as must every input).
     pub residual: Option<&'a Tensor>,
     /// (N, Cout, Ho, Wo)
     pub out: &'a Tensor,
@@ -117,16 +117,20 @@ pub fn conv2d(ctx: &GpuContext, program: &mut Program, args: &Conv2dArgs) -> Res
     }
     if let Some(r) = args.residual {
         expect_shape(r, &[n, cout, ho, wo], "conv2d: residual")?;
-        if r.buffer.as_ref() == args.out.buffer.as_ref() {
-            return Err(Error::shape(
-                "conv2d: residual must be a different buffer from out",
-            ));
-        }
     }
-    if args.x.buffer.as_ref() == args.out.buffer.as_ref() {
-        return Err(Error::shape(
-            "conv2d: x must be a different buffer from out",
-        ));
+    // wgpu forbids one buffer bound both read-only and read-write in a dispatch.
+    for (t, what) in [
+        (Some(args.x), "x"),
+        (Some(args.weight), "weight"),
+        (args.bias, "bias"),
+        (args.channel_bias, "channel_bias"),
+        (args.residual, "residual"),
+    ] {
+        if t.is_some_and(|t| t.buffer.as_ref() == args.out.buffer.as_ref()) {
+            return Err(Error::shape(format!(
+                "conv2d: {what} must be a different buffer from out"
+            )));
+        }
     }
     let kdim = cin * kh * kw;
     let ncols = n * ho * wo;

@@ -25,7 +25,7 @@ pub struct MatmulArgs<'a> {
     /// Length `m` ([`BiasAlong::M`]) or `n` ([`BiasAlong::N`]).
     pub bias: Option<&'a Tensor>,
     pub bias_along: BiasAlong,
-    /// Addressed with `out_strides`; must be a different buffer from `out`.
+    /// Addressed with `out_strides`. No input may share a buffer with `out`.
     pub residual: Option<&'a Tensor>,
     pub batch: usize,
     pub m: usize,
@@ -99,11 +99,6 @@ pub fn matmul(ctx: &GpuContext, program: &mut Program, args: &MatmulArgs) -> Res
     check_extent(args.out, [batch, m, n], args.out_strides, "out")?;
     if let Some(r) = args.residual {
         check_extent(r, [batch, m, n], args.out_strides, "residual")?;
-        if r.buffer.as_ref() == args.out.buffer.as_ref() {
-            return Err(Error::shape(
-                "matmul: residual must be a different buffer from out",
-            ));
-        }
     }
     if let Some(bias) = args.bias {
         let want = match args.bias_along {
@@ -118,8 +113,14 @@ pub fn matmul(ctx: &GpuContext, program: &mut Program, args: &MatmulArgs) -> Res
             )));
         }
     }
-    for (t, what) in [(args.a, "A"), (args.b, "B")] {
-        if t.buffer.as_ref() == args.out.buffer.as_ref() {
+    // wgpu forbids one buffer bound both read-only and read-write in a dispatch.
+    for (t, what) in [
+        (Some(args.a), "A"),
+        (Some(args.b), "B"),
+        (args.bias, "bias"),
+        (args.residual, "residual"),
+    ] {
+        if t.is_some_and(|t| t.buffer.as_ref() == args.out.buffer.as_ref()) {
             return Err(Error::shape(format!(
                 "matmul: {what} must be a different buffer from out"
             )));
