@@ -12,6 +12,7 @@ use crate::ops::elementwise::nchw;
 use crate::shaders::CONV2D;
 
 /// out = (conv(x, weight) + bias + channel_bias + residual) · out_scale.
+#[derive(Clone, Copy)]
 pub struct Conv2dArgs<'a> {
     /// (N, Cin, H, W)
     pub x: &'a Tensor,

@@ -18,6 +18,7 @@ pub enum BiasAlong {
 }
 
 /// out[b, m, n] = (alpha · Σ_k A[b, m, k] B[b, k, n] + bias + residual) · out_scale.
+#[derive(Clone, Copy)]
 pub struct MatmulArgs<'a> {
     pub a: &'a Tensor,
     pub b: &'a Tensor,
