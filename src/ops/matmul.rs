@@ -69,7 +69,7 @@ struct MatmulParams {
 
 /// Output tile of one workgroup (see the shader).
 const TILE_M: usize = 64;
-const TILE_N: usize = 64;
+const TILE_N: usize = 128;
 
 fn u32_of(v: usize, what: &str) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::shape(format!("matmul: {what} = {v} does not fit in u32")))
