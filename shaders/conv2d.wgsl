@@ -4,7 +4,7 @@
 // im2col is never materialised: the B tile is gathered from x on the fly (zero padding =
 // masked loads), so the only extra memory traffic is the redundancy of the gather itself.
 //
-// Tiling as in matmul.wgsl: 8x8 threads, 64x64 output tile (Cout x pixels), 8x8 register
+// Tiling as in matmul.wgsl: 8x8 threads, 64x128 output tile (Cout x pixels), 8x16 register
 // tile per thread, K step 16 staged as vec4s in workgroup memory. All loads are clamped and
 // masked (select, not branches), so any size works.
 //
@@ -52,12 +52,12 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;
 
 const BM: u32 = 64u;
-const BN: u32 = 64u;
+const BN: u32 = 128u;
 const BK: u32 = 16u;
 
 // [BK][BM / 4] (weights) and [BK][BN / 4] (im2col)
 var<workgroup> tile_a: array<vec4<f32>, 256>;
-var<workgroup> tile_b: array<vec4<f32>, 256>;
+var<workgroup> tile_b: array<vec4<f32>, 512>;
 
 fn load_x(i: u32, ok: bool) -> f32 {
     return select(0.0, x[select(0u, i, ok)], ok);
@@ -102,14 +102,17 @@ fn conv2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let m0 = wg.z * BM;
     let n0 = n_tile * BN;
 
-    // Loader: thread li stages vec4 column group lc (4 consecutive m or pixels) of K rows
-    // lr, lr+4, lr+8, lr+12 of each tile.
+    // Loaders: thread li stages the weights' vec4 group lc (4 consecutive output channels)
+    // of K rows lr, lr+4, ..., and im2col's vec4 group bc (4 consecutive pixels) of K rows
+    // br, br+2, ...
     let lc = li % 16u;
     let lr = li / 16u;
+    let bc = li % 32u;
+    let br = li / 32u;
 
     // The loader's four pixel columns do not change along K: decompose them once.
     let hw_out = p.ho * p.wo;
-    let cols = vec4<u32>(n0 + 4u * lc) + vec4<u32>(0u, 1u, 2u, 3u);
+    let cols = vec4<u32>(n0 + 4u * bc) + vec4<u32>(0u, 1u, 2u, 3u);
     let col_ok = cols < vec4<u32>(p.ncols);
     let cb = cols / vec4<u32>(hw_out);
     let pix = cols - cb * vec4<u32>(hw_out);
@@ -127,69 +130,98 @@ fn conv2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let row_ok = rows < vec4<u32>(p.cout);
     let w_base = rows * vec4<u32>(p.kdim);
 
-    // Compute: thread (tx, ty) owns output channels m0 + 8 ty .. +8, pixels n0 + 8 tx .. +8.
+    // Compute: thread (tx, ty) owns output channels m0 + 8 ty .. +8, pixels n0 + 16 tx .. +16.
     let tx = lid.x;
     let ty = lid.y;
     // Zero-initialized (WGSL function variables are).
-    var acc: array<vec4<f32>, 16>;
+    var acc: array<vec4<f32>, 32>;
 
     for (var k0 = 0u; k0 < p.kdim; k0 += BK) {
+        // Weights W[rows, k].
         for (var j = 0u; j < 4u; j++) {
             let kk = lr + 4u * j;
             let k = k0 + kk;
-            let k_ok = k < p.kdim;
-            // Weights W[rows, k].
-            let wok = row_ok & vec4<bool>(k_ok);
+            let wok = row_ok & vec4<bool>(k < p.kdim);
             let wi4 = w_base + vec4<u32>(k);
             tile_a[kk * 16u + lc] = vec4<f32>(load_w(wi4.x, wok.x), load_w(wi4.y, wok.y),
                                               load_w(wi4.z, wok.z), load_w(wi4.w, wok.w));
-            // im2col[k, cols]: k = (ci, ky, kx).
+        }
+        // im2col[k, cols] with k = (ci, ky, kx); out-of-image taps are the zero padding.
+        for (var j = 0u; j < 8u; j++) {
+            let kk = br + 2u * j;
+            let k = k0 + kk;
             let ci = k / khw;
             let r = k - ci * khw;
             let ky = r / p.kw;
             let kx = r - ky * p.kw;
             let iy = iy0 + vec4<i32>(i32(ky));
             let ix = ix0 + vec4<i32>(i32(kx));
-            let ok = col_ok & vec4<bool>(k_ok) & (iy >= vec4<i32>(0)) & (iy < hi)
+            let ok = col_ok & vec4<bool>(k < p.kdim) & (iy >= vec4<i32>(0)) & (iy < hi)
                 & (ix >= vec4<i32>(0)) & (ix < wi);
             let xi = x_base + vec4<u32>(ci * p.h * p.w) + vec4<u32>(iy * wi + ix);
-            tile_b[kk * 16u + lc] = vec4<f32>(load_x(xi.x, ok.x), load_x(xi.y, ok.y),
+            tile_b[kk * 32u + bc] = vec4<f32>(load_x(xi.x, ok.x), load_x(xi.y, ok.y),
                                               load_x(xi.z, ok.z), load_x(xi.w, ok.w));
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
             let a0 = tile_a[kk * 16u + 2u * ty];
             let a1 = tile_a[kk * 16u + 2u * ty + 1u];
-            let b0 = tile_b[kk * 16u + 2u * tx];
-            let b1 = tile_b[kk * 16u + 2u * tx + 1u];
+            let b0 = tile_b[kk * 32u + 4u * tx];
+            let b1 = tile_b[kk * 32u + 4u * tx + 1u];
+            let b2 = tile_b[kk * 32u + 4u * tx + 2u];
+            let b3 = tile_b[kk * 32u + 4u * tx + 3u];
             acc[0] += a0.x * b0;
             acc[1] += a0.x * b1;
-            acc[2] += a0.y * b0;
-            acc[3] += a0.y * b1;
-            acc[4] += a0.z * b0;
-            acc[5] += a0.z * b1;
-            acc[6] += a0.w * b0;
-            acc[7] += a0.w * b1;
-            acc[8] += a1.x * b0;
-            acc[9] += a1.x * b1;
-            acc[10] += a1.y * b0;
-            acc[11] += a1.y * b1;
-            acc[12] += a1.z * b0;
-            acc[13] += a1.z * b1;
-            acc[14] += a1.w * b0;
-            acc[15] += a1.w * b1;
+            acc[2] += a0.x * b2;
+            acc[3] += a0.x * b3;
+            acc[4] += a0.y * b0;
+            acc[5] += a0.y * b1;
+            acc[6] += a0.y * b2;
+            acc[7] += a0.y * b3;
+            acc[8] += a0.z * b0;
+            acc[9] += a0.z * b1;
+            acc[10] += a0.z * b2;
+            acc[11] += a0.z * b3;
+            acc[12] += a0.w * b0;
+            acc[13] += a0.w * b1;
+            acc[14] += a0.w * b2;
+            acc[15] += a0.w * b3;
+            acc[16] += a1.x * b0;
+            acc[17] += a1.x * b1;
+            acc[18] += a1.x * b2;
+            acc[19] += a1.x * b3;
+            acc[20] += a1.y * b0;
+            acc[21] += a1.y * b1;
+            acc[22] += a1.y * b2;
+            acc[23] += a1.y * b3;
+            acc[24] += a1.z * b0;
+            acc[25] += a1.z * b1;
+            acc[26] += a1.z * b2;
+            acc[27] += a1.z * b3;
+            acc[28] += a1.w * b0;
+            acc[29] += a1.w * b1;
+            acc[30] += a1.w * b2;
+            acc[31] += a1.w * b3;
         }
         workgroupBarrier();
     }
 
     let co = m0 + 8u * ty;
-    let n = n0 + 8u * tx;
-    store_row(co, n, acc[0], acc[1]);
-    store_row(co + 1u, n, acc[2], acc[3]);
-    store_row(co + 2u, n, acc[4], acc[5]);
-    store_row(co + 3u, n, acc[6], acc[7]);
-    store_row(co + 4u, n, acc[8], acc[9]);
-    store_row(co + 5u, n, acc[10], acc[11]);
-    store_row(co + 6u, n, acc[12], acc[13]);
-    store_row(co + 7u, n, acc[14], acc[15]);
+    let n = n0 + 16u * tx;
+    store_row(co + 0u, n, acc[0], acc[1]);
+    store_row(co + 0u, n + 8u, acc[2], acc[3]);
+    store_row(co + 1u, n, acc[4], acc[5]);
+    store_row(co + 1u, n + 8u, acc[6], acc[7]);
+    store_row(co + 2u, n, acc[8], acc[9]);
+    store_row(co + 2u, n + 8u, acc[10], acc[11]);
+    store_row(co + 3u, n, acc[12], acc[13]);
+    store_row(co + 3u, n + 8u, acc[14], acc[15]);
+    store_row(co + 4u, n, acc[16], acc[17]);
+    store_row(co + 4u, n + 8u, acc[18], acc[19]);
+    store_row(co + 5u, n, acc[20], acc[21]);
+    store_row(co + 5u, n + 8u, acc[22], acc[23]);
+    store_row(co + 6u, n, acc[24], acc[25]);
+    store_row(co + 6u, n + 8u, acc[26], acc[27]);
+    store_row(co + 7u, n, acc[28], acc[29]);
+    store_row(co + 7u, n + 8u, acc[30], acc[31]);
 }

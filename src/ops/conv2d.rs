@@ -59,9 +59,9 @@ struct ConvParams {
     _pad2: u32,
 }
 
-/// Output tile of one workgroup: 64 output channels x 64 pixels (see the shader).
+/// Output tile of one workgroup: 64 output channels x 128 pixels (see the shader).
 const TILE_M: usize = 64;
-const TILE_N: usize = 64;
+const TILE_N: usize = 128;
 
 /// (Ho, Wo) of a convolution, or `None` when the kernel does not fit the padded input.
 pub fn conv_out_size(
@@ -404,11 +404,14 @@ mod tests {
         run_case(&ctx, &c, 22);
     }
 
-    /// More than 65535 pixel tiles: the tile index is split over grid x and y.
+    /// More than 65535 pixel tiles: the tile index is split over grid x and y. Ignored by
+    /// default: it needs an 8.4M-pixel image (~20 s on llvmpipe).
+    /// `cargo test --lib ops::conv2d::tests::conv_grid_past_one_dimension -- --ignored`
     #[test]
+    #[ignore]
     fn conv_grid_past_one_dimension() {
         let ctx = ctx();
-        let (h, w) = (2050, 2050); // 4.2M pixels = 65,666 tiles of 64
+        let (h, w) = (2900, 2900); // 8.4M pixels = 65,704 tiles of 128
         let x = random(h * w, 30);
         let tx = ctx.upload(&x, &[1, 1, h, w]).unwrap();
         let tw = ctx.upload(&[0.5, -2.0], &[2, 1, 1, 1]).unwrap();
