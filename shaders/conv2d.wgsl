@@ -59,6 +59,15 @@ const BK: u32 = 16u;
 var<workgroup> tile_a: array<vec4<f32>, 256>;
 var<workgroup> tile_b: array<vec4<f32>, 512>;
 
+// floor(k / d) for k < 2^24 without an integer division (which SIMD CPUs such as llvmpipe
+// run one lane at a time): a float estimate, then one correction step each way.
+fn div_small(k: u32, d: u32, inv_d: f32) -> u32 {
+    var q = u32(f32(k) * inv_d);
+    q = select(q, q - 1u, q * d > k);
+    q = select(q, q + 1u, (q + 1u) * d <= k);
+    return q;
+}
+
 fn load_x(i: u32, ok: bool) -> f32 {
     return select(0.0, x[select(0u, i, ok)], ok);
 }
@@ -67,10 +76,10 @@ fn load_w(i: u32, ok: bool) -> f32 {
     return select(0.0, weight[select(0u, i, ok)], ok);
 }
 
-fn store1(co: u32, n: u32, v: f32) {
+fn store1(co: u32, n: u32, v: f32, inv_hw: f32) {
     if (n >= p.ncols) { return; }
     let hw = p.ho * p.wo;
-    let b = n / hw;
+    let b = div_small(n, hw, inv_hw);
     let o = (b * p.cout + co) * hw + (n - b * hw);
     var r = v;
     if ((p.flags & 1u) != 0u) { r += bias[co]; }
@@ -80,16 +89,16 @@ fn store1(co: u32, n: u32, v: f32) {
 }
 
 // Output channel co, pixel columns n .. n+8 of the thread's register tile.
-fn store_row(co: u32, n: u32, v0: vec4<f32>, v1: vec4<f32>) {
+fn store_row(co: u32, n: u32, v0: vec4<f32>, v1: vec4<f32>, inv_hw: f32) {
     if (co >= p.cout) { return; }
-    store1(co, n, v0.x);
-    store1(co, n + 1u, v0.y);
-    store1(co, n + 2u, v0.z);
-    store1(co, n + 3u, v0.w);
-    store1(co, n + 4u, v1.x);
-    store1(co, n + 5u, v1.y);
-    store1(co, n + 6u, v1.z);
-    store1(co, n + 7u, v1.w);
+    store1(co, n, v0.x, inv_hw);
+    store1(co, n + 1u, v0.y, inv_hw);
+    store1(co, n + 2u, v0.z, inv_hw);
+    store1(co, n + 3u, v0.w, inv_hw);
+    store1(co, n + 4u, v1.x, inv_hw);
+    store1(co, n + 5u, v1.y, inv_hw);
+    store1(co, n + 6u, v1.z, inv_hw);
+    store1(co, n + 7u, v1.w, inv_hw);
 }
 
 @compute @workgroup_size(8, 8)
@@ -114,7 +123,7 @@ fn conv2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let hw_out = p.ho * p.wo;
     let cols = vec4<u32>(n0 + 4u * bc) + vec4<u32>(0u, 1u, 2u, 3u);
     let col_ok = cols < vec4<u32>(p.ncols);
-    let cb = cols / vec4<u32>(hw_out);
+    let cb = cols / vec4<u32>(hw_out);  // once per thread: plain division is fine
     let pix = cols - cb * vec4<u32>(hw_out);
     let oy = pix / vec4<u32>(p.wo);
     let ox = pix - oy * vec4<u32>(p.wo);
@@ -124,6 +133,8 @@ fn conv2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let hi = vec4<i32>(i32(p.h));
     let wi = vec4<i32>(i32(p.w));
     let khw = p.kh * p.kw;
+    let inv_khw = 1.0 / f32(khw);
+    let inv_kw = 1.0 / f32(p.kw);
 
     // The loader's four weight rows (output channels).
     let rows = vec4<u32>(m0 + 4u * lc) + vec4<u32>(0u, 1u, 2u, 3u);
@@ -150,9 +161,9 @@ fn conv2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
         for (var j = 0u; j < 8u; j++) {
             let kk = br + 2u * j;
             let k = k0 + kk;
-            let ci = k / khw;
+            let ci = div_small(k, khw, inv_khw);
             let r = k - ci * khw;
-            let ky = r / p.kw;
+            let ky = div_small(r, p.kw, inv_kw);
             let kx = r - ky * p.kw;
             let iy = iy0 + vec4<i32>(i32(ky));
             let ix = ix0 + vec4<i32>(i32(kx));
@@ -208,20 +219,21 @@ fn conv2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
 
     let co = m0 + 8u * ty;
     let n = n0 + 16u * tx;
-    store_row(co + 0u, n, acc[0], acc[1]);
-    store_row(co + 0u, n + 8u, acc[2], acc[3]);
-    store_row(co + 1u, n, acc[4], acc[5]);
-    store_row(co + 1u, n + 8u, acc[6], acc[7]);
-    store_row(co + 2u, n, acc[8], acc[9]);
-    store_row(co + 2u, n + 8u, acc[10], acc[11]);
-    store_row(co + 3u, n, acc[12], acc[13]);
-    store_row(co + 3u, n + 8u, acc[14], acc[15]);
-    store_row(co + 4u, n, acc[16], acc[17]);
-    store_row(co + 4u, n + 8u, acc[18], acc[19]);
-    store_row(co + 5u, n, acc[20], acc[21]);
-    store_row(co + 5u, n + 8u, acc[22], acc[23]);
-    store_row(co + 6u, n, acc[24], acc[25]);
-    store_row(co + 6u, n + 8u, acc[26], acc[27]);
-    store_row(co + 7u, n, acc[28], acc[29]);
-    store_row(co + 7u, n + 8u, acc[30], acc[31]);
+    let inv_hw = 1.0 / f32(hw_out);
+    store_row(co + 0u, n, acc[0], acc[1], inv_hw);
+    store_row(co + 0u, n + 8u, acc[2], acc[3], inv_hw);
+    store_row(co + 1u, n, acc[4], acc[5], inv_hw);
+    store_row(co + 1u, n + 8u, acc[6], acc[7], inv_hw);
+    store_row(co + 2u, n, acc[8], acc[9], inv_hw);
+    store_row(co + 2u, n + 8u, acc[10], acc[11], inv_hw);
+    store_row(co + 3u, n, acc[12], acc[13], inv_hw);
+    store_row(co + 3u, n + 8u, acc[14], acc[15], inv_hw);
+    store_row(co + 4u, n, acc[16], acc[17], inv_hw);
+    store_row(co + 4u, n + 8u, acc[18], acc[19], inv_hw);
+    store_row(co + 5u, n, acc[20], acc[21], inv_hw);
+    store_row(co + 5u, n + 8u, acc[22], acc[23], inv_hw);
+    store_row(co + 6u, n, acc[24], acc[25], inv_hw);
+    store_row(co + 6u, n + 8u, acc[26], acc[27], inv_hw);
+    store_row(co + 7u, n, acc[28], acc[29], inv_hw);
+    store_row(co + 7u, n + 8u, acc[30], acc[31], inv_hw);
 }

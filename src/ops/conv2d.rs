@@ -138,6 +138,12 @@ pub fn conv2d(ctx: &GpuContext, program: &mut Program, args: &Conv2dArgs) -> Res
     if ncols == 0 || cout == 0 {
         return Ok(());
     }
+    // The shader divides k and pixel indices by float reciprocals (exact below 2^24).
+    if kdim >= 1 << 24 || ncols >= 1 << 24 {
+        return Err(Error::shape(format!(
+            "conv2d: Cin*KH*KW = {kdim} or N*Ho*Wo = {ncols} is 2^24 or more; split the batch"
+        )));
+    }
     // Indices are u32 in the shader; the largest is the weight or input size.
     for (v, what) in [
         (args.x.numel(), "x"),
@@ -516,7 +522,14 @@ mod tests {
             },
         )
         .unwrap();
-        let wall = crate::ops::matmul::tests::time_program(&ctx, &p, 3);
+        let wall = crate::ops::matmul::tests::time_program(
+            &ctx,
+            &p,
+            std::env::var("BENCH_REPS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(3),
+        );
         let gflop = conv_flops(n, c, c, 3, 3, hw, hw) as f64 / 1e9;
         println!(
             "conv N={n} {c}->{c} {hw}x{hw} 3x3 on {}: best {:.1} ms wall, {:.2} GFLOP/s",
