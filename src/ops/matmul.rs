@@ -581,7 +581,14 @@ pub(crate) mod tests {
             out_scale: 1.0,
         };
         matmul(&ctx, &mut p, &args).unwrap();
-        let wall = time_program(&ctx, &p, 5);
+        let wall = time_program(
+            &ctx,
+            &p,
+            std::env::var("BENCH_REPS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(5),
+        );
         let gflop = matmul_flops(1, s, s, s) as f64 / 1e9;
         println!(
             "matmul {s}x{s}x{s} on {}: best {:.1} ms wall, {:.2} GFLOP/s",
