@@ -4,7 +4,7 @@
 // im2col is never materialised: the B tile is gathered from x on the fly (zero padding =
 // masked loads), so the only extra memory traffic is the redundancy of the gather itself.
 //
-// Tiling as in matmul.wgsl: 8x8 threads, 64x64 output tile (Cout x pixels), 8x8 register
+// Tiling as in matmul.wgsl: 8x8 threads, 64x128 output tile (Cout x pixels), 8x16 register
 // tile per thread, K step 16 staged as vec4s in workgroup memory. All loads are clamped and
 // masked (select, not branches), so any size works.
 //
@@ -52,12 +52,21 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;
 
 const BM: u32 = 64u;
-const BN: u32 = 64u;
+const BN: u32 = 128u;
 const BK: u32 = 16u;
 
 // [BK][BM / 4] (weights) and [BK][BN / 4] (im2col)
 var<workgroup> tile_a: array<vec4<f32>, 256>;
-var<workgroup> tile_b: array<vec4<f32>, 256>;
+var<workgroup> tile_b: array<vec4<f32>, 512>;
+
+// floor(k / d) for k < 2^24 without an integer division (which SIMD CPUs such as llvmpipe
+// run one lane at a time): a float estimate, then one correction step each way.
+fn div_small(k: u32, d: u32, inv_d: f32) -> u32 {
+    var q = u32(f32(k) * inv_d);
+    q = select(q, q - 1u, q * d > k);
+    q = select(q, q + 1u, (q + 1u) * d <= k);
+    return q;
+}
 
 fn load_x(i: u32, ok: bool) -> f32 {
     return select(0.0, x[select(0u, i, ok)], ok);
@@ -67,10 +76,10 @@ fn load_w(i: u32, ok: bool) -> f32 {
     return select(0.0, weight[select(0u, i, ok)], ok);
 }
 
-fn store1(co: u32, n: u32, v: f32) {
+fn store1(co: u32, n: u32, v: f32, inv_hw: f32) {
     if (n >= p.ncols) { return; }
     let hw = p.ho * p.wo;
-    let b = n / hw;
+    let b = div_small(n, hw, inv_hw);
     let o = (b * p.cout + co) * hw + (n - b * hw);
     var r = v;
     if ((p.flags & 1u) != 0u) { r += bias[co]; }
@@ -80,16 +89,16 @@ fn store1(co: u32, n: u32, v: f32) {
 }
 
 // Output channel co, pixel columns n .. n+8 of the thread's register tile.
-fn store_row(co: u32, n: u32, v0: vec4<f32>, v1: vec4<f32>) {
+fn store_row(co: u32, n: u32, v0: vec4<f32>, v1: vec4<f32>, inv_hw: f32) {
     if (co >= p.cout) { return; }
-    store1(co, n, v0.x);
-    store1(co, n + 1u, v0.y);
-    store1(co, n + 2u, v0.z);
-    store1(co, n + 3u, v0.w);
-    store1(co, n + 4u, v1.x);
-    store1(co, n + 5u, v1.y);
-    store1(co, n + 6u, v1.z);
-    store1(co, n + 7u, v1.w);
+    store1(co, n, v0.x, inv_hw);
+    store1(co, n + 1u, v0.y, inv_hw);
+    store1(co, n + 2u, v0.z, inv_hw);
+    store1(co, n + 3u, v0.w, inv_hw);
+    store1(co, n + 4u, v1.x, inv_hw);
+    store1(co, n + 5u, v1.y, inv_hw);
+    store1(co, n + 6u, v1.z, inv_hw);
+    store1(co, n + 7u, v1.w, inv_hw);
 }
 
 @compute @workgroup_size(8, 8)
@@ -102,16 +111,19 @@ fn conv2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let m0 = wg.z * BM;
     let n0 = n_tile * BN;
 
-    // Loader: thread li stages vec4 column group lc (4 consecutive m or pixels) of K rows
-    // lr, lr+4, lr+8, lr+12 of each tile.
+    // Loaders: thread li stages the weights' vec4 group lc (4 consecutive output channels)
+    // of K rows lr, lr+4, ..., and im2col's vec4 group bc (4 consecutive pixels) of K rows
+    // br, br+2, ...
     let lc = li % 16u;
     let lr = li / 16u;
+    let bc = li % 32u;
+    let br = li / 32u;
 
     // The loader's four pixel columns do not change along K: decompose them once.
     let hw_out = p.ho * p.wo;
-    let cols = vec4<u32>(n0 + 4u * lc) + vec4<u32>(0u, 1u, 2u, 3u);
+    let cols = vec4<u32>(n0 + 4u * bc) + vec4<u32>(0u, 1u, 2u, 3u);
     let col_ok = cols < vec4<u32>(p.ncols);
-    let cb = cols / vec4<u32>(hw_out);
+    let cb = cols / vec4<u32>(hw_out);  // once per thread: plain division is fine
     let pix = cols - cb * vec4<u32>(hw_out);
     let oy = pix / vec4<u32>(p.wo);
     let ox = pix - oy * vec4<u32>(p.wo);
@@ -121,75 +133,107 @@ fn conv2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let hi = vec4<i32>(i32(p.h));
     let wi = vec4<i32>(i32(p.w));
     let khw = p.kh * p.kw;
+    let inv_khw = 1.0 / f32(khw);
+    let inv_kw = 1.0 / f32(p.kw);
 
     // The loader's four weight rows (output channels).
     let rows = vec4<u32>(m0 + 4u * lc) + vec4<u32>(0u, 1u, 2u, 3u);
     let row_ok = rows < vec4<u32>(p.cout);
     let w_base = rows * vec4<u32>(p.kdim);
 
-    // Compute: thread (tx, ty) owns output channels m0 + 8 ty .. +8, pixels n0 + 8 tx .. +8.
+    // Compute: thread (tx, ty) owns output channels m0 + 8 ty .. +8, pixels n0 + 16 tx .. +16.
     let tx = lid.x;
     let ty = lid.y;
     // Zero-initialized (WGSL function variables are).
-    var acc: array<vec4<f32>, 16>;
+    var acc: array<vec4<f32>, 32>;
 
     for (var k0 = 0u; k0 < p.kdim; k0 += BK) {
+        // Weights W[rows, k].
         for (var j = 0u; j < 4u; j++) {
             let kk = lr + 4u * j;
             let k = k0 + kk;
-            let k_ok = k < p.kdim;
-            // Weights W[rows, k].
-            let wok = row_ok & vec4<bool>(k_ok);
+            let wok = row_ok & vec4<bool>(k < p.kdim);
             let wi4 = w_base + vec4<u32>(k);
             tile_a[kk * 16u + lc] = vec4<f32>(load_w(wi4.x, wok.x), load_w(wi4.y, wok.y),
                                               load_w(wi4.z, wok.z), load_w(wi4.w, wok.w));
-            // im2col[k, cols]: k = (ci, ky, kx).
-            let ci = k / khw;
+        }
+        // im2col[k, cols] with k = (ci, ky, kx); out-of-image taps are the zero padding.
+        for (var j = 0u; j < 8u; j++) {
+            let kk = br + 2u * j;
+            let k = k0 + kk;
+            let ci = div_small(k, khw, inv_khw);
             let r = k - ci * khw;
-            let ky = r / p.kw;
+            let ky = div_small(r, p.kw, inv_kw);
             let kx = r - ky * p.kw;
             let iy = iy0 + vec4<i32>(i32(ky));
             let ix = ix0 + vec4<i32>(i32(kx));
-            let ok = col_ok & vec4<bool>(k_ok) & (iy >= vec4<i32>(0)) & (iy < hi)
+            let ok = col_ok & vec4<bool>(k < p.kdim) & (iy >= vec4<i32>(0)) & (iy < hi)
                 & (ix >= vec4<i32>(0)) & (ix < wi);
             let xi = x_base + vec4<u32>(ci * p.h * p.w) + vec4<u32>(iy * wi + ix);
-            tile_b[kk * 16u + lc] = vec4<f32>(load_x(xi.x, ok.x), load_x(xi.y, ok.y),
+            tile_b[kk * 32u + bc] = vec4<f32>(load_x(xi.x, ok.x), load_x(xi.y, ok.y),
                                               load_x(xi.z, ok.z), load_x(xi.w, ok.w));
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
             let a0 = tile_a[kk * 16u + 2u * ty];
             let a1 = tile_a[kk * 16u + 2u * ty + 1u];
-            let b0 = tile_b[kk * 16u + 2u * tx];
-            let b1 = tile_b[kk * 16u + 2u * tx + 1u];
+            let b0 = tile_b[kk * 32u + 4u * tx];
+            let b1 = tile_b[kk * 32u + 4u * tx + 1u];
+            let b2 = tile_b[kk * 32u + 4u * tx + 2u];
+            let b3 = tile_b[kk * 32u + 4u * tx + 3u];
             acc[0] += a0.x * b0;
             acc[1] += a0.x * b1;
-            acc[2] += a0.y * b0;
-            acc[3] += a0.y * b1;
-            acc[4] += a0.z * b0;
-            acc[5] += a0.z * b1;
-            acc[6] += a0.w * b0;
-            acc[7] += a0.w * b1;
-            acc[8] += a1.x * b0;
-            acc[9] += a1.x * b1;
-            acc[10] += a1.y * b0;
-            acc[11] += a1.y * b1;
-            acc[12] += a1.z * b0;
-            acc[13] += a1.z * b1;
-            acc[14] += a1.w * b0;
-            acc[15] += a1.w * b1;
+            acc[2] += a0.x * b2;
+            acc[3] += a0.x * b3;
+            acc[4] += a0.y * b0;
+            acc[5] += a0.y * b1;
+            acc[6] += a0.y * b2;
+            acc[7] += a0.y * b3;
+            acc[8] += a0.z * b0;
+            acc[9] += a0.z * b1;
+            acc[10] += a0.z * b2;
+            acc[11] += a0.z * b3;
+            acc[12] += a0.w * b0;
+            acc[13] += a0.w * b1;
+            acc[14] += a0.w * b2;
+            acc[15] += a0.w * b3;
+            acc[16] += a1.x * b0;
+            acc[17] += a1.x * b1;
+            acc[18] += a1.x * b2;
+            acc[19] += a1.x * b3;
+            acc[20] += a1.y * b0;
+            acc[21] += a1.y * b1;
+            acc[22] += a1.y * b2;
+            acc[23] += a1.y * b3;
+            acc[24] += a1.z * b0;
+            acc[25] += a1.z * b1;
+            acc[26] += a1.z * b2;
+            acc[27] += a1.z * b3;
+            acc[28] += a1.w * b0;
+            acc[29] += a1.w * b1;
+            acc[30] += a1.w * b2;
+            acc[31] += a1.w * b3;
         }
         workgroupBarrier();
     }
 
     let co = m0 + 8u * ty;
-    let n = n0 + 8u * tx;
-    store_row(co, n, acc[0], acc[1]);
-    store_row(co + 1u, n, acc[2], acc[3]);
-    store_row(co + 2u, n, acc[4], acc[5]);
-    store_row(co + 3u, n, acc[6], acc[7]);
-    store_row(co + 4u, n, acc[8], acc[9]);
-    store_row(co + 5u, n, acc[10], acc[11]);
-    store_row(co + 6u, n, acc[12], acc[13]);
-    store_row(co + 7u, n, acc[14], acc[15]);
+    let n = n0 + 16u * tx;
+    let inv_hw = 1.0 / f32(hw_out);
+    store_row(co + 0u, n, acc[0], acc[1], inv_hw);
+    store_row(co + 0u, n + 8u, acc[2], acc[3], inv_hw);
+    store_row(co + 1u, n, acc[4], acc[5], inv_hw);
+    store_row(co + 1u, n + 8u, acc[6], acc[7], inv_hw);
+    store_row(co + 2u, n, acc[8], acc[9], inv_hw);
+    store_row(co + 2u, n + 8u, acc[10], acc[11], inv_hw);
+    store_row(co + 3u, n, acc[12], acc[13], inv_hw);
+    store_row(co + 3u, n + 8u, acc[14], acc[15], inv_hw);
+    store_row(co + 4u, n, acc[16], acc[17], inv_hw);
+    store_row(co + 4u, n + 8u, acc[18], acc[19], inv_hw);
+    store_row(co + 5u, n, acc[20], acc[21], inv_hw);
+    store_row(co + 5u, n + 8u, acc[22], acc[23], inv_hw);
+    store_row(co + 6u, n, acc[24], acc[25], inv_hw);
+    store_row(co + 6u, n + 8u, acc[26], acc[27], inv_hw);
+    store_row(co + 7u, n, acc[28], acc[29], inv_hw);
+    store_row(co + 7u, n + 8u, acc[30], acc[31], inv_hw);
 }

@@ -12,6 +12,7 @@ use crate::ops::elementwise::nchw;
 use crate::shaders::CONV2D;
 
 /// out = (conv(x, weight) + bias + channel_bias + residual) · out_scale.
+#[derive(Clone, Copy)]
 pub struct Conv2dArgs<'a> {
     /// (N, Cin, H, W)
     pub x: &'a Tensor,
@@ -21,7 +22,7 @@ pub struct Conv2dArgs<'a> {
     pub bias: Option<&'a Tensor>,
     /// (N, Cout): per-sample per-channel add.
     pub channel_bias: Option<&'a Tensor>,
-    /// (N, Cout, Ho, Wo); a different buffer from `out`.
+    /// (N, Cout, Ho, Wo); must be a different buffer from `out` (as must every input).
     pub residual: Option<&'a Tensor>,
     /// (N, Cout, Ho, Wo)
     pub out: &'a Tensor,
@@ -58,9 +59,9 @@ struct ConvParams {
     _pad2: u32,
 }
 
-/// Output tile of one workgroup: 64 output channels x 64 pixels (see the shader).
+/// Output tile of one workgroup: 64 output channels x 128 pixels (see the shader).
 const TILE_M: usize = 64;
-const TILE_N: usize = 64;
+const TILE_N: usize = 128;
 
 /// (Ho, Wo) of a convolution, or `None` when the kernel does not fit the padded input.
 pub fn conv_out_size(
@@ -117,21 +118,31 @@ pub fn conv2d(ctx: &GpuContext, program: &mut Program, args: &Conv2dArgs) -> Res
     }
     if let Some(r) = args.residual {
         expect_shape(r, &[n, cout, ho, wo], "conv2d: residual")?;
-        if r.buffer.as_ref() == args.out.buffer.as_ref() {
-            return Err(Error::shape(
-                "conv2d: residual must be a different buffer from out",
-            ));
-        }
     }
-    if args.x.buffer.as_ref() == args.out.buffer.as_ref() {
-        return Err(Error::shape(
-            "conv2d: x must be a different buffer from out",
-        ));
+    // wgpu forbids one buffer bound both read-only and read-write in a dispatch.
+    for (t, what) in [
+        (Some(args.x), "x"),
+        (Some(args.weight), "weight"),
+        (args.bias, "bias"),
+        (args.channel_bias, "channel_bias"),
+        (args.residual, "residual"),
+    ] {
+        if t.is_some_and(|t| t.buffer.as_ref() == args.out.buffer.as_ref()) {
+            return Err(Error::shape(format!(
+                "conv2d: {what} must be a different buffer from out"
+            )));
+        }
     }
     let kdim = cin * kh * kw;
     let ncols = n * ho * wo;
     if ncols == 0 || cout == 0 {
         return Ok(());
+    }
+    // The shader divides k and pixel indices by float reciprocals (exact below 2^24).
+    if kdim >= 1 << 24 || ncols >= 1 << 24 {
+        return Err(Error::shape(format!(
+            "conv2d: Cin*KH*KW = {kdim} or N*Ho*Wo = {ncols} is 2^24 or more; split the batch"
+        )));
     }
     // Indices are u32 in the shader; the largest is the weight or input size.
     for (v, what) in [
@@ -399,6 +410,46 @@ mod tests {
         run_case(&ctx, &c, 22);
     }
 
+    /// More than 65535 pixel tiles: the tile index is split over grid x and y. Ignored by
+    /// default: it needs an 8.4M-pixel image (~20 s on llvmpipe).
+    /// `cargo test --lib ops::conv2d::tests::conv_grid_past_one_dimension -- --ignored`
+    #[test]
+    #[ignore]
+    fn conv_grid_past_one_dimension() {
+        let ctx = ctx();
+        let (h, w) = (2900, 2900); // 8.4M pixels = 65,704 tiles of 128
+        let x = random(h * w, 30);
+        let tx = ctx.upload(&x, &[1, 1, h, w]).unwrap();
+        let tw = ctx.upload(&[0.5, -2.0], &[2, 1, 1, 1]).unwrap();
+        let tb = ctx.upload(&[0.25, 1.0], &[2]).unwrap();
+        let out = ctx.zeros(&[1, 2, h, w]).unwrap();
+        let mut p = Program::new();
+        conv2d(
+            &ctx,
+            &mut p,
+            &Conv2dArgs {
+                x: &tx,
+                weight: &tw,
+                bias: Some(&tb),
+                channel_bias: None,
+                residual: None,
+                out: &out,
+                stride: 1,
+                padding: [0; 4],
+                out_scale: 1.0,
+            },
+        )
+        .unwrap();
+        assert!((h * w).div_ceil(TILE_N) > MAX_WORKGROUPS_PER_DIM as usize);
+        ctx.run(&p).unwrap();
+        let got = block_on(ctx.read(&out)).unwrap();
+        let want: Vec<f64> = [(0.5, 0.25), (-2.0, 1.0)]
+            .iter()
+            .flat_map(|&(wt, b)| x.iter().map(move |&v| v as f64 * wt + b))
+            .collect();
+        assert_close(&got, &want, 1e-6, 1e-6, "conv 1x1 on 2050x2050");
+    }
+
     #[test]
     fn conv_bad_shapes_are_errors() {
         let ctx = ctx();
@@ -471,7 +522,14 @@ mod tests {
             },
         )
         .unwrap();
-        let wall = crate::ops::matmul::tests::time_program(&ctx, &p, 3);
+        let wall = crate::ops::matmul::tests::time_program(
+            &ctx,
+            &p,
+            std::env::var("BENCH_REPS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(3),
+        );
         let gflop = conv_flops(n, c, c, 3, 3, hw, hw) as f64 / 1e9;
         println!(
             "conv N={n} {c}->{c} {hw}x{hw} 3x3 on {}: best {:.1} ms wall, {:.2} GFLOP/s",
