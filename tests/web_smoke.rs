@@ -62,7 +62,11 @@ async fn unet_forward_matches_diffusers_on_webgpu() {
     let st = SafeTensors::deserialize(reference).unwrap();
     let f32s = |name: &str| -> (Vec<usize>, Vec<f32>) {
         let t = st.tensor(name).unwrap();
-        let v = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let v = t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         (t.shape().to_vec(), v)
     };
     let (shape, sample) = f32s("sample");
@@ -77,8 +81,15 @@ async fn unet_forward_matches_diffusers_on_webgpu() {
     let ctx = GpuContext::new().await.unwrap();
     let unet = UNet::new(&ctx, &model.config, &model.weights, shape[0]).unwrap();
     let got = unet.predict(&ctx, &sample, &timesteps, None).await.unwrap();
-    let num: f64 = got.iter().zip(&want).map(|(&a, &b)| (a as f64 - b as f64).powi(2)).sum();
+    let num: f64 = got
+        .iter()
+        .zip(&want)
+        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+        .sum();
     let den: f64 = want.iter().map(|&b| (b as f64).powi(2)).sum();
     let err = (num / den).sqrt();
-    assert!(err <= 1e-4, "U-Net on WebGPU: relative L2 error {err:e} > 1e-4");
+    assert!(
+        err <= 1e-4,
+        "U-Net on WebGPU: relative L2 error {err:e} > 1e-4"
+    );
 }
