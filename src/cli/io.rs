@@ -218,6 +218,12 @@ fn to_u8(v: f32) -> u8 {
 
 /// Lay N images out in a near-square grid with a 2-pixel gap, and write it as PNG.
 pub fn write_grid_png(path: &Path, data: &[f32], shape: &[usize]) -> Result<()> {
+    let n = shape.first().copied().unwrap_or(1);
+    write_grid_png_cols(path, data, shape, (n as f64).sqrt().ceil().max(1.0) as usize)
+}
+
+/// Lay N images out in rows of `cols` with a 2-pixel gap, and write it as PNG.
+pub fn write_grid_png_cols(path: &Path, data: &[f32], shape: &[usize], cols: usize) -> Result<()> {
     let [n, c, h, w] = match shape {
         [a, b, c, d] => [*a, *b, *c, *d],
         _ => {
@@ -226,16 +232,15 @@ pub fn write_grid_png(path: &Path, data: &[f32], shape: &[usize]) -> Result<()> 
             )))
         }
     };
-    let color = match c {
-        1 => png::ColorType::Grayscale,
-        3 => png::ColorType::Rgb,
+    match c {
+        1 | 3 => {}
         _ => {
             return Err(Error::Other(format!(
                 "cannot draw {c}-channel samples as an image (1 or 3 channels); use --out-tensor"
             )))
         }
     };
-    let cols = (n as f64).sqrt().ceil().max(1.0) as usize;
+    let cols = cols.max(1);
     let rows = n.div_ceil(cols);
     let gap = 2;
     let gw = cols * w + (cols + 1) * gap;
@@ -253,17 +258,5 @@ pub fn write_grid_png(path: &Path, data: &[f32], shape: &[usize]) -> Result<()> 
             }
         }
     }
-    let mut bytes = Vec::new();
-    {
-        let mut enc = png::Encoder::new(&mut bytes, gw as u32, gh as u32);
-        enc.set_color(color);
-        enc.set_depth(png::BitDepth::Eight);
-        let mut writer = enc
-            .write_header()
-            .map_err(|e| Error::file(path.display(), format!("cannot encode PNG: {e}")))?;
-        writer
-            .write_image_data(&pixels)
-            .map_err(|e| Error::file(path.display(), format!("cannot encode PNG: {e}")))?;
-    }
-    write_atomic(path, &bytes)
+    write_png(path, gw, gh, c, &pixels)
 }

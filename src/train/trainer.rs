@@ -1,0 +1,215 @@
+//! The training loop's engine half (platform-neutral): one step = sample a batch of
+//! (x_0, t, ε, label), forward, backward, clip, AdamW, EMA — all recorded once and submitted
+//! as a single command buffer. The CLI (native) drives it and does files and progress.
+
+use crate::diffusion::schedule::{PredictionType, Schedule, SchedulerConfig};
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, Program, Tensor};
+use crate::model::config::UNetConfig;
+use crate::model::weights::Weights;
+use crate::ops::optim::{AdamWConfig, AdamWOp, EmaOp, GradNormOp};
+use crate::train::graph::TrainGraph;
+use crate::train::schedule::{ema_decay, learning_rate, EmaConfig, LrConfig};
+
+/// Hyper-parameters of a run (saved with the training state).
+#[derive(Clone, Debug)]
+pub struct TrainSettings {
+    pub batch: usize,
+    pub seed: u64,
+    pub lr: LrConfig,
+    pub adamw: AdamWConfig,
+    /// Clip the global gradient norm to this (torch's clip_grad_norm_).
+    pub max_grad_norm: f32,
+    pub ema: EmaConfig,
+    /// Probability of replacing a label by the null class (index num_class_embeds − 1), so the
+    /// model also learns p(x) for classifier-free guidance.
+    pub label_dropout: f64,
+}
+
+/// A small deterministic RNG (splitmix64) whose whole state is one u64, so it can be saved.
+#[derive(Clone, Copy, Debug)]
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Uniform integer in [0, n).
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((self.next_u64() as u128 * n as u128) >> 64) as u64
+    }
+}
+
+/// Everything on the GPU for training one model, plus the step counter and RNG.
+pub struct Trainer {
+    pub graph: TrainGraph,
+    pub settings: TrainSettings,
+    pub scheduler: SchedulerConfig,
+    schedule: Schedule,
+    pub m: Vec<Tensor>,
+    pub v: Vec<Tensor>,
+    pub ema: Vec<Tensor>,
+    grad_norm: GradNormOp,
+    adamw: AdamWOp,
+    ema_op: EmaOp,
+    step_program: Program,
+    /// Optimizer steps taken so far.
+    pub step: u64,
+    /// RNG for timesteps and label dropout.
+    pub rng: SplitMix,
+}
+
+/// What the CPU chose for one step (for logging and tests).
+pub struct StepInputs {
+    pub timesteps: Vec<u32>,
+    pub labels: Option<Vec<u32>>,
+}
+
+impl Trainer {
+    /// Plan a run from initial weights (EMA starts equal to them, moments at zero).
+    pub fn new(
+        ctx: &GpuContext,
+        config: &UNetConfig,
+        weights: &Weights,
+        scheduler: &SchedulerConfig,
+        settings: TrainSettings,
+    ) -> Result<Self> {
+        if config.out_channels != config.in_channels {
+            return Err(Error::config(format!(
+                "training needs out_channels == in_channels (got {} and {})",
+                config.out_channels, config.in_channels
+            )));
+        }
+        let schedule = Schedule::new(scheduler)?;
+        let graph = TrainGraph::new(ctx, config, weights, settings.batch, scheduler.prediction_type)?;
+        let zeros_like = |ts: &[Tensor]| -> Result<Vec<Tensor>> { ts.iter().map(|t| ctx.zeros(&t.shape)).collect() };
+        let m = zeros_like(&graph.params)?;
+        let v = zeros_like(&graph.params)?;
+        let ema = graph
+            .params
+            .iter()
+            .zip(&graph.names)
+            .map(|(p, name)| {
+                let (shape, data) = weights.get(name)?;
+                let _ = p;
+                ctx.upload(data, shape)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let refs = |ts: &[Tensor]| -> Vec<Tensor> { ts.to_vec() };
+        let (params, grads, mm, vv, ee) = (refs(&graph.params), refs(&graph.grads), refs(&m), refs(&v), refs(&ema));
+        let r = |ts: &[Tensor]| -> Vec<&Tensor> { ts.iter().collect() };
+        let mut step_program = Program::new();
+        step_program.extend(graph.forward_program());
+        step_program.extend(graph.backward_program());
+        let grad_norm = GradNormOp::record(ctx, &mut step_program, &r(&grads), settings.max_grad_norm)?;
+        let adamw = AdamWOp::record(
+            ctx,
+            &mut step_program,
+            &r(&params),
+            &r(&grads),
+            &r(&mm),
+            &r(&vv),
+            Some(grad_norm.stats()),
+            settings.adamw,
+        )?;
+        let ema_op = EmaOp::record(ctx, &mut step_program, &r(&ee), &r(&params))?;
+        Ok(Trainer {
+            graph,
+            rng: SplitMix(settings.seed ^ 0x5EED_0F_7EA1),
+            settings,
+            scheduler: scheduler.clone(),
+            schedule,
+            m,
+            v,
+            ema,
+            grad_norm,
+            adamw,
+            ema_op,
+            step_program,
+            step: 0,
+        })
+    }
+
+    /// Submit one optimizer step for the batch `x0` (N·C·H·W values in [-1, 1]) with class
+    /// labels `labels` (class-conditional models). Does not wait for the GPU.
+    pub fn step(&mut self, ctx: &GpuContext, x0: &[f32], labels: Option<&[u32]>) -> Result<StepInputs> {
+        let n = self.graph.batch;
+        let t_max = self.schedule.num_train_timesteps() as u64;
+        let timesteps: Vec<u32> = (0..n).map(|_| self.rng.below(t_max) as u32).collect();
+        let mut coef = Vec::with_capacity(2 * n);
+        for &t in &timesteps {
+            let (a, b) = self.schedule.add_noise_coefficients(t as usize);
+            coef.push(a as f32);
+            coef.push(b as f32);
+        }
+        ctx.write(&self.graph.x0, x0)?;
+        ctx.write(&self.graph.coef, &coef)?;
+        ctx.write(&self.graph.timesteps, &timesteps.iter().map(|&t| t as f32).collect::<Vec<_>>())?;
+        let used_labels = match (&self.graph.class_labels, labels, self.graph.config.num_class_embeds) {
+            (Some(t), Some(l), Some(k)) => {
+                if l.len() != n {
+                    return Err(Error::shape(format!("{} labels for a batch of {n}", l.len())));
+                }
+                let null = (k - 1) as u32;
+                let l: Vec<u32> = l
+                    .iter()
+                    .map(|&c| if self.rng.next_f64() < self.settings.label_dropout { null } else { c.min(null) })
+                    .collect();
+                ctx.write_u32(t, &l)?;
+                Some(l)
+            }
+            (Some(_), None, _) => return Err(Error::shape("this model is class-conditional: labels are required")),
+            _ => None,
+        };
+        self.step += 1;
+        self.graph.set_noise(ctx, self.settings.seed, self.step);
+        let lr = learning_rate(self.step, &self.settings.lr) as f32;
+        self.adamw.set_step(ctx, self.step, lr);
+        self.ema_op.set_decay(ctx, ema_decay(self.step, &self.settings.ema) as f32);
+        ctx.run(&self.step_program)?;
+        Ok(StepInputs {
+            timesteps,
+            labels: used_labels,
+        })
+    }
+
+    /// The last step's loss and [gradient norm before clipping, clip factor] (waits for the GPU).
+    pub async fn read_stats(&self, ctx: &GpuContext) -> Result<(f32, f32)> {
+        let loss = ctx.read(&self.graph.loss).await?;
+        let stats = ctx.read(self.grad_norm.stats()).await?;
+        Ok((loss[0], stats[0]))
+    }
+
+    /// Copy a list of device tensors into `Weights` under the parameter names.
+    pub async fn download(&self, ctx: &GpuContext, tensors: &[Tensor]) -> Result<Weights> {
+        let mut w = Weights::new();
+        for (name, t) in self.graph.names.iter().zip(tensors) {
+            w.insert(name.clone(), t.shape.clone(), ctx.read(t).await?)?;
+        }
+        Ok(w)
+    }
+
+    /// Overwrite a list of device tensors from `Weights` (resuming).
+    pub fn upload(&self, ctx: &GpuContext, tensors: &[Tensor], from: &Weights) -> Result<()> {
+        for (name, t) in self.graph.names.iter().zip(tensors) {
+            let (shape, data) = from.get(name)?;
+            if shape != &t.shape[..] {
+                return Err(Error::weights(format!("{name}: shape {shape:?}, expected {:?}", t.shape)));
+            }
+            ctx.write(t, data)?;
+        }
+        Ok(())
+    }
+
+    pub fn prediction_type(&self) -> PredictionType {
+        self.scheduler.prediction_type
+    }
+}
