@@ -2,6 +2,8 @@
 //! print, read files and block; the engine below does none of that.
 
 mod io;
+mod plot;
+mod train;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -27,8 +29,9 @@ use crate::unet::UNet;
                   or a pipeline folder with unet/ and scheduler/ inside."
 )]
 pub struct Cli {
+    /// Without a command: `train` with its defaults (the MNIST model, into runs/mnist).
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -41,6 +44,9 @@ pub enum Command {
     Info(InfoArgs),
     /// Time the U-Net forward pass on this machine's GPU.
     Bench(BenchArgs),
+    /// Train a model (default: class-conditional MNIST digits) and write checkpoints in
+    /// diffusers' layout that `sample` and the browser app load.
+    Train(Box<train::TrainArgs>),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -130,10 +136,12 @@ pub struct BenchArgs {
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Sample(a) => sample(a),
-        Command::Predict(a) => predict(a),
-        Command::Info(a) => info(a),
-        Command::Bench(a) => bench(a),
+        None => train::train(train::TrainArgs::default()),
+        Some(Command::Train(a)) => train::train(*a),
+        Some(Command::Sample(a)) => sample(a),
+        Some(Command::Predict(a)) => predict(a),
+        Some(Command::Info(a)) => info(a),
+        Some(Command::Bench(a)) => bench(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -144,7 +152,7 @@ pub fn main() -> std::process::ExitCode {
     }
 }
 
-fn gpu() -> Result<GpuContext> {
+pub(crate) fn gpu() -> Result<GpuContext> {
     let ctx = block_on(GpuContext::new())?;
     if ctx.adapter.is_software {
         eprintln!(

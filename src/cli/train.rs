@@ -253,6 +253,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
             ..EmaConfig::default()
         },
         label_dropout: run.label_dropout,
+        external_noise: false,
     };
     let mut trainer = Trainer::new(&ctx, &config, &init, &scheduler, settings)?;
     let mut sampler = BatchSampler::new(data.len(), run.batch, run.seed);

@@ -83,7 +83,8 @@ pub struct TrainGraph {
     pub pred: Tensor,
     /// Mean squared error of the step: (1).
     pub loss: Tensor,
-    noise_op: NoiseOp,
+    /// None when the caller writes `noise` itself (tests against references).
+    noise_op: Option<NoiseOp>,
     dropout_ops: Vec<DropoutOp>,
     forward: Program,
     backward: Program,
@@ -148,6 +149,7 @@ impl TrainGraph {
         weights: &Weights,
         batch: usize,
         prediction: PredictionType,
+        gpu_noise: bool,
     ) -> Result<Self> {
         if batch == 0 {
             return Err(Error::shape("the batch size must be at least 1"));
@@ -185,7 +187,7 @@ impl TrainGraph {
             activation_bytes: 0,
             n: batch,
         };
-        let noise_op = NoiseOp::record(ctx, &mut b.program, &noise)?;
+        let noise_op = if gpu_noise { Some(NoiseOp::record(ctx, &mut b.program, &noise)?) } else { None };
         let q = QSampleOp::record(ctx, &mut b.program, &x0, &noise, &coef, &x_t, &target, prediction)?;
         drop(q);
         let pred = b.forward(&x_t, &timesteps, class_labels.as_ref())?;
@@ -255,7 +257,9 @@ impl TrainGraph {
     /// Seed the step's noise ε and dropout masks (Philox stream per step).
     pub fn set_noise(&self, ctx: &GpuContext, seed: u64, step: u64) {
         let stream = (step as u32).wrapping_mul(2).wrapping_add(1);
-        self.noise_op.set(ctx, seed, stream);
+        if let Some(op) = &self.noise_op {
+            op.set(ctx, seed, stream);
+        }
         for (i, d) in self.dropout_ops.iter().enumerate() {
             d.set(ctx, seed ^ 0xD0D0_0000 ^ i as u64, stream);
         }

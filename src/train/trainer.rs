@@ -24,6 +24,9 @@ pub struct TrainSettings {
     /// Probability of replacing a label by the null class (index num_class_embeds − 1), so the
     /// model also learns p(x) for classifier-free guidance.
     pub label_dropout: f64,
+    /// The caller writes `graph.noise` before each step instead of the GPU's Philox stream
+    /// (for comparing with references).
+    pub external_noise: bool,
 }
 
 /// A small deterministic RNG (splitmix64) whose whole state is one u64, so it can be saved.
@@ -89,7 +92,14 @@ impl Trainer {
             )));
         }
         let schedule = Schedule::new(scheduler)?;
-        let graph = TrainGraph::new(ctx, config, weights, settings.batch, scheduler.prediction_type)?;
+        let graph = TrainGraph::new(
+            ctx,
+            config,
+            weights,
+            settings.batch,
+            scheduler.prediction_type,
+            !settings.external_noise,
+        )?;
         let zeros_like = |ts: &[Tensor]| -> Result<Vec<Tensor>> { ts.iter().map(|t| ctx.zeros(&t.shape)).collect() };
         let m = zeros_like(&graph.params)?;
         let v = zeros_like(&graph.params)?;
@@ -139,13 +149,39 @@ impl Trainer {
     }
 
     /// Submit one optimizer step for the batch `x0` (N·C·H·W values in [-1, 1]) with class
-    /// labels `labels` (class-conditional models). Does not wait for the GPU.
+    /// labels `labels` (class-conditional models): t ~ U{0, …, T−1} per sample (Algorithm 1),
+    /// labels dropped to the null class with probability `label_dropout`. Does not wait.
     pub fn step(&mut self, ctx: &GpuContext, x0: &[f32], labels: Option<&[u32]>) -> Result<StepInputs> {
         let n = self.graph.batch;
         let t_max = self.schedule.num_train_timesteps() as u64;
         let timesteps: Vec<u32> = (0..n).map(|_| self.rng.below(t_max) as u32).collect();
+        let labels = match (labels, self.graph.config.num_class_embeds) {
+            (Some(l), Some(k)) => {
+                let null = (k - 1) as u32;
+                Some(
+                    l.iter()
+                        .map(|&c| if self.rng.next_f64() < self.settings.label_dropout { null } else { c })
+                        .collect::<Vec<u32>>(),
+                )
+            }
+            (l, _) => l.map(|l| l.to_vec()),
+        };
+        self.step_with(ctx, x0, labels.as_deref(), &timesteps)?;
+        Ok(StepInputs { timesteps, labels })
+    }
+
+    /// One optimizer step with the timesteps and labels given (no randomness but ε's).
+    pub fn step_with(&mut self, ctx: &GpuContext, x0: &[f32], labels: Option<&[u32]>, timesteps: &[u32]) -> Result<()> {
+        let n = self.graph.batch;
+        if timesteps.len() != n {
+            return Err(Error::shape(format!("{} timesteps for a batch of {n}", timesteps.len())));
+        }
+        let t_max = self.schedule.num_train_timesteps();
         let mut coef = Vec::with_capacity(2 * n);
-        for &t in &timesteps {
+        for &t in timesteps {
+            if t as usize >= t_max {
+                return Err(Error::shape(format!("timestep {t} is not below T = {t_max}")));
+            }
             let (a, b) = self.schedule.add_noise_coefficients(t as usize);
             coef.push(a as f32);
             coef.push(b as f32);
@@ -153,32 +189,26 @@ impl Trainer {
         ctx.write(&self.graph.x0, x0)?;
         ctx.write(&self.graph.coef, &coef)?;
         ctx.write(&self.graph.timesteps, &timesteps.iter().map(|&t| t as f32).collect::<Vec<_>>())?;
-        let used_labels = match (&self.graph.class_labels, labels, self.graph.config.num_class_embeds) {
+        match (&self.graph.class_labels, labels, self.graph.config.num_class_embeds) {
             (Some(t), Some(l), Some(k)) => {
                 if l.len() != n {
                     return Err(Error::shape(format!("{} labels for a batch of {n}", l.len())));
                 }
-                let null = (k - 1) as u32;
-                let l: Vec<u32> = l
-                    .iter()
-                    .map(|&c| if self.rng.next_f64() < self.settings.label_dropout { null } else { c.min(null) })
-                    .collect();
-                ctx.write_u32(t, &l)?;
-                Some(l)
+                if let Some(bad) = l.iter().find(|&&c| c as usize >= k) {
+                    return Err(Error::shape(format!("label {bad} is out of range for {k} class embeddings")));
+                }
+                ctx.write_u32(t, l)?;
             }
             (Some(_), None, _) => return Err(Error::shape("this model is class-conditional: labels are required")),
-            _ => None,
-        };
+            (None, Some(_), _) => return Err(Error::shape("this model is not class-conditional: it takes no labels")),
+            _ => {}
+        }
         self.step += 1;
         self.graph.set_noise(ctx, self.settings.seed, self.step);
         let lr = learning_rate(self.step, &self.settings.lr) as f32;
         self.adamw.set_step(ctx, self.step, lr);
         self.ema_op.set_decay(ctx, ema_decay(self.step, &self.settings.ema) as f32);
-        ctx.run(&self.step_program)?;
-        Ok(StepInputs {
-            timesteps,
-            labels: used_labels,
-        })
+        ctx.run(&self.step_program)
     }
 
     /// The last step's loss and [gradient norm before clipping, clip factor] (waits for the GPU).
