@@ -21,5 +21,7 @@ pub mod unet;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cli;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod data;
 
 pub use error::{Error, Result};

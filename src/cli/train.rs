@@ -220,7 +220,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     // Data first: a bad dataset is an error before any GPU work.
     let data = match &run.data {
         Some(p) => crate::data::load(Path::new(p), config.in_channels, config.sample_size)?,
-        None => crate::data::load_default_mnist()?,
+        None => crate::data::load_default_mnist()?.converted(config.in_channels, config.sample_size)?,
     };
     for (path, why) in &data.skipped {
         eprintln!("warning: skipped {}: {why}", path.display());
@@ -256,11 +256,14 @@ pub fn train(a: TrainArgs) -> Result<()> {
         external_noise: false,
     };
     let mut trainer = Trainer::new(&ctx, &config, &init, &scheduler, settings)?;
-    let mut sampler = BatchSampler::new(data.len(), run.batch, run.seed);
+    let mut sampler = BatchSampler::new(data.len(), run.batch, run.seed)?;
     if let Some((_, (state, tensors))) = &saved {
         trainer.step = state.step;
         trainer.rng = SplitMix(state.rng);
-        sampler = BatchSampler::from_state(data.len(), run.batch, &state.sampler)?;
+        let st: [u64; 3] = state.sampler.clone().try_into().map_err(|_| {
+            Error::file(out.join(STATE_FILE).display(), "the batch sampler state is malformed")
+        })?;
+        sampler = BatchSampler::from_state(data.len(), run.batch, st)?;
         trainer.upload(&ctx, &trainer.graph.params.clone(), &tensors.params)?;
         trainer.upload(&ctx, &trainer.m.clone(), &tensors.m)?;
         trainer.upload(&ctx, &trainer.v.clone(), &tensors.v)?;
@@ -314,9 +317,9 @@ pub fn train(a: TrainArgs) -> Result<()> {
             break;
         }
         let idx = sampler.next_batch();
-        data.batch(&idx, &mut x0);
-        for (l, &i) in labels.iter_mut().zip(&idx) {
-            *l = data.labels[i];
+        data.batch(&idx, &mut x0)?;
+        if data.labeled {
+            labels = data.batch_labels(&idx)?;
         }
         let cond = config.num_class_embeds.is_some();
         trainer.step(&ctx, &x0, cond.then_some(&labels[..]))?;
@@ -374,7 +377,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
 }
 
 fn check_data(data: &Dataset, config: &UNetConfig) -> Result<()> {
-    if data.len() == 0 {
+    if data.is_empty() {
         return Err(Error::Other("the dataset has no images".into()));
     }
     if data.channels != config.in_channels || [data.height, data.width] != config.sample_size {
@@ -424,7 +427,7 @@ fn save(
     let mut state = run.clone();
     state.step = trainer.step;
     state.rng = trainer.rng.0;
-    state.sampler = sampler.state();
+    state.sampler = sampler.state().to_vec();
     let meta = serde_json::to_string(&state).map_err(|e| Error::Other(e.to_string()))?;
     let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (prefix, w) in [("param", &params), ("m", &m), ("v", &v), ("ema", &ema)] {
