@@ -16,6 +16,7 @@ pub mod gpu;
 pub mod model;
 pub mod ops;
 pub mod shaders;
+pub mod train;
 pub mod unet;
 
 #[cfg(not(target_arch = "wasm32"))]

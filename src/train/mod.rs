@@ -1,0 +1,3 @@
+//! Training: learning-rate and EMA schedules (more modules follow).
+
+pub mod schedule;
