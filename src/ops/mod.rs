@@ -6,6 +6,8 @@ pub mod elementwise;
 pub mod embedding;
 pub mod group_norm;
 pub mod matmul;
+pub mod loss;
 pub mod noise;
+pub mod optim;
 pub mod sampler;
 pub mod softmax;
