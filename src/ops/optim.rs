@@ -56,7 +56,9 @@ fn check_pair(a: &Tensor, b: &Tensor, what: &str) -> Result<()> {
         )));
     }
     if same_buffer(a, b) {
-        return Err(Error::shape(format!("{what}: the two tensors share a buffer")));
+        return Err(Error::shape(format!(
+            "{what}: the two tensors share a buffer"
+        )));
     }
     Ok(())
 }
@@ -486,8 +488,16 @@ mod tests {
         for (a, b) in p.iter().zip(want) {
             assert!((a - b).abs() < 1e-7, "param {a} vs torch {b}");
         }
-        let want_m = [-0.033699999999999994, 0.08279999999999998, 0.04400000000000001];
-        let want_v = [0.005758090000000004, 0.008591040000000008, 0.03267100000000003];
+        let want_m = [
+            -0.033699999999999994,
+            0.08279999999999998,
+            0.04400000000000001,
+        ];
+        let want_v = [
+            0.005758090000000004,
+            0.008591040000000008,
+            0.03267100000000003,
+        ];
         for (a, b) in m.iter().zip(want_m).chain(v.iter().zip(want_v)) {
             assert!((a - b).abs() < 1e-7, "moment {a} vs torch {b}");
         }

@@ -117,8 +117,7 @@ pub fn learning_rate(step: u64, cfg: &LrConfig) -> f64 {
                 let progress = (step - cfg.warmup_steps) as f64
                     / (cfg.total_steps.saturating_sub(cfg.warmup_steps).max(1) as f64);
                 // Like diffusers, the cosine is not clamped past total_steps (it rises again).
-                (0.5 * (1.0 + (std::f64::consts::PI * num_cycles * 2.0 * progress).cos()))
-                    .max(0.0)
+                (0.5 * (1.0 + (std::f64::consts::PI * num_cycles * 2.0 * progress).cos())).max(0.0)
             }
         }
     };
@@ -216,9 +215,7 @@ mod tests {
                     schedule: LrSchedule::Constant,
                     total_steps: 0,
                 },
-                [
-                    0.0, 1e-05, 5e-05, 9e-05, 1e-4, 1e-4, 1e-4, 1e-4, 1e-4, 1e-4,
-                ],
+                [0.0, 1e-05, 5e-05, 9e-05, 1e-4, 1e-4, 1e-4, 1e-4, 1e-4, 1e-4],
             ),
             (
                 LrConfig {
