@@ -85,7 +85,7 @@ impl GradNormOp {
         grads: &[&Tensor],
         max_norm: f32,
     ) -> Result<GradNormOp> {
-        if !(max_norm > 0.0) {
+        if max_norm.is_nan() || max_norm <= 0.0 {
             return Err(Error::config(format!(
                 "max_grad_norm must be positive, got {max_norm}"
             )));
