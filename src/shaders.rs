@@ -26,6 +26,8 @@ shaders! {
     SAMPLER => "sampler",
     MATMUL => "matmul",
     CONV2D => "conv2d",
+    OPTIM => "optim",
+    LOSS => "loss",
     SOFTMAX => "softmax",
 }
 
