@@ -101,7 +101,13 @@ fn three_adamw_steps_with_clipping_and_ema_match_pytorch() {
         lr: LrConfig { base: 1e-3, warmup_steps: 0, schedule: LrSchedule::Constant, total_steps: 3 },
         adamw: AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2 },
         max_grad_norm: 1.0,
-        ema: EmaConfig { decay: 0.9999, ..EmaConfig::default() },
+        ema: EmaConfig {
+            decay: 0.9999,
+            use_ema_warmup: true,
+            inv_gamma: 1.0,
+            power: 2.0 / 3.0,
+            ..EmaConfig::default()
+        },
         label_dropout: 0.0,
         external_noise: true,
     };

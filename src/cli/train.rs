@@ -250,6 +250,9 @@ pub fn train(a: TrainArgs) -> Result<()> {
         max_grad_norm: run.max_grad_norm,
         ema: EmaConfig {
             decay: run.ema_decay,
+            use_ema_warmup: true,
+            inv_gamma: 1.0,
+            power: 2.0 / 3.0,
             ..EmaConfig::default()
         },
         label_dropout: run.label_dropout,
@@ -340,7 +343,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         let ips = (trainer.step - start_step) as f64 * run.batch as f64 / elapsed.max(1e-9);
         bar.set_position(trainer.step);
         bar.set_message(format!("loss {s:.4}  {ips:.1} img/s"));
-        let lr = crate::train::schedule::learning_rate(trainer.step, &trainer.settings.lr);
+        let lr = crate::train::schedule::learning_rate(trainer.step - 1, &trainer.settings.lr);
         let _ = writeln!(
             metrics,
             "{{\"step\":{},\"loss\":{loss},\"loss_smoothed\":{s:.6},\"grad_norm\":{grad_norm},\"lr\":{lr:e},\"images_per_s\":{ips:.3},\"elapsed_s\":{elapsed:.1}}}",

@@ -128,6 +128,7 @@ impl Trainer {
             &r(&mm),
             &r(&vv),
             Some(grad_norm.stats()),
+            &[],
             settings.adamw,
         )?;
         let ema_op = EmaOp::record(ctx, &mut step_program, &r(&ee), &r(&params))?;
@@ -205,9 +206,10 @@ impl Trainer {
         }
         self.step += 1;
         self.graph.set_noise(ctx, self.settings.seed, self.step);
-        let lr = learning_rate(self.step, &self.settings.lr) as f32;
-        self.adamw.set_step(ctx, self.step, lr);
-        self.ema_op.set_decay(ctx, ema_decay(self.step, &self.settings.ema) as f32);
+        // learning_rate counts steps already taken (LambdaLR), ema_decay this step (EMAModel).
+        let lr = learning_rate(self.step - 1, &self.settings.lr) as f32;
+        self.adamw.set_step(ctx, self.step, lr)?;
+        self.ema_op.set_decay(ctx, ema_decay(self.step, &self.settings.ema));
         ctx.run(&self.step_program)
     }
 
