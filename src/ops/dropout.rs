@@ -63,9 +63,7 @@ impl DropoutOp {
         p: f32,
     ) -> Result<DropoutOp> {
         if !(0.0..1.0).contains(&p) {
-            return Err(Error::config(format!(
-                "dropout: p = {p} must be in [0, 1)"
-            )));
+            return Err(Error::config(format!("dropout: p = {p} must be in [0, 1)")));
         }
         if out.numel() != x.numel() {
             return Err(Error::shape(format!(
@@ -187,8 +185,10 @@ mod tests {
         let dx_acc = ctx.upload(&pre, &[n]).unwrap();
         let mut p = Program::new();
         let op = DropoutOp::record(&ctx, &mut p, &tx, &out, drop_p).unwrap();
-        op.record_backward(&ctx, &mut p, &tdout, &dx, false).unwrap();
-        op.record_backward(&ctx, &mut p, &tdout, &dx_acc, true).unwrap();
+        op.record_backward(&ctx, &mut p, &tdout, &dx, false)
+            .unwrap();
+        op.record_backward(&ctx, &mut p, &tdout, &dx_acc, true)
+            .unwrap();
         op.set(&ctx, seed, stream);
         ctx.run(&p).unwrap();
         let got_out = block_on(ctx.read(&out)).unwrap();
@@ -199,7 +199,10 @@ mod tests {
         let bwd_mask: Vec<bool> = got_dx.iter().map(|&v| v != 0.0).collect();
         let cpu_mask = dropout_mask_cpu(seed, stream, n, drop_p);
         assert!(fwd_mask == bwd_mask, "forward and backward masks differ");
-        assert!(fwd_mask == cpu_mask, "GPU mask differs from the CPU Philox mask");
+        assert!(
+            fwd_mask == cpu_mask,
+            "GPU mask differs from the CPU Philox mask"
+        );
 
         // Keep rate within 4σ of 1 − p (binomial).
         let kept = cpu_mask.iter().filter(|&&k| k).count() as f64;
@@ -216,8 +219,16 @@ mod tests {
         let s = op.scale();
         assert_eq!(s, (1.0 / 0.7f64) as f32);
         let m = |v: f32, k: bool| if k { v * s } else { 0.0 };
-        let want_out: Vec<f64> = x.iter().zip(&cpu_mask).map(|(&v, &k)| m(v, k) as f64).collect();
-        let want_dx: Vec<f64> = dout.iter().zip(&cpu_mask).map(|(&v, &k)| m(v, k) as f64).collect();
+        let want_out: Vec<f64> = x
+            .iter()
+            .zip(&cpu_mask)
+            .map(|(&v, &k)| m(v, k) as f64)
+            .collect();
+        let want_dx: Vec<f64> = dout
+            .iter()
+            .zip(&cpu_mask)
+            .map(|(&v, &k)| m(v, k) as f64)
+            .collect();
         let want_acc: Vec<f64> = dout
             .iter()
             .zip(&cpu_mask)
@@ -231,14 +242,24 @@ mod tests {
         // Another stream gives another mask; p = 0 keeps everything unscaled.
         op.set(&ctx, seed, stream + 1);
         ctx.run(&p).unwrap();
-        let other: Vec<bool> = block_on(ctx.read(&out)).unwrap().iter().map(|&v| v != 0.0).collect();
+        let other: Vec<bool> = block_on(ctx.read(&out))
+            .unwrap()
+            .iter()
+            .map(|&v| v != 0.0)
+            .collect();
         assert!(other != fwd_mask);
         let mut p0 = Program::new();
         let op0 = DropoutOp::record(&ctx, &mut p0, &tx, &out, 0.0).unwrap();
         op0.set(&ctx, seed, stream);
         ctx.run(&p0).unwrap();
         let id: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-        assert_close(&block_on(ctx.read(&out)).unwrap(), &id, 0.0, 0.0, "dropout p = 0");
+        assert_close(
+            &block_on(ctx.read(&out)).unwrap(),
+            &id,
+            0.0,
+            0.0,
+            "dropout p = 0",
+        );
     }
 
     #[test]

@@ -267,13 +267,18 @@ mod tests {
     use crate::gpu::block_on;
     use crate::gpu::test_util::{assert_close, ctx, random};
 
+    /// Records a backward: (program, op input, upstream gradient, dx, accumulate).
+    /// The analytic gradient w.r.t. the op's input: (op input, upstream gradient) -> da.
+    type Analytic<'a> = &'a dyn Fn(&[f64], &[f64]) -> Vec<f64>;
+    type RecordBackward<'a> = &'a dyn Fn(&mut Program, &Tensor, &Tensor, &Tensor, bool);
+
     fn silu64(x: f64) -> f64 {
         x / (1.0 + (-x).exp())
     }
 
-    /// Runs `op_backward` (which writes the gradient w.r.t. the op's input into `dx`,
+    /// Runs `record_bwd` (which writes the gradient w.r.t. the op's input into `dx`,
     /// pre-filled with `prefill` when accumulating) and checks it against finite differences
-    /// of loss(x) = Σ r ⊙ g(op(f(x))) and against the analytic gradient `analytic`.
+    /// of loss(x) = Σ r ⊙ g(op(f(x))) and against the analytic gradient `analytic_da`.
     #[allow(clippy::too_many_arguments)]
     fn check_graph(
         ctx: &GpuContext,
@@ -281,9 +286,9 @@ mod tests {
         x0: &[f64],
         in_shape: &[usize],
         op: &dyn Fn(&[f64]) -> Vec<f64>,
-        analytic_da: &dyn Fn(&[f64], &[f64]) -> Vec<f64>,
+        analytic_da: Analytic,
         out_shape: &[usize],
-        record_bwd: &dyn Fn(&mut Program, &Tensor, &Tensor, &Tensor, bool),
+        record_bwd: RecordBackward,
         accumulate: bool,
         atol: f64,
     ) {
@@ -291,7 +296,9 @@ mod tests {
         let y = op(&a);
         let r = to_f64(&random(y.len(), 77));
         let dy = upstream(&y, &r);
-        let ta = ctx.upload(&a.iter().map(|&v| v as f32).collect::<Vec<_>>(), in_shape).unwrap();
+        let ta = ctx
+            .upload(&a.iter().map(|&v| v as f32).collect::<Vec<_>>(), in_shape)
+            .unwrap();
         let tdy = ctx.upload(&dy, out_shape).unwrap();
         let prefill = random(a.len(), 78);
         let tdx = ctx.upload(&prefill, in_shape).unwrap();
@@ -299,7 +306,11 @@ mod tests {
         record_bwd(&mut p, &ta, &tdy, &tdx, accumulate);
         ctx.run(&p).unwrap();
         let got = block_on(ctx.read(&tdx)).unwrap();
-        let base: Vec<f64> = if accumulate { to_f64(&prefill) } else { vec![0.0; a.len()] };
+        let base: Vec<f64> = if accumulate {
+            to_f64(&prefill)
+        } else {
+            vec![0.0; a.len()]
+        };
         // Chain through f: dL/dx0 = dL/da · f'.
         let got_dx0: Vec<f32> = got
             .iter()
@@ -308,9 +319,19 @@ mod tests {
             .collect();
         let loss = |x: &[f64]| loss_of(&op(&x.iter().map(|&v| f(v)).collect::<Vec<_>>()), &r);
         let fd = finite_diff(&loss, x0, 1e-6);
-        assert_close(&got_dx0, &fd, atol, 1e-4, &format!("{what}: GPU vs finite differences"));
+        assert_close(
+            &got_dx0,
+            &fd,
+            atol,
+            1e-4,
+            &format!("{what}: GPU vs finite differences"),
+        );
         let dyf = to_f64(&dy);
-        let want: Vec<f64> = analytic_da(&a, &dyf).iter().zip(&base).map(|(g, b)| g + b).collect();
+        let want: Vec<f64> = analytic_da(&a, &dyf)
+            .iter()
+            .zip(&base)
+            .map(|(g, b)| g + b)
+            .collect();
         assert_close(&got, &want, 1e-6, 1e-5, &format!("{what}: GPU vs analytic"));
     }
 
@@ -442,12 +463,24 @@ mod tests {
             .zip(&pre)
             .map(|(&s, &d)| d as f64 - 0.75 * s as f64)
             .collect();
-        assert_close(&block_on(ctx.read(&td)).unwrap(), &want, 1e-7, 1e-6, "accumulate_scaled");
+        assert_close(
+            &block_on(ctx.read(&td)).unwrap(),
+            &want,
+            1e-7,
+            1e-6,
+            "accumulate_scaled",
+        );
         let mut p = Program::new();
         copy_scaled(&ctx, &mut p, &ts, &td, 3.0).unwrap();
         ctx.run(&p).unwrap();
         let want: Vec<f64> = src.iter().map(|&s| 3.0 * s as f64).collect();
-        assert_close(&block_on(ctx.read(&td)).unwrap(), &want, 1e-7, 1e-6, "copy_scaled");
+        assert_close(
+            &block_on(ctx.read(&td)).unwrap(),
+            &want,
+            1e-7,
+            1e-6,
+            "copy_scaled",
+        );
     }
 
     #[test]

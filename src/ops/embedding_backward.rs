@@ -113,7 +113,13 @@ mod tests {
         for (i, &g) in demb.iter().enumerate() {
             want[(labels[i / d] as usize).min(k - 1) * d + i % d] += g as f64;
         }
-        assert_close(&got, &want, 1e-6, 1e-6, "class_embedding_backward vs analytic");
+        assert_close(
+            &got,
+            &want,
+            1e-6,
+            1e-6,
+            "class_embedding_backward vs analytic",
+        );
         assert!(got[3 * d..4 * d].iter().all(|&v| v == 0.0));
     }
 

@@ -238,7 +238,12 @@ mod tests {
             .map(|&v| ((v + offset) * 0.5) as f64)
             .collect();
         let a: Vec<f64> = x0.iter().map(|&v| f(v)).collect();
-        let gamma: Vec<f64> = to_f64(&random(c, seed + 1).iter().map(|v| 1.0 + 0.5 * v).collect::<Vec<_>>());
+        let gamma: Vec<f64> = to_f64(
+            &random(c, seed + 1)
+                .iter()
+                .map(|v| 1.0 + 0.5 * v)
+                .collect::<Vec<_>>(),
+        );
         let beta = to_f64(&random(c, seed + 2));
         let y = forward(&a, &gamma, &beta, shape, groups, eps, silu);
         let r = to_f64(&random(y.len(), seed + 3));
@@ -265,7 +270,11 @@ mod tests {
         let got_dx = block_on(ctx.read(&tdx)).unwrap();
         let got_dg = block_on(ctx.read(&tdg)).unwrap();
         let got_db = block_on(ctx.read(&tdb)).unwrap();
-        let base: Vec<f64> = if acc { to_f64(&prefill) } else { vec![0.0; a.len()] };
+        let base: Vec<f64> = if acc {
+            to_f64(&prefill)
+        } else {
+            vec![0.0; a.len()]
+        };
         let what = format!("gn_bwd {shape:?} g{groups} +{offset} silu={silu} acc={acc}");
 
         // Analytic f64 gradient at the same f32 point. dx is a difference of O(rstd·|dz|)
@@ -274,11 +283,29 @@ mod tests {
         let (dx, dg, db) = backward(&a, &gamma, &beta, &to_f64(&dy), shape, groups, eps, silu);
         let want_dx: Vec<f64> = dx.iter().zip(&base).map(|(g, b)| g + b).collect();
         let xtol = if offset.abs() > 10.0 { 2e-3 } else { 1e-4 };
-        assert_close(&got_dx, &want_dx, xtol, 1e-4, &format!("{what}: dx vs analytic"));
+        assert_close(
+            &got_dx,
+            &want_dx,
+            xtol,
+            1e-4,
+            &format!("{what}: dx vs analytic"),
+        );
         // dγ, dβ: sums of up to N·H·W terms of size ~1.
         let m = (n * h * w) as f64;
-        assert_close(&got_dg, &dg, xtol * m.sqrt(), 1e-4, &format!("{what}: dgamma vs analytic"));
-        assert_close(&got_db, &db, 1e-5 * m.sqrt(), 1e-4, &format!("{what}: dbeta vs analytic"));
+        assert_close(
+            &got_dg,
+            &dg,
+            xtol * m.sqrt(),
+            1e-4,
+            &format!("{what}: dgamma vs analytic"),
+        );
+        assert_close(
+            &got_db,
+            &db,
+            1e-5 * m.sqrt(),
+            1e-4,
+            &format!("{what}: dbeta vs analytic"),
+        );
 
         // Finite differences of the whole graph in f64 (h = 1e-6; truncation ~1e-12 and
         // cancellation ~1e-10·|L|, far below the f32 tolerances).
@@ -292,13 +319,31 @@ mod tests {
             .zip(&base)
             .map(|(&g, &b)| ((g as f64 - b) * DF) as f32)
             .collect();
-        assert_close(&got_dx0, &fd, 2.0 * xtol, 1e-3, &format!("{what}: dx vs finite differences"));
+        assert_close(
+            &got_dx0,
+            &fd,
+            2.0 * xtol,
+            1e-3,
+            &format!("{what}: dx vs finite differences"),
+        );
         let loss_g = |g: &[f64]| loss_of(&forward(&a, g, &beta, shape, groups, eps, silu), &r);
         let fd = finite_diff(&loss_g, &gamma, 1e-6);
-        assert_close(&got_dg, &fd, xtol * m.sqrt(), 1e-3, &format!("{what}: dgamma vs FD"));
+        assert_close(
+            &got_dg,
+            &fd,
+            xtol * m.sqrt(),
+            1e-3,
+            &format!("{what}: dgamma vs FD"),
+        );
         let loss_b = |b: &[f64]| loss_of(&forward(&a, &gamma, b, shape, groups, eps, silu), &r);
         let fd = finite_diff(&loss_b, &beta, 1e-6);
-        assert_close(&got_db, &fd, 1e-5 * m.sqrt(), 1e-3, &format!("{what}: dbeta vs FD"));
+        assert_close(
+            &got_db,
+            &fd,
+            1e-5 * m.sqrt(),
+            1e-3,
+            &format!("{what}: dbeta vs FD"),
+        );
     }
 
     #[test]
@@ -354,9 +399,27 @@ mod tests {
             1e-5,
             true,
         );
-        assert_close(&block_on(ctx.read(&tdx)).unwrap(), &dx, 1e-4, 1e-4, "big dx");
-        assert_close(&block_on(ctx.read(&tdg)).unwrap(), &dg, 2e-3, 1e-4, "big dgamma");
-        assert_close(&block_on(ctx.read(&tdb)).unwrap(), &db, 2e-3, 1e-4, "big dbeta");
+        assert_close(
+            &block_on(ctx.read(&tdx)).unwrap(),
+            &dx,
+            1e-4,
+            1e-4,
+            "big dx",
+        );
+        assert_close(
+            &block_on(ctx.read(&tdg)).unwrap(),
+            &dg,
+            2e-3,
+            1e-4,
+            "big dgamma",
+        );
+        assert_close(
+            &block_on(ctx.read(&tdb)).unwrap(),
+            &db,
+            2e-3,
+            1e-4,
+            "big dbeta",
+        );
     }
 
     #[test]
@@ -370,7 +433,9 @@ mod tests {
         let (dg, db) = (ctx.zeros(&[6]).unwrap(), ctx.zeros(&[6]).unwrap());
         let mut p = Program::new();
         let run = |p: &mut Program, groups, s: &Tensor, dg: &Tensor| {
-            group_norm_backward(&ctx, p, &x, &g, &g, &x, &dx, dg, &db, groups, 1e-5, false, false, s)
+            group_norm_backward(
+                &ctx, p, &x, &g, &g, &x, &dx, dg, &db, groups, 1e-5, false, false, s,
+            )
         };
         assert!(matches!(run(&mut p, 4, &s, &dg), Err(Error::Shape(_))));
         assert!(matches!(run(&mut p, 3, &s_bad, &dg), Err(Error::Shape(_))));

@@ -122,7 +122,13 @@ mod tests {
         };
         let fd = finite_diff(&loss, &x0, 1e-6);
         let got_dx0: Vec<f32> = got.iter().map(|&g| (g as f64 * DF) as f32).collect();
-        assert_close(&got_dx0, &fd, 10.0 * atol, 1e-4, &format!("{what}: vs finite differences"));
+        assert_close(
+            &got_dx0,
+            &fd,
+            10.0 * atol,
+            1e-4,
+            &format!("{what}: vs finite differences"),
+        );
     }
 
     #[test]
