@@ -278,11 +278,12 @@ mod tests {
         let what = format!("gn_bwd {shape:?} g{groups} +{offset} silu={silu} acc={acc}");
 
         // Analytic f64 gradient at the same f32 point. dx is a difference of O(rstd·|dz|)
-        // terms that cancel; f32 rounding of x̂ (|x̂| <~ 2, a few ulps, more with a large
-        // offset: x − μ loses log2(|offset|/std) bits) bounds the error.
+        // terms; x − m1 is exact in f32 (Sterbenz), so only the rounding of x̂, rstd and the
+        // group sums (a few ulps of O(1) values) remains, also with a large mean offset.
+        // Measured: |diff| <= 2e-6 (offset 0) and <= 2e-6 (offset 100, -1000) on llvmpipe.
         let (dx, dg, db) = backward(&a, &gamma, &beta, &to_f64(&dy), shape, groups, eps, silu);
         let want_dx: Vec<f64> = dx.iter().zip(&base).map(|(g, b)| g + b).collect();
-        let xtol = if offset.abs() > 10.0 { 2e-3 } else { 1e-4 };
+        let xtol = if offset.abs() > 10.0 { 3e-5 } else { 1e-5 };
         assert_close(
             &got_dx,
             &want_dx,
@@ -323,7 +324,7 @@ mod tests {
             &got_dx0,
             &fd,
             2.0 * xtol,
-            1e-3,
+            1e-4,
             &format!("{what}: dx vs finite differences"),
         );
         let loss_g = |g: &[f64]| loss_of(&forward(&a, g, &beta, shape, groups, eps, silu), &r);
@@ -332,7 +333,7 @@ mod tests {
             &got_dg,
             &fd,
             xtol * m.sqrt(),
-            1e-3,
+            1e-4,
             &format!("{what}: dgamma vs FD"),
         );
         let loss_b = |b: &[f64]| loss_of(&forward(&a, &gamma, b, shape, groups, eps, silu), &r);
@@ -341,7 +342,7 @@ mod tests {
             &got_db,
             &fd,
             1e-5 * m.sqrt(),
-            1e-3,
+            1e-4,
             &format!("{what}: dbeta vs FD"),
         );
     }
@@ -409,14 +410,14 @@ mod tests {
         assert_close(
             &block_on(ctx.read(&tdg)).unwrap(),
             &dg,
-            2e-3,
+            3e-4,
             1e-4,
             "big dgamma",
         );
         assert_close(
             &block_on(ctx.read(&tdb)).unwrap(),
             &db,
-            2e-3,
+            3e-4,
             1e-4,
             "big dbeta",
         );
