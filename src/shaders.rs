@@ -29,6 +29,11 @@ shaders! {
     OPTIM => "optim",
     LOSS => "loss",
     SOFTMAX => "softmax",
+    ELEMENTWISE_BACKWARD => "elementwise_backward",
+    GROUP_NORM_BACKWARD => "group_norm_backward",
+    SOFTMAX_BACKWARD => "softmax_backward",
+    EMBEDDING_BACKWARD => "embedding_backward",
+    DROPOUT => "dropout",
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]

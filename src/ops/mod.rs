@@ -2,12 +2,17 @@
 //! pipeline key), and under `#[cfg(test)]` its CPU f64 reference and tests against it.
 
 pub mod conv2d;
+pub mod dropout;
 pub mod elementwise;
+pub mod elementwise_backward;
 pub mod embedding;
+pub mod embedding_backward;
 pub mod group_norm;
 pub mod loss;
+pub mod group_norm_backward;
 pub mod matmul;
 pub mod noise;
 pub mod optim;
 pub mod sampler;
 pub mod softmax;
+pub mod softmax_backward;

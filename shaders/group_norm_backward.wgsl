@@ -1,0 +1,167 @@
+// Backward of group normalisation (group_norm.wgsl), optionally through the fused SiLU.
+// Forward: x̂ = (x − μ)·rstd per (n, group), z = γ·x̂ + β, y = silu(z) or z.
+// With dz = dy·silu'(z) (or dy) and M = (C/G)·H·W values per group:
+//   dβ_c = Σ_{n,hw} dz,  dγ_c = Σ_{n,hw} dz·x̂,
+//   dx   = rstd · (γ·dz − mean_group(γ·dz) − x̂ · mean_group(γ·dz·x̂)).
+// Two entry points, recorded as two dispatches:
+//   group_norm_backward_dx: one workgroup of 256 threads per (n, g). It recomputes μ and rstd
+//     exactly as the forward does (two-pass, see group_norm.wgsl), reduces each channel's
+//     Σdz and Σdz·x̂ over H·W (written to scratch as per-(n, c) partials), builds the group
+//     sums from them, then writes dx.
+//   group_norm_backward_params: one thread per channel sums the partials over n in a fixed
+//     order, so dγ and dβ are deterministic (no atomics).
+
+struct Params {
+    // Elements per group: (C / G) * H * W.
+    group_numel: u32,
+    // H * W.
+    hw: u32,
+    // C / G.
+    channels_per_group: u32,
+    // G.
+    groups: u32,
+    // N * G: the number of real workgroups of the dx pass.
+    num_groups_total: u32,
+    // 1: the forward applied SiLU after the affine.
+    silu: u32,
+    eps: f32,
+    // 1: dx += gradient; 0: dx = gradient.
+    accumulate: u32,
+    // N and C (for the params pass).
+    batch: u32,
+    channels: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+// x: (N, C, H, W) — the forward input
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+// gamma: (C)
+@group(0) @binding(2) var<storage, read> gamma: array<f32>;
+// beta: (C)
+@group(0) @binding(3) var<storage, read> beta: array<f32>;
+// dout: (N, C, H, W) — gradient of the forward output
+@group(0) @binding(4) var<storage, read> dout: array<f32>;
+// scratch: (2, N, C) — [0]: Σ_hw dz·x̂, [1]: Σ_hw dz per (n, c)
+@group(0) @binding(5) var<storage, read_write> scratch: array<f32>;
+// dx: (N, C, H, W); read only when accumulating
+@group(0) @binding(6) var<storage, read_write> dx: array<f32>;
+// dgamma: (C), overwritten
+@group(0) @binding(7) var<storage, read_write> dgamma: array<f32>;
+// dbeta: (C), overwritten
+@group(0) @binding(8) var<storage, read_write> dbeta: array<f32>;
+
+var<workgroup> red_a: array<f32, 256>;
+var<workgroup> red_b: array<f32, 256>;
+
+// Tree-reduce over the workgroup; every thread gets the totals back.
+fn reduce2(lid: u32, a: f32, b: f32) -> vec2<f32> {
+    red_a[lid] = a;
+    red_b[lid] = b;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s = s >> 1u) {
+        if (lid < s) {
+            red_a[lid] = red_a[lid] + red_a[lid + s];
+            red_b[lid] = red_b[lid] + red_b[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let r = vec2<f32>(red_a[0], red_b[0]);
+    workgroupBarrier();
+    return r;
+}
+
+// dz = dy · dy/dz for element i of channel c, given x̂.
+fn dz_of(i: u32, c: u32, xh: f32) -> f32 {
+    let d = dout[i];
+    if (p.silu == 0u) { return d; }
+    let z = gamma[c] * xh + beta[c];
+    let s = 1.0 / (1.0 + exp(-z));
+    return d * (s * (1.0 + z * (1.0 - s)));
+}
+
+@compute @workgroup_size(256)
+fn group_norm_backward_dx(@builtin(workgroup_id) wg: vec3<u32>,
+                          @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) lid: u32) {
+    let gi = wg.x + wg.y * nwg.x;
+    // Uniform per workgroup, so the barriers below stay in uniform control flow.
+    if (gi >= p.num_groups_total) { return; }
+    let m = p.group_numel;
+    let base = gi * m;
+    let inv_m = 1.0 / f32(m);
+
+    // Statistics, the same operations as the forward kernel.
+    var s0 = 0.0;
+    for (var i = lid; i < m; i = i + 256u) {
+        s0 = s0 + x[base + i];
+    }
+    let m1 = reduce2(lid, s0, 0.0).x * inv_m;
+    var s1 = 0.0;
+    var s2 = 0.0;
+    for (var i = lid; i < m; i = i + 256u) {
+        let d = x[base + i] - m1;
+        s1 = s1 + d;
+        s2 = s2 + d * d;
+    }
+    let t = reduce2(lid, s1, s2);
+    let m_lo = t.x * inv_m;
+    let var_ = max(t.y * inv_m - m_lo * m_lo, 0.0);
+    let rstd = 1.0 / sqrt(var_ + p.eps);
+
+    // Per-channel sums of dz and dz·x̂; the group sums of γ·dz and γ·dz·x̂ follow from them.
+    let n = gi / p.groups;
+    let c0 = (gi % p.groups) * p.channels_per_group;
+    var g_dz = 0.0;
+    var g_dzx = 0.0;
+    for (var k = 0u; k < p.channels_per_group; k = k + 1u) {
+        let c = c0 + k;
+        let cbase = base + k * p.hw;
+        var a = 0.0;
+        var b = 0.0;
+        for (var i = lid; i < p.hw; i = i + 256u) {
+            let xh = ((x[cbase + i] - m1) - m_lo) * rstd;
+            let dz = dz_of(cbase + i, c, xh);
+            a = a + dz;
+            b = b + dz * xh;
+        }
+        let r = reduce2(lid, a, b);
+        if (lid == 0u) {
+            scratch[n * p.channels + c] = r.y;
+            scratch[(p.batch + n) * p.channels + c] = r.x;
+        }
+        g_dz = g_dz + gamma[c] * r.x;
+        g_dzx = g_dzx + gamma[c] * r.y;
+    }
+    let mean_dz = g_dz * inv_m;
+    let mean_dzx = g_dzx * inv_m;
+
+    for (var i = lid; i < m; i = i + 256u) {
+        let c = c0 + i / p.hw;
+        let xh = ((x[base + i] - m1) - m_lo) * rstd;
+        let dz = dz_of(base + i, c, xh);
+        let v = rstd * ((gamma[c] * dz - mean_dz) - xh * mean_dzx);
+        if (p.accumulate != 0u) {
+            dx[base + i] = dx[base + i] + v;
+        } else {
+            dx[base + i] = v;
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn group_norm_backward_params(@builtin(workgroup_id) wg: vec3<u32>,
+                              @builtin(num_workgroups) nwg: vec3<u32>,
+                              @builtin(local_invocation_index) lid: u32) {
+    let c = (wg.x + wg.y * nwg.x) * 256u + lid;
+    if (c >= p.channels) { return; }
+    var sg = 0.0;
+    var sb = 0.0;
+    for (var n = 0u; n < p.batch; n = n + 1u) {
+        sg = sg + scratch[n * p.channels + c];
+        sb = sb + scratch[(p.batch + n) * p.channels + c];
+    }
+    dgamma[c] = sg;
+    dbeta[c] = sb;
+}

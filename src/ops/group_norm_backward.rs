@@ -1,0 +1,448 @@
+//! Backward of group normalisation (`shaders/group_norm_backward.wgsl`), optionally through
+//! the SiLU that [`crate::ops::group_norm::group_norm`] fuses after the affine. Mean and
+//! variance are recomputed from the forward input (the forward keeps no statistics), with the
+//! forward's own two-pass algorithm, so large mean offsets lose no accuracy.
+
+use crate::error::{Error, Result};
+use crate::gpu::{expect_shape, grid_1d, DispatchDesc, GpuContext, Params, Program, Tensor};
+use crate::ops::elementwise::nchw;
+use crate::shaders::GROUP_NORM_BACKWARD;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct GroupNormBackwardParams {
+    group_numel: u32,
+    hw: u32,
+    channels_per_group: u32,
+    groups: u32,
+    num_groups_total: u32,
+    silu: u32,
+    eps: f32,
+    accumulate: u32,
+    batch: u32,
+    channels: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+/// Shape of the `scratch` tensor [`group_norm_backward`] needs: per-(n, c) partial sums of
+/// dγ and dβ, reduced over n in a second pass so the result is deterministic.
+pub fn group_norm_backward_scratch_shape(n: usize, c: usize) -> [usize; 3] {
+    [2, n, c]
+}
+
+/// Gradients of out = GroupNorm(x)·γ + β (then SiLU if `silu`), given dout = dL/dout.
+/// x, dout, dx: (N, C, H, W); gamma, beta, dgamma, dbeta: (C); scratch:
+/// [`group_norm_backward_scratch_shape`]. dx is overwritten, or added to if `accumulate_dx`;
+/// dgamma and dbeta are always overwritten (sums over the batch). No output may alias an
+/// input. Two dispatches.
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_backward(
+    ctx: &GpuContext,
+    program: &mut Program,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    dout: &Tensor,
+    dx: &Tensor,
+    dgamma: &Tensor,
+    dbeta: &Tensor,
+    groups: usize,
+    eps: f32,
+    silu: bool,
+    accumulate_dx: bool,
+    scratch: &Tensor,
+) -> Result<()> {
+    let [n, c, h, w] = nchw(x, "group_norm_backward: x")?;
+    if groups == 0 || c % groups != 0 {
+        return Err(Error::shape(format!(
+            "group_norm_backward: x has {c} channels, not divisible into {groups} groups"
+        )));
+    }
+    expect_shape(gamma, &[c], "group_norm_backward: gamma")?;
+    expect_shape(beta, &[c], "group_norm_backward: beta")?;
+    expect_shape(dout, &x.shape, "group_norm_backward: dout")?;
+    expect_shape(dx, &x.shape, "group_norm_backward: dx")?;
+    expect_shape(dgamma, &[c], "group_norm_backward: dgamma")?;
+    expect_shape(dbeta, &[c], "group_norm_backward: dbeta")?;
+    expect_shape(
+        scratch,
+        &group_norm_backward_scratch_shape(n, c),
+        "group_norm_backward: scratch",
+    )?;
+    let too_big = |what: &str| Error::shape(format!("group_norm_backward: {what} is too large"));
+    let group_numel = u32::try_from(c / groups * h * w).map_err(|_| too_big("a group"))?;
+    let total = u32::try_from(n * groups).map_err(|_| too_big("N * groups"))?;
+    if x.numel() > u32::MAX as usize || scratch.numel() > u32::MAX as usize {
+        return Err(too_big("x"));
+    }
+    if c == 0 {
+        return Ok(());
+    }
+    let params = GroupNormBackwardParams {
+        group_numel,
+        hw: (h * w) as u32,
+        channels_per_group: (c / groups) as u32,
+        groups: groups as u32,
+        num_groups_total: total,
+        silu: silu as u32,
+        eps,
+        accumulate: accumulate_dx as u32,
+        batch: n as u32,
+        channels: c as u32,
+        _pad0: 0,
+        _pad1: 0,
+    };
+    let bytes = bytemuck::bytes_of(&params);
+    let inputs = [&*x.buffer, &*gamma.buffer, &*beta.buffer, &*dout.buffer];
+    let outputs = [
+        &*scratch.buffer,
+        &*dx.buffer,
+        &*dgamma.buffer,
+        &*dbeta.buffer,
+    ];
+    // An empty group (H·W = 0) still needs dγ = dβ = 0: the dx pass then writes zero partials.
+    if total > 0 {
+        ctx.record(
+            program,
+            DispatchDesc {
+                label: "group_norm_backward_dx",
+                shader: &GROUP_NORM_BACKWARD,
+                entry: "group_norm_backward_dx",
+                constants: &[],
+                params: Params::Static(bytes),
+                inputs: &inputs,
+                outputs: &outputs,
+                workgroups: grid_1d(total as u64)?,
+            },
+        )?;
+    }
+    ctx.record(
+        program,
+        DispatchDesc {
+            label: "group_norm_backward_params",
+            shader: &GROUP_NORM_BACKWARD,
+            entry: "group_norm_backward_params",
+            constants: &[],
+            params: Params::Static(bytes),
+            inputs: &inputs,
+            outputs: &outputs,
+            workgroups: grid_1d((c as u64).div_ceil(256))?,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::block_on;
+    use crate::gpu::test_util::{assert_close, ctx, random};
+    use crate::ops::elementwise_backward::grad_check::*;
+
+    fn silu64(z: f64) -> f64 {
+        z / (1.0 + (-z).exp())
+    }
+
+    /// f64 forward (torch.nn.GroupNorm + optional SiLU).
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        x: &[f64],
+        gamma: &[f64],
+        beta: &[f64],
+        shape: [usize; 4],
+        groups: usize,
+        eps: f64,
+        silu: bool,
+    ) -> Vec<f64> {
+        let [n, c, h, w] = shape;
+        let cg = c / groups;
+        let len = cg * h * w;
+        let mut out = vec![0.0; x.len()];
+        for g in 0..n * groups {
+            let xs = &x[g * len..(g + 1) * len];
+            let mean = xs.iter().sum::<f64>() / len as f64;
+            let var = xs.iter().map(|&v| (v - mean).powi(2)).sum::<f64>() / len as f64;
+            let rstd = 1.0 / (var + eps).sqrt();
+            for (i, &v) in xs.iter().enumerate() {
+                let ch = (g % groups) * cg + i / (h * w);
+                let z = (v - mean) * rstd * gamma[ch] + beta[ch];
+                out[g * len + i] = if silu { silu64(z) } else { z };
+            }
+        }
+        out
+    }
+
+    /// f64 analytic backward: (dx, dgamma, dbeta).
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        x: &[f64],
+        gamma: &[f64],
+        beta: &[f64],
+        dy: &[f64],
+        shape: [usize; 4],
+        groups: usize,
+        eps: f64,
+        silu: bool,
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let [n, c, h, w] = shape;
+        let cg = c / groups;
+        let len = cg * h * w;
+        let (mut dx, mut dg, mut db) = (vec![0.0; x.len()], vec![0.0; c], vec![0.0; c]);
+        for g in 0..n * groups {
+            let xs = &x[g * len..(g + 1) * len];
+            let mean = xs.iter().sum::<f64>() / len as f64;
+            let var = xs.iter().map(|&v| (v - mean).powi(2)).sum::<f64>() / len as f64;
+            let rstd = 1.0 / (var + eps).sqrt();
+            let ch = |i: usize| (g % groups) * cg + i / (h * w);
+            let xh: Vec<f64> = xs.iter().map(|&v| (v - mean) * rstd).collect();
+            let dz: Vec<f64> = (0..len)
+                .map(|i| {
+                    let d = dy[g * len + i];
+                    if !silu {
+                        return d;
+                    }
+                    let z = gamma[ch(i)] * xh[i] + beta[ch(i)];
+                    let s = 1.0 / (1.0 + (-z).exp());
+                    d * s * (1.0 + z * (1.0 - s))
+                })
+                .collect();
+            let mut a = 0.0;
+            let mut b = 0.0;
+            for i in 0..len {
+                db[ch(i)] += dz[i];
+                dg[ch(i)] += dz[i] * xh[i];
+                a += gamma[ch(i)] * dz[i];
+                b += gamma[ch(i)] * dz[i] * xh[i];
+            }
+            let (a, b) = (a / len as f64, b / len as f64);
+            for i in 0..len {
+                dx[g * len + i] = rstd * (gamma[ch(i)] * dz[i] - a - xh[i] * b);
+            }
+        }
+        (dx, dg, db)
+    }
+
+    fn f32s(v: &[f64]) -> Vec<f32> {
+        v.iter().map(|&x| x as f32).collect()
+    }
+
+    /// loss = Σ r ⊙ g(GN(f(x0); γ, β)), checked for x0, γ and β against finite differences
+    /// and against the analytic f64 gradient.
+    fn check(shape: [usize; 4], groups: usize, offset: f32, silu: bool, acc: bool, seed: u64) {
+        let ctx = ctx();
+        let [n, c, h, w] = shape;
+        let eps = 1e-5;
+        // The op's input is a = f(x0) = 2·x0, exact in f32.
+        let x0: Vec<f64> = random(n * c * h * w, seed)
+            .iter()
+            .map(|&v| ((v + offset) * 0.5) as f64)
+            .collect();
+        let a: Vec<f64> = x0.iter().map(|&v| f(v)).collect();
+        let gamma: Vec<f64> = to_f64(
+            &random(c, seed + 1)
+                .iter()
+                .map(|v| 1.0 + 0.5 * v)
+                .collect::<Vec<_>>(),
+        );
+        let beta = to_f64(&random(c, seed + 2));
+        let y = forward(&a, &gamma, &beta, shape, groups, eps, silu);
+        let r = to_f64(&random(y.len(), seed + 3));
+        let dy = upstream(&y, &r);
+
+        let tx = ctx.upload(&f32s(&a), &shape).unwrap();
+        let tg = ctx.upload(&f32s(&gamma), &[c]).unwrap();
+        let tb = ctx.upload(&f32s(&beta), &[c]).unwrap();
+        let tdy = ctx.upload(&dy, &shape).unwrap();
+        let prefill = random(a.len(), seed + 4);
+        let tdx = ctx.upload(&prefill, &shape).unwrap();
+        // Garbage in dγ/dβ and scratch: they must be overwritten.
+        let tdg = ctx.upload(&vec![7.0; c], &[c]).unwrap();
+        let tdb = ctx.upload(&vec![-7.0; c], &[c]).unwrap();
+        let scratch_shape = group_norm_backward_scratch_shape(n, c);
+        let scratch = ctx.upload(&vec![3.0; 2 * n * c], &scratch_shape).unwrap();
+        let mut p = Program::new();
+        group_norm_backward(
+            &ctx, &mut p, &tx, &tg, &tb, &tdy, &tdx, &tdg, &tdb, groups, eps as f32, silu, acc,
+            &scratch,
+        )
+        .unwrap();
+        ctx.run(&p).unwrap();
+        let got_dx = block_on(ctx.read(&tdx)).unwrap();
+        let got_dg = block_on(ctx.read(&tdg)).unwrap();
+        let got_db = block_on(ctx.read(&tdb)).unwrap();
+        let base: Vec<f64> = if acc {
+            to_f64(&prefill)
+        } else {
+            vec![0.0; a.len()]
+        };
+        let what = format!("gn_bwd {shape:?} g{groups} +{offset} silu={silu} acc={acc}");
+
+        // Analytic f64 gradient at the same f32 point. dx is a difference of O(rstd·|dz|)
+        // terms; x − m1 is exact in f32 (Sterbenz), so only the rounding of x̂, rstd and the
+        // group sums (a few ulps of O(1) values) remains, also with a large mean offset.
+        // Measured: |diff| <= 2e-6 (offset 0) and <= 2e-6 (offset 100, -1000) on llvmpipe.
+        let (dx, dg, db) = backward(&a, &gamma, &beta, &to_f64(&dy), shape, groups, eps, silu);
+        let want_dx: Vec<f64> = dx.iter().zip(&base).map(|(g, b)| g + b).collect();
+        let xtol = if offset.abs() > 10.0 { 3e-5 } else { 1e-5 };
+        assert_close(
+            &got_dx,
+            &want_dx,
+            xtol,
+            1e-4,
+            &format!("{what}: dx vs analytic"),
+        );
+        // dγ, dβ: sums of up to N·H·W terms of size ~1.
+        let m = (n * h * w) as f64;
+        assert_close(
+            &got_dg,
+            &dg,
+            xtol * m.sqrt(),
+            1e-4,
+            &format!("{what}: dgamma vs analytic"),
+        );
+        assert_close(
+            &got_db,
+            &db,
+            1e-5 * m.sqrt(),
+            1e-4,
+            &format!("{what}: dbeta vs analytic"),
+        );
+
+        // Finite differences of the whole graph in f64 (h = 1e-6; truncation ~1e-12 and
+        // cancellation ~1e-10·|L|, far below the f32 tolerances).
+        let loss_x = |x0: &[f64]| {
+            let a: Vec<f64> = x0.iter().map(|&v| f(v)).collect();
+            loss_of(&forward(&a, &gamma, &beta, shape, groups, eps, silu), &r)
+        };
+        let fd = finite_diff(&loss_x, &x0, 1e-6);
+        let got_dx0: Vec<f32> = got_dx
+            .iter()
+            .zip(&base)
+            .map(|(&g, &b)| ((g as f64 - b) * DF) as f32)
+            .collect();
+        assert_close(
+            &got_dx0,
+            &fd,
+            2.0 * xtol,
+            1e-4,
+            &format!("{what}: dx vs finite differences"),
+        );
+        let loss_g = |g: &[f64]| loss_of(&forward(&a, g, &beta, shape, groups, eps, silu), &r);
+        let fd = finite_diff(&loss_g, &gamma, 1e-6);
+        assert_close(
+            &got_dg,
+            &fd,
+            xtol * m.sqrt(),
+            1e-4,
+            &format!("{what}: dgamma vs FD"),
+        );
+        let loss_b = |b: &[f64]| loss_of(&forward(&a, &gamma, b, shape, groups, eps, silu), &r);
+        let fd = finite_diff(&loss_b, &beta, 1e-6);
+        assert_close(
+            &got_db,
+            &fd,
+            1e-5 * m.sqrt(),
+            1e-4,
+            &format!("{what}: dbeta vs FD"),
+        );
+    }
+
+    #[test]
+    fn group_norm_backward_small_odd_shapes() {
+        for (silu, acc) in [(false, false), (true, false), (false, true), (true, true)] {
+            check([2, 6, 5, 3], 3, 0.0, silu, acc, 10);
+        }
+        check([3, 5, 3, 1], 5, 0.0, true, false, 12);
+        check([1, 4, 3, 3], 1, 0.0, true, true, 13);
+    }
+
+    #[test]
+    fn group_norm_backward_large_mean_offset() {
+        check([2, 6, 5, 3], 3, 100.0, false, false, 30);
+        check([2, 6, 5, 3], 3, 100.0, true, true, 31);
+        check([1, 8, 7, 5], 2, -1000.0, true, false, 32);
+    }
+
+    #[test]
+    fn group_norm_backward_big_group_matches_analytic() {
+        // A group of more than 256 values per channel, so every thread loops and the partials
+        // of several channels and samples are reduced; checked against the analytic gradient.
+        let ctx = ctx();
+        let shape = [3, 4, 19, 17];
+        let [n, c, h, w] = shape;
+        let groups = 2;
+        let x = random(n * c * h * w, 40);
+        let gamma: Vec<f32> = random(c, 41).iter().map(|v| 1.0 + 0.5 * v).collect();
+        let beta = random(c, 42);
+        let dy = random(x.len(), 43);
+        let tx = ctx.upload(&x, &shape).unwrap();
+        let tg = ctx.upload(&gamma, &[c]).unwrap();
+        let tb = ctx.upload(&beta, &[c]).unwrap();
+        let tdy = ctx.upload(&dy, &shape).unwrap();
+        let tdx = ctx.zeros(&shape).unwrap();
+        let tdg = ctx.zeros(&[c]).unwrap();
+        let tdb = ctx.zeros(&[c]).unwrap();
+        let scratch = ctx.zeros(&group_norm_backward_scratch_shape(n, c)).unwrap();
+        let mut p = Program::new();
+        group_norm_backward(
+            &ctx, &mut p, &tx, &tg, &tb, &tdy, &tdx, &tdg, &tdb, groups, 1e-5, true, false,
+            &scratch,
+        )
+        .unwrap();
+        ctx.run(&p).unwrap();
+        let (dx, dg, db) = backward(
+            &to_f64(&x),
+            &to_f64(&gamma),
+            &to_f64(&beta),
+            &to_f64(&dy),
+            shape,
+            groups,
+            1e-5,
+            true,
+        );
+        assert_close(
+            &block_on(ctx.read(&tdx)).unwrap(),
+            &dx,
+            1e-4,
+            1e-4,
+            "big dx",
+        );
+        assert_close(
+            &block_on(ctx.read(&tdg)).unwrap(),
+            &dg,
+            3e-4,
+            1e-4,
+            "big dgamma",
+        );
+        assert_close(
+            &block_on(ctx.read(&tdb)).unwrap(),
+            &db,
+            3e-4,
+            1e-4,
+            "big dbeta",
+        );
+    }
+
+    #[test]
+    fn group_norm_backward_bad_shapes_are_errors() {
+        let ctx = ctx();
+        let x = ctx.zeros(&[2, 6, 4, 4]).unwrap();
+        let g = ctx.zeros(&[6]).unwrap();
+        let s = ctx.zeros(&[2, 2, 6]).unwrap();
+        let s_bad = ctx.zeros(&[2, 1, 6]).unwrap();
+        let dx = ctx.zeros(&[2, 6, 4, 4]).unwrap();
+        let (dg, db) = (ctx.zeros(&[6]).unwrap(), ctx.zeros(&[6]).unwrap());
+        let mut p = Program::new();
+        let run = |p: &mut Program, groups, s: &Tensor, dg: &Tensor| {
+            group_norm_backward(
+                &ctx, p, &x, &g, &g, &x, &dx, dg, &db, groups, 1e-5, false, false, s,
+            )
+        };
+        assert!(matches!(run(&mut p, 4, &s, &dg), Err(Error::Shape(_))));
+        assert!(matches!(run(&mut p, 3, &s_bad, &dg), Err(Error::Shape(_))));
+        assert!(matches!(run(&mut p, 3, &s, &s), Err(Error::Shape(_))));
+        assert!(p.is_empty());
+        assert!(run(&mut p, 3, &s, &dg).is_ok());
+        assert_eq!(p.len(), 2);
+    }
+}
