@@ -26,6 +26,8 @@ shaders! {
     SAMPLER => "sampler",
     MATMUL => "matmul",
     CONV2D => "conv2d",
+    CONV2D_BACKWARD => "conv2d_backward",
+    REDUCE => "reduce",
     SOFTMAX => "softmax",
 }
 

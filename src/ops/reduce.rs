@@ -1,0 +1,1 @@
+//! Deterministic reductions (`shaders/reduce.wgsl`).
