@@ -209,12 +209,13 @@ pub fn conv2d_backward_input(
     )
 }
 
-/// How many K splits the weight gradient uses for a (m × n) output and K = `k`.
-fn weight_splits(m: usize, n: usize, k: usize) -> (usize, usize) {
+/// How many K splits the weight gradient uses for a (m × n) output and K = `k`, with room
+/// for `max_scratch` partial-sum elements, and the K chunk per split.
+fn weight_splits(m: usize, n: usize, k: usize, max_scratch: usize) -> (usize, usize) {
     let tiles = m.div_ceil(TILE_M) * n.div_ceil(TILE_N);
     let by_occupancy = TARGET_WORKGROUPS.div_ceil(tiles);
     let by_chunk = k / MIN_K_CHUNK;
-    let by_scratch = MAX_SCRATCH_BYTES / (4 * m * n).max(1);
+    let by_scratch = max_scratch / (m * n).max(1);
     let by_grid = MAX_WORKGROUPS_PER_DIM as usize / m.div_ceil(TILE_M);
     let splits = by_occupancy
         .min(by_chunk)
@@ -228,8 +229,9 @@ fn weight_splits(m: usize, n: usize, k: usize) -> (usize, usize) {
 /// dW = Σ over batch and output pixels of `dout · scale` ⊗ the input patch, the weight
 /// gradient of `out = conv2d(x, W, stride, padding) · scale`: x (N, Cin, H, W),
 /// dout (N, Cout, Ho, Wo), dw (Cout, Cin, KH, KW). With `accumulate`, dw += the gradient.
-/// Deterministic: a split K is summed by a second pass in a fixed order (the scratch for
-/// the partial sums is allocated now, at record time, and kept alive by the program).
+/// Deterministic: a split K is summed by a second pass in a fixed order. The scratch for
+/// the partial sums (at most 64 MiB) is allocated now, at record time, and kept alive by
+/// the program; see [`conv2d_backward_weight_with_scratch`] to share one between layers.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_weight(
     ctx: &GpuContext,
@@ -242,10 +244,59 @@ pub fn conv2d_backward_weight(
     scale: f32,
     accumulate: bool,
 ) -> Result<()> {
+    conv2d_backward_weight_with_scratch(
+        ctx, program, x, dout, dw, stride, padding, scale, accumulate, None,
+    )
+}
+
+/// Scratch elements [`conv2d_backward_weight`] would allocate for these shapes (0 when K is
+/// not split): x (N, Cin, H, W), dw (Cout, Cin, KH, KW). A training graph can allocate the
+/// maximum over its convolutions once and pass it to every
+/// [`conv2d_backward_weight_with_scratch`]: dispatches run in order, so sharing is safe.
+pub fn conv2d_backward_weight_scratch_len(
+    x_shape: [usize; 4],
+    dw_shape: [usize; 4],
+    stride: usize,
+    padding: [usize; 4],
+) -> usize {
+    let [n, cin, h, w] = x_shape;
+    let [cout, _, kh, kw] = dw_shape;
+    let Some((ho, wo)) = conv_out_size(h, w, kh, kw, stride, padding) else {
+        return 0;
+    };
+    let (m, ncols) = (cout, cin * kh * kw);
+    let (splits, _) = weight_splits(m, ncols, n * ho * wo, MAX_SCRATCH_BYTES / 4);
+    if splits > 1 {
+        splits * m * ncols
+    } else {
+        0
+    }
+}
+
+/// [`conv2d_backward_weight`] with a caller-provided scratch buffer for the split-K partial
+/// sums (any shape; fewer splits are used when it is smaller than
+/// [`conv2d_backward_weight_scratch_len`], none when it holds less than two copies of dw).
+/// `None` allocates one.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward_weight_with_scratch(
+    ctx: &GpuContext,
+    program: &mut Program,
+    x: &Tensor,
+    dout: &Tensor,
+    dw: &Tensor,
+    stride: usize,
+    padding: [usize; 4],
+    scale: f32,
+    accumulate: bool,
+    scratch: Option<&Tensor>,
+) -> Result<()> {
     let what = "conv2d_backward_weight";
     let x_shape = nchw(x, &format!("{what}: x"))?;
     let (ck, (ho, wo)) = check_shapes(x_shape, dw, dout, stride, padding, what)?;
     distinct(dw, "dw", &[(x, "x"), (dout, "dout")], what)?;
+    if let Some(t) = scratch {
+        distinct(t, "scratch", &[(x, "x"), (dout, "dout"), (dw, "dw")], what)?;
+    }
     let [n, cin, _, _] = x_shape;
     let [cout, kh, kw] = ck;
     let (m, ncols, k) = (cout, cin * kh * kw, n * ho * wo);
@@ -260,7 +311,8 @@ pub fn conv2d_backward_weight(
         )));
     }
     let [gx, gy, _] = grid_1d(n_tiles as u64)?;
-    let (splits, k_chunk) = weight_splits(m, ncols, k);
+    let max_scratch = scratch.map_or(MAX_SCRATCH_BYTES / 4, |t| t.numel());
+    let (splits, k_chunk) = weight_splits(m, ncols, k, max_scratch);
     let record = |program: &mut Program, flags: u32, out: &Tensor| {
         let p = params(
             x_shape,
@@ -292,7 +344,10 @@ pub fn conv2d_backward_weight(
     if splits == 1 {
         return record(program, accumulate as u32, dw);
     }
-    let partials = ctx.zeros(&[splits, m, ncols])?;
+    let partials = match scratch {
+        Some(t) => t.clone(),
+        None => ctx.zeros(&[splits, m, ncols])?,
+    };
     record(program, 2, &partials)?;
     let p = params(
         x_shape,
@@ -373,8 +428,7 @@ mod tests {
                                     continue;
                                 }
                                 for kx in 0..c.k {
-                                    let ix =
-                                        (ox * c.stride + kx) as isize - c.padding[1] as isize;
+                                    let ix = (ox * c.stride + kx) as isize - c.padding[1] as isize;
                                     if ix < 0 || ix >= c.w as isize {
                                         continue;
                                     }
@@ -415,13 +469,12 @@ mod tests {
                                     continue;
                                 }
                                 for kx in 0..c.k {
-                                    let ix =
-                                        (ox * c.stride + kx) as isize - c.padding[1] as isize;
+                                    let ix = (ox * c.stride + kx) as isize - c.padding[1] as isize;
                                     if ix < 0 || ix >= c.w as isize {
                                         continue;
                                     }
-                                    let xi = ((b * c.cin + ci) * c.h + iy as usize) * c.w
-                                        + ix as usize;
+                                    let xi =
+                                        ((b * c.cin + ci) * c.h + iy as usize) * c.w + ix as usize;
                                     let wi = ((co * c.cin + ci) * c.k + ky) * c.k + kx;
                                     dx[xi] += g * wt[wi];
                                     dw[wi] += g * x[xi];
@@ -479,7 +532,9 @@ mod tests {
         if len <= max {
             (0..len).collect()
         } else {
-            (0..max).map(|i| i * len / max + (i * 7) % (len / max)).collect()
+            (0..max)
+                .map(|i| i * len / max + (i * 7) % (len / max))
+                .collect()
         }
     }
 
@@ -501,9 +556,7 @@ mod tests {
 
         let f32s = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
         let t_fx = ctx.upload(&f32s(&fx), &[c.n, c.cin, c.h, c.w]).unwrap();
-        let t_w = ctx
-            .upload(&f32s(&wt), &[c.cout, c.cin, c.k, c.k])
-            .unwrap();
+        let t_w = ctx.upload(&f32s(&wt), &[c.cout, c.cin, c.k, c.k]).unwrap();
         let t_dout = ctx.upload(&f32s(&dout), &[c.n, c.cout, ho, wo]).unwrap();
         let dx_init = if accumulate {
             random(c.x_len(), seed + 3)
@@ -550,10 +603,26 @@ mod tests {
         // accumulation over K terms gives ~1e-7·sqrt(K)·|terms| errors.
         let k_in = c.cout * c.k * c.k;
         let k_w = c.n * ho * wo;
-        let want_dfx: Vec<f64> = (0..c.x_len()).map(|i| dfx_ref[i] + base(&dx_init, i)).collect();
-        let want_dw: Vec<f64> = (0..c.w_len()).map(|i| dw_ref[i] + base(&dw_init, i)).collect();
-        assert_close(&got_dfx, &want_dfx, 2e-5 * (k_in as f64).sqrt(), 1e-5, &format!("{what}: d f(x)"));
-        assert_close(&got_dw, &want_dw, 2e-5 * (k_w as f64).sqrt(), 1e-5, &format!("{what}: dW"));
+        let want_dfx: Vec<f64> = (0..c.x_len())
+            .map(|i| dfx_ref[i] + base(&dx_init, i))
+            .collect();
+        let want_dw: Vec<f64> = (0..c.w_len())
+            .map(|i| dw_ref[i] + base(&dw_init, i))
+            .collect();
+        assert_close(
+            &got_dfx,
+            &want_dfx,
+            2e-5 * (k_in as f64).sqrt(),
+            1e-5,
+            &format!("{what}: d f(x)"),
+        );
+        assert_close(
+            &got_dw,
+            &want_dw,
+            2e-5 * (k_w as f64).sqrt(),
+            1e-5,
+            &format!("{what}: dW"),
+        );
 
         // Finite differences of the whole graph: dL/dx = d f(x) ⊙ f'(x), with d f(x) from
         // the GPU; dL/dW straight from the GPU.
@@ -632,7 +701,7 @@ mod tests {
         let ctx = ctx();
         let c = case(16, 5, 7, (28, 28), 3, 1, [1; 4]);
         let (ho, wo) = c.out_size();
-        let (splits, _) = weight_splits(c.cout, c.cin * 9, c.n * ho * wo);
+        let (splits, _) = weight_splits(c.cout, c.cin * 9, c.n * ho * wo, usize::MAX);
         assert!(splits > 4, "{splits} splits");
         let x = random(c.x_len(), 40);
         let dout = random(c.y_len(), 41);
@@ -647,12 +716,58 @@ mod tests {
         let to64 = |v: &[f32]| v.iter().map(|&v| v as f64).collect::<Vec<f64>>();
         let (_, dw) = grads_ref(&c, &to64(&x), &vec![0.0; c.w_len()], &to64(&dout), -0.5);
         let want: Vec<f64> = dw.iter().zip(&init).map(|(&d, &i)| d + i as f64).collect();
-        assert_close(&got, &want, 2e-5 * ((c.n * ho * wo) as f64).sqrt(), 1e-5, "split-K dW");
+        assert_close(
+            &got,
+            &want,
+            2e-5 * ((c.n * ho * wo) as f64).sqrt(),
+            1e-5,
+            "split-K dW",
+        );
         // Deterministic: a second run gives bit-identical results.
         ctx.write(&tw, &init).unwrap();
         ctx.run(&p).unwrap();
         let again = block_on(ctx.read(&tw)).unwrap();
-        assert!(got.iter().zip(&again).all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert!(got
+            .iter()
+            .zip(&again)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        // A shared caller scratch: the full size, then one for only 3 splits, then one too
+        // small to split at all; all give the same gradient within tolerance.
+        let full = conv2d_backward_weight_scratch_len(
+            [c.n, c.cin, c.h, c.w],
+            [c.cout, c.cin, 3, 3],
+            1,
+            [1; 4],
+        );
+        assert_eq!(full, splits * c.w_len());
+        for len in [full, 3 * c.w_len() + 5, c.w_len()] {
+            let scratch = ctx.zeros(&[len]).unwrap();
+            ctx.write(&tw, &init).unwrap();
+            let mut p = Program::new();
+            conv2d_backward_weight_with_scratch(
+                &ctx,
+                &mut p,
+                &tx,
+                &td,
+                &tw,
+                1,
+                [1; 4],
+                -0.5,
+                true,
+                Some(&scratch),
+            )
+            .unwrap();
+            assert_eq!(p.len(), if len >= 2 * c.w_len() { 2 } else { 1 });
+            ctx.run(&p).unwrap();
+            let got = block_on(ctx.read(&tw)).unwrap();
+            assert_close(
+                &got,
+                &want,
+                2e-5 * ((c.n * ho * wo) as f64).sqrt(),
+                1e-5,
+                &format!("split-K dW, scratch {len}"),
+            );
+        }
     }
 
     #[test]

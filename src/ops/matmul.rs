@@ -292,8 +292,7 @@ pub(crate) mod tests {
                     if let Some(r) = res {
                         v += r[o] as f64;
                     }
-                    out[o] = v * args.out_scale as f64
-                        + if args.accumulate { out[o] } else { 0.0 };
+                    out[o] = v * args.out_scale as f64 + if args.accumulate { out[o] } else { 0.0 };
                 }
             }
         }

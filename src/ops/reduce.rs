@@ -220,7 +220,10 @@ mod tests {
             // Deterministic: the same result to the bit when run again.
             ctx.write(&out, &[0.75]).unwrap();
             ctx.run(&p).unwrap();
-            assert_eq!(block_on(ctx.read(&out)).unwrap()[0].to_bits(), got[0].to_bits());
+            assert_eq!(
+                block_on(ctx.read(&out)).unwrap()[0].to_bits(),
+                got[0].to_bits()
+            );
         }
     }
 
