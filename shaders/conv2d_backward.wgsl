@@ -6,8 +6,14 @@
 // conv2d_backward_input (the transposed convolution):
 //   dx[b, ci, iy, ix] = scale · Σ_{co, ky, kx} W[co, ci, ky, kx] · dout[b, co, oy, ox]
 //   with oy = (iy + pad_top - ky) / stride when that divides exactly and lies in [0, Ho).
-//   GEMM: M = Cin, N = batch·H·W, K = Cout·KH·KW; the B tile is gathered from dout. Input
-//   pixels that no output reads (stride 2 not covering the last row/column) get 0.
+//   Sub-pixel decomposition: the launcher records one dispatch per phase class
+//   (py, px) = ((iy + pad_top) mod stride, (ix + pad_left) mod stride). In a class only the
+//   taps ky = py + stride·ty, kx = px + stride·tx divide exactly, so no tap is wasted
+//   (stride 2, 3x3: 4 + 2 + 2 + 1 taps instead of 4 x 9), and oy = qy - ty with
+//   qy = (iy + pad_top - py) / stride, no division in the kernel.
+//   GEMM per class: M = Cin, N = batch · (class rows) · (class cols), K = Cout·taps_y·taps_x;
+//   the B tile is gathered from dout. Input pixels that no output reads (stride 2 not
+//   covering the last row/column) get 0 (a class with no taps writes 0).
 // conv2d_backward_weight:
 //   dW[co, (ci, ky, kx)] = scale · Σ_{b, oy, ox} dout[b, co, oy, ox] · x[b, ci, iy, ix]
 //   GEMM: M = Cout, N = Cin·KH·KW, K = batch·Ho·Wo. K is long and M·N small, so K is split
@@ -47,6 +53,20 @@ struct Params {
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
+    // Input gradient, phase class: first x row/col of the class, its rows/cols, its first
+    // tap (py, px), its taps per axis, and qy/qx of its first row/col.
+    y0: u32,
+    x0: u32,
+    hc: u32,
+    wc: u32,
+    ky0: u32,
+    kx0: u32,
+    taps_y: u32,
+    taps_x: u32,
+    qy0: u32,
+    qx0: u32,
+    _pad3: u32,
+    _pad4: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -62,10 +82,6 @@ struct Params {
 //      weight: dw (Cout, Cin, KH, KW), or partials (splits, Cout, Cin·KH·KW) when split
 //      reduce: dw (Cout, Cin, KH, KW)
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
-
-// The stride as a pipeline constant, so that the transposed conv's exact-division test is
-// a shift/mask instead of an integer division per tap.
-override STRIDE: u32 = 1u;
 
 const BM: u32 = 64u;
 const BN: u32 = 128u;
@@ -139,29 +155,32 @@ fn mac_tile(acc: ptr<function, array<vec4<f32>, 32>>, tx: u32, ty: u32) {
 
 // ---- input gradient -------------------------------------------------------------------
 
-fn dx_store1(ci: u32, col: u32, v: f32, inv_hw: f32) {
+fn dx_store1(ci: u32, col: u32, v: f32, inv_hwc: f32, inv_wc: f32) {
     if (col >= p.n) { return; }
-    let hw = p.h * p.w;
-    let b = div_small(col, hw, inv_hw);
-    let o = (b * p.cin + ci) * hw + (col - b * hw);
+    let hwc = p.hc * p.wc;
+    let b = div_small(col, hwc, inv_hwc);
+    let pix = col - b * hwc;
+    let yc = div_small(pix, p.wc, inv_wc);
+    let xc = pix - yc * p.wc;
+    let o = (b * p.cin + ci) * p.h * p.w + (p.y0 + p.stride * yc) * p.w + p.x0 + p.stride * xc;
     var old = 0.0;
     if ((p.flags & 1u) != 0u) { old = out[o]; }
     out[o] = v * p.scale + old;
 }
 
-fn dx_store_row(ci: u32, col: u32, v0: vec4<f32>, v1: vec4<f32>, inv_hw: f32) {
+fn dx_store_row(ci: u32, col: u32, v0: vec4<f32>, v1: vec4<f32>, inv_hwc: f32, inv_wc: f32) {
     if (ci >= p.m) { return; }
-    dx_store1(ci, col, v0.x, inv_hw);
-    dx_store1(ci, col + 1u, v0.y, inv_hw);
-    dx_store1(ci, col + 2u, v0.z, inv_hw);
-    dx_store1(ci, col + 3u, v0.w, inv_hw);
-    dx_store1(ci, col + 4u, v1.x, inv_hw);
-    dx_store1(ci, col + 5u, v1.y, inv_hw);
-    dx_store1(ci, col + 6u, v1.z, inv_hw);
-    dx_store1(ci, col + 7u, v1.w, inv_hw);
+    dx_store1(ci, col, v0.x, inv_hwc, inv_wc);
+    dx_store1(ci, col + 1u, v0.y, inv_hwc, inv_wc);
+    dx_store1(ci, col + 2u, v0.z, inv_hwc, inv_wc);
+    dx_store1(ci, col + 3u, v0.w, inv_hwc, inv_wc);
+    dx_store1(ci, col + 4u, v1.x, inv_hwc, inv_wc);
+    dx_store1(ci, col + 5u, v1.y, inv_hwc, inv_wc);
+    dx_store1(ci, col + 6u, v1.z, inv_hwc, inv_wc);
+    dx_store1(ci, col + 7u, v1.w, inv_hwc, inv_wc);
 }
 
-// Grid: x/y = the pixel tile (linear, see gpu::grid_1d), z = the Cin tile.
+// Grid: x/y = the pixel tile of the phase class (linear, see gpu::grid_1d), z = Cin tile.
 @compute @workgroup_size(8, 8)
 fn conv2d_backward_input(@builtin(workgroup_id) wg: vec3<u32>,
                          @builtin(num_workgroups) nwg: vec3<u32>,
@@ -177,26 +196,28 @@ fn conv2d_backward_input(@builtin(workgroup_id) wg: vec3<u32>,
     let bc = li % 32u;
     let br = li / 32u;
 
-    // The loader's four input pixels (b, iy, ix), fixed along K.
-    let hw_in = p.h * p.w;
+    // The loader's four class pixels (b, yc, xc), fixed along K, as (qy, qx): the output
+    // row/col that tap (ty, tx) = (0, 0) reads.
+    let hwc = p.hc * p.wc;
     let hw_out = p.ho * p.wo;
     let cols = vec4<u32>(n0 + 4u * bc) + vec4<u32>(0u, 1u, 2u, 3u);
     let col_ok = cols < vec4<u32>(p.n);
-    let cb = cols / vec4<u32>(hw_in);
-    let pix = cols - cb * vec4<u32>(hw_in);
-    let iy = pix / vec4<u32>(p.w);
-    let ix = pix - iy * vec4<u32>(p.w);
-    // Output row of tap ky: (iy + pad_top - ky) / stride.
-    let iyp = vec4<i32>(iy + vec4<u32>(p.pad_top));
-    let ixp = vec4<i32>(ix + vec4<u32>(p.pad_left));
+    let cb = cols / vec4<u32>(max(hwc, 1u));
+    let pix = cols - cb * vec4<u32>(hwc);
+    let yc = pix / vec4<u32>(max(p.wc, 1u));
+    let xc = pix - yc * vec4<u32>(p.wc);
+    let qy = vec4<i32>(yc + vec4<u32>(p.qy0));
+    let qx = vec4<i32>(xc + vec4<u32>(p.qx0));
     let dout_base = cb * vec4<u32>(p.cout * hw_out);
+    let taps = p.taps_y * p.taps_x;
+    let inv_taps = 1.0 / f32(max(taps, 1u));
+    let inv_tx = 1.0 / f32(max(p.taps_x, 1u));
+    let hoi = vec4<i32>(i32(p.ho));
+    let woi = vec4<i32>(i32(p.wo));
     let khw = p.kh * p.kw;
-    let inv_khw = 1.0 / f32(khw);
-    let inv_kw = 1.0 / f32(p.kw);
-    let hoi = vec4<u32>(p.ho);
-    let woi = vec4<u32>(p.wo);
 
-    // The loader's four weight rows (input channels): W[co, ci, r] at (co·Cin + ci)·KHW + r.
+    // The loader's four weight rows (input channels): W[co, ci, ky, kx] at
+    // (co·Cin + ci)·KHW + ky·KW + kx.
     let rows = vec4<u32>(m0 + 4u * lc) + vec4<u32>(0u, 1u, 2u, 3u);
     let row_ok = rows < vec4<u32>(p.m);
     let w_row = rows * vec4<u32>(khw);
@@ -209,29 +230,28 @@ fn conv2d_backward_input(@builtin(workgroup_id) wg: vec3<u32>,
         for (var j = 0u; j < 4u; j++) {
             let kk = lr + 4u * j;
             let k = k0 + kk;
-            let co = div_small(k, khw, inv_khw);
-            let r = k - co * khw;
+            let co = div_small(k, taps, inv_taps);
+            let r = k - co * taps;
+            let t_y = div_small(r, p.taps_x, inv_tx);
+            let t_x = r - t_y * p.taps_x;
+            let wr = (p.ky0 + p.stride * t_y) * p.kw + p.kx0 + p.stride * t_x;
             let wok = row_ok & vec4<bool>(k < p.k);
-            let wi4 = w_row + vec4<u32>(co * p.cin * khw + r);
+            let wi4 = w_row + vec4<u32>(co * p.cin * khw + wr);
             tile_a[kk * 16u + lc] = vec4<f32>(ld1(wi4.x, wok.x), ld1(wi4.y, wok.y),
                                               ld1(wi4.z, wok.z), ld1(wi4.w, wok.w));
         }
         for (var j = 0u; j < 8u; j++) {
             let kk = br + 2u * j;
             let k = k0 + kk;
-            let co = div_small(k, khw, inv_khw);
-            let r = k - co * khw;
-            let ky = div_small(r, p.kw, inv_kw);
-            let kx = r - ky * p.kw;
-            let ny = iyp - vec4<i32>(i32(ky));
-            let nx = ixp - vec4<i32>(i32(kx));
-            let uy = vec4<u32>(max(ny, vec4<i32>(0)));
-            let ux = vec4<u32>(max(nx, vec4<i32>(0)));
-            let oy = uy / STRIDE;
-            let ox = ux / STRIDE;
-            let ok = col_ok & vec4<bool>(k < p.k) & (ny >= vec4<i32>(0)) & (nx >= vec4<i32>(0))
-                & (oy * STRIDE == uy) & (ox * STRIDE == ux) & (oy < hoi) & (ox < woi);
-            let di = dout_base + vec4<u32>(co * hw_out) + oy * woi + ox;
+            let co = div_small(k, taps, inv_taps);
+            let r = k - co * taps;
+            let t_y = div_small(r, p.taps_x, inv_tx);
+            let t_x = r - t_y * p.taps_x;
+            let oy = qy - vec4<i32>(i32(t_y));
+            let ox = qx - vec4<i32>(i32(t_x));
+            let ok = col_ok & vec4<bool>(k < p.k) & (oy >= vec4<i32>(0)) & (oy < hoi)
+                & (ox >= vec4<i32>(0)) & (ox < woi);
+            let di = dout_base + vec4<u32>(co * hw_out) + vec4<u32>(oy * woi + ox);
             tile_b[kk * 32u + bc] = vec4<f32>(ld0(di.x, ok.x), ld0(di.y, ok.y),
                                               ld0(di.z, ok.z), ld0(di.w, ok.w));
         }
@@ -242,23 +262,24 @@ fn conv2d_backward_input(@builtin(workgroup_id) wg: vec3<u32>,
 
     let ci = m0 + 8u * ty;
     let n = n0 + 16u * tx;
-    let inv_hw = 1.0 / f32(hw_in);
-    dx_store_row(ci + 0u, n, acc[0], acc[1], inv_hw);
-    dx_store_row(ci + 0u, n + 8u, acc[2], acc[3], inv_hw);
-    dx_store_row(ci + 1u, n, acc[4], acc[5], inv_hw);
-    dx_store_row(ci + 1u, n + 8u, acc[6], acc[7], inv_hw);
-    dx_store_row(ci + 2u, n, acc[8], acc[9], inv_hw);
-    dx_store_row(ci + 2u, n + 8u, acc[10], acc[11], inv_hw);
-    dx_store_row(ci + 3u, n, acc[12], acc[13], inv_hw);
-    dx_store_row(ci + 3u, n + 8u, acc[14], acc[15], inv_hw);
-    dx_store_row(ci + 4u, n, acc[16], acc[17], inv_hw);
-    dx_store_row(ci + 4u, n + 8u, acc[18], acc[19], inv_hw);
-    dx_store_row(ci + 5u, n, acc[20], acc[21], inv_hw);
-    dx_store_row(ci + 5u, n + 8u, acc[22], acc[23], inv_hw);
-    dx_store_row(ci + 6u, n, acc[24], acc[25], inv_hw);
-    dx_store_row(ci + 6u, n + 8u, acc[26], acc[27], inv_hw);
-    dx_store_row(ci + 7u, n, acc[28], acc[29], inv_hw);
-    dx_store_row(ci + 7u, n + 8u, acc[30], acc[31], inv_hw);
+    let inv_hwc = 1.0 / f32(max(hwc, 1u));
+    let inv_wc = 1.0 / f32(max(p.wc, 1u));
+    dx_store_row(ci + 0u, n, acc[0], acc[1], inv_hwc, inv_wc);
+    dx_store_row(ci + 0u, n + 8u, acc[2], acc[3], inv_hwc, inv_wc);
+    dx_store_row(ci + 1u, n, acc[4], acc[5], inv_hwc, inv_wc);
+    dx_store_row(ci + 1u, n + 8u, acc[6], acc[7], inv_hwc, inv_wc);
+    dx_store_row(ci + 2u, n, acc[8], acc[9], inv_hwc, inv_wc);
+    dx_store_row(ci + 2u, n + 8u, acc[10], acc[11], inv_hwc, inv_wc);
+    dx_store_row(ci + 3u, n, acc[12], acc[13], inv_hwc, inv_wc);
+    dx_store_row(ci + 3u, n + 8u, acc[14], acc[15], inv_hwc, inv_wc);
+    dx_store_row(ci + 4u, n, acc[16], acc[17], inv_hwc, inv_wc);
+    dx_store_row(ci + 4u, n + 8u, acc[18], acc[19], inv_hwc, inv_wc);
+    dx_store_row(ci + 5u, n, acc[20], acc[21], inv_hwc, inv_wc);
+    dx_store_row(ci + 5u, n + 8u, acc[22], acc[23], inv_hwc, inv_wc);
+    dx_store_row(ci + 6u, n, acc[24], acc[25], inv_hwc, inv_wc);
+    dx_store_row(ci + 6u, n + 8u, acc[26], acc[27], inv_hwc, inv_wc);
+    dx_store_row(ci + 7u, n, acc[28], acc[29], inv_hwc, inv_wc);
+    dx_store_row(ci + 7u, n + 8u, acc[30], acc[31], inv_hwc, inv_wc);
 }
 
 // ---- weight gradient ------------------------------------------------------------------

@@ -39,6 +39,18 @@ struct BwdParams {
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
+    y0: u32,
+    x0: u32,
+    hc: u32,
+    wc: u32,
+    ky0: u32,
+    kx0: u32,
+    taps_y: u32,
+    taps_x: u32,
+    qy0: u32,
+    qx0: u32,
+    _pad3: u32,
+    _pad4: u32,
 }
 
 /// Output tile of one workgroup (see the shader) and its K step.
@@ -128,9 +140,7 @@ fn params(
         flags,
         splits: splits as u32,
         scale,
-        _pad0: 0,
-        _pad1: 0,
-        _pad2: 0,
+        ..bytemuck::Zeroable::zeroed()
     }
 }
 
@@ -150,7 +160,8 @@ fn distinct(out: &Tensor, out_what: &str, inputs: &[(&Tensor, &str)], what: &str
 /// the transposed convolution of `dout · scale` with `weight`. dout (N, Cout, Ho, Wo),
 /// weight (Cout, Cin, KH, KW), dx (N, Cin, H, W); padding is [top, left, bottom, right] as
 /// in the forward. Input pixels no output reads (a stride-2 window not reaching the last
-/// row/column) get gradient 0. With `accumulate`, dx += the gradient.
+/// row/column) get gradient 0. With `accumulate`, dx += the gradient. Records stride²
+/// dispatches (one per sub-pixel phase class, so stride 2 wastes no zero taps).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_input(
     ctx: &GpuContext,
@@ -169,44 +180,84 @@ pub fn conv2d_backward_input(
     distinct(dx, "dx", &[(dout, "dout"), (weight, "weight")], what)?;
     let [n, cin, h, w] = x_shape;
     let [cout, kh, kw] = ck;
-    let (m, ncols, k) = (cin, n * h * w, cout * kh * kw);
-    if m == 0 || ncols == 0 {
+    let m = cin;
+    if m == 0 || n * h * w == 0 {
         return Ok(());
     }
-    let n_tiles = ncols.div_ceil(TILE_N);
     let m_tiles = m.div_ceil(TILE_M);
     if m_tiles > MAX_WORKGROUPS_PER_DIM as usize {
         return Err(Error::shape(format!(
             "{what}: {cin} input channels is more than one dispatch can launch"
         )));
     }
-    let [gx, gy, _] = grid_1d(n_tiles as u64)?;
-    let p = params(
-        x_shape,
-        ck,
-        (ho, wo),
-        stride,
-        padding,
-        [m, ncols, k],
-        [m_tiles, n_tiles],
-        0,
-        accumulate as u32,
-        1,
-        scale,
-    );
-    ctx.record(
-        program,
-        DispatchDesc {
-            label: what,
-            shader: &CONV2D_BACKWARD,
-            entry: "conv2d_backward_input",
-            constants: &[("STRIDE", stride as f64)],
-            params: Params::Static(bytemuck::bytes_of(&p)),
-            inputs: &[&dout.buffer, &weight.buffer],
-            outputs: &[&dx.buffer],
-            workgroups: [gx, gy, m_tiles as u32],
-        },
-    )
+    // One dispatch per phase class (see the shader): x rows iy with (iy + pad_top) mod
+    // stride = py see only the taps ky = py, py + stride, ...
+    let s = stride;
+    let class = |py: usize, pad: usize, size: usize, ksize: usize| {
+        let first = (py + s - pad % s) % s;
+        let count = if first < size {
+            (size - first).div_ceil(s)
+        } else {
+            0
+        };
+        let taps = if py < ksize {
+            (ksize - py).div_ceil(s)
+        } else {
+            0
+        };
+        (first, count, taps, (first + pad - py) / s)
+    };
+    for py in 0..s {
+        let (y0, hc, taps_y, qy0) = class(py, padding[0], h, kh);
+        for px in 0..s {
+            let (x0, wc, taps_x, qx0) = class(px, padding[1], w, kw);
+            let (ncols, k) = (n * hc * wc, cout * taps_y * taps_x);
+            if ncols == 0 {
+                continue;
+            }
+            let n_tiles = ncols.div_ceil(TILE_N);
+            let [gx, gy, _] = grid_1d(n_tiles as u64)?;
+            let p = BwdParams {
+                y0: y0 as u32,
+                x0: x0 as u32,
+                hc: hc as u32,
+                wc: wc as u32,
+                ky0: py as u32,
+                kx0: px as u32,
+                taps_y: taps_y as u32,
+                taps_x: taps_x as u32,
+                qy0: qy0 as u32,
+                qx0: qx0 as u32,
+                ..params(
+                    x_shape,
+                    ck,
+                    (ho, wo),
+                    stride,
+                    padding,
+                    [m, ncols, k],
+                    [m_tiles, n_tiles],
+                    0,
+                    accumulate as u32,
+                    1,
+                    scale,
+                )
+            };
+            ctx.record(
+                program,
+                DispatchDesc {
+                    label: what,
+                    shader: &CONV2D_BACKWARD,
+                    entry: "conv2d_backward_input",
+                    constants: &[],
+                    params: Params::Static(bytemuck::bytes_of(&p)),
+                    inputs: &[&dout.buffer, &weight.buffer],
+                    outputs: &[&dx.buffer],
+                    workgroups: [gx, gy, m_tiles as u32],
+                },
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// How many K splits the weight gradient uses for a (m × n) output and K = `k`, with room
@@ -685,6 +736,9 @@ mod tests {
         run_case(&ctx, case(2, 5, 3, (7, 7), 3, 2, [0, 0, 1, 1]), 12, false);
         run_case(&ctx, case(1, 3, 33, (28, 28), 3, 2, [0, 0, 1, 1]), 13, true);
         run_case(&ctx, case(2, 3, 5, (6, 9), 3, 2, [0; 4]), 14, false);
+        // Even size with padding 1 on every side, and a stride of 3.
+        run_case(&ctx, case(1, 3, 5, (8, 8), 3, 2, [1; 4]), 15, true);
+        run_case(&ctx, case(2, 3, 4, (10, 11), 3, 3, [1, 2, 0, 1]), 16, false);
     }
 
     #[test]
@@ -692,6 +746,8 @@ mod tests {
         let ctx = ctx();
         run_case(&ctx, case(2, 33, 5, (7, 7), 1, 1, [0; 4]), 20, false);
         run_case(&ctx, case(3, 5, 70, (14, 14), 1, 1, [0; 4]), 21, true);
+        // 1x1 with stride 2: three of the four phase classes have no taps (gradient 0).
+        run_case(&ctx, case(2, 5, 3, (7, 8), 1, 2, [0; 4]), 22, false);
     }
 
     /// The weight gradient with a long K (split over many chunks, then reduced): compared
