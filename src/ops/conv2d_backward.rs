@@ -875,7 +875,20 @@ mod tests {
         conv2d_backward_input(&ctx, &mut pi, &dout, &w, &dx, 1, [1; 4], 1.0, false).unwrap();
         let mut pw = Program::new();
         conv2d_backward_weight(&ctx, &mut pw, &x, &dout, &dw, 1, [1; 4], 1.0, false).unwrap();
-        for (name, p) in [("input", &pi), ("weight", &pw)] {
+        // The Downsample2D shape: stride 2, 32x32 -> 16x16 (a quarter of the FLOPs).
+        let dout2 = ctx
+            .upload(&random(n * c * 16 * 16, 4), &[n, c, 16, 16])
+            .unwrap();
+        let mut pi2 = Program::new();
+        conv2d_backward_input(&ctx, &mut pi2, &dout2, &w, &dx, 2, [1; 4], 1.0, false).unwrap();
+        let mut pw2 = Program::new();
+        conv2d_backward_weight(&ctx, &mut pw2, &x, &dout2, &dw, 2, [1; 4], 1.0, false).unwrap();
+        for (name, p, gflop) in [
+            ("input", &pi, gflop),
+            ("weight", &pw, gflop),
+            ("input stride 2", &pi2, gflop / 4.0),
+            ("weight stride 2", &pw2, gflop / 4.0),
+        ] {
             let wall = crate::ops::matmul::tests::time_program(&ctx, p, reps);
             println!(
                 "conv2d_backward_{name} N={n} {c}->{c} {hw}x{hw} 3x3 on {}: best {:.2} ms wall, \
