@@ -796,9 +796,17 @@ mod tests {
             [1; 4],
         );
         assert_eq!(full, splits * c.w_len());
-        for len in [full, 3 * c.w_len() + 5, c.w_len()] {
+        // Accumulating, and not (dw starts as NaN: every element must be overwritten).
+        let nan = vec![f32::NAN; c.w_len()];
+        let dw64 = dw.clone();
+        for (len, acc) in [
+            (full, true),
+            (full, false),
+            (3 * c.w_len() + 5, true),
+            (c.w_len(), false),
+        ] {
             let scratch = ctx.zeros(&[len]).unwrap();
-            ctx.write(&tw, &init).unwrap();
+            ctx.write(&tw, if acc { &init } else { &nan }).unwrap();
             let mut p = Program::new();
             conv2d_backward_weight_with_scratch(
                 &ctx,
@@ -809,7 +817,7 @@ mod tests {
                 1,
                 [1; 4],
                 -0.5,
-                true,
+                acc,
                 Some(&scratch),
             )
             .unwrap();
@@ -818,10 +826,10 @@ mod tests {
             let got = block_on(ctx.read(&tw)).unwrap();
             assert_close(
                 &got,
-                &want,
+                if acc { &want } else { &dw64 },
                 2e-5 * ((c.n * ho * wo) as f64).sqrt(),
                 1e-5,
-                &format!("split-K dW, scratch {len}"),
+                &format!("split-K dW, scratch {len}, accumulate {acc}"),
             );
         }
     }
