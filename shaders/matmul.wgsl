@@ -1,5 +1,5 @@
 // Batched strided GEMM: out[b, m, n] = (alpha * sum_k A[b, m, k] B[b, k, n] + bias + residual)
-// * out_scale, f32 accumulate. Every operand is addressed through element strides, so
+// * out_scale (+ the old out[b, m, n] when accumulating gradients), f32 accumulate. Every operand is addressed through element strides, so
 // transposed views (attention's Q^T, NCHW 1x1 projections) need no copies.
 //
 // Tiling: a workgroup of 8x8 threads computes a 64x128 output tile; each thread holds an 8x16
@@ -26,7 +26,8 @@ struct Params {
     b_sb: u32,
     b_sk: u32,
     b_sn: u32,
-    // bit 0: bias present; bit 1: bias is indexed by n (else by m); bit 2: residual present.
+    // bit 0: bias present; bit 1: bias is indexed by n (else by m); bit 2: residual present;
+    // bit 3: accumulate (out += result, for gradients of tensors consumed twice).
     flags: u32,
     o_sb: u32,
     o_sm: u32,
@@ -47,7 +48,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 // residual: addressed like out; any buffer when absent
 @group(0) @binding(4) var<storage, read> residual: array<f32>;
-// out: out[b, m, n] at b*o_sb + m*o_sm + n*o_sn
+// out: out[b, m, n] at b*o_sb + m*o_sm + n*o_sn (read too when accumulating)
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
 const BM: u32 = 64u;
@@ -84,7 +85,9 @@ fn store1(ob: u32, m: u32, n: u32, v: f32) {
         if ((p.flags & 2u) != 0u) { r += bias[n]; } else { r += bias[m]; }
     }
     if ((p.flags & 4u) != 0u) { r += residual[o]; }
-    out[o] = r * p.out_scale;
+    var old = 0.0;
+    if ((p.flags & 8u) != 0u) { old = out[o]; }
+    out[o] = r * p.out_scale + old;
 }
 
 // Row m, columns n .. n+8 of the thread's register tile.

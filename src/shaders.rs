@@ -28,6 +28,8 @@ shaders! {
     CONV2D => "conv2d",
     OPTIM => "optim",
     LOSS => "loss",
+    CONV2D_BACKWARD => "conv2d_backward",
+    REDUCE => "reduce",
     SOFTMAX => "softmax",
     ELEMENTWISE_BACKWARD => "elementwise_backward",
     GROUP_NORM_BACKWARD => "group_norm_backward",

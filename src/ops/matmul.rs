@@ -17,7 +17,8 @@ pub enum BiasAlong {
     N,
 }
 
-/// out[b, m, n] = (alpha · Σ_k A[b, m, k] B[b, k, n] + bias + residual) · out_scale.
+/// out[b, m, n] = (alpha · Σ_k A[b, m, k] B[b, k, n] + bias + residual) · out_scale
+/// (+ the old out[b, m, n] when `accumulate`).
 #[derive(Clone, Copy)]
 pub struct MatmulArgs<'a> {
     pub a: &'a Tensor,
@@ -40,6 +41,8 @@ pub struct MatmulArgs<'a> {
     pub out_strides: [usize; 3],
     pub alpha: f32,
     pub out_scale: f32,
+    /// out += result instead of out = result: gradients of a tensor consumed twice sum.
+    pub accumulate: bool,
 }
 
 #[repr(C)]
@@ -92,7 +95,7 @@ fn check_extent(t: &Tensor, dims: [usize; 3], strides: [usize; 3], what: &str) -
     }
 }
 
-/// Record `out = (alpha · A·B + bias + residual) · out_scale` for every batch entry.
+/// Record `out = (alpha · A·B + bias + residual) · out_scale (+ out)` for every batch entry.
 pub fn matmul(ctx: &GpuContext, program: &mut Program, args: &MatmulArgs) -> Result<()> {
     let &MatmulArgs { batch, m, n, k, .. } = args;
     check_extent(args.a, [batch, m, k], args.a_strides, "A")?;
@@ -145,7 +148,8 @@ pub fn matmul(ctx: &GpuContext, program: &mut Program, args: &MatmulArgs) -> Res
         } else {
             0
         }
-        | args.residual.map_or(0, |_| 4);
+        | args.residual.map_or(0, |_| 4)
+        | if args.accumulate { 8 } else { 0 };
     let params = MatmulParams {
         m: u32_of(m, "m")?,
         n: u32_of(n, "n")?,
@@ -239,6 +243,7 @@ pub fn linear(
             out_strides: [0, n, 1],
             alpha: 1.0,
             out_scale: 1.0,
+            accumulate: false,
         },
     )
 }
@@ -287,7 +292,7 @@ pub(crate) mod tests {
                     if let Some(r) = res {
                         v += r[o] as f64;
                     }
-                    out[o] = v * args.out_scale as f64;
+                    out[o] = v * args.out_scale as f64 + if args.accumulate { out[o] } else { 0.0 };
                 }
             }
         }
@@ -312,6 +317,7 @@ pub(crate) mod tests {
         residual: bool,
         alpha: f32,
         out_scale: f32,
+        accumulate: bool,
     }
 
     fn run_case(ctx: &GpuContext, c: &Case, seed: u64, what: &str) {
@@ -351,6 +357,7 @@ pub(crate) mod tests {
             out_strides: c.out_strides,
             alpha: c.alpha,
             out_scale: c.out_scale,
+            accumulate: c.accumulate,
         };
         let mut p = Program::new();
         matmul(ctx, &mut p, &args).unwrap();
@@ -394,6 +401,7 @@ pub(crate) mod tests {
                     residual: false,
                     alpha: 1.0,
                     out_scale: 1.0,
+                    accumulate: false,
                 },
                 10 * i as u64,
                 &format!("matmul {m}x{n}x{k}"),
@@ -420,6 +428,7 @@ pub(crate) mod tests {
                 residual: false,
                 alpha: 0.125,
                 out_scale: 1.0,
+                accumulate: false,
             },
             100,
             "scores (transposed A)",
@@ -439,6 +448,7 @@ pub(crate) mod tests {
                 residual: true,
                 alpha: 1.0,
                 out_scale: 0.5,
+                accumulate: false,
             },
             200,
             "transposed out, bias M, residual",
@@ -458,9 +468,10 @@ pub(crate) mod tests {
                 residual: true,
                 alpha: -2.0,
                 out_scale: 1.0,
+                accumulate: true,
             },
             300,
-            "bias N, transposed B, broadcast A",
+            "bias N, transposed B, broadcast A, accumulate",
         );
     }
 
@@ -519,6 +530,7 @@ pub(crate) mod tests {
             out_strides: [0, 6, 1],
             alpha: 1.0,
             out_scale: 1.0,
+            accumulate: false,
         };
         assert!(matches!(matmul(&ctx, &mut p, &args), Err(Error::Shape(_))));
         assert!(matches!(
@@ -579,6 +591,7 @@ pub(crate) mod tests {
             out_strides: [0, s, 1],
             alpha: 1.0,
             out_scale: 1.0,
+            accumulate: false,
         };
         matmul(&ctx, &mut p, &args).unwrap();
         let wall = time_program(

@@ -3,6 +3,7 @@
 
 pub mod conv2d;
 pub mod dropout;
+pub mod conv2d_backward;
 pub mod elementwise;
 pub mod elementwise_backward;
 pub mod embedding;
@@ -13,6 +14,7 @@ pub mod group_norm_backward;
 pub mod matmul;
 pub mod noise;
 pub mod optim;
+pub mod reduce;
 pub mod sampler;
 pub mod softmax;
 pub mod softmax_backward;

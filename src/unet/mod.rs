@@ -383,6 +383,7 @@ impl Builder<'_> {
                 out_strides: [hw * hw, hw, 1],
                 alpha: (1.0 / (d as f64).sqrt()) as f32,
                 out_scale: 1.0,
+                accumulate: false,
             },
         )?;
         self.flops += 2 * (bh * hw * hw * d) as u64;
@@ -409,6 +410,7 @@ impl Builder<'_> {
                 out_strides: [d * hw, 1, hw],
                 alpha: 1.0,
                 out_scale: 1.0,
+                accumulate: false,
             },
         )?;
         self.flops += 2 * (bh * hw * hw * d) as u64;
@@ -459,6 +461,7 @@ impl Builder<'_> {
                 out_strides: [cout * hw, hw, 1],
                 alpha: 1.0,
                 out_scale,
+                accumulate: false,
             },
         )?;
         self.flops += 2 * (n * cout * hw * c) as u64;

@@ -1,0 +1,428 @@
+// Gradients of the 2-D convolution out = conv2d(x, W, stride, padding) · scale, as implicit
+// GEMMs tiled exactly like the forward (shaders/conv2d.wgsl): 8x8 threads, 64x128 output
+// tile, 8x16 register tile per thread, K step 16 staged as vec4s in workgroup memory, all
+// loads clamped and masked (select, not branches), so any size works.
+//
+// conv2d_backward_input (the transposed convolution):
+//   dx[b, ci, iy, ix] = scale · Σ_{co, ky, kx} W[co, ci, ky, kx] · dout[b, co, oy, ox]
+//   with oy = (iy + pad_top - ky) / stride when that divides exactly and lies in [0, Ho).
+//   Sub-pixel decomposition: the launcher records one dispatch per phase class
+//   (py, px) = ((iy + pad_top) mod stride, (ix + pad_left) mod stride). In a class only the
+//   taps ky = py + stride·ty, kx = px + stride·tx divide exactly, so no tap is wasted
+//   (stride 2, 3x3: 4 + 2 + 2 + 1 taps instead of 4 x 9), and oy = qy - ty with
+//   qy = (iy + pad_top - py) / stride, no division in the kernel.
+//   GEMM per class: M = Cin, N = batch · (class rows) · (class cols), K = Cout·taps_y·taps_x;
+//   the B tile is gathered from dout. Input pixels that no output reads (stride 2 not
+//   covering the last row/column) get 0 (a class with no taps writes 0).
+// conv2d_backward_weight:
+//   dW[co, (ci, ky, kx)] = scale · Σ_{b, oy, ox} dout[b, co, oy, ox] · x[b, ci, iy, ix]
+//   GEMM: M = Cout, N = Cin·KH·KW, K = batch·Ho·Wo. K is long and M·N small, so K is split
+//   into `splits` chunks (grid z = split · m_tiles + m tile); each chunk writes its raw
+//   partial sums to a scratch buffer and conv2d_backward_weight_reduce adds them in a fixed
+//   order: deterministic, no float atomics. With one chunk the epilogue writes dW directly.
+//
+// Bindings are shared by the entry points (one layout: uniform, two inputs, one output);
+// what each holds is listed per entry point.
+
+struct Params {
+    batch: u32,
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    ho: u32,
+    wo: u32,
+    kh: u32,
+    kw: u32,
+    stride: u32,
+    pad_top: u32,
+    pad_left: u32,
+    // GEMM sizes (see above).
+    m: u32,
+    n: u32,
+    k: u32,
+    n_tiles: u32,
+    m_tiles: u32,
+    // K elements per split (a multiple of 16); the weight gradient only.
+    k_chunk: u32,
+    // bit 0: accumulate (out += result); bit 1: write raw partial sums (split K).
+    flags: u32,
+    // Number of K splits (conv2d_backward_weight_reduce).
+    splits: u32,
+    scale: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+    // Input gradient, phase class: first x row/col of the class, its rows/cols, its first
+    // tap (py, px), its taps per axis, and qy/qx of its first row/col.
+    y0: u32,
+    x0: u32,
+    hc: u32,
+    wc: u32,
+    ky0: u32,
+    kx0: u32,
+    taps_y: u32,
+    taps_x: u32,
+    qy0: u32,
+    qx0: u32,
+    _pad3: u32,
+    _pad4: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+// in0: input:  dout (N, Cout, Ho, Wo)
+//      weight: x (N, Cin, H, W)
+//      reduce: partials (splits, Cout, Cin·KH·KW)
+@group(0) @binding(1) var<storage, read> in0: array<f32>;
+// in1: input:  weight (Cout, Cin, KH, KW)
+//      weight: dout (N, Cout, Ho, Wo)
+//      reduce: unused (any buffer)
+@group(0) @binding(2) var<storage, read> in1: array<f32>;
+// out: input:  dx (N, Cin, H, W)
+//      weight: dw (Cout, Cin, KH, KW), or partials (splits, Cout, Cin·KH·KW) when split
+//      reduce: dw (Cout, Cin, KH, KW)
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+const BM: u32 = 64u;
+const BN: u32 = 128u;
+const BK: u32 = 16u;
+
+// [BK][BM / 4] and [BK][BN / 4]
+var<workgroup> tile_a: array<vec4<f32>, 256>;
+var<workgroup> tile_b: array<vec4<f32>, 512>;
+
+// floor(k / d) for k < 2^24 without an integer division (see conv2d.wgsl).
+fn div_small(k: u32, d: u32, inv_d: f32) -> u32 {
+    var q = u32(f32(k) * inv_d);
+    q = select(q, q - 1u, q * d > k);
+    q = select(q, q + 1u, (q + 1u) * d <= k);
+    return q;
+}
+
+fn ld0(i: u32, ok: bool) -> f32 {
+    return select(0.0, in0[select(0u, i, ok)], ok);
+}
+
+fn ld1(i: u32, ok: bool) -> f32 {
+    return select(0.0, in1[select(0u, i, ok)], ok);
+}
+
+// One K step of the register-tiled product from the staged tiles: thread (tx, ty) owns rows
+// 8 ty .. +8 and columns 16 tx .. +16 of the workgroup's tile. Constant indices only, so the
+// accumulators stay in registers.
+fn mac_tile(acc: ptr<function, array<vec4<f32>, 32>>, tx: u32, ty: u32) {
+    for (var kk = 0u; kk < BK; kk++) {
+        let a0 = tile_a[kk * 16u + 2u * ty];
+        let a1 = tile_a[kk * 16u + 2u * ty + 1u];
+        let b0 = tile_b[kk * 32u + 4u * tx];
+        let b1 = tile_b[kk * 32u + 4u * tx + 1u];
+        let b2 = tile_b[kk * 32u + 4u * tx + 2u];
+        let b3 = tile_b[kk * 32u + 4u * tx + 3u];
+        (*acc)[0] += a0.x * b0;
+        (*acc)[1] += a0.x * b1;
+        (*acc)[2] += a0.x * b2;
+        (*acc)[3] += a0.x * b3;
+        (*acc)[4] += a0.y * b0;
+        (*acc)[5] += a0.y * b1;
+        (*acc)[6] += a0.y * b2;
+        (*acc)[7] += a0.y * b3;
+        (*acc)[8] += a0.z * b0;
+        (*acc)[9] += a0.z * b1;
+        (*acc)[10] += a0.z * b2;
+        (*acc)[11] += a0.z * b3;
+        (*acc)[12] += a0.w * b0;
+        (*acc)[13] += a0.w * b1;
+        (*acc)[14] += a0.w * b2;
+        (*acc)[15] += a0.w * b3;
+        (*acc)[16] += a1.x * b0;
+        (*acc)[17] += a1.x * b1;
+        (*acc)[18] += a1.x * b2;
+        (*acc)[19] += a1.x * b3;
+        (*acc)[20] += a1.y * b0;
+        (*acc)[21] += a1.y * b1;
+        (*acc)[22] += a1.y * b2;
+        (*acc)[23] += a1.y * b3;
+        (*acc)[24] += a1.z * b0;
+        (*acc)[25] += a1.z * b1;
+        (*acc)[26] += a1.z * b2;
+        (*acc)[27] += a1.z * b3;
+        (*acc)[28] += a1.w * b0;
+        (*acc)[29] += a1.w * b1;
+        (*acc)[30] += a1.w * b2;
+        (*acc)[31] += a1.w * b3;
+    }
+}
+
+// ---- input gradient -------------------------------------------------------------------
+
+fn dx_store1(ci: u32, col: u32, v: f32, inv_hwc: f32, inv_wc: f32) {
+    if (col >= p.n) { return; }
+    let hwc = p.hc * p.wc;
+    let b = div_small(col, hwc, inv_hwc);
+    let pix = col - b * hwc;
+    let yc = div_small(pix, p.wc, inv_wc);
+    let xc = pix - yc * p.wc;
+    let o = (b * p.cin + ci) * p.h * p.w + (p.y0 + p.stride * yc) * p.w + p.x0 + p.stride * xc;
+    var old = 0.0;
+    if ((p.flags & 1u) != 0u) { old = out[o]; }
+    out[o] = v * p.scale + old;
+}
+
+fn dx_store_row(ci: u32, col: u32, v0: vec4<f32>, v1: vec4<f32>, inv_hwc: f32, inv_wc: f32) {
+    if (ci >= p.m) { return; }
+    dx_store1(ci, col, v0.x, inv_hwc, inv_wc);
+    dx_store1(ci, col + 1u, v0.y, inv_hwc, inv_wc);
+    dx_store1(ci, col + 2u, v0.z, inv_hwc, inv_wc);
+    dx_store1(ci, col + 3u, v0.w, inv_hwc, inv_wc);
+    dx_store1(ci, col + 4u, v1.x, inv_hwc, inv_wc);
+    dx_store1(ci, col + 5u, v1.y, inv_hwc, inv_wc);
+    dx_store1(ci, col + 6u, v1.z, inv_hwc, inv_wc);
+    dx_store1(ci, col + 7u, v1.w, inv_hwc, inv_wc);
+}
+
+// Grid: x/y = the pixel tile of the phase class (linear, see gpu::grid_1d), z = Cin tile.
+@compute @workgroup_size(8, 8)
+fn conv2d_backward_input(@builtin(workgroup_id) wg: vec3<u32>,
+                         @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_id) lid: vec3<u32>,
+                         @builtin(local_invocation_index) li: u32) {
+    let n_tile = wg.x + wg.y * nwg.x;
+    // Uniform across the workgroup, so returning before the barriers is allowed.
+    if (n_tile >= p.n_tiles) { return; }
+    let m0 = wg.z * BM;
+    let n0 = n_tile * BN;
+    let lc = li % 16u;
+    let lr = li / 16u;
+    let bc = li % 32u;
+    let br = li / 32u;
+
+    // The loader's four class pixels (b, yc, xc), fixed along K, as (qy, qx): the output
+    // row/col that tap (ty, tx) = (0, 0) reads.
+    let hwc = p.hc * p.wc;
+    let hw_out = p.ho * p.wo;
+    let cols = vec4<u32>(n0 + 4u * bc) + vec4<u32>(0u, 1u, 2u, 3u);
+    let col_ok = cols < vec4<u32>(p.n);
+    let cb = cols / vec4<u32>(max(hwc, 1u));
+    let pix = cols - cb * vec4<u32>(hwc);
+    let yc = pix / vec4<u32>(max(p.wc, 1u));
+    let xc = pix - yc * vec4<u32>(p.wc);
+    let qy = vec4<i32>(yc + vec4<u32>(p.qy0));
+    let qx = vec4<i32>(xc + vec4<u32>(p.qx0));
+    let dout_base = cb * vec4<u32>(p.cout * hw_out);
+    let taps = p.taps_y * p.taps_x;
+    let inv_taps = 1.0 / f32(max(taps, 1u));
+    let inv_tx = 1.0 / f32(max(p.taps_x, 1u));
+    let hoi = vec4<i32>(i32(p.ho));
+    let woi = vec4<i32>(i32(p.wo));
+    let khw = p.kh * p.kw;
+
+    // The loader's four weight rows (input channels): W[co, ci, ky, kx] at
+    // (co·Cin + ci)·KHW + ky·KW + kx.
+    let rows = vec4<u32>(m0 + 4u * lc) + vec4<u32>(0u, 1u, 2u, 3u);
+    let row_ok = rows < vec4<u32>(p.m);
+    let w_row = rows * vec4<u32>(khw);
+
+    let tx = lid.x;
+    let ty = lid.y;
+    var acc: array<vec4<f32>, 32>;
+
+    for (var k0 = 0u; k0 < p.k; k0 += BK) {
+        for (var j = 0u; j < 4u; j++) {
+            let kk = lr + 4u * j;
+            let k = k0 + kk;
+            let co = div_small(k, taps, inv_taps);
+            let r = k - co * taps;
+            let t_y = div_small(r, p.taps_x, inv_tx);
+            let t_x = r - t_y * p.taps_x;
+            let wr = (p.ky0 + p.stride * t_y) * p.kw + p.kx0 + p.stride * t_x;
+            let wok = row_ok & vec4<bool>(k < p.k);
+            let wi4 = w_row + vec4<u32>(co * p.cin * khw + wr);
+            tile_a[kk * 16u + lc] = vec4<f32>(ld1(wi4.x, wok.x), ld1(wi4.y, wok.y),
+                                              ld1(wi4.z, wok.z), ld1(wi4.w, wok.w));
+        }
+        for (var j = 0u; j < 8u; j++) {
+            let kk = br + 2u * j;
+            let k = k0 + kk;
+            let co = div_small(k, taps, inv_taps);
+            let r = k - co * taps;
+            let t_y = div_small(r, p.taps_x, inv_tx);
+            let t_x = r - t_y * p.taps_x;
+            let oy = qy - vec4<i32>(i32(t_y));
+            let ox = qx - vec4<i32>(i32(t_x));
+            let ok = col_ok & vec4<bool>(k < p.k) & (oy >= vec4<i32>(0)) & (oy < hoi)
+                & (ox >= vec4<i32>(0)) & (ox < woi);
+            let di = dout_base + vec4<u32>(co * hw_out) + vec4<u32>(oy * woi + ox);
+            tile_b[kk * 32u + bc] = vec4<f32>(ld0(di.x, ok.x), ld0(di.y, ok.y),
+                                              ld0(di.z, ok.z), ld0(di.w, ok.w));
+        }
+        workgroupBarrier();
+        mac_tile(&acc, tx, ty);
+        workgroupBarrier();
+    }
+
+    let ci = m0 + 8u * ty;
+    let n = n0 + 16u * tx;
+    let inv_hwc = 1.0 / f32(max(hwc, 1u));
+    let inv_wc = 1.0 / f32(max(p.wc, 1u));
+    dx_store_row(ci + 0u, n, acc[0], acc[1], inv_hwc, inv_wc);
+    dx_store_row(ci + 0u, n + 8u, acc[2], acc[3], inv_hwc, inv_wc);
+    dx_store_row(ci + 1u, n, acc[4], acc[5], inv_hwc, inv_wc);
+    dx_store_row(ci + 1u, n + 8u, acc[6], acc[7], inv_hwc, inv_wc);
+    dx_store_row(ci + 2u, n, acc[8], acc[9], inv_hwc, inv_wc);
+    dx_store_row(ci + 2u, n + 8u, acc[10], acc[11], inv_hwc, inv_wc);
+    dx_store_row(ci + 3u, n, acc[12], acc[13], inv_hwc, inv_wc);
+    dx_store_row(ci + 3u, n + 8u, acc[14], acc[15], inv_hwc, inv_wc);
+    dx_store_row(ci + 4u, n, acc[16], acc[17], inv_hwc, inv_wc);
+    dx_store_row(ci + 4u, n + 8u, acc[18], acc[19], inv_hwc, inv_wc);
+    dx_store_row(ci + 5u, n, acc[20], acc[21], inv_hwc, inv_wc);
+    dx_store_row(ci + 5u, n + 8u, acc[22], acc[23], inv_hwc, inv_wc);
+    dx_store_row(ci + 6u, n, acc[24], acc[25], inv_hwc, inv_wc);
+    dx_store_row(ci + 6u, n + 8u, acc[26], acc[27], inv_hwc, inv_wc);
+    dx_store_row(ci + 7u, n, acc[28], acc[29], inv_hwc, inv_wc);
+    dx_store_row(ci + 7u, n + 8u, acc[30], acc[31], inv_hwc, inv_wc);
+}
+
+// ---- weight gradient ------------------------------------------------------------------
+
+fn dw_store1(ob: u32, co: u32, col: u32, v: f32) {
+    if (col >= p.n) { return; }
+    let o = co * p.n + col;
+    if ((p.flags & 2u) != 0u) {
+        // Raw partial sum of this K split; the reduce pass scales and accumulates.
+        out[ob + o] = v;
+        return;
+    }
+    var old = 0.0;
+    if ((p.flags & 1u) != 0u) { old = out[o]; }
+    out[o] = v * p.scale + old;
+}
+
+fn dw_store_row(ob: u32, co: u32, col: u32, v0: vec4<f32>, v1: vec4<f32>) {
+    if (co >= p.m) { return; }
+    dw_store1(ob, co, col, v0.x);
+    dw_store1(ob, co, col + 1u, v0.y);
+    dw_store1(ob, co, col + 2u, v0.z);
+    dw_store1(ob, co, col + 3u, v0.w);
+    dw_store1(ob, co, col + 4u, v1.x);
+    dw_store1(ob, co, col + 5u, v1.y);
+    dw_store1(ob, co, col + 6u, v1.z);
+    dw_store1(ob, co, col + 7u, v1.w);
+}
+
+// Grid: x/y = the (ci, ky, kx) tile (linear), z = split · m_tiles + Cout tile.
+@compute @workgroup_size(8, 8)
+fn conv2d_backward_weight(@builtin(workgroup_id) wg: vec3<u32>,
+                          @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_id) lid: vec3<u32>,
+                          @builtin(local_invocation_index) li: u32) {
+    let n_tile = wg.x + wg.y * nwg.x;
+    if (n_tile >= p.n_tiles) { return; }
+    let m_tile = wg.z % p.m_tiles;
+    let split = wg.z / p.m_tiles;
+    let m0 = m_tile * BM;
+    let n0 = n_tile * BN;
+    let k_begin = split * p.k_chunk;
+    let k_end = min(p.k, k_begin + p.k_chunk);
+
+    let hw_in = p.h * p.w;
+    let hw_out = p.ho * p.wo;
+    let inv_hwo = 1.0 / f32(hw_out);
+    let inv_wo = 1.0 / f32(p.wo);
+
+    // A loader (dout): consecutive threads take consecutive K (pixels), which are adjacent
+    // in memory; each stages 4 groups of 4 output channels.
+    let akk = li % 16u;
+    let ag = li / 16u;
+    // B loader (x gather): vec4 group bc of columns (ci, ky, kx), K rows br, br+2, ...
+    let bc = li % 32u;
+    let br = li / 32u;
+    let khw = p.kh * p.kw;
+    let cols = vec4<u32>(n0 + 4u * bc) + vec4<u32>(0u, 1u, 2u, 3u);
+    let col_ok = cols < vec4<u32>(p.n);
+    let ci = cols / vec4<u32>(khw);
+    let r = cols - ci * vec4<u32>(khw);
+    let ky = r / vec4<u32>(p.kw);
+    let kx = r - ky * vec4<u32>(p.kw);
+    let ky_off = vec4<i32>(ky) - vec4<i32>(i32(p.pad_top));
+    let kx_off = vec4<i32>(kx) - vec4<i32>(i32(p.pad_left));
+    let x_ci = ci * vec4<u32>(hw_in);
+    let hi = vec4<i32>(i32(p.h));
+    let wi = vec4<i32>(i32(p.w));
+
+    let tx = lid.x;
+    let ty = lid.y;
+    var acc: array<vec4<f32>, 32>;
+
+    for (var k0 = k_begin; k0 < k_end; k0 += BK) {
+        {
+            let k = k0 + akk;
+            let kok = k < k_end;
+            let b = div_small(k, hw_out, inv_hwo);
+            let base = b * p.cout * hw_out + (k - b * hw_out);
+            for (var j = 0u; j < 4u; j++) {
+                let g = ag + 4u * j;
+                let rows = vec4<u32>(m0 + 4u * g) + vec4<u32>(0u, 1u, 2u, 3u);
+                let ok = (rows < vec4<u32>(p.m)) & vec4<bool>(kok);
+                let di = vec4<u32>(base) + rows * vec4<u32>(hw_out);
+                tile_a[akk * 16u + g] = vec4<f32>(ld1(di.x, ok.x), ld1(di.y, ok.y),
+                                                  ld1(di.z, ok.z), ld1(di.w, ok.w));
+            }
+        }
+        for (var j = 0u; j < 8u; j++) {
+            let kk = br + 2u * j;
+            let k = k0 + kk;
+            let b = div_small(k, hw_out, inv_hwo);
+            let pix = k - b * hw_out;
+            let oy = div_small(pix, p.wo, inv_wo);
+            let ox = pix - oy * p.wo;
+            let iy = vec4<i32>(i32(oy * p.stride)) + ky_off;
+            let ix = vec4<i32>(i32(ox * p.stride)) + kx_off;
+            let ok = col_ok & vec4<bool>(k < k_end) & (iy >= vec4<i32>(0)) & (iy < hi)
+                & (ix >= vec4<i32>(0)) & (ix < wi);
+            let xi = vec4<u32>(b * p.cin * hw_in) + x_ci + vec4<u32>(iy * wi + ix);
+            tile_b[kk * 32u + bc] = vec4<f32>(ld0(xi.x, ok.x), ld0(xi.y, ok.y),
+                                              ld0(xi.z, ok.z), ld0(xi.w, ok.w));
+        }
+        workgroupBarrier();
+        mac_tile(&acc, tx, ty);
+        workgroupBarrier();
+    }
+
+    let ob = split * p.m * p.n;
+    let co = m0 + 8u * ty;
+    let n = n0 + 16u * tx;
+    dw_store_row(ob, co + 0u, n, acc[0], acc[1]);
+    dw_store_row(ob, co + 0u, n + 8u, acc[2], acc[3]);
+    dw_store_row(ob, co + 1u, n, acc[4], acc[5]);
+    dw_store_row(ob, co + 1u, n + 8u, acc[6], acc[7]);
+    dw_store_row(ob, co + 2u, n, acc[8], acc[9]);
+    dw_store_row(ob, co + 2u, n + 8u, acc[10], acc[11]);
+    dw_store_row(ob, co + 3u, n, acc[12], acc[13]);
+    dw_store_row(ob, co + 3u, n + 8u, acc[14], acc[15]);
+    dw_store_row(ob, co + 4u, n, acc[16], acc[17]);
+    dw_store_row(ob, co + 4u, n + 8u, acc[18], acc[19]);
+    dw_store_row(ob, co + 5u, n, acc[20], acc[21]);
+    dw_store_row(ob, co + 5u, n + 8u, acc[22], acc[23]);
+    dw_store_row(ob, co + 6u, n, acc[24], acc[25]);
+    dw_store_row(ob, co + 6u, n + 8u, acc[26], acc[27]);
+    dw_store_row(ob, co + 7u, n, acc[28], acc[29]);
+    dw_store_row(ob, co + 7u, n + 8u, acc[30], acc[31]);
+}
+
+// Sum the K splits' partials in split order (deterministic), then scale and accumulate.
+// Grid: linear over Cout·Cin·KH·KW, 256 per workgroup.
+@compute @workgroup_size(256)
+fn conv2d_backward_weight_reduce(@builtin(workgroup_id) wg: vec3<u32>,
+                                 @builtin(num_workgroups) nwg: vec3<u32>,
+                                 @builtin(local_invocation_index) li: u32) {
+    let i = (wg.x + wg.y * nwg.x) * 256u + li;
+    let total = p.m * p.n;
+    if (i >= total) { return; }
+    var s = 0.0;
+    for (var j = 0u; j < p.splits; j++) {
+        s += in0[j * total + i];
+    }
+    var old = 0.0;
+    if ((p.flags & 1u) != 0u) { old = out[i]; }
+    out[i] = s * p.scale + old;
+}

@@ -1,0 +1,94 @@
+// Deterministic reductions: every sum has a fixed order (per-thread strided partial sums,
+// then a workgroup tree), so results are bit-identical from run to run. No float atomics.
+//
+// sum_axes: view x as (A, B, C); out[b] = scale · Σ_{a, c} x[a, b, c] (+ old out[b]).
+//   One workgroup per b (linear index wg.x + wg.y · num_workgroups.x, see gpu::grid_1d).
+//   Bias gradients: (N, C, H·W) -> C; (1, N·C, H·W) -> N·C; (N, F, 1) -> F.
+// sum_squares_partial: partial[g] = Σ x[i]² over the chunk g · chunk .. (g + 1) · chunk;
+//   a second sum_axes pass (A = 1, B = 1, C = groups) adds the partials.
+
+struct Params {
+    a: u32,
+    b: u32,
+    c: u32,
+    // bit 0: accumulate (out += result).
+    flags: u32,
+    scale: f32,
+    // sum_squares_partial: element count and elements per workgroup.
+    n: u32,
+    chunk: u32,
+    _pad0: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+// x: (A, B, C) for sum_axes; (n) for sum_squares_partial
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+// out: (B) for sum_axes; (groups) partial sums for sum_squares_partial
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+const WG: u32 = 256u;
+
+var<workgroup> partial: array<f32, 256>;
+
+// Tree sum of the workgroup's 256 partials; every invocation must call it.
+fn tree_sum(li: u32, v: f32) -> f32 {
+    partial[li] = v;
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        workgroupBarrier();
+        if (li < s) {
+            partial[li] += partial[li + s];
+        }
+    }
+    workgroupBarrier();
+    return partial[0];
+}
+
+@compute @workgroup_size(256)
+fn sum_axes(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) li: u32) {
+    let bi = wg.x + wg.y * nwg.x;
+    // Uniform across the workgroup, so returning before the barriers is allowed.
+    if (bi >= p.b) { return; }
+    var s = 0.0;
+    if (p.c >= WG) {
+        // Long contiguous rows: threads stride along c (coalesced), rows in order.
+        for (var ai = 0u; ai < p.a; ai++) {
+            let base = (ai * p.b + bi) * p.c;
+            for (var ci = li; ci < p.c; ci += WG) {
+                s += x[base + ci];
+            }
+        }
+    } else {
+        // Short rows (e.g. C = 1 for linear biases): stride over the flattened (a, c).
+        let ac = p.a * p.c;
+        for (var j = li; j < ac; j += WG) {
+            let ai = j / p.c;
+            s += x[(ai * p.b + bi) * p.c + (j - ai * p.c)];
+        }
+    }
+    let total = tree_sum(li, s);
+    if (li == 0u) {
+        var old = 0.0;
+        if ((p.flags & 1u) != 0u) { old = out[bi]; }
+        out[bi] = total * p.scale + old;
+    }
+}
+
+@compute @workgroup_size(256)
+fn sum_squares_partial(@builtin(workgroup_id) wg: vec3<u32>,
+                       @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) li: u32) {
+    let g = wg.x + wg.y * nwg.x;
+    let begin = g * p.chunk;
+    if (begin >= p.n) { return; }
+    let end = min(p.n, begin + p.chunk);
+    var s = 0.0;
+    for (var i = begin + li; i < end; i += WG) {
+        let v = x[i];
+        s += v * v;
+    }
+    let total = tree_sum(li, s);
+    if (li == 0u) {
+        out[g] = total;
+    }
+}
