@@ -203,12 +203,50 @@ pub fn write_tensor(path: &Path, name: &str, data: &[f32], shape: &[usize]) -> R
     write_atomic(path, &out)
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes)
-        .map_err(|e| Error::file(tmp.display(), format!("cannot write: {e}")))?;
+/// Write a file so that a kill at any moment leaves either the old or the new file: write
+/// a temporary file beside it, flush it to disk, then rename it over the target.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.partial"));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    };
+    write().map_err(|e| Error::file(tmp.display(), format!("cannot write: {e}")))?;
     std::fs::rename(&tmp, path)
         .map_err(|e| Error::file(path.display(), format!("cannot write: {e}")))
+}
+
+/// Encode 8-bit pixels (1 or 3 channels, interleaved) as PNG and write them atomically.
+fn write_png(path: &Path, width: usize, height: usize, channels: usize, pixels: &[u8]) -> Result<()> {
+    let color = if channels == 1 {
+        png::ColorType::Grayscale
+    } else {
+        png::ColorType::Rgb
+    };
+    let mut bytes = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut bytes, width as u32, height as u32);
+        enc.set_color(color);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut writer = enc
+            .write_header()
+            .map_err(|e| Error::file(path.display(), format!("cannot encode PNG: {e}")))?;
+        writer
+            .write_image_data(pixels)
+            .map_err(|e| Error::file(path.display(), format!("cannot encode PNG: {e}")))?;
+    }
+    write_atomic(path, &bytes)
+}
+
+/// An RGB image (interleaved) as PNG.
+pub fn write_png_rgb(path: &Path, width: usize, height: usize, pixels: &[u8]) -> Result<()> {
+    write_png(path, width, height, 3, pixels)
 }
 
 /// Map model space [-1, 1] to 8-bit pixels like diffusers' pipelines: (x/2 + 0.5) clamped.

@@ -113,25 +113,26 @@ impl Trainer {
                 ctx.upload(data, shape)
             })
             .collect::<Result<Vec<_>>>()?;
-        let refs = |ts: &[Tensor]| -> Vec<Tensor> { ts.to_vec() };
-        let (params, grads, mm, vv, ee) = (refs(&graph.params), refs(&graph.grads), refs(&m), refs(&v), refs(&ema));
-        let r = |ts: &[Tensor]| -> Vec<&Tensor> { ts.iter().collect() };
+        fn r(ts: &[Tensor]) -> Vec<&Tensor> {
+            ts.iter().collect()
+        }
+        let (params, grads, mm, vv, ee) = (&graph.params, &graph.grads, &m, &v, &ema);
         let mut step_program = Program::new();
         step_program.extend(graph.forward_program());
         step_program.extend(graph.backward_program());
-        let grad_norm = GradNormOp::record(ctx, &mut step_program, &r(&grads), settings.max_grad_norm)?;
+        let grad_norm = GradNormOp::record(ctx, &mut step_program, &r(grads), settings.max_grad_norm)?;
         let adamw = AdamWOp::record(
             ctx,
             &mut step_program,
-            &r(&params),
-            &r(&grads),
-            &r(&mm),
-            &r(&vv),
+            &r(params),
+            &r(grads),
+            &r(mm),
+            &r(vv),
             Some(grad_norm.stats()),
             &[],
             settings.adamw,
         )?;
-        let ema_op = EmaOp::record(ctx, &mut step_program, &r(&ee), &r(&params))?;
+        let ema_op = EmaOp::record(ctx, &mut step_program, &r(ee), &r(params))?;
         Ok(Trainer {
             graph,
             rng: SplitMix(settings.seed ^ 0x5EED_0F_7EA1),
