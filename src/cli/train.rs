@@ -106,11 +106,12 @@ pub struct TrainArgs {
     /// Write a checkpoint every N steps (and at the end, on Ctrl-C).
     #[arg(long, default_value_t = 250)]
     pub checkpoint_every: u64,
-    /// Write a sample grid (EMA weights, one row per class) every N steps; 0 = only at the end.
+    /// Write a sample grid (EMA weights, one row per class) every N steps and at the end;
+    /// 0 = never.
     #[arg(long, default_value_t = 1000)]
     pub sample_every: u64,
     /// DDIM steps for the sample grids.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 25)]
     pub sample_steps: usize,
     /// Guidance scale for the sample grids.
     #[arg(long, default_value_t = 2.0)]
@@ -362,7 +363,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     bar.finish_and_clear();
     save(&ctx, &trainer, &sampler, &run, &scheduler, &out)?;
     plot_losses(&out, &losses)?;
-    if !stop.load(Ordering::SeqCst) {
+    if a.sample_every > 0 && !stop.load(Ordering::SeqCst) && trainer.step % a.sample_every != 0 {
         sample_grid(&ctx, &trainer, &scheduler, &out, a.sample_steps, a.sample_guidance)?;
     }
     let secs = start.elapsed().as_secs_f64();
@@ -446,10 +447,11 @@ fn save(
     let mut md = std::collections::HashMap::new();
     md.insert("kakusan_run".to_string(), meta);
     let bytes = safetensors::serialize(views, Some(md)).map_err(|e| Error::Other(e.to_string()))?;
-    write_bytes_atomic(&out.join(STATE_FILE), &bytes)?;
-    write_bytes_atomic(&out.join("diffusion_pytorch_model.safetensors"), &save_weights(&ema)?)?;
+    // The state goes last: once it exists, the diffusers files beside it do too.
     write_text_atomic(&out.join("config.json"), &trainer.graph.config.to_json())?;
     write_text_atomic(&out.join("scheduler_config.json"), &scheduler.to_json())?;
+    write_bytes_atomic(&out.join("diffusion_pytorch_model.safetensors"), &save_weights(&ema)?)?;
+    write_bytes_atomic(&out.join(STATE_FILE), &bytes)?;
     Ok(())
 }
 
