@@ -21,7 +21,15 @@ fn run_dir(name: &str) -> PathBuf {
 fn train_cmd(out: &Path, extra: &[&str]) -> Command {
     common::xdg();
     let mut c = Command::new(env!("CARGO_BIN_EXE_kakusan"));
-    c.args(["train", "--config", CONFIG, "--batch", "16", "--sample-every", "0"]);
+    c.args([
+        "train",
+        "--config",
+        CONFIG,
+        "--batch",
+        "16",
+        "--sample-every",
+        "0",
+    ]);
     // Defaults for this tiny model unless the test sets them.
     for (flag, value) in [("--lr", "3e-3"), ("--warmup", "10")] {
         if !extra.contains(&flag) {
@@ -42,7 +50,14 @@ fn train(out: &Path, extra: &[&str]) -> (bool, String) {
 fn resume(dir: &Path, steps: u64) -> (bool, String) {
     common::xdg();
     let o = Command::new(env!("CARGO_BIN_EXE_kakusan"))
-        .args(["train", "--sample-every", "0", "--steps", &steps.to_string(), "--resume"])
+        .args([
+            "train",
+            "--sample-every",
+            "0",
+            "--steps",
+            &steps.to_string(),
+            "--resume",
+        ])
         .arg(dir)
         .output()
         .expect("run kakusan train --resume");
@@ -55,7 +70,11 @@ fn losses(dir: &Path) -> Vec<f64> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
         .unwrap_or_default()
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
         .collect()
 }
 
@@ -65,7 +84,8 @@ fn checkpoint_step(dir: &Path) -> u64 {
     kakusan::model::Model::from_files(&files).expect("checkpoint loads");
     let bytes = std::fs::read(dir.join("training_state.safetensors")).unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let run: serde_json::Value = serde_json::from_str(&meta.metadata().as_ref().unwrap()["kakusan_run"]).unwrap();
+    let run: serde_json::Value =
+        serde_json::from_str(&meta.metadata().as_ref().unwrap()["kakusan_run"]).unwrap();
     run["step"].as_u64().unwrap()
 }
 
@@ -79,7 +99,10 @@ fn loss_falls_on_a_tiny_model() {
     let first: f64 = l[..10].iter().sum::<f64>() / 10.0;
     let last: f64 = l[50..].iter().sum::<f64>() / 10.0;
     eprintln!("mean loss of steps 1-10: {first:.4}, of steps 51-60: {last:.4}");
-    assert!(last < first / 4.0, "loss fell only from {first} to {last} (want a factor of 4)");
+    assert!(
+        last < first / 4.0,
+        "loss fell only from {first} to {last} (want a factor of 4)"
+    );
     assert!(dir.join("loss.png").is_file());
     assert_eq!(checkpoint_step(&dir), 60);
 }
@@ -98,15 +121,24 @@ fn resumed_run_equals_uninterrupted_run() {
     assert_eq!(la.len(), 8);
     assert_eq!(lb.len(), 8);
     for (i, (x, y)) in la.iter().zip(&lb).enumerate() {
-        assert!((x - y).abs() <= 1e-6 * x.abs(), "step {}: loss {x} uninterrupted vs {y} resumed", i + 1);
+        assert!(
+            (x - y).abs() <= 1e-6 * x.abs(),
+            "step {}: loss {x} uninterrupted vs {y} resumed",
+            i + 1
+        );
     }
     let wa = std::fs::read(a.join("diffusion_pytorch_model.safetensors")).unwrap();
     let wb = std::fs::read(b.join("diffusion_pytorch_model.safetensors")).unwrap();
-    assert!(wa == wb, "EMA weights after a resumed run differ from the uninterrupted run's");
+    assert!(
+        wa == wb,
+        "EMA weights after a resumed run differ from the uninterrupted run's"
+    );
 }
 
 fn kill(child: &mut Child, signal: &str) {
-    let _ = Command::new("kill").args([signal, &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status();
 }
 
 /// Wait until the run has written its first checkpoint (model planning takes a while).
@@ -133,8 +165,17 @@ fn a_kill_at_any_moment_leaves_a_loadable_checkpoint() {
             train_cmd(&dir, &["--steps", "1000", "--checkpoint-every", "1"])
         } else {
             let mut c = Command::new(env!("CARGO_BIN_EXE_kakusan"));
-            c.args(["train", "--sample-every", "0", "--checkpoint-every", "1", "--steps", "1000", "--resume"])
-                .arg(&dir);
+            c.args([
+                "train",
+                "--sample-every",
+                "0",
+                "--checkpoint-every",
+                "1",
+                "--steps",
+                "1000",
+                "--resume",
+            ])
+            .arg(&dir);
             c
         }
         .stdout(Stdio::null())
@@ -173,16 +214,38 @@ fn ctrl_c_saves_and_exits() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("interrupted"), "{err}");
     let step = checkpoint_step(&dir);
-    assert_eq!(losses(&dir).len() as u64, step, "the checkpoint must hold the last logged step");
+    assert_eq!(
+        losses(&dir).len() as u64,
+        step,
+        "the checkpoint must hold the last logged step"
+    );
 }
 
 #[test]
 fn nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint() {
     let dir = run_dir("nan");
-    let (ok, err) = train(&dir, &["--steps", "50", "--checkpoint-every", "1", "--lr", "1e30", "--warmup", "0"]);
+    let (ok, err) = train(
+        &dir,
+        &[
+            "--steps",
+            "50",
+            "--checkpoint-every",
+            "1",
+            "--lr",
+            "1e30",
+            "--warmup",
+            "0",
+        ],
+    );
     assert!(!ok, "training with lr 1e30 should fail");
-    assert!(err.contains("loss became") && err.contains("last good checkpoint"), "{err}");
+    assert!(
+        err.contains("loss became") && err.contains("last good checkpoint"),
+        "{err}"
+    );
     let step = checkpoint_step(&dir);
     let l = losses(&dir);
-    assert!(l[..step as usize].iter().all(|x| x.is_finite()), "checkpointed steps had finite losses");
+    assert!(
+        l[..step as usize].iter().all(|x| x.is_finite()),
+        "checkpointed steps had finite losses"
+    );
 }
