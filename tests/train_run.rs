@@ -67,14 +67,12 @@ fn resume(dir: &Path, steps: u64) -> (bool, String) {
 }
 
 fn losses(dir: &Path) -> Vec<f64> {
+    // A line being written while we read is skipped (the runs append one line per step).
     std::fs::read_to_string(dir.join("metrics.jsonl"))
         .unwrap_or_default()
         .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
-                .as_f64()
-                .unwrap()
-        })
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["loss"].as_f64())
         .collect()
 }
 
@@ -207,7 +205,13 @@ fn ctrl_c_saves_and_exits() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(3000));
+    // Interrupt once training is under way (a few steps logged).
+    for _ in 0..600 {
+        if losses(&dir).len() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     kill(&mut child, "-INT");
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -166,6 +166,12 @@ pub fn train(a: TrainArgs) -> Result<()> {
         }
         return Ok(());
     }
+    // Ctrl-C from here on means "save and stop", even while the model is being planned.
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    }
     let resume_dir = a.resume.clone();
     let out = resume_dir.clone().unwrap_or_else(|| a.out.clone());
     let (config, scheduler, saved) = match &resume_dir {
@@ -291,12 +297,6 @@ pub fn train(a: TrainArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&out).map_err(|e| Error::file(out.display(), e))?;
     write_text_atomic(&out.join("train_command.txt"), &command_line())?;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
-    }
 
     let per_image = 3 * crate::unet::forward_flops(&config);
     eprintln!(
