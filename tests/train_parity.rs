@@ -36,7 +36,11 @@ fn load() -> (Model, Reference, Batch) {
 
 /// max |a − b| over a tensor, and max |b|.
 fn max_diff(a: &[f32], b: &[f32]) -> (f64, f64) {
-    let d = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).abs()).fold(0.0, f64::max);
+    let d = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 - y as f64).abs())
+        .fold(0.0, f64::max);
     let m = b.iter().map(|&y| (y as f64).abs()).fold(0.0, f64::max);
     (d, m)
 }
@@ -47,7 +51,15 @@ fn loss_and_every_gradient_match_pytorch() {
     let ctx = block_on(GpuContext::new()).unwrap();
     let (model, r, b) = load();
     let n = b.timesteps.len();
-    let graph = TrainGraph::new(&ctx, &model.config, &model.weights, n, model.scheduler.prediction_type, false).unwrap();
+    let graph = TrainGraph::new(
+        &ctx,
+        &model.config,
+        &model.weights,
+        n,
+        model.scheduler.prediction_type,
+        false,
+    )
+    .unwrap();
     let schedule = Schedule::new(&model.scheduler).unwrap();
     let coef: Vec<f32> = b
         .timesteps
@@ -60,8 +72,13 @@ fn loss_and_every_gradient_match_pytorch() {
     ctx.write(&graph.x0, &b.x0).unwrap();
     ctx.write(&graph.noise, &b.noise).unwrap();
     ctx.write(&graph.coef, &coef).unwrap();
-    ctx.write(&graph.timesteps, &b.timesteps.iter().map(|&t| t as f32).collect::<Vec<_>>()).unwrap();
-    ctx.write_u32(graph.class_labels.as_ref().unwrap(), &b.labels).unwrap();
+    ctx.write(
+        &graph.timesteps,
+        &b.timesteps.iter().map(|&t| t as f32).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    ctx.write_u32(graph.class_labels.as_ref().unwrap(), &b.labels)
+        .unwrap();
     ctx.run(graph.forward_program()).unwrap();
     ctx.run(graph.backward_program()).unwrap();
 
@@ -79,14 +96,24 @@ fn loss_and_every_gradient_match_pytorch() {
         let want = r.get(&format!("grad.{name}")).1;
         let (d, m) = max_diff(&got, &want);
         // to_k's bias cannot change the softmax: its true gradient is 0 (rounding noise only).
-        let tol = if name.ends_with("to_k.bias") { 1e-6 } else { 1e-6 + 1e-4 * m };
-        assert!(d <= tol, "grad of {name}: max |diff| {d:e} > {tol:e} (max |grad| {m:e})");
+        let tol = if name.ends_with("to_k.bias") {
+            1e-6
+        } else {
+            1e-6 + 1e-4 * m
+        };
+        assert!(
+            d <= tol,
+            "grad of {name}: max |diff| {d:e} > {tol:e} (max |grad| {m:e})"
+        );
         let rel = d / m.max(1e-12);
         if rel > worst.0 && !name.ends_with("to_k.bias") {
             worst = (rel, name.clone());
         }
     }
-    eprintln!("loss {loss} (PyTorch f64 {want}); worst gradient max|diff|/max|grad| {:.2e} ({})", worst.0, worst.1);
+    eprintln!(
+        "loss {loss} (PyTorch f64 {want}); worst gradient max|diff|/max|grad| {:.2e} ({})",
+        worst.0, worst.1
+    );
 }
 
 #[test]
@@ -98,8 +125,18 @@ fn three_adamw_steps_with_clipping_and_ema_match_pytorch() {
     let settings = TrainSettings {
         batch: n,
         seed: 0,
-        lr: LrConfig { base: 1e-3, warmup_steps: 0, schedule: LrSchedule::Constant, total_steps: 3 },
-        adamw: AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2 },
+        lr: LrConfig {
+            base: 1e-3,
+            warmup_steps: 0,
+            schedule: LrSchedule::Constant,
+            total_steps: 3,
+        },
+        adamw: AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 1e-2,
+        },
         max_grad_norm: 1.0,
         ema: EmaConfig {
             decay: 0.9999,
@@ -111,21 +148,41 @@ fn three_adamw_steps_with_clipping_and_ema_match_pytorch() {
         label_dropout: 0.0,
         external_noise: true,
     };
-    let mut trainer = Trainer::new(&ctx, &model.config, &model.weights, &model.scheduler, settings).unwrap();
+    let mut trainer = Trainer::new(
+        &ctx,
+        &model.config,
+        &model.weights,
+        &model.scheduler,
+        settings,
+    )
+    .unwrap();
     let want_losses = r.get("losses3").1;
     for (k, want) in want_losses.iter().enumerate() {
         ctx.write(&trainer.graph.noise, &b.noise).unwrap();
-        trainer.step_with(&ctx, &b.x0, Some(&b.labels), &b.timesteps).unwrap();
+        trainer
+            .step_with(&ctx, &b.x0, Some(&b.labels), &b.timesteps)
+            .unwrap();
         let (loss, _) = block_on(trainer.read_stats(&ctx)).unwrap();
-        assert!((loss - want).abs() <= 1e-5 * want.abs(), "step {}: loss {loss} vs {want}", k + 1);
+        assert!(
+            (loss - want).abs() <= 1e-5 * want.abs(),
+            "step {}: loss {loss} vs {want}",
+            k + 1
+        );
     }
-    for (prefix, tensors) in [("adamw3", trainer.graph.params.clone()), ("ema3", trainer.ema.clone())] {
+    for (prefix, tensors) in [
+        ("adamw3", trainer.graph.params.clone()),
+        ("ema3", trainer.ema.clone()),
+    ] {
         for (name, t) in trainer.graph.names.iter().zip(&tensors) {
             let got = block_on(ctx.read(t)).unwrap();
             let (d, _) = max_diff(&got, &r.get(&format!("{prefix}.{name}")).1);
             // Adam's first steps are ≈ lr·sign(g): tiny gradients (and to_k.bias, whose true
             // gradient is 0) turn f32 rounding into visible but bounded differences.
-            let tol = if name.ends_with("to_k.bias") { 3e-3 } else { 2e-5 };
+            let tol = if name.ends_with("to_k.bias") {
+                3e-3
+            } else {
+                2e-5
+            };
             assert!(d <= tol, "{prefix}.{name}: max |diff| {d:e} > {tol:e}");
         }
     }

@@ -223,7 +223,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Encode 8-bit pixels (1 or 3 channels, interleaved) as PNG and write them atomically.
-fn write_png(path: &Path, width: usize, height: usize, channels: usize, pixels: &[u8]) -> Result<()> {
+fn write_png(
+    path: &Path,
+    width: usize,
+    height: usize,
+    channels: usize,
+    pixels: &[u8],
+) -> Result<()> {
     let color = if channels == 1 {
         png::ColorType::Grayscale
     } else {
@@ -257,7 +263,12 @@ fn to_u8(v: f32) -> u8 {
 /// Lay N images out in a near-square grid with a 2-pixel gap, and write it as PNG.
 pub fn write_grid_png(path: &Path, data: &[f32], shape: &[usize]) -> Result<()> {
     let n = shape.first().copied().unwrap_or(1);
-    write_grid_png_cols(path, data, shape, (n as f64).sqrt().ceil().max(1.0) as usize)
+    write_grid_png_cols(
+        path,
+        data,
+        shape,
+        (n as f64).sqrt().ceil().max(1.0) as usize,
+    )
 }
 
 /// Lay N images out in rows of `cols` with a 2-pixel gap, and write it as PNG.

@@ -7,14 +7,28 @@ pub fn loss_curve(ys: &[f32], width: usize, height: usize) -> (usize, usize, Vec
     let (left, right, top, bottom) = (48usize, 12usize, 12usize, 28usize);
     let pw = width.saturating_sub(left + right).max(1);
     let ph = height.saturating_sub(top + bottom).max(1);
-    let finite: Vec<f32> = ys.iter().copied().filter(|v| v.is_finite() && *v > 0.0).collect();
+    let finite: Vec<f32> = ys
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .collect();
     if finite.len() < 2 {
         return (width, height, img);
     }
-    let lo = finite.iter().fold(f32::MAX, |a, &b| a.min(b)).log10().floor();
-    let hi = finite.iter().fold(f32::MIN, |a, &b| a.max(b)).log10().ceil().max(lo + 1.0);
+    let lo = finite
+        .iter()
+        .fold(f32::MAX, |a, &b| a.min(b))
+        .log10()
+        .floor();
+    let hi = finite
+        .iter()
+        .fold(f32::MIN, |a, &b| a.max(b))
+        .log10()
+        .ceil()
+        .max(lo + 1.0);
     let y_of = |v: f32| -> f32 { top as f32 + (hi - v.max(1e-12).log10()) / (hi - lo) * ph as f32 };
-    let x_of = |i: usize| -> f32 { left as f32 + i as f32 / (ys.len() - 1).max(1) as f32 * pw as f32 };
+    let x_of =
+        |i: usize| -> f32 { left as f32 + i as f32 / (ys.len() - 1).max(1) as f32 * pw as f32 };
     let mut put = |x: i64, y: i64, c: [u8; 3]| {
         if x >= 0 && y >= 0 && (x as usize) < width && (y as usize) < height {
             let i = (y as usize * width + x as usize) * 3;
@@ -42,7 +56,11 @@ pub fn loss_curve(ys: &[f32], width: usize, height: usize) -> (usize, usize, Vec
             let n = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);
             for s in 0..=n {
                 let t = s as f32 / n as f32;
-                put((x0 + t * (x1 - x0)).round() as i64, (y0 + t * (y1 - y0)).round() as i64, c);
+                put(
+                    (x0 + t * (x1 - x0)).round() as i64,
+                    (y0 + t * (y1 - y0)).round() as i64,
+                    c,
+                );
             }
         }
     };

@@ -177,7 +177,8 @@ pub fn train(a: TrainArgs) -> Result<()> {
         None => {
             let config = match &a.config {
                 Some(p) => {
-                    let text = std::fs::read_to_string(p).map_err(|e| Error::file(p.display(), e))?;
+                    let text =
+                        std::fs::read_to_string(p).map_err(|e| Error::file(p.display(), e))?;
                     UNetConfig::from_json(&text).map_err(|e| Error::file(p.display(), e))?
                 }
                 None => presets::preset(&a.preset)?,
@@ -220,7 +221,9 @@ pub fn train(a: TrainArgs) -> Result<()> {
     // Data first: a bad dataset is an error before any GPU work.
     let data = match &run.data {
         Some(p) => crate::data::load(Path::new(p), config.in_channels, config.sample_size)?,
-        None => crate::data::load_default_mnist()?.converted(config.in_channels, config.sample_size)?,
+        None => {
+            crate::data::load_default_mnist()?.converted(config.in_channels, config.sample_size)?
+        }
     };
     for (path, why) in &data.skipped {
         eprintln!("warning: skipped {}: {why}", path.display());
@@ -238,7 +241,11 @@ pub fn train(a: TrainArgs) -> Result<()> {
         lr: LrConfig {
             base: run.lr,
             warmup_steps: run.warmup,
-            schedule: if run.lr_cosine { LrSchedule::Cosine } else { LrSchedule::Constant },
+            schedule: if run.lr_cosine {
+                LrSchedule::Cosine
+            } else {
+                LrSchedule::Constant
+            },
             total_steps: run.total_steps,
         },
         adamw: AdamWConfig {
@@ -264,14 +271,22 @@ pub fn train(a: TrainArgs) -> Result<()> {
         trainer.step = state.step;
         trainer.rng = SplitMix(state.rng);
         let st: [u64; 3] = state.sampler.clone().try_into().map_err(|_| {
-            Error::file(out.join(STATE_FILE).display(), "the batch sampler state is malformed")
+            Error::file(
+                out.join(STATE_FILE).display(),
+                "the batch sampler state is malformed",
+            )
         })?;
         sampler = BatchSampler::from_state(data.len(), run.batch, st)?;
         trainer.upload(&ctx, &trainer.graph.params.clone(), &tensors.params)?;
         trainer.upload(&ctx, &trainer.m.clone(), &tensors.m)?;
         trainer.upload(&ctx, &trainer.v.clone(), &tensors.v)?;
         trainer.upload(&ctx, &trainer.ema.clone(), &tensors.ema)?;
-        eprintln!("resuming {} at step {} of {}", out.display(), state.step, run.total_steps);
+        eprintln!(
+            "resuming {} at step {} of {}",
+            out.display(),
+            state.step,
+            run.total_steps
+        );
     }
     std::fs::create_dir_all(&out).map_err(|e| Error::file(out.display(), e))?;
     write_text_atomic(&out.join("train_command.txt"), &command_line())?;
@@ -309,7 +324,8 @@ pub fn train(a: TrainArgs) -> Result<()> {
         .map_err(|e| Error::file(out.join("metrics.jsonl").display(), e))?;
     let mut losses = read_losses(&out.join("metrics.jsonl"));
     let mut smoothed: Option<f64> = None;
-    let mut x0 = vec![0f32; run.batch * config.in_channels * config.sample_size[0] * config.sample_size[1]];
+    let mut x0 =
+        vec![0f32; run.batch * config.in_channels * config.sample_size[0] * config.sample_size[1]];
     let mut labels = vec![0u32; run.batch];
     let start = Instant::now();
     let start_step = trainer.step;
@@ -356,14 +372,28 @@ pub fn train(a: TrainArgs) -> Result<()> {
         }
         if a.sample_every > 0 && trainer.step % a.sample_every == 0 {
             bar.suspend(|| eprintln!("writing samples at step {} …", trainer.step));
-            sample_grid(&ctx, &trainer, &scheduler, &out, a.sample_steps, a.sample_guidance)?;
+            sample_grid(
+                &ctx,
+                &trainer,
+                &scheduler,
+                &out,
+                a.sample_steps,
+                a.sample_guidance,
+            )?;
         }
     }
     bar.finish_and_clear();
     save(&ctx, &trainer, &sampler, &run, &scheduler, &out)?;
     plot_losses(&out, &losses)?;
     if !stop.load(Ordering::SeqCst) {
-        sample_grid(&ctx, &trainer, &scheduler, &out, a.sample_steps, a.sample_guidance)?;
+        sample_grid(
+            &ctx,
+            &trainer,
+            &scheduler,
+            &out,
+            a.sample_steps,
+            a.sample_guidance,
+        )?;
     }
     let secs = start.elapsed().as_secs_f64();
     eprintln!(
@@ -386,7 +416,12 @@ fn check_data(data: &Dataset, config: &UNetConfig) -> Result<()> {
     if data.channels != config.in_channels || [data.height, data.width] != config.sample_size {
         return Err(Error::Other(format!(
             "the dataset is {}x{}x{} but the model takes {}x{}x{}",
-            data.channels, data.height, data.width, config.in_channels, config.sample_size[0], config.sample_size[1]
+            data.channels,
+            data.height,
+            data.width,
+            config.in_channels,
+            config.sample_size[0],
+            config.sample_size[1]
         )));
     }
     if let Some(k) = config.num_class_embeds {
@@ -435,7 +470,11 @@ fn save(
     let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (prefix, w) in [("param", &params), ("m", &m), ("v", &v), ("ema", &ema)] {
         for (name, (shape, data)) in &w.tensors {
-            named.push((format!("{prefix}.{name}"), shape.clone(), data.iter().flat_map(|x| x.to_le_bytes()).collect()));
+            named.push((
+                format!("{prefix}.{name}"),
+                shape.clone(),
+                data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ));
         }
     }
     let views: Vec<(String, TensorView)> = named
@@ -447,15 +486,24 @@ fn save(
     md.insert("kakusan_run".to_string(), meta);
     let bytes = safetensors::serialize(views, Some(md)).map_err(|e| Error::Other(e.to_string()))?;
     write_bytes_atomic(&out.join(STATE_FILE), &bytes)?;
-    write_bytes_atomic(&out.join("diffusion_pytorch_model.safetensors"), &save_weights(&ema)?)?;
+    write_bytes_atomic(
+        &out.join("diffusion_pytorch_model.safetensors"),
+        &save_weights(&ema)?,
+    )?;
     write_text_atomic(&out.join("config.json"), &trainer.graph.config.to_json())?;
     write_text_atomic(&out.join("scheduler_config.json"), &scheduler.to_json())?;
     Ok(())
 }
 
 fn read_state(path: &Path) -> Result<(RunState, SavedTensors)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::file(path.display(), format!("cannot read the training state: {e}")))?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| Error::file(path.display(), e))?;
+    let bytes = std::fs::read(path).map_err(|e| {
+        Error::file(
+            path.display(),
+            format!("cannot read the training state: {e}"),
+        )
+    })?;
+    let (_, meta) =
+        SafeTensors::read_metadata(&bytes).map_err(|e| Error::file(path.display(), e))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::file(path.display(), e))?;
     let run: RunState = meta
         .metadata()
@@ -471,7 +519,11 @@ fn read_state(path: &Path) -> Result<(RunState, SavedTensors)> {
     };
     for (name, view) in st.tensors() {
         let (prefix, rest) = name.split_once('.').unwrap_or(("", &name));
-        let data: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         let target = match prefix {
             "param" => &mut t.params,
             "m" => &mut t.m,
@@ -536,7 +588,12 @@ fn sample_grid(
     while run.step(ctx)?.is_some() {}
     let data = block_on(ctx.read(run.x_t()))?;
     let shape = run.x_t().shape.clone();
-    super::io::write_grid_png_cols(&out.join(format!("samples_{:06}.png", trainer.step)), &data, &shape, 8)?;
+    super::io::write_grid_png_cols(
+        &out.join(format!("samples_{:06}.png", trainer.step)),
+        &data,
+        &shape,
+        8,
+    )?;
     super::io::write_grid_png_cols(&out.join("samples.png"), &data, &shape, 8)
 }
 

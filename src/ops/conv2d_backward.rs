@@ -908,4 +908,102 @@ mod tests {
             );
         }
     }
+
+    /// Small channel counts (the default MNIST model: 32/64 channels, conv_out to 1):
+    /// forward, input and weight gradient of 3x3 convs at 28x28, N=64, and a 1x1 matmul.
+    /// `cargo test --release --lib ops::conv2d_backward::tests::bench_small_channels -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn bench_small_channels() {
+        use crate::ops::conv2d::{conv2d, Conv2dArgs};
+        use crate::ops::matmul::{matmul, BiasAlong, MatmulArgs};
+        let ctx = ctx();
+        let reps = std::env::var("BENCH_REPS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3);
+        let (n, hw) = (64, 28);
+        let mut total = 0.0;
+        for (cin, cout) in [(16, 16), (32, 32), (32, 1), (1, 32), (64, 3)] {
+            let x = ctx
+                .upload(&random(n * cin * hw * hw, 1), &[n, cin, hw, hw])
+                .unwrap();
+            let dout = ctx
+                .upload(&random(n * cout * hw * hw, 2), &[n, cout, hw, hw])
+                .unwrap();
+            let w = ctx
+                .upload(&random(cout * cin * 9, 3), &[cout, cin, 3, 3])
+                .unwrap();
+            let y = ctx.zeros(&[n, cout, hw, hw]).unwrap();
+            let dx = ctx.zeros(&[n, cin, hw, hw]).unwrap();
+            let dw = ctx.zeros(&[cout, cin, 3, 3]).unwrap();
+            let mut pf = Program::new();
+            conv2d(
+                &ctx,
+                &mut pf,
+                &Conv2dArgs {
+                    x: &x,
+                    weight: &w,
+                    bias: None,
+                    channel_bias: None,
+                    residual: None,
+                    out: &y,
+                    stride: 1,
+                    padding: [1; 4],
+                    out_scale: 1.0,
+                },
+            )
+            .unwrap();
+            let mut pi = Program::new();
+            conv2d_backward_input(&ctx, &mut pi, &dout, &w, &dx, 1, [1; 4], 1.0, false).unwrap();
+            let mut pw = Program::new();
+            conv2d_backward_weight(&ctx, &mut pw, &x, &dout, &dw, 1, [1; 4], 1.0, false).unwrap();
+            for (name, p) in [("forward", &pf), ("input", &pi), ("weight", &pw)] {
+                let wall = crate::ops::matmul::tests::time_program(&ctx, p, reps);
+                total += wall;
+                println!(
+                    "small conv {name} N={n} {cin}->{cout} {hw}x{hw} 3x3: best {:.2} ms wall",
+                    wall * 1e3
+                );
+            }
+        }
+        // A 1x1 projection as a GEMM: (32, 32) x (32, N·H·W).
+        let (m, k, cols) = (32, 32, n * hw * hw);
+        let a = ctx.upload(&random(m * k, 4), &[m, k]).unwrap();
+        let b = ctx.upload(&random(k * cols, 5), &[k, cols]).unwrap();
+        let out = ctx.zeros(&[m, cols]).unwrap();
+        for m in [16, 32, 3] {
+            let mut p = Program::new();
+            matmul(
+                &ctx,
+                &mut p,
+                &MatmulArgs {
+                    a: &a,
+                    b: &b,
+                    out: &out,
+                    bias: None,
+                    bias_along: BiasAlong::M,
+                    residual: None,
+                    batch: 1,
+                    m,
+                    n: cols,
+                    k,
+                    a_strides: [0, k, 1],
+                    b_strides: [0, cols, 1],
+                    out_strides: [0, cols, 1],
+                    alpha: 1.0,
+                    out_scale: 1.0,
+                    accumulate: false,
+                },
+            )
+            .unwrap();
+            let wall = crate::ops::matmul::tests::time_program(&ctx, &p, reps);
+            total += wall;
+            println!(
+                "small matmul m={m} k={k} n={cols}: best {:.2} ms wall",
+                wall * 1e3
+            );
+        }
+        println!("small channels total: {:.1} ms", total * 1e3);
+    }
 }

@@ -2,15 +2,15 @@
 //! pipeline key), and under `#[cfg(test)]` its CPU f64 reference and tests against it.
 
 pub mod conv2d;
-pub mod dropout;
 pub mod conv2d_backward;
+pub mod dropout;
 pub mod elementwise;
 pub mod elementwise_backward;
 pub mod embedding;
 pub mod embedding_backward;
 pub mod group_norm;
-pub mod loss;
 pub mod group_norm_backward;
+pub mod loss;
 pub mod matmul;
 pub mod noise;
 pub mod optim;

@@ -20,7 +20,8 @@ use crate::ops::conv2d_backward::{conv2d_backward_input, conv2d_backward_weight}
 use crate::ops::dropout::DropoutOp;
 use crate::ops::elementwise::{concat_channels, silu, upsample_nearest2x};
 use crate::ops::elementwise_backward::{
-    accumulate_scaled, concat_channels_backward, copy_scaled, silu_backward, upsample_nearest2x_backward,
+    accumulate_scaled, concat_channels_backward, copy_scaled, silu_backward,
+    upsample_nearest2x_backward,
 };
 use crate::ops::embedding::{add_class_embedding, timestep_embedding};
 use crate::ops::embedding_backward::add_class_embedding_backward;
@@ -36,10 +37,23 @@ use crate::ops::softmax_backward::softmax_rows_backward;
 /// One forward op, with what its backward needs.
 enum Tape {
     /// out = x·Wᵀ + b (time-embedding MLP and the ResNets' time projections).
-    Linear { x: Tensor, w: usize, b: usize, out: Tensor, need_dx: bool },
-    Silu { x: Tensor, out: Tensor },
+    Linear {
+        x: Tensor,
+        w: usize,
+        b: usize,
+        out: Tensor,
+        need_dx: bool,
+    },
+    Silu {
+        x: Tensor,
+        out: Tensor,
+    },
     /// emb += table[labels] (in place on `emb`).
-    ClassEmbedding { labels: Tensor, emb: Tensor, table: usize },
+    ClassEmbedding {
+        labels: Tensor,
+        emb: Tensor,
+        table: usize,
+    },
     /// out = (conv(x) + b + channel_bias + residual) · scale.
     Conv {
         x: Tensor,
@@ -53,14 +67,47 @@ enum Tape {
         residual: Option<Tensor>,
         need_dx: bool,
     },
-    GroupNorm { x: Tensor, gamma: usize, beta: usize, out: Tensor, groups: usize, silu: bool },
+    GroupNorm {
+        x: Tensor,
+        gamma: usize,
+        beta: usize,
+        out: Tensor,
+        groups: usize,
+        silu: bool,
+    },
     /// out = (W·x + b + residual) · scale at every pixel (attention projections).
-    Project { x: Tensor, w: usize, b: usize, out: Tensor, residual: Option<Tensor>, scale: f32 },
+    Project {
+        x: Tensor,
+        w: usize,
+        b: usize,
+        out: Tensor,
+        residual: Option<Tensor>,
+        scale: f32,
+    },
     /// P = softmax(α qᵀk) per (sample, head); o = P·vᵀ.
-    AttentionCore { q: Tensor, k: Tensor, v: Tensor, probs: Tensor, o: Tensor, heads: usize, alpha: f32 },
-    Concat { a: Tensor, b: Tensor, out: Tensor },
-    Upsample { x: Tensor, out: Tensor },
-    Dropout { op: usize, x: Tensor, out: Tensor },
+    AttentionCore {
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        probs: Tensor,
+        o: Tensor,
+        heads: usize,
+        alpha: f32,
+    },
+    Concat {
+        a: Tensor,
+        b: Tensor,
+        out: Tensor,
+    },
+    Upsample {
+        x: Tensor,
+        out: Tensor,
+    },
+    Dropout {
+        op: usize,
+        x: Tensor,
+        out: Tensor,
+    },
 }
 
 /// Planned buffers and programs for one training step of one model at one batch size.
@@ -187,8 +234,21 @@ impl TrainGraph {
             activation_bytes: 0,
             n: batch,
         };
-        let noise_op = if gpu_noise { Some(NoiseOp::record(ctx, &mut b.program, &noise)?) } else { None };
-        let q = QSampleOp::record(ctx, &mut b.program, &x0, &noise, &coef, &x_t, &target, prediction)?;
+        let noise_op = if gpu_noise {
+            Some(NoiseOp::record(ctx, &mut b.program, &noise)?)
+        } else {
+            None
+        };
+        let q = QSampleOp::record(
+            ctx,
+            &mut b.program,
+            &x0,
+            &noise,
+            &coef,
+            &x_t,
+            &target,
+            prediction,
+        )?;
         drop(q);
         let pred = b.forward(&x_t, &timesteps, class_labels.as_ref())?;
         if pred.shape != target.shape {
@@ -200,7 +260,15 @@ impl TrainGraph {
         let loss = ctx.zeros(&[1])?;
         let dpred = ctx.zeros(&pred.shape)?;
         let partials = ctx.zeros(&[mse_partials_len(pred.numel())])?;
-        mse_loss(ctx, &mut b.program, &pred, &target, &dpred, &loss, &partials)?;
+        mse_loss(
+            ctx,
+            &mut b.program,
+            &pred,
+            &target,
+            &dpred,
+            &loss,
+            &partials,
+        )?;
         let forward = std::mem::take(&mut b.program);
 
         // Backward, from the tape in reverse.
@@ -281,19 +349,31 @@ impl Builder<'_> {
     }
 
     fn linear(&mut self, x: &Tensor, prefix: &str, need_dx: bool) -> Result<Tensor> {
-        let (w, b) = (self.p(&format!("{prefix}.weight"))?, self.p(&format!("{prefix}.bias"))?);
+        let (w, b) = (
+            self.p(&format!("{prefix}.weight"))?,
+            self.p(&format!("{prefix}.bias"))?,
+        );
         let (wt, bt) = (self.params[w].clone(), self.params[b].clone());
         let out = self.alloc(&[x.shape[0], wt.shape[0]])?;
         linear(self.ctx, &mut self.program, x, &wt, Some(&bt), &out)?;
         self.flops += 2 * (x.shape[0] * wt.shape[0] * wt.shape[1]) as u64;
-        self.tape.push(Tape::Linear { x: x.clone(), w, b, out: out.clone(), need_dx });
+        self.tape.push(Tape::Linear {
+            x: x.clone(),
+            w,
+            b,
+            out: out.clone(),
+            need_dx,
+        });
         Ok(out)
     }
 
     fn silu(&mut self, x: &Tensor) -> Result<Tensor> {
         let out = self.alloc(&x.shape)?;
         silu(self.ctx, &mut self.program, x, &out)?;
-        self.tape.push(Tape::Silu { x: x.clone(), out: out.clone() });
+        self.tape.push(Tape::Silu {
+            x: x.clone(),
+            out: out.clone(),
+        });
         Ok(out)
     }
 
@@ -309,7 +389,10 @@ impl Builder<'_> {
         scale: f32,
         need_dx: bool,
     ) -> Result<Tensor> {
-        let (w, b) = (self.p(&format!("{prefix}.weight"))?, self.p(&format!("{prefix}.bias"))?);
+        let (w, b) = (
+            self.p(&format!("{prefix}.weight"))?,
+            self.p(&format!("{prefix}.bias"))?,
+        );
         let (wt, bt) = (self.params[w].clone(), self.params[b].clone());
         let [n, _, h, wd] = nchw(x)?;
         let [cout, cin, kh, kw] = nchw(&wt)?;
@@ -347,8 +430,17 @@ impl Builder<'_> {
         Ok(out)
     }
 
-    fn group_norm(&mut self, x: &Tensor, prefix: &str, groups: usize, silu: bool) -> Result<Tensor> {
-        let (gamma, beta) = (self.p(&format!("{prefix}.weight"))?, self.p(&format!("{prefix}.bias"))?);
+    fn group_norm(
+        &mut self,
+        x: &Tensor,
+        prefix: &str,
+        groups: usize,
+        silu: bool,
+    ) -> Result<Tensor> {
+        let (gamma, beta) = (
+            self.p(&format!("{prefix}.weight"))?,
+            self.p(&format!("{prefix}.bias"))?,
+        );
         let out = self.alloc(&x.shape)?;
         group_norm(
             self.ctx,
@@ -361,14 +453,30 @@ impl Builder<'_> {
             self.cfg.norm_eps as f32,
             silu,
         )?;
-        self.tape.push(Tape::GroupNorm { x: x.clone(), gamma, beta, out: out.clone(), groups, silu });
+        self.tape.push(Tape::GroupNorm {
+            x: x.clone(),
+            gamma,
+            beta,
+            out: out.clone(),
+            groups,
+            silu,
+        });
         Ok(out)
     }
 
-    fn project(&mut self, x: &Tensor, prefix: &str, residual: Option<&Tensor>, scale: f32) -> Result<Tensor> {
+    fn project(
+        &mut self,
+        x: &Tensor,
+        prefix: &str,
+        residual: Option<&Tensor>,
+        scale: f32,
+    ) -> Result<Tensor> {
         let [n, c, h, w] = nchw(x)?;
         let hw = h * w;
-        let (wi, bi) = (self.p(&format!("{prefix}.weight"))?, self.p(&format!("{prefix}.bias"))?);
+        let (wi, bi) = (
+            self.p(&format!("{prefix}.weight"))?,
+            self.p(&format!("{prefix}.bias"))?,
+        );
         let (wt, bt) = (self.params[wi].clone(), self.params[bi].clone());
         let cout = wt.shape[0];
         let out = self.alloc(&[n, cout, h, w])?;
@@ -395,25 +503,69 @@ impl Builder<'_> {
             },
         )?;
         self.flops += 2 * (n * cout * hw * c) as u64;
-        self.tape.push(Tape::Project { x: x.clone(), w: wi, b: bi, out: out.clone(), residual: residual.cloned(), scale });
+        self.tape.push(Tape::Project {
+            x: x.clone(),
+            w: wi,
+            b: bi,
+            out: out.clone(),
+            residual: residual.cloned(),
+            scale,
+        });
         Ok(out)
     }
 
-    fn resnet(&mut self, x: &Tensor, temb_act: &Tensor, prefix: &str, out_scale_factor: f64) -> Result<Tensor> {
+    fn resnet(
+        &mut self,
+        x: &Tensor,
+        temb_act: &Tensor,
+        prefix: &str,
+        out_scale_factor: f64,
+    ) -> Result<Tensor> {
         let groups = self.cfg.norm_num_groups;
         let h = self.group_norm(x, &format!("{prefix}.norm1"), groups, true)?;
         let t = self.linear(temb_act, &format!("{prefix}.time_emb_proj"), true)?;
-        let h1 = self.conv(&h, &format!("{prefix}.conv1"), 1, [1; 4], Some(&t), None, 1.0, true)?;
+        let h1 = self.conv(
+            &h,
+            &format!("{prefix}.conv1"),
+            1,
+            [1; 4],
+            Some(&t),
+            None,
+            1.0,
+            true,
+        )?;
         let mut h2 = self.group_norm(&h1, &format!("{prefix}.norm2"), groups, true)?;
         if self.cfg.dropout > 0.0 {
             let out = self.alloc(&h2.shape)?;
-            let op = DropoutOp::record(self.ctx, &mut self.program, &h2, &out, self.cfg.dropout as f32)?;
+            let op = DropoutOp::record(
+                self.ctx,
+                &mut self.program,
+                &h2,
+                &out,
+                self.cfg.dropout as f32,
+            )?;
             self.dropout_ops.push(op);
-            self.tape.push(Tape::Dropout { op: self.dropout_ops.len() - 1, x: h2.clone(), out: out.clone() });
+            self.tape.push(Tape::Dropout {
+                op: self.dropout_ops.len() - 1,
+                x: h2.clone(),
+                out: out.clone(),
+            });
             h2 = out;
         }
-        let shortcut = if self.index.contains_key(&format!("{prefix}.conv_shortcut.weight")) {
-            self.conv(x, &format!("{prefix}.conv_shortcut"), 1, [0; 4], None, None, 1.0, true)?
+        let shortcut = if self
+            .index
+            .contains_key(&format!("{prefix}.conv_shortcut.weight"))
+        {
+            self.conv(
+                x,
+                &format!("{prefix}.conv_shortcut"),
+                1,
+                [0; 4],
+                None,
+                None,
+                1.0,
+                true,
+            )?
         } else {
             x.clone()
         };
@@ -429,7 +581,13 @@ impl Builder<'_> {
         )
     }
 
-    fn attention(&mut self, x: &Tensor, prefix: &str, groups: usize, rescale: f64) -> Result<Tensor> {
+    fn attention(
+        &mut self,
+        x: &Tensor,
+        prefix: &str,
+        groups: usize,
+        rescale: f64,
+    ) -> Result<Tensor> {
         let [n, c, h, w] = nchw(x)?;
         let hw = h * w;
         let heads = self.cfg.heads(c);
@@ -441,10 +599,36 @@ impl Builder<'_> {
         let v = self.project(&hn, &format!("{prefix}.to_v"), None, 1.0)?;
         let alpha = (1.0 / (d as f64).sqrt()) as f32;
         let probs = self.alloc(&[bh, hw, hw])?;
-        self.gemm(&q, &k, &probs, bh, hw, hw, d, [d * hw, 1, hw], [d * hw, hw, 1], [hw * hw, hw, 1], alpha, false)?;
+        self.gemm(
+            &q,
+            &k,
+            &probs,
+            bh,
+            hw,
+            hw,
+            d,
+            [d * hw, 1, hw],
+            [d * hw, hw, 1],
+            [hw * hw, hw, 1],
+            alpha,
+            false,
+        )?;
         softmax_rows(self.ctx, &mut self.program, &probs, hw)?;
         let o = self.alloc(&[n, c, h, w])?;
-        self.gemm(&probs, &v, &o, bh, hw, d, hw, [hw * hw, hw, 1], [d * hw, 1, hw], [d * hw, 1, hw], 1.0, false)?;
+        self.gemm(
+            &probs,
+            &v,
+            &o,
+            bh,
+            hw,
+            d,
+            hw,
+            [hw * hw, hw, 1],
+            [d * hw, 1, hw],
+            [d * hw, 1, hw],
+            1.0,
+            false,
+        )?;
         self.flops += 4 * (bh * hw * hw * d) as u64;
         self.tape.push(Tape::AttentionCore {
             q,
@@ -455,7 +639,12 @@ impl Builder<'_> {
             heads,
             alpha,
         });
-        self.project(&o, &format!("{prefix}.to_out.0"), Some(x), (1.0 / rescale) as f32)
+        self.project(
+            &o,
+            &format!("{prefix}.to_out.0"),
+            Some(x),
+            (1.0 / rescale) as f32,
+        )
     }
 
     /// out[b] = alpha · A[b]·B[b] (+ out) with explicit element strides.
@@ -499,23 +688,47 @@ impl Builder<'_> {
         )
     }
 
-    fn forward(&mut self, sample: &Tensor, timesteps: &Tensor, class_labels: Option<&Tensor>) -> Result<Tensor> {
+    fn forward(
+        &mut self,
+        sample: &Tensor,
+        timesteps: &Tensor,
+        class_labels: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let cfg = self.cfg;
         let n = self.n;
         let boc = cfg.block_out_channels.clone();
         let t_proj = self.alloc(&[n, boc[0]])?;
-        timestep_embedding(self.ctx, &mut self.program, timesteps, &t_proj, cfg.flip_sin_to_cos, cfg.freq_shift as f32)?;
+        timestep_embedding(
+            self.ctx,
+            &mut self.program,
+            timesteps,
+            &t_proj,
+            cfg.flip_sin_to_cos,
+            cfg.freq_shift as f32,
+        )?;
         let e1 = self.linear(&t_proj, "time_embedding.linear_1", false)?;
         let e1_act = self.silu(&e1)?;
         let emb = self.linear(&e1_act, "time_embedding.linear_2", true)?;
         if let Some(labels) = class_labels {
             let table = self.p("class_embedding.weight")?;
-            add_class_embedding(self.ctx, &mut self.program, labels, &self.params[table].clone(), &emb)?;
-            self.tape.push(Tape::ClassEmbedding { labels: labels.clone(), emb: emb.clone(), table });
+            add_class_embedding(
+                self.ctx,
+                &mut self.program,
+                labels,
+                &self.params[table].clone(),
+                &emb,
+            )?;
+            self.tape.push(Tape::ClassEmbedding {
+                labels: labels.clone(),
+                emb: emb.clone(),
+                table,
+            });
         }
         let temb_act = self.silu(&emb)?;
         if cfg.center_input_sample {
-            return Err(Error::config("training with center_input_sample is not supported"));
+            return Err(Error::config(
+                "training with center_input_sample is not supported",
+            ));
         }
         let mut x = self.conv(sample, "conv_in", 1, [1; 4], None, None, 1.0, false)?;
         let mut skips = vec![x.clone()];
@@ -524,13 +737,31 @@ impl Builder<'_> {
             for j in 0..cfg.layers_per_block {
                 x = self.resnet(&x, &temb_act, &format!("down_blocks.{i}.resnets.{j}"), 1.0)?;
                 if cfg.down_block_types[i].has_attention() {
-                    x = self.attention(&x, &format!("down_blocks.{i}.attentions.{j}"), cfg.norm_num_groups, 1.0)?;
+                    x = self.attention(
+                        &x,
+                        &format!("down_blocks.{i}.attentions.{j}"),
+                        cfg.norm_num_groups,
+                        1.0,
+                    )?;
                 }
                 skips.push(x.clone());
             }
             if i + 1 < nblocks {
-                let padding = if cfg.downsample_padding == 0 { [0, 0, 1, 1] } else { [cfg.downsample_padding; 4] };
-                x = self.conv(&x, &format!("down_blocks.{i}.downsamplers.0.conv"), 2, padding, None, None, 1.0, true)?;
+                let padding = if cfg.downsample_padding == 0 {
+                    [0, 0, 1, 1]
+                } else {
+                    [cfg.downsample_padding; 4]
+                };
+                x = self.conv(
+                    &x,
+                    &format!("down_blocks.{i}.downsamplers.0.conv"),
+                    2,
+                    padding,
+                    None,
+                    None,
+                    1.0,
+                    true,
+                )?;
                 skips.push(x.clone());
             }
         }
@@ -542,23 +773,46 @@ impl Builder<'_> {
         x = self.resnet(&x, &temb_act, "mid_block.resnets.1", scale)?;
         for i in 0..nblocks {
             for j in 0..cfg.layers_per_block + 1 {
-                let skip = skips.pop().ok_or_else(|| Error::config("skip connections do not match"))?;
+                let skip = skips
+                    .pop()
+                    .ok_or_else(|| Error::config("skip connections do not match"))?;
                 let [_, c1, h, w] = nchw(&x)?;
                 let [_, c2, ..] = nchw(&skip)?;
                 let cat = self.alloc(&[n, c1 + c2, h, w])?;
                 concat_channels(self.ctx, &mut self.program, &x, &skip, &cat)?;
-                self.tape.push(Tape::Concat { a: x.clone(), b: skip.clone(), out: cat.clone() });
+                self.tape.push(Tape::Concat {
+                    a: x.clone(),
+                    b: skip.clone(),
+                    out: cat.clone(),
+                });
                 x = self.resnet(&cat, &temb_act, &format!("up_blocks.{i}.resnets.{j}"), 1.0)?;
                 if cfg.up_block_types[i].has_attention() {
-                    x = self.attention(&x, &format!("up_blocks.{i}.attentions.{j}"), cfg.norm_num_groups, 1.0)?;
+                    x = self.attention(
+                        &x,
+                        &format!("up_blocks.{i}.attentions.{j}"),
+                        cfg.norm_num_groups,
+                        1.0,
+                    )?;
                 }
             }
             if i + 1 < nblocks {
                 let [_, c, h, w] = nchw(&x)?;
                 let up = self.alloc(&[n, c, 2 * h, 2 * w])?;
                 upsample_nearest2x(self.ctx, &mut self.program, &x, &up)?;
-                self.tape.push(Tape::Upsample { x: x.clone(), out: up.clone() });
-                x = self.conv(&up, &format!("up_blocks.{i}.upsamplers.0.conv"), 1, [1; 4], None, None, 1.0, true)?;
+                self.tape.push(Tape::Upsample {
+                    x: x.clone(),
+                    out: up.clone(),
+                });
+                x = self.conv(
+                    &up,
+                    &format!("up_blocks.{i}.upsamplers.0.conv"),
+                    1,
+                    [1; 4],
+                    None,
+                    None,
+                    1.0,
+                    true,
+                )?;
             }
         }
         let hn = self.group_norm(&x, "conv_norm_out", cfg.norm_num_groups, true)?;
@@ -568,18 +822,58 @@ impl Builder<'_> {
     fn backward(&mut self, op: &Tape, g: &mut Grads, grads: &[Tensor]) -> Result<()> {
         let ctx = self.ctx;
         match op {
-            Tape::Linear { x, w, b, out, need_dx } => {
+            Tape::Linear {
+                x,
+                w,
+                b,
+                out,
+                need_dx,
+            } => {
                 let dout = g.get(out)?;
                 let (m, k) = (x.shape[0], x.shape[1]);
                 let nout = out.shape[1];
                 // dW[o, i] = Σ_b dout[b, o] x[b, i]
-                self.gemm(&dout, x, &grads[*w], 1, nout, k, m, [0, 1, nout], [0, k, 1], [0, k, 1], 1.0, false)?;
-                sum_axes(ctx, &mut self.program, &dout, [m, nout, 1], &grads[*b], 1.0, false)?;
+                self.gemm(
+                    &dout,
+                    x,
+                    &grads[*w],
+                    1,
+                    nout,
+                    k,
+                    m,
+                    [0, 1, nout],
+                    [0, k, 1],
+                    [0, k, 1],
+                    1.0,
+                    false,
+                )?;
+                sum_axes(
+                    ctx,
+                    &mut self.program,
+                    &dout,
+                    [m, nout, 1],
+                    &grads[*b],
+                    1.0,
+                    false,
+                )?;
                 if *need_dx {
                     let (dx, acc) = g.out(ctx, x)?;
                     let wt = self.params[*w].clone();
                     // dx[b, i] = Σ_o dout[b, o] W[o, i]
-                    self.gemm(&dout, &wt, &dx, 1, m, k, nout, [0, nout, 1], [0, k, 1], [0, k, 1], 1.0, acc)?;
+                    self.gemm(
+                        &dout,
+                        &wt,
+                        &dx,
+                        1,
+                        m,
+                        k,
+                        nout,
+                        [0, nout, 1],
+                        [0, k, 1],
+                        [0, k, 1],
+                        1.0,
+                        acc,
+                    )?;
                 }
             }
             Tape::Silu { x, out } => {
@@ -590,17 +884,60 @@ impl Builder<'_> {
             Tape::ClassEmbedding { labels, emb, table } => {
                 // The add was in place: d(emb before) = d(emb after), which stays where it is.
                 let demb = g.get(emb)?;
-                add_class_embedding_backward(ctx, &mut self.program, labels, &demb, &grads[*table])?;
+                add_class_embedding_backward(
+                    ctx,
+                    &mut self.program,
+                    labels,
+                    &demb,
+                    &grads[*table],
+                )?;
             }
-            Tape::Conv { x, w, b, out, stride, padding, scale, channel_bias, residual, need_dx } => {
+            Tape::Conv {
+                x,
+                w,
+                b,
+                out,
+                stride,
+                padding,
+                scale,
+                channel_bias,
+                residual,
+                need_dx,
+            } => {
                 let dout = g.get(out)?;
                 let [n, cout, ho, wo] = nchw(out)?;
                 let wt = self.params[*w].clone();
-                conv2d_backward_weight(ctx, &mut self.program, x, &dout, &grads[*w], *stride, *padding, *scale, false)?;
-                sum_axes(ctx, &mut self.program, &dout, [n, cout, ho * wo], &grads[*b], *scale, false)?;
+                conv2d_backward_weight(
+                    ctx,
+                    &mut self.program,
+                    x,
+                    &dout,
+                    &grads[*w],
+                    *stride,
+                    *padding,
+                    *scale,
+                    false,
+                )?;
+                sum_axes(
+                    ctx,
+                    &mut self.program,
+                    &dout,
+                    [n, cout, ho * wo],
+                    &grads[*b],
+                    *scale,
+                    false,
+                )?;
                 if let Some(cb) = channel_bias {
                     let (dcb, acc) = g.out(ctx, cb)?;
-                    sum_axes(ctx, &mut self.program, &dout, [1, n * cout, ho * wo], &dcb.reshaped(&[n * cout])?, *scale, acc)?;
+                    sum_axes(
+                        ctx,
+                        &mut self.program,
+                        &dout,
+                        [1, n * cout, ho * wo],
+                        &dcb.reshaped(&[n * cout])?,
+                        *scale,
+                        acc,
+                    )?;
                 }
                 if let Some(r) = residual {
                     let (dr, acc) = g.out(ctx, r)?;
@@ -612,10 +949,27 @@ impl Builder<'_> {
                 }
                 if *need_dx {
                     let (dx, acc) = g.out(ctx, x)?;
-                    conv2d_backward_input(ctx, &mut self.program, &dout, &wt, &dx, *stride, *padding, *scale, acc)?;
+                    conv2d_backward_input(
+                        ctx,
+                        &mut self.program,
+                        &dout,
+                        &wt,
+                        &dx,
+                        *stride,
+                        *padding,
+                        *scale,
+                        acc,
+                    )?;
                 }
             }
-            Tape::GroupNorm { x, gamma, beta, out, groups, silu } => {
+            Tape::GroupNorm {
+                x,
+                gamma,
+                beta,
+                out,
+                groups,
+                silu,
+            } => {
                 let dout = g.get(out)?;
                 let (dx, acc) = g.out(ctx, x)?;
                 let [n, c, ..] = nchw(x)?;
@@ -638,13 +992,38 @@ impl Builder<'_> {
                     &scratch,
                 )?;
             }
-            Tape::Project { x, w, b, out, residual, scale } => {
+            Tape::Project {
+                x,
+                w,
+                b,
+                out,
+                residual,
+                scale,
+            } => {
                 let dout = g.get(out)?;
                 let [n, cout, h, wd] = nchw(out)?;
                 let cin = x.shape[1];
                 let w4 = self.params[*w].reshaped(&[cout, cin, 1, 1])?;
-                conv2d_backward_weight(ctx, &mut self.program, x, &dout, &grads[*w].reshaped(&[cout, cin, 1, 1])?, 1, [0; 4], *scale, false)?;
-                sum_axes(ctx, &mut self.program, &dout, [n, cout, h * wd], &grads[*b], *scale, false)?;
+                conv2d_backward_weight(
+                    ctx,
+                    &mut self.program,
+                    x,
+                    &dout,
+                    &grads[*w].reshaped(&[cout, cin, 1, 1])?,
+                    1,
+                    [0; 4],
+                    *scale,
+                    false,
+                )?;
+                sum_axes(
+                    ctx,
+                    &mut self.program,
+                    &dout,
+                    [n, cout, h * wd],
+                    &grads[*b],
+                    *scale,
+                    false,
+                )?;
                 if let Some(r) = residual {
                     let (dr, acc) = g.out(ctx, r)?;
                     if acc {
@@ -654,9 +1033,27 @@ impl Builder<'_> {
                     }
                 }
                 let (dx, acc) = g.out(ctx, x)?;
-                conv2d_backward_input(ctx, &mut self.program, &dout, &w4, &dx, 1, [0; 4], *scale, acc)?;
+                conv2d_backward_input(
+                    ctx,
+                    &mut self.program,
+                    &dout,
+                    &w4,
+                    &dx,
+                    1,
+                    [0; 4],
+                    *scale,
+                    acc,
+                )?;
             }
-            Tape::AttentionCore { q, k, v, probs, o, heads, alpha } => {
+            Tape::AttentionCore {
+                q,
+                k,
+                v,
+                probs,
+                o,
+                heads,
+                alpha,
+            } => {
                 let d_o = g.get(o)?;
                 let [n, c, h, w] = nchw(o)?;
                 let hw = h * w;
@@ -665,17 +1062,69 @@ impl Builder<'_> {
                 // dP[b,i,j] = Σ_dd dO[b,dd,i] v[b,dd,j]
                 let dp = ctx.zeros(&[bh, hw, hw])?;
                 g.bytes += dp.bytes();
-                self.gemm(&d_o, v, &dp, bh, hw, hw, d, [d * hw, 1, hw], [d * hw, hw, 1], [hw * hw, hw, 1], 1.0, false)?;
+                self.gemm(
+                    &d_o,
+                    v,
+                    &dp,
+                    bh,
+                    hw,
+                    hw,
+                    d,
+                    [d * hw, 1, hw],
+                    [d * hw, hw, 1],
+                    [hw * hw, hw, 1],
+                    1.0,
+                    false,
+                )?;
                 // dv[b,dd,j] = Σ_i dO[b,dd,i] P[b,i,j]
                 let (dv, acc) = g.out(ctx, v)?;
-                self.gemm(&d_o, probs, &dv, bh, d, hw, hw, [d * hw, hw, 1], [hw * hw, hw, 1], [d * hw, hw, 1], 1.0, acc)?;
+                self.gemm(
+                    &d_o,
+                    probs,
+                    &dv,
+                    bh,
+                    d,
+                    hw,
+                    hw,
+                    [d * hw, hw, 1],
+                    [hw * hw, hw, 1],
+                    [d * hw, hw, 1],
+                    1.0,
+                    acc,
+                )?;
                 softmax_rows_backward(ctx, &mut self.program, probs, &dp, hw)?;
                 // dq[b,dd,i] = α Σ_j k[b,dd,j] dS[b,i,j]
                 let (dq, acc) = g.out(ctx, q)?;
-                self.gemm(k, &dp, &dq, bh, d, hw, hw, [d * hw, hw, 1], [hw * hw, 1, hw], [d * hw, hw, 1], *alpha, acc)?;
+                self.gemm(
+                    k,
+                    &dp,
+                    &dq,
+                    bh,
+                    d,
+                    hw,
+                    hw,
+                    [d * hw, hw, 1],
+                    [hw * hw, 1, hw],
+                    [d * hw, hw, 1],
+                    *alpha,
+                    acc,
+                )?;
                 // dk[b,dd,j] = α Σ_i q[b,dd,i] dS[b,i,j]
                 let (dk, acc) = g.out(ctx, k)?;
-                self.gemm(q, &dp, &dk, bh, d, hw, hw, [d * hw, hw, 1], [hw * hw, hw, 1], [d * hw, hw, 1], *alpha, acc)?;
+                self.gemm(
+                    q,
+                    &dp,
+                    &dk,
+                    bh,
+                    d,
+                    hw,
+                    hw,
+                    [d * hw, hw, 1],
+                    [hw * hw, hw, 1],
+                    [d * hw, hw, 1],
+                    *alpha,
+                    acc,
+                )?;
             }
             Tape::Concat { a, b, out } => {
                 let dcat = g.get(out)?;

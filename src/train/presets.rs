@@ -48,14 +48,22 @@ pub fn preset(name: &str) -> Result<UNetConfig> {
         Some((_, json, _)) => UNetConfig::from_json(json),
         None => Err(Error::config(format!(
             "unknown preset {name:?}; available: {}",
-            PRESETS.iter().map(|(n, ..)| *n).collect::<Vec<_>>().join(", ")
+            PRESETS
+                .iter()
+                .map(|(n, ..)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
         ))),
     }
 }
 
 /// The scheduler we train with: DDPM's linear β from 1e-4 to 0.02 over T steps (paper §4),
 /// or the cosine schedule (Nichol & Dhariwal 2021), ε-prediction unless asked otherwise.
-pub fn scheduler(beta_schedule: &str, num_train_timesteps: usize, prediction_type: &str) -> Result<SchedulerConfig> {
+pub fn scheduler(
+    beta_schedule: &str,
+    num_train_timesteps: usize,
+    prediction_type: &str,
+) -> Result<SchedulerConfig> {
     let json = format!(
         r#"{{"_class_name": "DDPMScheduler", "num_train_timesteps": {num_train_timesteps},
             "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "{beta_schedule}",

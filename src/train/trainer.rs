@@ -100,7 +100,9 @@ impl Trainer {
             scheduler.prediction_type,
             !settings.external_noise,
         )?;
-        let zeros_like = |ts: &[Tensor]| -> Result<Vec<Tensor>> { ts.iter().map(|t| ctx.zeros(&t.shape)).collect() };
+        let zeros_like = |ts: &[Tensor]| -> Result<Vec<Tensor>> {
+            ts.iter().map(|t| ctx.zeros(&t.shape)).collect()
+        };
         let m = zeros_like(&graph.params)?;
         let v = zeros_like(&graph.params)?;
         let ema = graph
@@ -120,7 +122,8 @@ impl Trainer {
         let mut step_program = Program::new();
         step_program.extend(graph.forward_program());
         step_program.extend(graph.backward_program());
-        let grad_norm = GradNormOp::record(ctx, &mut step_program, &r(grads), settings.max_grad_norm)?;
+        let grad_norm =
+            GradNormOp::record(ctx, &mut step_program, &r(grads), settings.max_grad_norm)?;
         let adamw = AdamWOp::record(
             ctx,
             &mut step_program,
@@ -153,7 +156,12 @@ impl Trainer {
     /// Submit one optimizer step for the batch `x0` (N·C·H·W values in [-1, 1]) with class
     /// labels `labels` (class-conditional models): t ~ U{0, …, T−1} per sample (Algorithm 1),
     /// labels dropped to the null class with probability `label_dropout`. Does not wait.
-    pub fn step(&mut self, ctx: &GpuContext, x0: &[f32], labels: Option<&[u32]>) -> Result<StepInputs> {
+    pub fn step(
+        &mut self,
+        ctx: &GpuContext,
+        x0: &[f32],
+        labels: Option<&[u32]>,
+    ) -> Result<StepInputs> {
         let n = self.graph.batch;
         let t_max = self.schedule.num_train_timesteps() as u64;
         let timesteps: Vec<u32> = (0..n).map(|_| self.rng.below(t_max) as u32).collect();
@@ -162,7 +170,13 @@ impl Trainer {
                 let null = (k - 1) as u32;
                 Some(
                     l.iter()
-                        .map(|&c| if self.rng.next_f64() < self.settings.label_dropout { null } else { c })
+                        .map(|&c| {
+                            if self.rng.next_f64() < self.settings.label_dropout {
+                                null
+                            } else {
+                                c
+                            }
+                        })
                         .collect::<Vec<u32>>(),
                 )
             }
@@ -173,16 +187,27 @@ impl Trainer {
     }
 
     /// One optimizer step with the timesteps and labels given (no randomness but ε's).
-    pub fn step_with(&mut self, ctx: &GpuContext, x0: &[f32], labels: Option<&[u32]>, timesteps: &[u32]) -> Result<()> {
+    pub fn step_with(
+        &mut self,
+        ctx: &GpuContext,
+        x0: &[f32],
+        labels: Option<&[u32]>,
+        timesteps: &[u32],
+    ) -> Result<()> {
         let n = self.graph.batch;
         if timesteps.len() != n {
-            return Err(Error::shape(format!("{} timesteps for a batch of {n}", timesteps.len())));
+            return Err(Error::shape(format!(
+                "{} timesteps for a batch of {n}",
+                timesteps.len()
+            )));
         }
         let t_max = self.schedule.num_train_timesteps();
         let mut coef = Vec::with_capacity(2 * n);
         for &t in timesteps {
             if t as usize >= t_max {
-                return Err(Error::shape(format!("timestep {t} is not below T = {t_max}")));
+                return Err(Error::shape(format!(
+                    "timestep {t} is not below T = {t_max}"
+                )));
             }
             let (a, b) = self.schedule.add_noise_coefficients(t as usize);
             coef.push(a as f32);
@@ -190,19 +215,39 @@ impl Trainer {
         }
         ctx.write(&self.graph.x0, x0)?;
         ctx.write(&self.graph.coef, &coef)?;
-        ctx.write(&self.graph.timesteps, &timesteps.iter().map(|&t| t as f32).collect::<Vec<_>>())?;
-        match (&self.graph.class_labels, labels, self.graph.config.num_class_embeds) {
+        ctx.write(
+            &self.graph.timesteps,
+            &timesteps.iter().map(|&t| t as f32).collect::<Vec<_>>(),
+        )?;
+        match (
+            &self.graph.class_labels,
+            labels,
+            self.graph.config.num_class_embeds,
+        ) {
             (Some(t), Some(l), Some(k)) => {
                 if l.len() != n {
-                    return Err(Error::shape(format!("{} labels for a batch of {n}", l.len())));
+                    return Err(Error::shape(format!(
+                        "{} labels for a batch of {n}",
+                        l.len()
+                    )));
                 }
                 if let Some(bad) = l.iter().find(|&&c| c as usize >= k) {
-                    return Err(Error::shape(format!("label {bad} is out of range for {k} class embeddings")));
+                    return Err(Error::shape(format!(
+                        "label {bad} is out of range for {k} class embeddings"
+                    )));
                 }
                 ctx.write_u32(t, l)?;
             }
-            (Some(_), None, _) => return Err(Error::shape("this model is class-conditional: labels are required")),
-            (None, Some(_), _) => return Err(Error::shape("this model is not class-conditional: it takes no labels")),
+            (Some(_), None, _) => {
+                return Err(Error::shape(
+                    "this model is class-conditional: labels are required",
+                ))
+            }
+            (None, Some(_), _) => {
+                return Err(Error::shape(
+                    "this model is not class-conditional: it takes no labels",
+                ))
+            }
             _ => {}
         }
         self.step += 1;
@@ -210,7 +255,8 @@ impl Trainer {
         // learning_rate counts steps already taken (LambdaLR), ema_decay this step (EMAModel).
         let lr = learning_rate(self.step - 1, &self.settings.lr) as f32;
         self.adamw.set_step(ctx, self.step, lr)?;
-        self.ema_op.set_decay(ctx, ema_decay(self.step, &self.settings.ema));
+        self.ema_op
+            .set_decay(ctx, ema_decay(self.step, &self.settings.ema));
         ctx.run(&self.step_program)
     }
 
@@ -235,7 +281,10 @@ impl Trainer {
         for (name, t) in self.graph.names.iter().zip(tensors) {
             let (shape, data) = from.get(name)?;
             if shape != &t.shape[..] {
-                return Err(Error::weights(format!("{name}: shape {shape:?}, expected {:?}", t.shape)));
+                return Err(Error::weights(format!(
+                    "{name}: shape {shape:?}, expected {:?}",
+                    t.shape
+                )));
             }
             ctx.write(t, data)?;
         }
