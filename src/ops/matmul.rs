@@ -70,9 +70,37 @@ struct MatmulParams {
     _pad2: u32,
 }
 
-/// Output tile of one workgroup (see the shader).
-const TILE_M: usize = 64;
+/// Output tile of one workgroup (see the shader): 128 columns and [`tile_rows`] rows.
 const TILE_N: usize = 128;
+
+/// Rows of the output tile the GEMM-like kernels (matmul, conv2d and its gradients) use for
+/// `m` rows: 16, 32 or 64. Each has its own entry point (suffix `_m16`, `_m32`, none) with
+/// a 8x16 register tile per thread and 8·rows/8 threads; the small ones exist because a
+/// 64-row tile for the MNIST model's 32 channels (or conv_out's single one) computes mostly
+/// masked rows. Smaller tiles re-gather the B tile more often per FLOP, so larger M keeps the
+/// 64-row tile.
+pub(crate) fn tile_rows(m: usize) -> usize {
+    match m {
+        0..=16 => 16,
+        17..=32 => 32,
+        _ => 64,
+    }
+}
+
+/// The entry point `base` for a tile of `rows` rows (see [`tile_rows`]).
+pub(crate) fn tile_entry(base: &'static str, rows: usize) -> &'static str {
+    match (base, rows) {
+        ("matmul", 16) => "matmul_m16",
+        ("matmul", 32) => "matmul_m32",
+        ("conv2d", 16) => "conv2d_m16",
+        ("conv2d", 32) => "conv2d_m32",
+        ("conv2d_backward_input", 16) => "conv2d_backward_input_m16",
+        ("conv2d_backward_input", 32) => "conv2d_backward_input_m32",
+        ("conv2d_backward_weight", 16) => "conv2d_backward_weight_m16",
+        ("conv2d_backward_weight", 32) => "conv2d_backward_weight_m32",
+        _ => base,
+    }
+}
 
 fn u32_of(v: usize, what: &str) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::shape(format!("matmul: {what} = {v} does not fit in u32")))
@@ -134,7 +162,8 @@ pub fn matmul(ctx: &GpuContext, program: &mut Program, args: &MatmulArgs) -> Res
         return Ok(());
     }
     let n_tiles = n.div_ceil(TILE_N);
-    let m_tiles = m.div_ceil(TILE_M);
+    let rows = tile_rows(m);
+    let m_tiles = m.div_ceil(rows);
     let z = batch * m_tiles;
     if z > MAX_WORKGROUPS_PER_DIM as usize {
         return Err(Error::shape(format!(
@@ -180,7 +209,7 @@ pub fn matmul(ctx: &GpuContext, program: &mut Program, args: &MatmulArgs) -> Res
         DispatchDesc {
             label: "matmul",
             shader: &MATMUL,
-            entry: "matmul",
+            entry: tile_entry("matmul", rows),
             constants: &[],
             params: Params::Static(bytemuck::bytes_of(&params)),
             inputs: &[
