@@ -412,6 +412,26 @@ mod tests {
         run_case(&ctx, &c, 22);
     }
 
+    /// The 16-, 32- and 64-row tile variants around their edges: Cout in
+    /// {1, 3, 16, 17, 33} (conv_out has 1 or 3), with the fused epilogue, pixel counts that
+    /// are not multiples of 128, and a stride-2 case.
+    #[test]
+    fn conv_small_cout_tiles() {
+        let ctx = ctx();
+        for (i, cout) in [1, 3, 16, 17, 33].into_iter().enumerate() {
+            let mut c = case(2, 5, cout, (9, 11), 3, 1, [1; 4]);
+            c.channel_bias = true;
+            c.residual = i % 2 == 0;
+            c.out_scale = 0.5;
+            run_case(&ctx, &c, 40 + i as u64);
+            run_case(
+                &ctx,
+                &case(3, 17, cout, (14, 14), 3, 2, [0, 0, 1, 1]),
+                50 + i as u64,
+            );
+        }
+    }
+
     /// More than 65535 pixel tiles: the tile index is split over grid x and y. Ignored by
     /// default: it needs an 8.4M-pixel image (~20 s on llvmpipe).
     /// `cargo test --lib ops::conv2d::tests::conv_grid_past_one_dimension -- --ignored`

@@ -10,6 +10,7 @@ use crate::gpu::{
 };
 use crate::ops::conv2d::conv_out_size;
 use crate::ops::elementwise::nchw;
+use crate::ops::matmul::{tile_entry, tile_rows};
 use crate::shaders::CONV2D_BACKWARD;
 
 #[repr(C)]
@@ -53,8 +54,7 @@ struct BwdParams {
     _pad4: u32,
 }
 
-/// Output tile of one workgroup (see the shader) and its K step.
-const TILE_M: usize = 64;
+/// Output tile of one workgroup (see the shader: `tile_rows(M)` rows) and its K step.
 const TILE_N: usize = 128;
 const TILE_K: usize = 16;
 /// Split K until about this many workgroups run (an H100 has 132 SMs; several resident
@@ -184,7 +184,8 @@ pub fn conv2d_backward_input(
     if m == 0 || n * h * w == 0 {
         return Ok(());
     }
-    let m_tiles = m.div_ceil(TILE_M);
+    let rows = tile_rows(m);
+    let m_tiles = m.div_ceil(rows);
     if m_tiles > MAX_WORKGROUPS_PER_DIM as usize {
         return Err(Error::shape(format!(
             "{what}: {cin} input channels is more than one dispatch can launch"
@@ -247,7 +248,7 @@ pub fn conv2d_backward_input(
                 DispatchDesc {
                     label: what,
                     shader: &CONV2D_BACKWARD,
-                    entry: "conv2d_backward_input",
+                    entry: tile_entry(what, rows),
                     constants: &[],
                     params: Params::Static(bytemuck::bytes_of(&p)),
                     inputs: &[&dout.buffer, &weight.buffer],
@@ -263,11 +264,12 @@ pub fn conv2d_backward_input(
 /// How many K splits the weight gradient uses for a (m × n) output and K = `k`, with room
 /// for `max_scratch` partial-sum elements, and the K chunk per split.
 fn weight_splits(m: usize, n: usize, k: usize, max_scratch: usize) -> (usize, usize) {
-    let tiles = m.div_ceil(TILE_M) * n.div_ceil(TILE_N);
+    let m_tiles = m.div_ceil(tile_rows(m));
+    let tiles = m_tiles * n.div_ceil(TILE_N);
     let by_occupancy = TARGET_WORKGROUPS.div_ceil(tiles);
     let by_chunk = k / MIN_K_CHUNK;
     let by_scratch = max_scratch / (m * n).max(1);
-    let by_grid = MAX_WORKGROUPS_PER_DIM as usize / m.div_ceil(TILE_M);
+    let by_grid = MAX_WORKGROUPS_PER_DIM as usize / m_tiles;
     let splits = by_occupancy
         .min(by_chunk)
         .min(by_scratch)
@@ -355,7 +357,8 @@ pub fn conv2d_backward_weight_with_scratch(
         return Ok(());
     }
     let n_tiles = ncols.div_ceil(TILE_N);
-    let m_tiles = m.div_ceil(TILE_M);
+    let rows = tile_rows(m);
+    let m_tiles = m.div_ceil(rows);
     if m_tiles > MAX_WORKGROUPS_PER_DIM as usize {
         return Err(Error::shape(format!(
             "{what}: {cout} output channels is more than one dispatch can launch"
@@ -383,7 +386,7 @@ pub fn conv2d_backward_weight_with_scratch(
             DispatchDesc {
                 label: what,
                 shader: &CONV2D_BACKWARD,
-                entry: "conv2d_backward_weight",
+                entry: tile_entry(what, rows),
                 constants: &[],
                 params: Params::Static(bytemuck::bytes_of(&p)),
                 inputs: &[&x.buffer, &dout.buffer],
@@ -748,6 +751,31 @@ mod tests {
         run_case(&ctx, case(3, 5, 70, (14, 14), 1, 1, [0; 4]), 21, true);
         // 1x1 with stride 2: three of the four phase classes have no taps (gradient 0).
         run_case(&ctx, case(2, 5, 3, (7, 8), 1, 2, [0; 4]), 22, false);
+    }
+
+    /// The 16-, 32- and 64-row tile variants: M = Cin (input gradient) and M = Cout
+    /// (weight gradient) each take every value in {1, 3, 16, 17, 33}.
+    #[test]
+    fn conv_backward_small_channel_tiles() {
+        let ctx = ctx();
+        for (i, (cin, cout)) in [(1, 3), (3, 16), (16, 17), (17, 33), (33, 1)]
+            .into_iter()
+            .enumerate()
+        {
+            let s = i as u64;
+            run_case(
+                &ctx,
+                case(2, cin, cout, (7, 9), 3, 1, [1; 4]),
+                60 + s,
+                i % 2 == 0,
+            );
+            run_case(
+                &ctx,
+                case(1, cin, cout, (8, 7), 3, 2, [1; 4]),
+                70 + s,
+                i % 2 == 1,
+            );
+        }
     }
 
     /// The weight gradient with a long K (split over many chunks, then reduced): compared

@@ -438,6 +438,46 @@ pub(crate) mod tests {
         }
     }
 
+    /// Every row-tile variant (16, 32, 64 rows) at and around its edges: m in
+    /// {1, 3, 16, 17, 33}, batched, with bias along M, a residual and accumulation so the
+    /// epilogue's row masking is exercised too; n and k are not multiples of the tiles.
+    #[test]
+    fn matmul_small_m_tiles() {
+        let ctx = ctx();
+        for (i, m) in [1, 3, 16, 17, 32, 33].into_iter().enumerate() {
+            assert_eq!(
+                tile_rows(m),
+                if m <= 16 {
+                    16
+                } else if m <= 32 {
+                    32
+                } else {
+                    64
+                }
+            );
+            let (batch, n, k) = (2, 301, 37);
+            run_case(
+                &ctx,
+                &Case {
+                    batch,
+                    m,
+                    n,
+                    k,
+                    a_strides: [m * k, k, 1],
+                    b_strides: [k * n, n, 1],
+                    out_strides: [m * n, n, 1],
+                    bias: Some(BiasAlong::M),
+                    residual: true,
+                    alpha: 0.5,
+                    out_scale: 2.0,
+                    accumulate: i % 2 == 1,
+                },
+                200 + 10 * i as u64,
+                &format!("matmul small m {m}x{n}x{k} batch {batch}"),
+            );
+        }
+    }
+
     #[test]
     fn matmul_batched_transposed_bias_residual() {
         let ctx = ctx();
