@@ -938,20 +938,27 @@ mod tests {
     }
 
     /// Small channel counts (the default MNIST model: 32/64 channels, conv_out to 1):
-    /// forward, input and weight gradient of 3x3 convs at 28x28, N=64, and a 1x1 matmul.
+    /// forward, input and weight gradient of 3x3 convs at 28x28, N=64, and 1x1-projection
+    /// matmuls, each with the tile rows forced to 64, 32 and 16 and chosen automatically,
+    /// timed interleaved (best of BENCH_REPS) so that other load on the machine hits all alike.
     /// `cargo test --release --lib ops::conv2d_backward::tests::bench_small_channels -- --ignored --nocapture`
     #[test]
     #[ignore]
     fn bench_small_channels() {
         use crate::ops::conv2d::{conv2d, Conv2dArgs};
+        use crate::ops::matmul::tests::{time_program, FORCE_TILE_ROWS};
         use crate::ops::matmul::{matmul, BiasAlong, MatmulArgs};
+        use std::sync::atomic::Ordering;
         let ctx = ctx();
         let reps = std::env::var("BENCH_REPS")
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(3);
         let (n, hw) = (64, 28);
-        let mut total = 0.0;
+        let variants = [64, 32, 16, 0];
+        // (name, [program per variant])
+        let mut progs: Vec<(String, Vec<Program>)> = Vec::new();
+        let mut keep = Vec::new();
         for (cin, cout) in [(16, 16), (32, 32), (32, 1), (1, 32), (64, 3)] {
             let x = ctx
                 .upload(&random(n * cin * hw * hw, 1), &[n, cin, hw, hw])
@@ -965,73 +972,102 @@ mod tests {
             let y = ctx.zeros(&[n, cout, hw, hw]).unwrap();
             let dx = ctx.zeros(&[n, cin, hw, hw]).unwrap();
             let dw = ctx.zeros(&[cout, cin, 3, 3]).unwrap();
-            let mut pf = Program::new();
-            conv2d(
-                &ctx,
-                &mut pf,
-                &Conv2dArgs {
-                    x: &x,
-                    weight: &w,
-                    bias: None,
-                    channel_bias: None,
-                    residual: None,
-                    out: &y,
-                    stride: 1,
-                    padding: [1; 4],
-                    out_scale: 1.0,
-                },
-            )
-            .unwrap();
-            let mut pi = Program::new();
-            conv2d_backward_input(&ctx, &mut pi, &dout, &w, &dx, 1, [1; 4], 1.0, false).unwrap();
-            let mut pw = Program::new();
-            conv2d_backward_weight(&ctx, &mut pw, &x, &dout, &dw, 1, [1; 4], 1.0, false).unwrap();
-            for (name, p) in [("forward", &pf), ("input", &pi), ("weight", &pw)] {
-                let wall = crate::ops::matmul::tests::time_program(&ctx, p, reps);
-                total += wall;
-                println!(
-                    "small conv {name} N={n} {cin}->{cout} {hw}x{hw} 3x3: best {:.2} ms wall",
-                    wall * 1e3
-                );
+            let mut pf = Vec::new();
+            let mut pi = Vec::new();
+            let mut pw = Vec::new();
+            for v in variants {
+                FORCE_TILE_ROWS.store(v, Ordering::Relaxed);
+                let mut p = Program::new();
+                conv2d(
+                    &ctx,
+                    &mut p,
+                    &Conv2dArgs {
+                        x: &x,
+                        weight: &w,
+                        bias: None,
+                        channel_bias: None,
+                        residual: None,
+                        out: &y,
+                        stride: 1,
+                        padding: [1; 4],
+                        out_scale: 1.0,
+                    },
+                )
+                .unwrap();
+                pf.push(p);
+                let mut p = Program::new();
+                conv2d_backward_input(&ctx, &mut p, &dout, &w, &dx, 1, [1; 4], 1.0, false).unwrap();
+                pi.push(p);
+                let mut p = Program::new();
+                conv2d_backward_weight(&ctx, &mut p, &x, &dout, &dw, 1, [1; 4], 1.0, false)
+                    .unwrap();
+                pw.push(p);
+            }
+            let what = format!("conv N={n} {cin}->{cout} {hw}x{hw} 3x3");
+            progs.push((format!("{what} forward"), pf));
+            progs.push((format!("{what} input"), pi));
+            progs.push((format!("{what} weight"), pw));
+            keep.push((x, dout, w, y, dx, dw));
+        }
+        // 1x1 projections as GEMMs: (m, 32) x (32, N·H·W).
+        let (k, cols) = (32, n * hw * hw);
+        let a = ctx.upload(&random(64 * k, 4), &[64, k]).unwrap();
+        let b = ctx.upload(&random(k * cols, 5), &[k, cols]).unwrap();
+        let out = ctx.zeros(&[64, cols]).unwrap();
+        for m in [3, 16, 32] {
+            let mut ps = Vec::new();
+            for v in variants {
+                FORCE_TILE_ROWS.store(v, Ordering::Relaxed);
+                let mut p = Program::new();
+                matmul(
+                    &ctx,
+                    &mut p,
+                    &MatmulArgs {
+                        a: &a,
+                        b: &b,
+                        out: &out,
+                        bias: None,
+                        bias_along: BiasAlong::M,
+                        residual: None,
+                        batch: 1,
+                        m,
+                        n: cols,
+                        k,
+                        a_strides: [0, k, 1],
+                        b_strides: [0, cols, 1],
+                        out_strides: [0, cols, 1],
+                        alpha: 1.0,
+                        out_scale: 1.0,
+                        accumulate: false,
+                    },
+                )
+                .unwrap();
+                ps.push(p);
+            }
+            progs.push((format!("matmul m={m} k={k} n={cols}"), ps));
+        }
+        FORCE_TILE_ROWS.store(0, Ordering::Relaxed);
+        let mut best = vec![vec![f64::INFINITY; variants.len()]; progs.len()];
+        for _ in 0..reps {
+            for (i, (_, ps)) in progs.iter().enumerate() {
+                for (j, p) in ps.iter().enumerate() {
+                    best[i][j] = best[i][j].min(time_program(&ctx, p, 1));
+                }
             }
         }
-        // A 1x1 projection as a GEMM: (32, 32) x (32, N·H·W).
-        let (m, k, cols) = (32, 32, n * hw * hw);
-        let a = ctx.upload(&random(m * k, 4), &[m, k]).unwrap();
-        let b = ctx.upload(&random(k * cols, 5), &[k, cols]).unwrap();
-        let out = ctx.zeros(&[m, cols]).unwrap();
-        for m in [16, 32, 3] {
-            let mut p = Program::new();
-            matmul(
-                &ctx,
-                &mut p,
-                &MatmulArgs {
-                    a: &a,
-                    b: &b,
-                    out: &out,
-                    bias: None,
-                    bias_along: BiasAlong::M,
-                    residual: None,
-                    batch: 1,
-                    m,
-                    n: cols,
-                    k,
-                    a_strides: [0, k, 1],
-                    b_strides: [0, cols, 1],
-                    out_strides: [0, cols, 1],
-                    alpha: 1.0,
-                    out_scale: 1.0,
-                    accumulate: false,
-                },
-            )
-            .unwrap();
-            let wall = crate::ops::matmul::tests::time_program(&ctx, &p, reps);
-            total += wall;
-            println!(
-                "small matmul m={m} k={k} n={cols}: best {:.2} ms wall",
-                wall * 1e3
-            );
+        println!(
+            "best ms wall on {}: rows 64 / 32 / 16 / auto",
+            ctx.adapter.name
+        );
+        let mut total = vec![0.0; variants.len()];
+        for (i, (name, _)) in progs.iter().enumerate() {
+            let t: Vec<String> = best[i].iter().map(|t| format!("{:7.1}", t * 1e3)).collect();
+            println!("{name:40} {}", t.join(" "));
+            for (j, t) in best[i].iter().enumerate() {
+                total[j] += t;
+            }
         }
-        println!("small channels total: {:.1} ms", total * 1e3);
+        let t: Vec<String> = total.iter().map(|t| format!("{:7.1}", t * 1e3)).collect();
+        println!("{:40} {}", "total", t.join(" "));
     }
 }

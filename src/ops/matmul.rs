@@ -80,6 +80,13 @@ const TILE_N: usize = 128;
 /// masked rows. Smaller tiles re-gather the B tile more often per FLOP, so larger M keeps the
 /// 64-row tile.
 pub(crate) fn tile_rows(m: usize) -> usize {
+    #[cfg(test)]
+    {
+        let forced = tests::FORCE_TILE_ROWS.load(std::sync::atomic::Ordering::Relaxed);
+        if forced != 0 {
+            return forced;
+        }
+    }
     match m {
         0..=16 => 16,
         17..=32 => 32,
@@ -287,6 +294,12 @@ pub(crate) mod tests {
     use super::*;
     use crate::gpu::block_on;
     use crate::gpu::test_util::{assert_close, ctx, random};
+
+    /// Benchmarks only: when nonzero, [`tile_rows`] returns this (16, 32 or 64) for every
+    /// m, to compare the variants in one process. Every variant is correct for any m, so a
+    /// test running meanwhile only gets slower or faster.
+    pub(crate) static FORCE_TILE_ROWS: std::sync::atomic::AtomicUsize =
+        std::sync::atomic::AtomicUsize::new(0);
 
     /// f64 reference of the same strided contract.
     fn reference(
