@@ -4,9 +4,14 @@
 // im2col is never materialised: the B tile is gathered from x on the fly (zero padding =
 // masked loads), so the only extra memory traffic is the redundancy of the gather itself.
 //
-// Tiling as in matmul.wgsl: 8x8 threads, 64x128 output tile (Cout x pixels), 8x16 register
-// tile per thread, K step 16 staged as vec4s in workgroup memory. All loads are clamped and
-// masked (select, not branches), so any size works.
+// Tiling as in matmul.wgsl: 8 x WM threads, (8·WM)x128 output tile (Cout x pixels), 8x16
+// register tile per thread, K step 16 staged as vec4s in workgroup memory. All loads are
+// clamped and masked (select, not branches), so any size works. Entry points conv2d (WM = 8,
+// 64 rows), conv2d_m32 and conv2d_m16 share conv2d_tile(): small Cout (the MNIST model's 32
+// channels, conv_out's 1) would otherwise leave most of a 64-row tile masked. They are
+// separate entry points with literal WM rather than override constants so that the
+// workgroup size and loop bounds are compile-time constants everywhere (the workgroup arrays
+// are sized for the largest variant).
 //
 // Grid: x/y = the pixel tile as a linear index (wg.x + wg.y * num_workgroups.x, see
 // gpu::grid_1d), z = the Cout tile.
@@ -51,11 +56,10 @@ struct Params {
 // out: (N, Cout, Ho, Wo)
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;
 
-const BM: u32 = 64u;
 const BN: u32 = 128u;
 const BK: u32 = 16u;
 
-// [BK][BM / 4] (weights) and [BK][BN / 4] (im2col)
+// [BK][BM / 4] (weights, BM <= 64) and [BK][BN / 4] (im2col)
 var<workgroup> tile_a: array<vec4<f32>, 256>;
 var<workgroup> tile_b: array<vec4<f32>, 512>;
 
@@ -101,37 +105,111 @@ fn store_row(co: u32, n: u32, v0: vec4<f32>, v1: vec4<f32>, inv_hw: f32) {
     store1(co, n + 7u, v1.w, inv_hw);
 }
 
-@compute @workgroup_size(8, 8)
-fn conv2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_id) lid: vec3<u32>,
-          @builtin(local_invocation_index) li: u32) {
-    let n_tile = wg.x + wg.y * nwg.x;
-    // Uniform across the workgroup, so returning before the barriers is allowed.
-    if (n_tile >= p.n_tiles) { return; }
-    let m0 = wg.z * BM;
-    let n0 = n_tile * BN;
+// The four im2col columns (pixels) c .. c+4 one loader stages, decomposed once per thread:
+// the top-left input tap of each and its image's base offset in x.
+struct Cols {
+    ok: vec4<bool>,
+    x_base: vec4<u32>,
+    iy0: vec4<i32>,
+    ix0: vec4<i32>,
+}
 
-    // Loaders: thread li stages the weights' vec4 group lc (4 consecutive output channels)
-    // of K rows lr, lr+4, ..., and im2col's vec4 group bc (4 consecutive pixels) of K rows
-    // br, br+2, ...
-    let lc = li % 16u;
-    let lr = li / 16u;
-    let bc = li % 32u;
-    let br = li / 32u;
-
-    // The loader's four pixel columns do not change along K: decompose them once.
+fn cols_at(c: u32) -> Cols {
     let hw_out = p.ho * p.wo;
-    let cols = vec4<u32>(n0 + 4u * bc) + vec4<u32>(0u, 1u, 2u, 3u);
-    let col_ok = cols < vec4<u32>(p.ncols);
+    let cols = vec4<u32>(c) + vec4<u32>(0u, 1u, 2u, 3u);
     let cb = cols / vec4<u32>(hw_out);  // once per thread: plain division is fine
     let pix = cols - cb * vec4<u32>(hw_out);
     let oy = pix / vec4<u32>(p.wo);
     let ox = pix - oy * vec4<u32>(p.wo);
-    let iy0 = vec4<i32>(oy * vec4<u32>(p.stride)) - vec4<i32>(i32(p.pad_top));
-    let ix0 = vec4<i32>(ox * vec4<u32>(p.stride)) - vec4<i32>(i32(p.pad_left));
-    let x_base = cb * vec4<u32>(p.cin * p.h * p.w);
+    return Cols(cols < vec4<u32>(p.ncols), cb * vec4<u32>(p.cin * p.h * p.w),
+                vec4<i32>(oy * vec4<u32>(p.stride)) - vec4<i32>(i32(p.pad_top)),
+                vec4<i32>(ox * vec4<u32>(p.stride)) - vec4<i32>(i32(p.pad_left)));
+}
+
+// im2col[k, cols] for k = (ci, ky, kx); out-of-image taps are the zero padding.
+fn gather(c: Cols, kok: bool, ci: u32, ky: u32, kx: u32) -> vec4<f32> {
     let hi = vec4<i32>(i32(p.h));
     let wi = vec4<i32>(i32(p.w));
+    let iy = c.iy0 + vec4<i32>(i32(ky));
+    let ix = c.ix0 + vec4<i32>(i32(kx));
+    let ok = c.ok & vec4<bool>(kok) & (iy >= vec4<i32>(0)) & (iy < hi) & (ix >= vec4<i32>(0))
+        & (ix < wi);
+    let xi = c.x_base + vec4<u32>(ci * p.h * p.w) + vec4<u32>(iy * wi + ix);
+    return vec4<f32>(load_x(xi.x, ok.x), load_x(xi.y, ok.y), load_x(xi.z, ok.z),
+                     load_x(xi.w, ok.w));
+}
+
+// One K step of the register-tiled product: thread (tx, ty) owns rows 8 ty .. +8 and
+// columns 16 tx .. +16 of the tile; bm4 = BM / 4. Constant indices only, so that the
+// accumulators stay in registers.
+fn mac_tile(acc: ptr<function, array<vec4<f32>, 32>>, tx: u32, ty: u32, bm4: u32) {
+    for (var kk = 0u; kk < BK; kk++) {
+        let a0 = tile_a[kk * bm4 + 2u * ty];
+        let a1 = tile_a[kk * bm4 + 2u * ty + 1u];
+        let b0 = tile_b[kk * 32u + 4u * tx];
+        let b1 = tile_b[kk * 32u + 4u * tx + 1u];
+        let b2 = tile_b[kk * 32u + 4u * tx + 2u];
+        let b3 = tile_b[kk * 32u + 4u * tx + 3u];
+        (*acc)[0] += a0.x * b0;
+        (*acc)[1] += a0.x * b1;
+        (*acc)[2] += a0.x * b2;
+        (*acc)[3] += a0.x * b3;
+        (*acc)[4] += a0.y * b0;
+        (*acc)[5] += a0.y * b1;
+        (*acc)[6] += a0.y * b2;
+        (*acc)[7] += a0.y * b3;
+        (*acc)[8] += a0.z * b0;
+        (*acc)[9] += a0.z * b1;
+        (*acc)[10] += a0.z * b2;
+        (*acc)[11] += a0.z * b3;
+        (*acc)[12] += a0.w * b0;
+        (*acc)[13] += a0.w * b1;
+        (*acc)[14] += a0.w * b2;
+        (*acc)[15] += a0.w * b3;
+        (*acc)[16] += a1.x * b0;
+        (*acc)[17] += a1.x * b1;
+        (*acc)[18] += a1.x * b2;
+        (*acc)[19] += a1.x * b3;
+        (*acc)[20] += a1.y * b0;
+        (*acc)[21] += a1.y * b1;
+        (*acc)[22] += a1.y * b2;
+        (*acc)[23] += a1.y * b3;
+        (*acc)[24] += a1.z * b0;
+        (*acc)[25] += a1.z * b1;
+        (*acc)[26] += a1.z * b2;
+        (*acc)[27] += a1.z * b3;
+        (*acc)[28] += a1.w * b0;
+        (*acc)[29] += a1.w * b1;
+        (*acc)[30] += a1.w * b2;
+        (*acc)[31] += a1.w * b3;
+    }
+}
+
+// The whole tile with wm threads along M (BM = 8 wm rows, 8 wm threads).
+fn conv2d_tile(wm: u32, wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>, li: u32) {
+    let n_tile = wg.x + wg.y * nwg.x;
+    // Uniform across the workgroup, so returning before the barriers is allowed.
+    if (n_tile >= p.n_tiles) { return; }
+    let bm = 8u * wm;
+    let bm4 = 2u * wm;
+    let threads = 8u * wm;
+    let m0 = wg.z * bm;
+    let n0 = n_tile * BN;
+
+    // Loaders: thread li stages the weights' vec4 group lc (4 consecutive output channels)
+    // of K rows lr, lr+4, ... (bm4 groups x 16 rows = 4 per thread), and im2col's vec4 group
+    // bc (4 consecutive pixels) of K rows br, br+bstep, ...; with 16 threads, groups bc and
+    // bc + 16 of every row.
+    let lc = li % bm4;
+    let lr = li / bm4;
+    let bc = li % 32u;
+    let br = li / 32u;
+    let bstep = max(threads / 32u, 1u);
+    let two_groups = threads < 32u;
+
+    // The loaders' pixel columns do not change along K: decompose them once.
+    let c0 = cols_at(n0 + 4u * bc);
+    let c1 = cols_at(n0 + 4u * bc + 64u);
     let khw = p.kh * p.kw;
     let inv_khw = 1.0 / f32(khw);
     let inv_kw = 1.0 / f32(p.kw);
@@ -154,72 +232,31 @@ fn conv2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
             let k = k0 + kk;
             let wok = row_ok & vec4<bool>(k < p.kdim);
             let wi4 = w_base + vec4<u32>(k);
-            tile_a[kk * 16u + lc] = vec4<f32>(load_w(wi4.x, wok.x), load_w(wi4.y, wok.y),
+            tile_a[kk * bm4 + lc] = vec4<f32>(load_w(wi4.x, wok.x), load_w(wi4.y, wok.y),
                                               load_w(wi4.z, wok.z), load_w(wi4.w, wok.w));
         }
-        // im2col[k, cols] with k = (ci, ky, kx); out-of-image taps are the zero padding.
-        for (var j = 0u; j < 8u; j++) {
-            let kk = br + 2u * j;
+        // im2col[k, cols] with k = (ci, ky, kx).
+        for (var j = 0u; j < 16u / bstep; j++) {
+            let kk = br + bstep * j;
             let k = k0 + kk;
             let ci = div_small(k, khw, inv_khw);
             let r = k - ci * khw;
             let ky = div_small(r, p.kw, inv_kw);
             let kx = r - ky * p.kw;
-            let iy = iy0 + vec4<i32>(i32(ky));
-            let ix = ix0 + vec4<i32>(i32(kx));
-            let ok = col_ok & vec4<bool>(k < p.kdim) & (iy >= vec4<i32>(0)) & (iy < hi)
-                & (ix >= vec4<i32>(0)) & (ix < wi);
-            let xi = x_base + vec4<u32>(ci * p.h * p.w) + vec4<u32>(iy * wi + ix);
-            tile_b[kk * 32u + bc] = vec4<f32>(load_x(xi.x, ok.x), load_x(xi.y, ok.y),
-                                              load_x(xi.z, ok.z), load_x(xi.w, ok.w));
+            let kok = k < p.kdim;
+            tile_b[kk * 32u + bc] = gather(c0, kok, ci, ky, kx);
+            if (two_groups) {
+                tile_b[kk * 32u + bc + 16u] = gather(c1, kok, ci, ky, kx);
+            }
         }
         workgroupBarrier();
-        for (var kk = 0u; kk < BK; kk++) {
-            let a0 = tile_a[kk * 16u + 2u * ty];
-            let a1 = tile_a[kk * 16u + 2u * ty + 1u];
-            let b0 = tile_b[kk * 32u + 4u * tx];
-            let b1 = tile_b[kk * 32u + 4u * tx + 1u];
-            let b2 = tile_b[kk * 32u + 4u * tx + 2u];
-            let b3 = tile_b[kk * 32u + 4u * tx + 3u];
-            acc[0] += a0.x * b0;
-            acc[1] += a0.x * b1;
-            acc[2] += a0.x * b2;
-            acc[3] += a0.x * b3;
-            acc[4] += a0.y * b0;
-            acc[5] += a0.y * b1;
-            acc[6] += a0.y * b2;
-            acc[7] += a0.y * b3;
-            acc[8] += a0.z * b0;
-            acc[9] += a0.z * b1;
-            acc[10] += a0.z * b2;
-            acc[11] += a0.z * b3;
-            acc[12] += a0.w * b0;
-            acc[13] += a0.w * b1;
-            acc[14] += a0.w * b2;
-            acc[15] += a0.w * b3;
-            acc[16] += a1.x * b0;
-            acc[17] += a1.x * b1;
-            acc[18] += a1.x * b2;
-            acc[19] += a1.x * b3;
-            acc[20] += a1.y * b0;
-            acc[21] += a1.y * b1;
-            acc[22] += a1.y * b2;
-            acc[23] += a1.y * b3;
-            acc[24] += a1.z * b0;
-            acc[25] += a1.z * b1;
-            acc[26] += a1.z * b2;
-            acc[27] += a1.z * b3;
-            acc[28] += a1.w * b0;
-            acc[29] += a1.w * b1;
-            acc[30] += a1.w * b2;
-            acc[31] += a1.w * b3;
-        }
+        mac_tile(&acc, tx, ty, bm4);
         workgroupBarrier();
     }
 
     let co = m0 + 8u * ty;
     let n = n0 + 16u * tx;
-    let inv_hw = 1.0 / f32(hw_out);
+    let inv_hw = 1.0 / f32(p.ho * p.wo);
     store_row(co + 0u, n, acc[0], acc[1], inv_hw);
     store_row(co + 0u, n + 8u, acc[2], acc[3], inv_hw);
     store_row(co + 1u, n, acc[4], acc[5], inv_hw);
@@ -236,4 +273,25 @@ fn conv2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     store_row(co + 6u, n + 8u, acc[26], acc[27], inv_hw);
     store_row(co + 7u, n, acc[28], acc[29], inv_hw);
     store_row(co + 7u, n + 8u, acc[30], acc[31], inv_hw);
+}
+
+@compute @workgroup_size(8, 8)
+fn conv2d(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_id) lid: vec3<u32>,
+          @builtin(local_invocation_index) li: u32) {
+    conv2d_tile(8u, wg, nwg, lid, li);
+}
+
+@compute @workgroup_size(8, 4)
+fn conv2d_m32(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_id) lid: vec3<u32>,
+              @builtin(local_invocation_index) li: u32) {
+    conv2d_tile(4u, wg, nwg, lid, li);
+}
+
+@compute @workgroup_size(8, 2)
+fn conv2d_m16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_id) lid: vec3<u32>,
+              @builtin(local_invocation_index) li: u32) {
+    conv2d_tile(2u, wg, nwg, lid, li);
 }

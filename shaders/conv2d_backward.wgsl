@@ -1,7 +1,9 @@
 // Gradients of the 2-D convolution out = conv2d(x, W, stride, padding) · scale, as implicit
-// GEMMs tiled exactly like the forward (shaders/conv2d.wgsl): 8x8 threads, 64x128 output
-// tile, 8x16 register tile per thread, K step 16 staged as vec4s in workgroup memory, all
-// loads clamped and masked (select, not branches), so any size works.
+// GEMMs tiled exactly like the forward (shaders/conv2d.wgsl): 8 x WM threads, (8·WM)x128
+// output tile, 8x16 register tile per thread, K step 16 staged as vec4s in workgroup memory,
+// all loads clamped and masked (select, not branches), so any size works. As in the forward,
+// each GEMM has entry points for WM = 8, 4, 2 (64-, 32- and 16-row tiles; suffixes none,
+// _m32, _m16) sharing one function, chosen by the launcher from M.
 //
 // conv2d_backward_input (the transposed convolution):
 //   dx[b, ci, iy, ix] = scale · Σ_{co, ky, kx} W[co, ci, ky, kx] · dout[b, co, oy, ox]
@@ -83,11 +85,10 @@ struct Params {
 //      reduce: dw (Cout, Cin, KH, KW)
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-const BM: u32 = 64u;
 const BN: u32 = 128u;
 const BK: u32 = 16u;
 
-// [BK][BM / 4] and [BK][BN / 4]
+// [BK][BM / 4] (BM <= 64) and [BK][BN / 4]
 var<workgroup> tile_a: array<vec4<f32>, 256>;
 var<workgroup> tile_b: array<vec4<f32>, 512>;
 
@@ -108,12 +109,12 @@ fn ld1(i: u32, ok: bool) -> f32 {
 }
 
 // One K step of the register-tiled product from the staged tiles: thread (tx, ty) owns rows
-// 8 ty .. +8 and columns 16 tx .. +16 of the workgroup's tile. Constant indices only, so the
-// accumulators stay in registers.
-fn mac_tile(acc: ptr<function, array<vec4<f32>, 32>>, tx: u32, ty: u32) {
+// 8 ty .. +8 and columns 16 tx .. +16 of the workgroup's tile; bm4 = BM / 4. Constant
+// indices only, so the accumulators stay in registers.
+fn mac_tile(acc: ptr<function, array<vec4<f32>, 32>>, tx: u32, ty: u32, bm4: u32) {
     for (var kk = 0u; kk < BK; kk++) {
-        let a0 = tile_a[kk * 16u + 2u * ty];
-        let a1 = tile_a[kk * 16u + 2u * ty + 1u];
+        let a0 = tile_a[kk * bm4 + 2u * ty];
+        let a1 = tile_a[kk * bm4 + 2u * ty + 1u];
         let b0 = tile_b[kk * 32u + 4u * tx];
         let b1 = tile_b[kk * 32u + 4u * tx + 1u];
         let b2 = tile_b[kk * 32u + 4u * tx + 2u];
@@ -180,40 +181,61 @@ fn dx_store_row(ci: u32, col: u32, v0: vec4<f32>, v1: vec4<f32>, inv_hwc: f32, i
     dx_store1(ci, col + 7u, v1.w, inv_hwc, inv_wc);
 }
 
-// Grid: x/y = the pixel tile of the phase class (linear, see gpu::grid_1d), z = Cin tile.
-@compute @workgroup_size(8, 8)
-fn conv2d_backward_input(@builtin(workgroup_id) wg: vec3<u32>,
-                         @builtin(num_workgroups) nwg: vec3<u32>,
-                         @builtin(local_invocation_id) lid: vec3<u32>,
-                         @builtin(local_invocation_index) li: u32) {
-    let n_tile = wg.x + wg.y * nwg.x;
-    // Uniform across the workgroup, so returning before the barriers is allowed.
-    if (n_tile >= p.n_tiles) { return; }
-    let m0 = wg.z * BM;
-    let n0 = n_tile * BN;
-    let lc = li % 16u;
-    let lr = li / 16u;
-    let bc = li % 32u;
-    let br = li / 32u;
+// The loader's four class pixels c .. c+4 (b, yc, xc), fixed along K, as (qy, qx): the
+// output row/col that tap (ty, tx) = (0, 0) reads, and the image's base offset in dout.
+struct InCols {
+    ok: vec4<bool>,
+    qy: vec4<i32>,
+    qx: vec4<i32>,
+    dout_base: vec4<u32>,
+}
 
-    // The loader's four class pixels (b, yc, xc), fixed along K, as (qy, qx): the output
-    // row/col that tap (ty, tx) = (0, 0) reads.
+fn in_cols(c: u32) -> InCols {
     let hwc = p.hc * p.wc;
-    let hw_out = p.ho * p.wo;
-    let cols = vec4<u32>(n0 + 4u * bc) + vec4<u32>(0u, 1u, 2u, 3u);
-    let col_ok = cols < vec4<u32>(p.n);
+    let cols = vec4<u32>(c) + vec4<u32>(0u, 1u, 2u, 3u);
     let cb = cols / vec4<u32>(max(hwc, 1u));
     let pix = cols - cb * vec4<u32>(hwc);
     let yc = pix / vec4<u32>(max(p.wc, 1u));
     let xc = pix - yc * vec4<u32>(p.wc);
-    let qy = vec4<i32>(yc + vec4<u32>(p.qy0));
-    let qx = vec4<i32>(xc + vec4<u32>(p.qx0));
-    let dout_base = cb * vec4<u32>(p.cout * hw_out);
+    return InCols(cols < vec4<u32>(p.n), vec4<i32>(yc + vec4<u32>(p.qy0)),
+                  vec4<i32>(xc + vec4<u32>(p.qx0)), cb * vec4<u32>(p.cout * p.ho * p.wo));
+}
+
+// dout[b, co, qy - t_y, qx - t_x] for the four pixels; 0 outside dout.
+fn in_gather(c: InCols, kok: bool, co: u32, t_y: u32, t_x: u32) -> vec4<f32> {
+    let hoi = vec4<i32>(i32(p.ho));
+    let woi = vec4<i32>(i32(p.wo));
+    let oy = c.qy - vec4<i32>(i32(t_y));
+    let ox = c.qx - vec4<i32>(i32(t_x));
+    let ok = c.ok & vec4<bool>(kok) & (oy >= vec4<i32>(0)) & (oy < hoi) & (ox >= vec4<i32>(0))
+        & (ox < woi);
+    let di = c.dout_base + vec4<u32>(co * p.ho * p.wo) + vec4<u32>(oy * woi + ox);
+    return vec4<f32>(ld0(di.x, ok.x), ld0(di.y, ok.y), ld0(di.z, ok.z), ld0(di.w, ok.w));
+}
+
+// Grid: x/y = the pixel tile of the phase class (linear, see gpu::grid_1d), z = Cin tile.
+// wm threads along M (BM = 8 wm rows, 8 wm threads).
+fn input_tile(wm: u32, wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>, li: u32) {
+    let n_tile = wg.x + wg.y * nwg.x;
+    // Uniform across the workgroup, so returning before the barriers is allowed.
+    if (n_tile >= p.n_tiles) { return; }
+    let bm4 = 2u * wm;
+    let threads = 8u * wm;
+    let m0 = wg.z * 8u * wm;
+    let n0 = n_tile * BN;
+    // Loaders as in conv2d.wgsl: weights group lc of rows lr + 4 j; dout group bc (and
+    // bc + 16 with 16 threads) of rows br + bstep j.
+    let lc = li % bm4;
+    let lr = li / bm4;
+    let bc = li % 32u;
+    let br = li / 32u;
+    let bstep = max(threads / 32u, 1u);
+    let two_groups = threads < 32u;
+    let c0 = in_cols(n0 + 4u * bc);
+    let c1 = in_cols(n0 + 4u * bc + 64u);
     let taps = p.taps_y * p.taps_x;
     let inv_taps = 1.0 / f32(max(taps, 1u));
     let inv_tx = 1.0 / f32(max(p.taps_x, 1u));
-    let hoi = vec4<i32>(i32(p.ho));
-    let woi = vec4<i32>(i32(p.wo));
     let khw = p.kh * p.kw;
 
     // The loader's four weight rows (input channels): W[co, ci, ky, kx] at
@@ -237,32 +259,30 @@ fn conv2d_backward_input(@builtin(workgroup_id) wg: vec3<u32>,
             let wr = (p.ky0 + p.stride * t_y) * p.kw + p.kx0 + p.stride * t_x;
             let wok = row_ok & vec4<bool>(k < p.k);
             let wi4 = w_row + vec4<u32>(co * p.cin * khw + wr);
-            tile_a[kk * 16u + lc] = vec4<f32>(ld1(wi4.x, wok.x), ld1(wi4.y, wok.y),
+            tile_a[kk * bm4 + lc] = vec4<f32>(ld1(wi4.x, wok.x), ld1(wi4.y, wok.y),
                                               ld1(wi4.z, wok.z), ld1(wi4.w, wok.w));
         }
-        for (var j = 0u; j < 8u; j++) {
-            let kk = br + 2u * j;
+        for (var j = 0u; j < 16u / bstep; j++) {
+            let kk = br + bstep * j;
             let k = k0 + kk;
             let co = div_small(k, taps, inv_taps);
             let r = k - co * taps;
             let t_y = div_small(r, p.taps_x, inv_tx);
             let t_x = r - t_y * p.taps_x;
-            let oy = qy - vec4<i32>(i32(t_y));
-            let ox = qx - vec4<i32>(i32(t_x));
-            let ok = col_ok & vec4<bool>(k < p.k) & (oy >= vec4<i32>(0)) & (oy < hoi)
-                & (ox >= vec4<i32>(0)) & (ox < woi);
-            let di = dout_base + vec4<u32>(co * hw_out) + vec4<u32>(oy * woi + ox);
-            tile_b[kk * 32u + bc] = vec4<f32>(ld0(di.x, ok.x), ld0(di.y, ok.y),
-                                              ld0(di.z, ok.z), ld0(di.w, ok.w));
+            let kok = k < p.k;
+            tile_b[kk * 32u + bc] = in_gather(c0, kok, co, t_y, t_x);
+            if (two_groups) {
+                tile_b[kk * 32u + bc + 16u] = in_gather(c1, kok, co, t_y, t_x);
+            }
         }
         workgroupBarrier();
-        mac_tile(&acc, tx, ty);
+        mac_tile(&acc, tx, ty, bm4);
         workgroupBarrier();
     }
 
     let ci = m0 + 8u * ty;
     let n = n0 + 16u * tx;
-    let inv_hwc = 1.0 / f32(max(hwc, 1u));
+    let inv_hwc = 1.0 / f32(max(p.hc * p.wc, 1u));
     let inv_wc = 1.0 / f32(max(p.wc, 1u));
     dx_store_row(ci + 0u, n, acc[0], acc[1], inv_hwc, inv_wc);
     dx_store_row(ci + 0u, n + 8u, acc[2], acc[3], inv_hwc, inv_wc);
@@ -309,45 +329,69 @@ fn dw_store_row(ob: u32, co: u32, col: u32, v0: vec4<f32>, v1: vec4<f32>) {
     dw_store1(ob, co, col + 7u, v1.w);
 }
 
+// The loader's four columns c .. c+4 = (ci, ky, kx), fixed along K: the tap offsets and
+// the channel's offset in an image of x.
+struct WCols {
+    ok: vec4<bool>,
+    ky_off: vec4<i32>,
+    kx_off: vec4<i32>,
+    x_ci: vec4<u32>,
+}
+
+fn w_cols(c: u32) -> WCols {
+    let khw = p.kh * p.kw;
+    let cols = vec4<u32>(c) + vec4<u32>(0u, 1u, 2u, 3u);
+    let ci = cols / vec4<u32>(khw);
+    let r = cols - ci * vec4<u32>(khw);
+    let ky = r / vec4<u32>(p.kw);
+    let kx = r - ky * vec4<u32>(p.kw);
+    return WCols(cols < vec4<u32>(p.n), vec4<i32>(ky) - vec4<i32>(i32(p.pad_top)),
+                 vec4<i32>(kx) - vec4<i32>(i32(p.pad_left)), ci * vec4<u32>(p.h * p.w));
+}
+
+// x[b, ci, oy·stride + ky - pad_top, ox·stride + kx - pad_left]; 0 in the padding.
+fn w_gather(c: WCols, kok: bool, b: u32, oy: u32, ox: u32) -> vec4<f32> {
+    let hi = vec4<i32>(i32(p.h));
+    let wi = vec4<i32>(i32(p.w));
+    let iy = vec4<i32>(i32(oy * p.stride)) + c.ky_off;
+    let ix = vec4<i32>(i32(ox * p.stride)) + c.kx_off;
+    let ok = c.ok & vec4<bool>(kok) & (iy >= vec4<i32>(0)) & (iy < hi) & (ix >= vec4<i32>(0))
+        & (ix < wi);
+    let xi = vec4<u32>(b * p.cin * p.h * p.w) + c.x_ci + vec4<u32>(iy * wi + ix);
+    return vec4<f32>(ld0(xi.x, ok.x), ld0(xi.y, ok.y), ld0(xi.z, ok.z), ld0(xi.w, ok.w));
+}
+
 // Grid: x/y = the (ci, ky, kx) tile (linear), z = split · m_tiles + Cout tile.
-@compute @workgroup_size(8, 8)
-fn conv2d_backward_weight(@builtin(workgroup_id) wg: vec3<u32>,
-                          @builtin(num_workgroups) nwg: vec3<u32>,
-                          @builtin(local_invocation_id) lid: vec3<u32>,
-                          @builtin(local_invocation_index) li: u32) {
+// wm threads along M (BM = 8 wm rows, 8 wm threads).
+fn weight_tile(wm: u32, wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>, li: u32) {
     let n_tile = wg.x + wg.y * nwg.x;
     if (n_tile >= p.n_tiles) { return; }
+    let bm4 = 2u * wm;
+    let threads = 8u * wm;
     let m_tile = wg.z % p.m_tiles;
     let split = wg.z / p.m_tiles;
-    let m0 = m_tile * BM;
+    let m0 = m_tile * 8u * wm;
     let n0 = n_tile * BN;
     let k_begin = split * p.k_chunk;
     let k_end = min(p.k, k_begin + p.k_chunk);
 
-    let hw_in = p.h * p.w;
     let hw_out = p.ho * p.wo;
     let inv_hwo = 1.0 / f32(hw_out);
     let inv_wo = 1.0 / f32(p.wo);
 
     // A loader (dout): consecutive threads take consecutive K (pixels), which are adjacent
-    // in memory; each stages 4 groups of 4 output channels.
+    // in memory; each stages 4 of the bm4 groups of 4 output channels (ag, ag + astep, ...).
     let akk = li % 16u;
     let ag = li / 16u;
-    // B loader (x gather): vec4 group bc of columns (ci, ky, kx), K rows br, br+2, ...
+    let astep = threads / 16u;
+    // B loader (x gather): vec4 group bc of columns (ci, ky, kx), K rows br, br+bstep, ...;
+    // with 16 threads, groups bc and bc + 16 of every row.
     let bc = li % 32u;
     let br = li / 32u;
-    let khw = p.kh * p.kw;
-    let cols = vec4<u32>(n0 + 4u * bc) + vec4<u32>(0u, 1u, 2u, 3u);
-    let col_ok = cols < vec4<u32>(p.n);
-    let ci = cols / vec4<u32>(khw);
-    let r = cols - ci * vec4<u32>(khw);
-    let ky = r / vec4<u32>(p.kw);
-    let kx = r - ky * vec4<u32>(p.kw);
-    let ky_off = vec4<i32>(ky) - vec4<i32>(i32(p.pad_top));
-    let kx_off = vec4<i32>(kx) - vec4<i32>(i32(p.pad_left));
-    let x_ci = ci * vec4<u32>(hw_in);
-    let hi = vec4<i32>(i32(p.h));
-    let wi = vec4<i32>(i32(p.w));
+    let bstep = max(threads / 32u, 1u);
+    let two_groups = threads < 32u;
+    let c0 = w_cols(n0 + 4u * bc);
+    let c1 = w_cols(n0 + 4u * bc + 64u);
 
     let tx = lid.x;
     let ty = lid.y;
@@ -360,31 +404,29 @@ fn conv2d_backward_weight(@builtin(workgroup_id) wg: vec3<u32>,
             let b = div_small(k, hw_out, inv_hwo);
             let base = b * p.cout * hw_out + (k - b * hw_out);
             for (var j = 0u; j < 4u; j++) {
-                let g = ag + 4u * j;
+                let g = ag + astep * j;
                 let rows = vec4<u32>(m0 + 4u * g) + vec4<u32>(0u, 1u, 2u, 3u);
                 let ok = (rows < vec4<u32>(p.m)) & vec4<bool>(kok);
                 let di = vec4<u32>(base) + rows * vec4<u32>(hw_out);
-                tile_a[akk * 16u + g] = vec4<f32>(ld1(di.x, ok.x), ld1(di.y, ok.y),
+                tile_a[akk * bm4 + g] = vec4<f32>(ld1(di.x, ok.x), ld1(di.y, ok.y),
                                                   ld1(di.z, ok.z), ld1(di.w, ok.w));
             }
         }
-        for (var j = 0u; j < 8u; j++) {
-            let kk = br + 2u * j;
+        for (var j = 0u; j < 16u / bstep; j++) {
+            let kk = br + bstep * j;
             let k = k0 + kk;
             let b = div_small(k, hw_out, inv_hwo);
             let pix = k - b * hw_out;
             let oy = div_small(pix, p.wo, inv_wo);
             let ox = pix - oy * p.wo;
-            let iy = vec4<i32>(i32(oy * p.stride)) + ky_off;
-            let ix = vec4<i32>(i32(ox * p.stride)) + kx_off;
-            let ok = col_ok & vec4<bool>(k < k_end) & (iy >= vec4<i32>(0)) & (iy < hi)
-                & (ix >= vec4<i32>(0)) & (ix < wi);
-            let xi = vec4<u32>(b * p.cin * hw_in) + x_ci + vec4<u32>(iy * wi + ix);
-            tile_b[kk * 32u + bc] = vec4<f32>(ld0(xi.x, ok.x), ld0(xi.y, ok.y),
-                                              ld0(xi.z, ok.z), ld0(xi.w, ok.w));
+            let kok = k < k_end;
+            tile_b[kk * 32u + bc] = w_gather(c0, kok, b, oy, ox);
+            if (two_groups) {
+                tile_b[kk * 32u + bc + 16u] = w_gather(c1, kok, b, oy, ox);
+            }
         }
         workgroupBarrier();
-        mac_tile(&acc, tx, ty);
+        mac_tile(&acc, tx, ty, bm4);
         workgroupBarrier();
     }
 
@@ -407,6 +449,56 @@ fn conv2d_backward_weight(@builtin(workgroup_id) wg: vec3<u32>,
     dw_store_row(ob, co + 6u, n + 8u, acc[26], acc[27]);
     dw_store_row(ob, co + 7u, n, acc[28], acc[29]);
     dw_store_row(ob, co + 7u, n + 8u, acc[30], acc[31]);
+}
+
+// ---- entry points (64-, 32- and 16-row tiles) ------------------------------------
+
+@compute @workgroup_size(8, 8)
+fn conv2d_backward_input(@builtin(workgroup_id) wg: vec3<u32>,
+                         @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_id) lid: vec3<u32>,
+                         @builtin(local_invocation_index) li: u32) {
+    input_tile(8u, wg, nwg, lid, li);
+}
+
+@compute @workgroup_size(8, 4)
+fn conv2d_backward_input_m32(@builtin(workgroup_id) wg: vec3<u32>,
+                             @builtin(num_workgroups) nwg: vec3<u32>,
+                             @builtin(local_invocation_id) lid: vec3<u32>,
+                             @builtin(local_invocation_index) li: u32) {
+    input_tile(4u, wg, nwg, lid, li);
+}
+
+@compute @workgroup_size(8, 2)
+fn conv2d_backward_input_m16(@builtin(workgroup_id) wg: vec3<u32>,
+                             @builtin(num_workgroups) nwg: vec3<u32>,
+                             @builtin(local_invocation_id) lid: vec3<u32>,
+                             @builtin(local_invocation_index) li: u32) {
+    input_tile(2u, wg, nwg, lid, li);
+}
+
+@compute @workgroup_size(8, 8)
+fn conv2d_backward_weight(@builtin(workgroup_id) wg: vec3<u32>,
+                          @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_id) lid: vec3<u32>,
+                          @builtin(local_invocation_index) li: u32) {
+    weight_tile(8u, wg, nwg, lid, li);
+}
+
+@compute @workgroup_size(8, 4)
+fn conv2d_backward_weight_m32(@builtin(workgroup_id) wg: vec3<u32>,
+                              @builtin(num_workgroups) nwg: vec3<u32>,
+                              @builtin(local_invocation_id) lid: vec3<u32>,
+                              @builtin(local_invocation_index) li: u32) {
+    weight_tile(4u, wg, nwg, lid, li);
+}
+
+@compute @workgroup_size(8, 2)
+fn conv2d_backward_weight_m16(@builtin(workgroup_id) wg: vec3<u32>,
+                              @builtin(num_workgroups) nwg: vec3<u32>,
+                              @builtin(local_invocation_id) lid: vec3<u32>,
+                              @builtin(local_invocation_index) li: u32) {
+    weight_tile(2u, wg, nwg, lid, li);
 }
 
 // Sum the K splits' partials in split order (deterministic), then scale and accumulate.

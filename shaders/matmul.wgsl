@@ -11,6 +11,11 @@
 // checked, so any size works. Private arrays are indexed only with constants, so that the
 // compiler keeps the accumulators in registers (llvmpipe would otherwise spill them).
 //
+// Small-M variants: entry points matmul (64 rows, 8x8 threads), matmul_m32 (8x4) and
+// matmul_m16 (8x2) share matmul_tile(); same register tile, fewer threads, so a small m (a
+// 16- or 32-channel 1x1 projection) wastes fewer masked rows. Literal entry points rather
+// than override constants, so workgroup sizes and loop bounds are constants everywhere.
+//
 // Grid: x/y = the n tile as a linear index (wg.x + wg.y * num_workgroups.x, see gpu::grid_1d),
 // z = b * m_tiles + m tile.
 
@@ -51,11 +56,10 @@ struct Params {
 // out: out[b, m, n] at b*o_sb + m*o_sm + n*o_sn (read too when accumulating)
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
-const BM: u32 = 64u;
 const BN: u32 = 128u;
 const BK: u32 = 16u;
 
-// [BK][BM / 4] and [BK][BN / 4]
+// [BK][BM / 4] (BM <= 64) and [BK][BN / 4]
 var<workgroup> tile_a: array<vec4<f32>, 256>;
 var<workgroup> tile_b: array<vec4<f32>, 512>;
 
@@ -104,25 +108,74 @@ fn store_row(ob: u32, m: u32, n: u32, v0: vec4<f32>, v1: vec4<f32>) {
 }
 
 
-@compute @workgroup_size(8, 8)
-fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-          @builtin(local_invocation_id) lid: vec3<u32>,
-          @builtin(local_invocation_index) li: u32) {
+// One K step of the register-tiled product: thread (tx, ty) owns rows 8 ty .. +8 and
+// columns 16 tx .. +16 of the tile; bm4 = BM / 4.
+fn mac_tile(acc: ptr<function, array<vec4<f32>, 32>>, tx: u32, ty: u32, bm4: u32) {
+    for (var kk = 0u; kk < BK; kk++) {
+        let a0 = tile_a[kk * bm4 + 2u * ty];
+        let a1 = tile_a[kk * bm4 + 2u * ty + 1u];
+        let b0 = tile_b[kk * 32u + 4u * tx];
+        let b1 = tile_b[kk * 32u + 4u * tx + 1u];
+        let b2 = tile_b[kk * 32u + 4u * tx + 2u];
+        let b3 = tile_b[kk * 32u + 4u * tx + 3u];
+        (*acc)[0] += a0.x * b0;
+        (*acc)[1] += a0.x * b1;
+        (*acc)[2] += a0.x * b2;
+        (*acc)[3] += a0.x * b3;
+        (*acc)[4] += a0.y * b0;
+        (*acc)[5] += a0.y * b1;
+        (*acc)[6] += a0.y * b2;
+        (*acc)[7] += a0.y * b3;
+        (*acc)[8] += a0.z * b0;
+        (*acc)[9] += a0.z * b1;
+        (*acc)[10] += a0.z * b2;
+        (*acc)[11] += a0.z * b3;
+        (*acc)[12] += a0.w * b0;
+        (*acc)[13] += a0.w * b1;
+        (*acc)[14] += a0.w * b2;
+        (*acc)[15] += a0.w * b3;
+        (*acc)[16] += a1.x * b0;
+        (*acc)[17] += a1.x * b1;
+        (*acc)[18] += a1.x * b2;
+        (*acc)[19] += a1.x * b3;
+        (*acc)[20] += a1.y * b0;
+        (*acc)[21] += a1.y * b1;
+        (*acc)[22] += a1.y * b2;
+        (*acc)[23] += a1.y * b3;
+        (*acc)[24] += a1.z * b0;
+        (*acc)[25] += a1.z * b1;
+        (*acc)[26] += a1.z * b2;
+        (*acc)[27] += a1.z * b3;
+        (*acc)[28] += a1.w * b0;
+        (*acc)[29] += a1.w * b1;
+        (*acc)[30] += a1.w * b2;
+        (*acc)[31] += a1.w * b3;
+    }
+}
+
+// The whole tile with wm threads along M (BM = 8 wm rows, 8 wm threads).
+fn matmul_tile(wm: u32, wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>, li: u32) {
     let n_tile = wg.x + wg.y * nwg.x;
     // Uniform across the workgroup, so returning before the barriers is allowed.
     if (n_tile >= p.n_tiles) { return; }
+    let bm = 8u * wm;
+    let bm4 = 2u * wm;
+    let threads = 8u * wm;
     let m_tile = wg.z % p.m_tiles;
     let batch = wg.z / p.m_tiles;
-    let m0 = m_tile * BM;
+    let m0 = m_tile * bm;
     let n0 = n_tile * BN;
     let a_base = batch * p.a_sb;
     let b_base = batch * p.b_sb;
     // Loaders: thread li stages A's vec4 column group lc (4 consecutive m) of K rows lr,
-    // lr+4, ..., and B's vec4 group bc (4 consecutive n) of K rows br, br+2, ...
-    let lc = li % 16u;
-    let lr = li / 16u;
+    // lr+4, ... (bm4 groups x 16 rows = 4 per thread), and B's vec4 group bc (4 consecutive
+    // n) of K rows br, br+bstep, ...; with 16 threads, groups bc and bc + 16 of every row.
+    let lc = li % bm4;
+    let lr = li / bm4;
     let bc = li % 32u;
     let br = li / 32u;
+    let bstep = max(threads / 32u, 1u);
+    let two_groups = threads < 32u;
     // Compute: thread (tx, ty) owns rows m0 + 8 ty .. +8, columns n0 + 16 tx .. +16.
     let tx = lid.x;
     let ty = lid.y;
@@ -131,53 +184,17 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     for (var k0 = 0u; k0 < p.k; k0 += BK) {
         for (var j = 0u; j < 4u; j++) {
             let kk = lr + 4u * j;
-            tile_a[kk * 16u + lc] = load_a4(a_base, m0 + 4u * lc, k0 + kk);
+            tile_a[kk * bm4 + lc] = load_a4(a_base, m0 + 4u * lc, k0 + kk);
         }
-        for (var j = 0u; j < 8u; j++) {
-            let kk = br + 2u * j;
+        for (var j = 0u; j < 16u / bstep; j++) {
+            let kk = br + bstep * j;
             tile_b[kk * 32u + bc] = load_b4(b_base, k0 + kk, n0 + 4u * bc);
+            if (two_groups) {
+                tile_b[kk * 32u + bc + 16u] = load_b4(b_base, k0 + kk, n0 + 4u * bc + 64u);
+            }
         }
         workgroupBarrier();
-        for (var kk = 0u; kk < BK; kk++) {
-            let a0 = tile_a[kk * 16u + 2u * ty];
-            let a1 = tile_a[kk * 16u + 2u * ty + 1u];
-            let b0 = tile_b[kk * 32u + 4u * tx];
-            let b1 = tile_b[kk * 32u + 4u * tx + 1u];
-            let b2 = tile_b[kk * 32u + 4u * tx + 2u];
-            let b3 = tile_b[kk * 32u + 4u * tx + 3u];
-            acc[0] += a0.x * b0;
-            acc[1] += a0.x * b1;
-            acc[2] += a0.x * b2;
-            acc[3] += a0.x * b3;
-            acc[4] += a0.y * b0;
-            acc[5] += a0.y * b1;
-            acc[6] += a0.y * b2;
-            acc[7] += a0.y * b3;
-            acc[8] += a0.z * b0;
-            acc[9] += a0.z * b1;
-            acc[10] += a0.z * b2;
-            acc[11] += a0.z * b3;
-            acc[12] += a0.w * b0;
-            acc[13] += a0.w * b1;
-            acc[14] += a0.w * b2;
-            acc[15] += a0.w * b3;
-            acc[16] += a1.x * b0;
-            acc[17] += a1.x * b1;
-            acc[18] += a1.x * b2;
-            acc[19] += a1.x * b3;
-            acc[20] += a1.y * b0;
-            acc[21] += a1.y * b1;
-            acc[22] += a1.y * b2;
-            acc[23] += a1.y * b3;
-            acc[24] += a1.z * b0;
-            acc[25] += a1.z * b1;
-            acc[26] += a1.z * b2;
-            acc[27] += a1.z * b3;
-            acc[28] += a1.w * b0;
-            acc[29] += a1.w * b1;
-            acc[30] += a1.w * b2;
-            acc[31] += a1.w * b3;
-        }
+        mac_tile(&acc, tx, ty, bm4);
         workgroupBarrier();
     }
     let ob = batch * p.o_sb;
@@ -199,4 +216,25 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     store_row(ob, m + 6u, n + 8u, acc[26], acc[27]);
     store_row(ob, m + 7u, n, acc[28], acc[29]);
     store_row(ob, m + 7u, n + 8u, acc[30], acc[31]);
+}
+
+@compute @workgroup_size(8, 8)
+fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_id) lid: vec3<u32>,
+          @builtin(local_invocation_index) li: u32) {
+    matmul_tile(8u, wg, nwg, lid, li);
+}
+
+@compute @workgroup_size(8, 4)
+fn matmul_m32(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_id) lid: vec3<u32>,
+              @builtin(local_invocation_index) li: u32) {
+    matmul_tile(4u, wg, nwg, lid, li);
+}
+
+@compute @workgroup_size(8, 2)
+fn matmul_m16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_id) lid: vec3<u32>,
+              @builtin(local_invocation_index) li: u32) {
+    matmul_tile(2u, wg, nwg, lid, li);
 }

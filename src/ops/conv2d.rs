@@ -9,6 +9,7 @@ use crate::gpu::{
     MAX_WORKGROUPS_PER_DIM,
 };
 use crate::ops::elementwise::nchw;
+use crate::ops::matmul::{tile_entry, tile_rows};
 use crate::shaders::CONV2D;
 
 /// out = (conv(x, weight) + bias + channel_bias + residual) · out_scale.
@@ -59,8 +60,8 @@ struct ConvParams {
     _pad2: u32,
 }
 
-/// Output tile of one workgroup: 64 output channels x 128 pixels (see the shader).
-const TILE_M: usize = 64;
+/// Output tile of one workgroup: `tile_rows(Cout)` output channels x 128 pixels (see the
+/// shader).
 const TILE_N: usize = 128;
 
 /// (Ho, Wo) of a convolution, or `None` when the kernel does not fit the padded input.
@@ -157,7 +158,8 @@ pub fn conv2d(ctx: &GpuContext, program: &mut Program, args: &Conv2dArgs) -> Res
         }
     }
     let n_tiles = ncols.div_ceil(TILE_N);
-    let m_tiles = cout.div_ceil(TILE_M);
+    let rows = tile_rows(cout);
+    let m_tiles = cout.div_ceil(rows);
     if m_tiles > MAX_WORKGROUPS_PER_DIM as usize {
         return Err(Error::shape(format!(
             "conv2d: {cout} output channels is more than one dispatch can launch"
@@ -196,7 +198,7 @@ pub fn conv2d(ctx: &GpuContext, program: &mut Program, args: &Conv2dArgs) -> Res
         DispatchDesc {
             label: "conv2d",
             shader: &CONV2D,
-            entry: "conv2d",
+            entry: tile_entry("conv2d", rows),
             constants: &[],
             params: Params::Static(bytemuck::bytes_of(&params)),
             inputs: &[
@@ -408,6 +410,26 @@ mod tests {
         let mut c = case(2, 70, 3, (28, 28), 1, 1, [0; 4]);
         c.residual = true;
         run_case(&ctx, &c, 22);
+    }
+
+    /// The 16-, 32- and 64-row tile variants around their edges: Cout in
+    /// {1, 3, 16, 17, 33} (conv_out has 1 or 3), with the fused epilogue, pixel counts that
+    /// are not multiples of 128, and a stride-2 case.
+    #[test]
+    fn conv_small_cout_tiles() {
+        let ctx = ctx();
+        for (i, cout) in [1, 3, 16, 17, 33].into_iter().enumerate() {
+            let mut c = case(2, 5, cout, (9, 11), 3, 1, [1; 4]);
+            c.channel_bias = true;
+            c.residual = i % 2 == 0;
+            c.out_scale = 0.5;
+            run_case(&ctx, &c, 40 + i as u64);
+            run_case(
+                &ctx,
+                &case(3, 17, cout, (14, 14), 3, 2, [0, 0, 1, 1]),
+                50 + i as u64,
+            );
+        }
     }
 
     /// More than 65535 pixel tiles: the tile index is split over grid x and y. Ignored by

@@ -10,6 +10,7 @@ use crate::gpu::{
 };
 use crate::ops::conv2d::conv_out_size;
 use crate::ops::elementwise::nchw;
+use crate::ops::matmul::{tile_entry, tile_rows};
 use crate::shaders::CONV2D_BACKWARD;
 
 #[repr(C)]
@@ -53,8 +54,7 @@ struct BwdParams {
     _pad4: u32,
 }
 
-/// Output tile of one workgroup (see the shader) and its K step.
-const TILE_M: usize = 64;
+/// Output tile of one workgroup (see the shader: `tile_rows(M)` rows) and its K step.
 const TILE_N: usize = 128;
 const TILE_K: usize = 16;
 /// Split K until about this many workgroups run (an H100 has 132 SMs; several resident
@@ -184,7 +184,8 @@ pub fn conv2d_backward_input(
     if m == 0 || n * h * w == 0 {
         return Ok(());
     }
-    let m_tiles = m.div_ceil(TILE_M);
+    let rows = tile_rows(m);
+    let m_tiles = m.div_ceil(rows);
     if m_tiles > MAX_WORKGROUPS_PER_DIM as usize {
         return Err(Error::shape(format!(
             "{what}: {cin} input channels is more than one dispatch can launch"
@@ -247,7 +248,7 @@ pub fn conv2d_backward_input(
                 DispatchDesc {
                     label: what,
                     shader: &CONV2D_BACKWARD,
-                    entry: "conv2d_backward_input",
+                    entry: tile_entry(what, rows),
                     constants: &[],
                     params: Params::Static(bytemuck::bytes_of(&p)),
                     inputs: &[&dout.buffer, &weight.buffer],
@@ -263,11 +264,12 @@ pub fn conv2d_backward_input(
 /// How many K splits the weight gradient uses for a (m × n) output and K = `k`, with room
 /// for `max_scratch` partial-sum elements, and the K chunk per split.
 fn weight_splits(m: usize, n: usize, k: usize, max_scratch: usize) -> (usize, usize) {
-    let tiles = m.div_ceil(TILE_M) * n.div_ceil(TILE_N);
+    let m_tiles = m.div_ceil(tile_rows(m));
+    let tiles = m_tiles * n.div_ceil(TILE_N);
     let by_occupancy = TARGET_WORKGROUPS.div_ceil(tiles);
     let by_chunk = k / MIN_K_CHUNK;
     let by_scratch = max_scratch / (m * n).max(1);
-    let by_grid = MAX_WORKGROUPS_PER_DIM as usize / m.div_ceil(TILE_M);
+    let by_grid = MAX_WORKGROUPS_PER_DIM as usize / m_tiles;
     let splits = by_occupancy
         .min(by_chunk)
         .min(by_scratch)
@@ -355,7 +357,8 @@ pub fn conv2d_backward_weight_with_scratch(
         return Ok(());
     }
     let n_tiles = ncols.div_ceil(TILE_N);
-    let m_tiles = m.div_ceil(TILE_M);
+    let rows = tile_rows(m);
+    let m_tiles = m.div_ceil(rows);
     if m_tiles > MAX_WORKGROUPS_PER_DIM as usize {
         return Err(Error::shape(format!(
             "{what}: {cout} output channels is more than one dispatch can launch"
@@ -383,7 +386,7 @@ pub fn conv2d_backward_weight_with_scratch(
             DispatchDesc {
                 label: what,
                 shader: &CONV2D_BACKWARD,
-                entry: "conv2d_backward_weight",
+                entry: tile_entry(what, rows),
                 constants: &[],
                 params: Params::Static(bytemuck::bytes_of(&p)),
                 inputs: &[&x.buffer, &dout.buffer],
@@ -750,6 +753,31 @@ mod tests {
         run_case(&ctx, case(2, 5, 3, (7, 8), 1, 2, [0; 4]), 22, false);
     }
 
+    /// The 16-, 32- and 64-row tile variants: M = Cin (input gradient) and M = Cout
+    /// (weight gradient) each take every value in {1, 3, 16, 17, 33}.
+    #[test]
+    fn conv_backward_small_channel_tiles() {
+        let ctx = ctx();
+        for (i, (cin, cout)) in [(1, 3), (3, 16), (16, 17), (17, 33), (33, 1)]
+            .into_iter()
+            .enumerate()
+        {
+            let s = i as u64;
+            run_case(
+                &ctx,
+                case(2, cin, cout, (7, 9), 3, 1, [1; 4]),
+                60 + s,
+                i % 2 == 0,
+            );
+            run_case(
+                &ctx,
+                case(1, cin, cout, (8, 7), 3, 2, [1; 4]),
+                70 + s,
+                i % 2 == 1,
+            );
+        }
+    }
+
     /// The weight gradient with a long K (split over many chunks, then reduced): compared
     /// with the analytic f64 gradient only (finite differences would be slow on the CPU).
     #[test]
@@ -907,5 +935,139 @@ mod tests {
                 p.len()
             );
         }
+    }
+
+    /// Small channel counts (the default MNIST model: 32/64 channels, conv_out to 1):
+    /// forward, input and weight gradient of 3x3 convs at 28x28, N=64, and 1x1-projection
+    /// matmuls, each with the tile rows forced to 64, 32 and 16 and chosen automatically,
+    /// timed interleaved (best of BENCH_REPS) so that other load on the machine hits all alike.
+    /// `cargo test --release --lib ops::conv2d_backward::tests::bench_small_channels -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn bench_small_channels() {
+        use crate::ops::conv2d::{conv2d, Conv2dArgs};
+        use crate::ops::matmul::tests::{time_program, FORCE_TILE_ROWS};
+        use crate::ops::matmul::{matmul, BiasAlong, MatmulArgs};
+        use std::sync::atomic::Ordering;
+        let ctx = ctx();
+        let reps = std::env::var("BENCH_REPS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3);
+        let (n, hw) = (64, 28);
+        let variants = [64, 32, 16, 0];
+        // (name, [program per variant])
+        let mut progs: Vec<(String, Vec<Program>)> = Vec::new();
+        let mut keep = Vec::new();
+        for (cin, cout) in [(16, 16), (32, 32), (32, 1), (1, 32), (64, 3)] {
+            let x = ctx
+                .upload(&random(n * cin * hw * hw, 1), &[n, cin, hw, hw])
+                .unwrap();
+            let dout = ctx
+                .upload(&random(n * cout * hw * hw, 2), &[n, cout, hw, hw])
+                .unwrap();
+            let w = ctx
+                .upload(&random(cout * cin * 9, 3), &[cout, cin, 3, 3])
+                .unwrap();
+            let y = ctx.zeros(&[n, cout, hw, hw]).unwrap();
+            let dx = ctx.zeros(&[n, cin, hw, hw]).unwrap();
+            let dw = ctx.zeros(&[cout, cin, 3, 3]).unwrap();
+            let mut pf = Vec::new();
+            let mut pi = Vec::new();
+            let mut pw = Vec::new();
+            for v in variants {
+                FORCE_TILE_ROWS.store(v, Ordering::Relaxed);
+                let mut p = Program::new();
+                conv2d(
+                    &ctx,
+                    &mut p,
+                    &Conv2dArgs {
+                        x: &x,
+                        weight: &w,
+                        bias: None,
+                        channel_bias: None,
+                        residual: None,
+                        out: &y,
+                        stride: 1,
+                        padding: [1; 4],
+                        out_scale: 1.0,
+                    },
+                )
+                .unwrap();
+                pf.push(p);
+                let mut p = Program::new();
+                conv2d_backward_input(&ctx, &mut p, &dout, &w, &dx, 1, [1; 4], 1.0, false).unwrap();
+                pi.push(p);
+                let mut p = Program::new();
+                conv2d_backward_weight(&ctx, &mut p, &x, &dout, &dw, 1, [1; 4], 1.0, false)
+                    .unwrap();
+                pw.push(p);
+            }
+            let what = format!("conv N={n} {cin}->{cout} {hw}x{hw} 3x3");
+            progs.push((format!("{what} forward"), pf));
+            progs.push((format!("{what} input"), pi));
+            progs.push((format!("{what} weight"), pw));
+            keep.push((x, dout, w, y, dx, dw));
+        }
+        // 1x1 projections as GEMMs: (m, 32) x (32, N·H·W).
+        let (k, cols) = (32, n * hw * hw);
+        let a = ctx.upload(&random(64 * k, 4), &[64, k]).unwrap();
+        let b = ctx.upload(&random(k * cols, 5), &[k, cols]).unwrap();
+        let out = ctx.zeros(&[64, cols]).unwrap();
+        for m in [3, 16, 32] {
+            let mut ps = Vec::new();
+            for v in variants {
+                FORCE_TILE_ROWS.store(v, Ordering::Relaxed);
+                let mut p = Program::new();
+                matmul(
+                    &ctx,
+                    &mut p,
+                    &MatmulArgs {
+                        a: &a,
+                        b: &b,
+                        out: &out,
+                        bias: None,
+                        bias_along: BiasAlong::M,
+                        residual: None,
+                        batch: 1,
+                        m,
+                        n: cols,
+                        k,
+                        a_strides: [0, k, 1],
+                        b_strides: [0, cols, 1],
+                        out_strides: [0, cols, 1],
+                        alpha: 1.0,
+                        out_scale: 1.0,
+                        accumulate: false,
+                    },
+                )
+                .unwrap();
+                ps.push(p);
+            }
+            progs.push((format!("matmul m={m} k={k} n={cols}"), ps));
+        }
+        FORCE_TILE_ROWS.store(0, Ordering::Relaxed);
+        let mut best = vec![vec![f64::INFINITY; variants.len()]; progs.len()];
+        for _ in 0..reps {
+            for (i, (_, ps)) in progs.iter().enumerate() {
+                for (j, p) in ps.iter().enumerate() {
+                    best[i][j] = best[i][j].min(time_program(&ctx, p, 1));
+                }
+            }
+        }
+        println!(
+            "best ms wall on {}: rows 64 / 32 / 16 / auto",
+            ctx.adapter.name
+        );
+        let mut total = vec![0.0; variants.len()];
+        for (i, (name, _)) in progs.iter().enumerate() {
+            let t: Vec<String> = best[i].iter().map(|t| format!("{:7.1}", t * 1e3)).collect();
+            println!("{name:40} {}", t.join(" "));
+            for (j, t) in best[i].iter().enumerate() {
+                total[j] += t;
+            }
+        }
+        let t: Vec<String> = total.iter().map(|t| format!("{:7.1}", t * 1e3)).collect();
+        println!("{:40} {}", "total", t.join(" "));
     }
 }

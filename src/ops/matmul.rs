@@ -70,9 +70,44 @@ struct MatmulParams {
     _pad2: u32,
 }
 
-/// Output tile of one workgroup (see the shader).
-const TILE_M: usize = 64;
+/// Output tile of one workgroup (see the shader): 128 columns and [`tile_rows`] rows.
 const TILE_N: usize = 128;
+
+/// Rows of the output tile the GEMM-like kernels (matmul, conv2d and its gradients) use for
+/// `m` rows: 16, 32 or 64. Each has its own entry point (suffix `_m16`, `_m32`, none) with
+/// a 8x16 register tile per thread and 8·rows/8 threads; the small ones exist because a
+/// 64-row tile for the MNIST model's 32 channels (or conv_out's single one) computes mostly
+/// masked rows. Smaller tiles re-gather the B tile more often per FLOP, so larger M keeps the
+/// 64-row tile.
+pub(crate) fn tile_rows(m: usize) -> usize {
+    #[cfg(test)]
+    {
+        let forced = tests::FORCE_TILE_ROWS.load(std::sync::atomic::Ordering::Relaxed);
+        if forced != 0 {
+            return forced;
+        }
+    }
+    match m {
+        0..=16 => 16,
+        17..=32 => 32,
+        _ => 64,
+    }
+}
+
+/// The entry point `base` for a tile of `rows` rows (see [`tile_rows`]).
+pub(crate) fn tile_entry(base: &'static str, rows: usize) -> &'static str {
+    match (base, rows) {
+        ("matmul", 16) => "matmul_m16",
+        ("matmul", 32) => "matmul_m32",
+        ("conv2d", 16) => "conv2d_m16",
+        ("conv2d", 32) => "conv2d_m32",
+        ("conv2d_backward_input", 16) => "conv2d_backward_input_m16",
+        ("conv2d_backward_input", 32) => "conv2d_backward_input_m32",
+        ("conv2d_backward_weight", 16) => "conv2d_backward_weight_m16",
+        ("conv2d_backward_weight", 32) => "conv2d_backward_weight_m32",
+        _ => base,
+    }
+}
 
 fn u32_of(v: usize, what: &str) -> Result<u32> {
     u32::try_from(v).map_err(|_| Error::shape(format!("matmul: {what} = {v} does not fit in u32")))
@@ -134,7 +169,8 @@ pub fn matmul(ctx: &GpuContext, program: &mut Program, args: &MatmulArgs) -> Res
         return Ok(());
     }
     let n_tiles = n.div_ceil(TILE_N);
-    let m_tiles = m.div_ceil(TILE_M);
+    let rows = tile_rows(m);
+    let m_tiles = m.div_ceil(rows);
     let z = batch * m_tiles;
     if z > MAX_WORKGROUPS_PER_DIM as usize {
         return Err(Error::shape(format!(
@@ -180,7 +216,7 @@ pub fn matmul(ctx: &GpuContext, program: &mut Program, args: &MatmulArgs) -> Res
         DispatchDesc {
             label: "matmul",
             shader: &MATMUL,
-            entry: "matmul",
+            entry: tile_entry("matmul", rows),
             constants: &[],
             params: Params::Static(bytemuck::bytes_of(&params)),
             inputs: &[
@@ -258,6 +294,12 @@ pub(crate) mod tests {
     use super::*;
     use crate::gpu::block_on;
     use crate::gpu::test_util::{assert_close, ctx, random};
+
+    /// Benchmarks only: when nonzero, [`tile_rows`] returns this (16, 32 or 64) for every
+    /// m, to compare the variants in one process. Every variant is correct for any m, so a
+    /// test running meanwhile only gets slower or faster.
+    pub(crate) static FORCE_TILE_ROWS: std::sync::atomic::AtomicUsize =
+        std::sync::atomic::AtomicUsize::new(0);
 
     /// f64 reference of the same strided contract.
     fn reference(
@@ -405,6 +447,46 @@ pub(crate) mod tests {
                 },
                 10 * i as u64,
                 &format!("matmul {m}x{n}x{k}"),
+            );
+        }
+    }
+
+    /// Every row-tile variant (16, 32, 64 rows) at and around its edges: m in
+    /// {1, 3, 16, 17, 33}, batched, with bias along M, a residual and accumulation so the
+    /// epilogue's row masking is exercised too; n and k are not multiples of the tiles.
+    #[test]
+    fn matmul_small_m_tiles() {
+        let ctx = ctx();
+        for (i, m) in [1, 3, 16, 17, 32, 33].into_iter().enumerate() {
+            assert_eq!(
+                tile_rows(m),
+                if m <= 16 {
+                    16
+                } else if m <= 32 {
+                    32
+                } else {
+                    64
+                }
+            );
+            let (batch, n, k) = (2, 301, 37);
+            run_case(
+                &ctx,
+                &Case {
+                    batch,
+                    m,
+                    n,
+                    k,
+                    a_strides: [m * k, k, 1],
+                    b_strides: [k * n, n, 1],
+                    out_strides: [m * n, n, 1],
+                    bias: Some(BiasAlong::M),
+                    residual: true,
+                    alpha: 0.5,
+                    out_scale: 2.0,
+                    accumulate: i % 2 == 1,
+                },
+                200 + 10 * i as u64,
+                &format!("matmul small m {m}x{n}x{k} batch {batch}"),
             );
         }
     }
