@@ -55,7 +55,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// Total optimizer steps.
-    #[arg(long, default_value_t = 6000)]
+    #[arg(long, default_value_t = 2000)]
     pub steps: u64,
     /// Images per step.
     #[arg(long, default_value_t = 64)]
@@ -64,7 +64,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
     /// Linear learning-rate warm-up steps.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 100)]
     pub warmup: u64,
     /// Learning rate after warm-up.
     #[arg(long, value_enum, default_value = "cosine")]
@@ -108,7 +108,7 @@ pub struct TrainArgs {
     pub checkpoint_every: u64,
     /// Write a sample grid (EMA weights, one row per class) every N steps and at the end;
     /// 0 = never.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 500)]
     pub sample_every: u64,
     /// DDIM steps for the sample grids.
     #[arg(long, default_value_t = 25)]
