@@ -68,6 +68,12 @@ pub fn after_mount() {
         wasm_bindgen_futures::spawn_local(engine::start(canvas));
     }
     if let Some(w) = web_sys::window() {
+        // `window.kakusanSnapshot()` → Promise<PNG data URL of the reverse canvas> (tests).
+        let snap = Closure::<dyn Fn() -> js_sys::Promise>::new(|| {
+            wasm_bindgen_futures::future_to_promise(engine::snapshot())
+        });
+        let _ = js_sys::Reflect::set(&w, &"kakusanSnapshot".into(), snap.as_ref());
+        snap.forget();
         let cb = Closure::<dyn FnMut()>::new(engine::on_resize);
         let _ = w.add_event_listener_with_callback("resize", cb.as_ref().unchecked_ref());
         cb.forget();
@@ -322,18 +328,47 @@ fn ForwardPanel() -> impl IntoView {
         let beta = plots::line_plot(
             "β_t",
             &[
-                Series { values: &lin4.betas, color: "#4aa8ff", label: "linear", dashed: false, right_axis: false },
-                Series { values: &cos4.betas, color: "#ff7a90", label: "cosine", dashed: true, right_axis: false },
+                Series {
+                    values: &lin4.betas,
+                    color: "#4aa8ff",
+                    label: "linear",
+                    dashed: false,
+                    right_axis: false,
+                },
+                Series {
+                    values: &cos4.betas,
+                    color: "#ff7a90",
+                    label: "cosine",
+                    dashed: true,
+                    right_axis: false,
+                },
             ],
-            &plots::Axis { min: 0.0, max: 0.04, ticks: vec![0.0, 0.02, 0.04], label: "β_t" },
+            &plots::Axis {
+                min: 0.0,
+                max: 0.04,
+                ticks: vec![0.0, 0.02, 0.04],
+                label: "β_t",
+            },
             None,
             tt,
         );
         let abar = plots::line_plot(
             "ᾱ_t",
             &[
-                Series { values: &lin4.alphas_cumprod, color: "#4aa8ff", label: "linear", dashed: false, right_axis: false },
-                Series { values: &cos4.alphas_cumprod, color: "#ff7a90", label: "cosine", dashed: true, right_axis: false },
+                Series {
+                    values: &lin4.alphas_cumprod,
+                    color: "#4aa8ff",
+                    label: "linear",
+                    dashed: false,
+                    right_axis: false,
+                },
+                Series {
+                    values: &cos4.alphas_cumprod,
+                    color: "#ff7a90",
+                    label: "cosine",
+                    dashed: true,
+                    right_axis: false,
+                },
             ],
             &plots::alpha_axis(),
             None,
@@ -342,8 +377,20 @@ fn ForwardPanel() -> impl IntoView {
         let snr = plots::line_plot(
             "log SNR",
             &[
-                Series { values: &snr_l, color: "#4aa8ff", label: "linear", dashed: false, right_axis: false },
-                Series { values: &snr_c, color: "#ff7a90", label: "cosine", dashed: true, right_axis: false },
+                Series {
+                    values: &snr_l,
+                    color: "#4aa8ff",
+                    label: "linear",
+                    dashed: false,
+                    right_axis: false,
+                },
+                Series {
+                    values: &snr_c,
+                    color: "#ff7a90",
+                    label: "cosine",
+                    dashed: true,
+                    right_axis: false,
+                },
             ],
             &plots::snr_axis(),
             None,

@@ -170,6 +170,8 @@ thread_local! {
     /// Bumped to stop the running animation loop.
     static GENERATION: Cell<u64> = const { Cell::new(0) };
     static FOLLOW: Cell<bool> = const { Cell::new(true) };
+    /// Which device is current: a loss reported for an older one is ignored.
+    static DEVICE_ID: Cell<u64> = const { Cell::new(0) };
 }
 
 pub fn set_ui(ui: Ui) {
@@ -177,7 +179,8 @@ pub fn set_ui(ui: Ui) {
 }
 
 pub fn ui() -> Ui {
-    UI.with(|u| u.get()).expect("UI signals are created before the engine starts")
+    UI.with(|u| u.get())
+        .expect("UI signals are created before the engine starts")
 }
 
 fn with_engine<R>(f: impl FnOnce(&mut Engine) -> R) -> Option<R> {
@@ -319,6 +322,29 @@ async fn init_gpu(canvas: web_sys::HtmlCanvasElement) -> Result<Engine, String> 
     config.usage = wgpu::TextureUsages::RENDER_ATTACHMENT;
     config.present_mode = wgpu::PresentMode::Fifo;
     surface.configure(&ctx.device, &config);
+    // GpuContext ignores "destroyed" (natively that only follows our own drop). In the
+    // browser wgpu never destroys the device, so any loss — including one the browser
+    // reports as "destroyed" (e.g. its GPU process restarted) — must be shown.
+    let id = DEVICE_ID.with(|d| {
+        d.set(d.get() + 1);
+        d.get()
+    });
+    ctx.device.set_device_lost_callback(move |reason, msg| {
+        if DEVICE_ID.with(|d| d.get()) != id {
+            return;
+        }
+        GENERATION.with(|g| g.set(g.get() + 1));
+        if ui().state.get_untracked() == RunState::Running {
+            set_state(RunState::Paused);
+        }
+        ui().status.set("The GPU device was lost".into());
+        report(format!(
+            "The GPU device was lost ({reason:?}: {msg}). This happens when the GPU driver \
+             resets, the browser's GPU process restarts, or the GPU runs out of memory. Press \
+             “Restart GPU” to start again."
+        ));
+        ui().device_lost.set(true);
+    });
     let presenter = Presenter::new(&ctx, format);
     ctx.check().map_err(|e| e.to_string())?;
     Ok(Engine {
@@ -445,14 +471,27 @@ impl Engine {
             None => (&*run.x_t().buffer, &*run.x0().buffer),
         };
         let tex = match self.surface.get_current_texture() {
-            wgpu::CurrentSurfaceTexture::Success(t) | wgpu::CurrentSurfaceTexture::Suboptimal(t) => {
-                t
-            }
+            wgpu::CurrentSurfaceTexture::Success(t)
+            | wgpu::CurrentSurfaceTexture::Suboptimal(t) => t,
             wgpu::CurrentSurfaceTexture::Outdated | wgpu::CurrentSurfaceTexture::Lost => {
                 self.surface.configure(&self.ctx.device, &self.config);
                 return;
             }
-            _ => return,
+            other => {
+                web_sys::console::warn_1(
+                    &format!(
+                        "canvas texture unavailable: {}",
+                        match other {
+                            wgpu::CurrentSurfaceTexture::Timeout => "timeout",
+                            wgpu::CurrentSurfaceTexture::Occluded => "occluded",
+                            wgpu::CurrentSurfaceTexture::Validation => "validation",
+                            _ => "other",
+                        }
+                    )
+                    .into(),
+                );
+                return;
+            }
         };
         let view = tex
             .texture
@@ -461,6 +500,77 @@ impl Engine {
         let params = layout(n, c, h, w, self.config.width, self.config.height);
         self.presenter.draw(&self.ctx, &view, &params, xt, x0);
         self.ctx.queue.present(tex);
+    }
+
+    /// Render what the canvas shows into an offscreen texture and read it back as RGBA.
+    /// For tests and screenshots only (headless browsers often cannot capture WebGPU
+    /// canvases); the animation itself never reads back.
+    fn snapshot_start(&self) -> Option<(wgpu::Buffer, u32, u32, u32, bool, wgpu::Texture)> {
+        let run = self.run.as_ref()?;
+        let (w, h) = (self.config.width, self.config.height);
+        let format = self.config.format;
+        let tex = self.ctx.device.create_texture(&wgpu::TextureDescriptor {
+            label: Some("snapshot"),
+            size: wgpu::Extent3d {
+                width: w,
+                height: h,
+                depth_or_array_layers: 1,
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format,
+            usage: wgpu::TextureUsages::RENDER_ATTACHMENT | wgpu::TextureUsages::COPY_SRC,
+            view_formats: &[],
+        });
+        let view = tex.create_view(&wgpu::TextureViewDescriptor::default());
+        let follow = FOLLOW.with(|f| f.get());
+        let i = ui().timeline.get_untracked();
+        let (xt, x0) = match (!follow).then(|| self.frames.get(i)).flatten() {
+            Some(f) => (&f.xt, &f.x0),
+            None => (&*run.x_t().buffer, &*run.x0().buffer),
+        };
+        let [n, c, hh, ww] = self.shape;
+        let params = layout(n, c, hh, ww, w, h);
+        self.presenter.draw(&self.ctx, &view, &params, xt, x0);
+        let bpr = (w * 4).div_ceil(256) * 256;
+        let buf = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("snapshot readback"),
+            size: (bpr * h) as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        enc.copy_texture_to_buffer(
+            wgpu::TexelCopyTextureInfo {
+                texture: &tex,
+                mip_level: 0,
+                origin: wgpu::Origin3d::ZERO,
+                aspect: wgpu::TextureAspect::All,
+            },
+            wgpu::TexelCopyBufferInfo {
+                buffer: &buf,
+                layout: wgpu::TexelCopyBufferLayout {
+                    offset: 0,
+                    bytes_per_row: Some(bpr),
+                    rows_per_image: Some(h),
+                },
+            },
+            wgpu::Extent3d {
+                width: w,
+                height: h,
+                depth_or_array_layers: 1,
+            },
+        );
+        self.ctx.queue.submit([enc.finish()]);
+        let bgra = matches!(
+            format,
+            wgpu::TextureFormat::Bgra8Unorm | wgpu::TextureFormat::Bgra8UnormSrgb
+        );
+        Some((buf, w, h, bpr, bgra, tex))
     }
 
     /// One denoising step, then record/draw. Returns (t, steps done, steps in all), or None
@@ -517,7 +627,8 @@ pub fn pause() {
     let ui = ui();
     if ui.state.get_untracked() == RunState::Running {
         set_state(RunState::Paused);
-        ui.status.set(format!("Paused at {}", ui.step_text.get_untracked()));
+        ui.status
+            .set(format!("Paused at {}", ui.step_text.get_untracked()));
     }
 }
 
@@ -567,8 +678,7 @@ async fn run_loop(gen: u64) {
         };
         let pos = describe_position(Some(t), done, total, t_train);
         ui.current_t.set(Some(t));
-        ui.step_text
-            .set(format!("{pos} · {rate:.1} steps/s"));
+        ui.step_text.set(format!("{pos} · {rate:.1} steps/s"));
         if done == total {
             set_state(RunState::Done);
             ui.status.set(format!("Done: {total} steps, x_0 reached"));
@@ -607,8 +717,7 @@ pub fn step_once() {
 
 fn show_start(ui: Ui, t_train: usize, total: usize) {
     ui.current_t.set(None);
-    ui.step_text
-        .set(describe_position(None, 0, total, t_train));
+    ui.step_text.set(describe_position(None, 0, total, t_train));
 }
 
 /// Back to x_T with the current seed; `autoplay` starts the animation.
@@ -899,6 +1008,7 @@ pub async fn start(canvas: web_sys::HtmlCanvasElement) {
 pub async fn restart_device() {
     let ui = ui();
     GENERATION.with(|g| g.set(g.get() + 1));
+    DEVICE_ID.with(|d| d.set(d.get() + 1));
     ENGINE.with(|e| *e.borrow_mut() = None);
     clear_error();
     ui.status.set("Restarting WebGPU…".into());
@@ -926,17 +1036,15 @@ async fn run_bench() {
         .and_then(|b| b.parse::<usize>().ok())
         .unwrap_or(1)
         .max(1);
-    ui.status.set(format!("Benchmark: batch {batch}, warming up…"));
+    ui.status
+        .set(format!("Benchmark: batch {batch}, warming up…"));
     let Some((ctx, adapter)) = with_engine(|e| (e.ctx.clone(), e.adapter_name())) else {
         return;
     };
     let result: crate::Result<(f64, Vec<f64>, u64)> = async {
         let unet = crate::unet::UNet::new(&ctx, &model.config, &model.weights, batch)?;
         let ts = vec![500.0f32; batch];
-        let labels = model
-            .config
-            .num_class_embeds
-            .map(|_| vec![0u32; batch]);
+        let labels = model.config.num_class_embeds.map(|_| vec![0u32; batch]);
         unet.set_inputs(&ctx, None, &ts, labels.as_deref())?;
         for _ in 0..3 {
             ctx.run(unet.program())?;
@@ -971,7 +1079,8 @@ async fn run_bench() {
                 flops as f64 / 1e9
             );
             ui.bench.set(Some((json, table)));
-            ui.status.set(format!("Benchmark done: {median:.2} ms median"));
+            ui.status
+                .set(format!("Benchmark done: {median:.2} ms median"));
         }
         Err(e) => {
             report_error(&e);
@@ -996,4 +1105,69 @@ pub fn js_error(e: wasm_bindgen::JsValue) -> String {
     e.dyn_ref::<js_sys::Error>()
         .map(|e| String::from(e.message()))
         .unwrap_or_else(|| format!("{e:?}"))
+}
+
+/// `window.kakusanSnapshot()`: a PNG data URL of what #reverse-canvas shows, rendered
+/// offscreen by the same pipeline (headless browsers often cannot screenshot WebGPU
+/// canvases). Resolves to an empty string when no run exists.
+#[wasm_bindgen::prelude::wasm_bindgen(js_name = kakusanSnapshot)]
+pub async fn snapshot() -> Result<wasm_bindgen::JsValue, wasm_bindgen::JsValue> {
+    let Some((snap, scope)) = with_engine(|e| {
+        let scope = e.ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        (e.snapshot_start(), scope.pop())
+    }) else {
+        return Ok("".into());
+    };
+    if let Some(err) = scope.await {
+        return Err(wasm_bindgen::JsValue::from_str(&format!("snapshot: {err}")));
+    }
+    let Some((buf, w, h, bpr, bgra, _tex)) = snap else {
+        return Ok("".into());
+    };
+    if let Some(ctx) = with_engine(|e| e.ctx.clone()) {
+        ctx.finish()
+            .await
+            .map_err(|e| wasm_bindgen::JsValue::from_str(&e.to_string()))?;
+    }
+    let (tx, rx) = futures_channel::oneshot::channel();
+    buf.map_async(wgpu::MapMode::Read, .., move |r| {
+        let _ = tx.send(r);
+    });
+    rx.await
+        .map_err(|_| wasm_bindgen::JsValue::from_str("device lost"))?
+        .map_err(|e| {
+            let gpu = with_engine(|e| e.ctx.check().err().map(|x| x.to_string())).flatten();
+            wasm_bindgen::JsValue::from_str(&format!("{e} {}", gpu.unwrap_or_default()))
+        })?;
+    let mut rgba = vec![0u8; (w * h * 4) as usize];
+    {
+        let data = buf
+            .get_mapped_range(..)
+            .map_err(|e| wasm_bindgen::JsValue::from_str(&e.to_string()))?;
+        for y in 0..h as usize {
+            let row = &data[y * bpr as usize..y * bpr as usize + w as usize * 4];
+            let out = &mut rgba[y * w as usize * 4..(y + 1) * w as usize * 4];
+            out.copy_from_slice(row);
+            if bgra {
+                for p in out.chunks_mut(4) {
+                    p.swap(0, 2);
+                }
+            }
+        }
+    }
+    buf.unmap();
+    let doc = web_sys::window()
+        .and_then(|w| w.document())
+        .ok_or("no document")?;
+    let canvas: web_sys::HtmlCanvasElement = doc.create_element("canvas")?.unchecked_into();
+    canvas.set_width(w);
+    canvas.set_height(h);
+    let ctx: web_sys::CanvasRenderingContext2d = canvas
+        .get_context("2d")?
+        .ok_or("no 2-D canvas")?
+        .unchecked_into();
+    let img =
+        web_sys::ImageData::new_with_u8_clamped_array_and_sh(wasm_bindgen::Clamped(&rgba), w, h)?;
+    ctx.put_image_data(&img, 0.0, 0.0)?;
+    Ok(canvas.to_data_url()?.into())
 }

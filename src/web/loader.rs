@@ -51,7 +51,11 @@ async fn text(url: &str) -> Result<Option<String>, String> {
         return Ok(None);
     }
     if !resp.ok() {
-        return Err(format!("{url}: HTTP {} {}", resp.status(), resp.status_text()));
+        return Err(format!(
+            "{url}: HTTP {} {}",
+            resp.status(),
+            resp.status_text()
+        ));
     }
     let t = JsFuture::from(resp.text().map_err(js_msg)?)
         .await
@@ -63,7 +67,11 @@ async fn text(url: &str) -> Result<Option<String>, String> {
 async fn bytes(url: &str, progress: &dyn Fn(u64, Option<u64>)) -> Result<Vec<u8>, String> {
     let resp = response(url).await?;
     if !resp.ok() {
-        return Err(format!("{url}: HTTP {} {}", resp.status(), resp.status_text()));
+        return Err(format!(
+            "{url}: HTTP {} {}",
+            resp.status(),
+            resp.status_text()
+        ));
     }
     let total = resp
         .headers()

@@ -20,9 +20,7 @@ use wasm_bindgen::prelude::*;
 fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         console_error_panic_hook::hook(info);
-        let msg = format!(
-            "Internal error — please reload the page (and report this): {info}"
-        );
+        let msg = format!("Internal error — please reload the page (and report this): {info}");
         if let Some(el) = web_sys::window()
             .and_then(|w| w.document())
             .and_then(|d| d.get_element_by_id("error"))
