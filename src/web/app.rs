@@ -97,6 +97,9 @@ fn ReversePanel(ui: Ui) -> impl IntoView {
             <div class="reverse-grid">
                 <div class="stage">
                     <div class="canvas-box">
+                        <p class="canvas-empty" hidden=has_model>
+                            {move || if ui.gpu_ready.get() { "No model loaded yet — see “Model” below." } else { "Waiting for WebGPU…" }}
+                        </p>
                         <canvas id="reverse-canvas" aria-label="For each sample: the current noisy x_t (left) and the model's prediction of the clean image x̂_0 (right)"></canvas>
                     </div>
                     <p class="legend-line">

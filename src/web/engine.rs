@@ -116,6 +116,12 @@ pub struct Ui {
     pub gpu_ready: RwSignal<bool>,
 }
 
+impl Default for Ui {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Ui {
     pub fn new() -> Ui {
         Ui {
@@ -754,7 +760,8 @@ pub fn restart(autoplay: bool) {
 /// Settings changed: re-plan the run (a new seed alone only re-draws x_T).
 pub fn apply_settings(old: &Settings, new: &Settings) {
     let ui = ui();
-    let was_running = ui.state.get_untracked() == RunState::Running;
+    // Keep animating unless the user paused: a new class or sampler should just play.
+    let was_running = ui.state.get_untracked() != RunState::Paused;
     let only_seed = Settings {
         seed: new.seed,
         ..old.clone()
