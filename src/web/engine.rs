@@ -164,8 +164,9 @@ pub struct Engine {
     record_every: usize,
     /// (N, C, H, W) of the run.
     shape: [usize; 4],
-    /// Last t processed, and T.
+    /// T of the current model.
     t_train: usize,
+    adapter_label: String,
 }
 
 thread_local! {
@@ -308,6 +309,22 @@ async fn init_gpu(canvas: web_sys::HtmlCanvasElement) -> Result<Engine, String> 
             small.join("; ")
         ));
     }
+    // Browsers often leave the adapter's name empty; vendor/architecture/driver say more.
+    let info = adapter.get_info();
+    let adapter_label = [info.name.as_str(), &info.driver, &info.driver_info]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let adapter_label = if adapter_label.is_empty() {
+        format!(
+            "WebGPU adapter (vendor {:#x}, device {:#x})",
+            info.vendor, info.device
+        )
+    } else {
+        adapter_label
+    };
     let caps = surface.get_capabilities(&adapter);
     let ctx = GpuContext::from_adapter(adapter.clone())
         .await
@@ -364,6 +381,7 @@ async fn init_gpu(canvas: web_sys::HtmlCanvasElement) -> Result<Engine, String> 
         record_every: 1,
         shape: [0; 4],
         t_train: 0,
+        adapter_label,
     })
 }
 
@@ -383,7 +401,16 @@ fn canvas_size(canvas: &web_sys::HtmlCanvasElement) -> (u32, u32) {
 impl Engine {
     pub fn adapter_name(&self) -> String {
         let a = &self.ctx.adapter;
-        format!("{} ({})", a.name, a.backend)
+        let name = if a.name == "unnamed adapter" {
+            &self.adapter_label
+        } else {
+            &a.name
+        };
+        format!(
+            "{name} ({}{})",
+            a.backend,
+            if a.is_software { ", software" } else { "" }
+        )
     }
 
     fn resize(&mut self) {
@@ -678,13 +705,14 @@ async fn run_loop(gen: u64) {
             times.remove(0);
         }
         let rate = if times.len() >= 2 {
-            (times.len() - 1) as f64 * 1000.0 / (now - times[0]).max(1e-3)
+            let r = (times.len() - 1) as f64 * 1000.0 / (now - times[0]).max(1e-3);
+            format!("{r:.1} steps/s")
         } else {
-            0.0
+            "– steps/s".to_string()
         };
         let pos = describe_position(Some(t), done, total, t_train);
         ui.current_t.set(Some(t));
-        ui.step_text.set(format!("{pos} · {rate:.1} steps/s"));
+        ui.step_text.set(format!("{pos} · {rate}"));
         if done == total {
             set_state(RunState::Done);
             ui.status.set(format!("Done: {total} steps, x_0 reached"));
