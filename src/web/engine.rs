@@ -844,6 +844,7 @@ pub fn scrub(i: usize) {
     });
     if let Some(Some((t, step, t_train))) = r {
         ui.timeline.set(i);
+        ui.current_t.set(t);
         ui.frame_text.set(match t {
             Some(t) => format!("frame {i}: t = {t}/{t_train}, after step {step}"),
             None => format!("frame {i}: x_T (pure noise)"),
