@@ -924,7 +924,8 @@ fn install_model(files: &ModelFiles, name: &str) {
 /// Fetch a model folder and install it.
 pub async fn load_from_url(base: String, is_default: bool) {
     let ui = ui();
-    GENERATION.with(|g| g.set(g.get() + 1));
+    pause();
+    let previous_name = ui.model_name.get_untracked();
     ui.notice.set(None);
     ui.progress.set(Some(0.0));
     ui.model_name.set(format!("{base} (loading)"));
@@ -953,7 +954,7 @@ pub async fn load_from_url(base: String, is_default: bool) {
             }
         }
         Err(FetchError::NotFound(url)) => {
-            ui.model_name.set("(none)".into());
+            ui.model_name.set(previous_name);
             ui.status.set("The model could not be loaded".into());
             report(format!(
                 "No model found at {base}: {url} answered “404 Not Found”. The folder must hold \
@@ -962,7 +963,7 @@ pub async fn load_from_url(base: String, is_default: bool) {
             ));
         }
         Err(FetchError::Other(msg)) => {
-            ui.model_name.set("(none)".into());
+            ui.model_name.set(previous_name);
             ui.status.set("The model could not be loaded".into());
             report(format!("Could not download the model: {msg}"));
         }
