@@ -23,5 +23,7 @@ pub mod unet;
 pub mod cli;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod data;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 pub use error::{Error, Result};

@@ -36,6 +36,7 @@ shaders! {
     SOFTMAX_BACKWARD => "softmax_backward",
     EMBEDDING_BACKWARD => "embedding_backward",
     DROPOUT => "dropout",
+    PRESENT => "present",
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]

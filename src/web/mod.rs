@@ -1,0 +1,39 @@
+//! The browser app (Leptos, client-side rendering): watch DDPM/DDIM denoise live on WebGPU
+//! and explore the forward process. Built with `trunk build --release` (see docs/web.md).
+//!
+//! - [`engine`]: the shared wgpu device, the sampling run, timeline frames, animation loop,
+//!   model loading and the benchmark.
+//! - [`present`]: the render pipeline that draws x_t and x̂_0 straight from GPU buffers.
+//! - [`forward`], [`plots`]: the forward-process explorer and SVG plots (CPU only).
+//! - [`app`]: the page (components, controls with the contract's DOM ids).
+
+pub mod app;
+pub mod engine;
+pub mod forward;
+pub mod loader;
+pub mod plots;
+pub mod present;
+
+use wasm_bindgen::prelude::*;
+
+/// Writes a panic's message into #error (and the console) so that nothing fails silently.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        console_error_panic_hook::hook(info);
+        let msg = format!("Internal error — please reload the page (and report this): {info}");
+        if let Some(el) = web_sys::window()
+            .and_then(|w| w.document())
+            .and_then(|d| d.get_element_by_id("error"))
+        {
+            el.set_text_content(Some(&msg));
+            let _ = el.remove_attribute("hidden");
+        }
+    }));
+}
+
+#[wasm_bindgen(start)]
+pub fn main() {
+    install_panic_hook();
+    leptos::mount::mount_to_body(app::App);
+    app::after_mount();
+}
