@@ -45,6 +45,7 @@ const CHROMIUM_ARGS = [
   "--disable-background-networking",
   "--disable-component-update",
   "--disable-sync",
+  "--disable-quic",
   "--no-first-run",
 ];
 
