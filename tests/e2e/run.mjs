@@ -280,24 +280,34 @@ async function waitLoaded(page, needle) {
 async function runToDone(page) {
   const mark = await page.evaluate(() => window.__states.length);
   let state = await panelState(page);
+  const since = () => page.evaluate((m) => window.__states.slice(m), mark);
   if (state === "done" || state === "running") {
     // Back to the start of the chain with the new settings (the app may reset by itself
-    // when a setting changes; then the state is already idle).
+    // when a setting changes; then the state is already idle). #restart may also start
+    // playing by itself: give it a moment before pressing #play, which toggles.
     await page.click("#restart");
-    await waitFor("#restart to leave the done state", async () => (await panelState(page)) !== "done", 5000, 50)
+    await waitFor("#restart to start a run", async () => (await since()).includes("running"), 2000, 50)
       .catch(() => {});
   }
-  const states = await page.evaluate((m) => window.__states.slice(m), mark);
   state = await panelState(page);
-  if (!states.includes("running") && state !== "running") {
+  if (!(await since()).includes("running") && state !== "running") {
     await page.click("#play");
   }
   const t0 = Date.now();
+  let resumes = 0;
   await waitFor("#reverse-panel[data-state=done]", async () => {
     const err = await errorText(page);
     if (err) fail(`#error is visible: ${err}`);
-    const s = await page.evaluate((m) => window.__states.slice(m), mark);
-    return s.includes("done") && (await panelState(page)) === "done";
+    const s = await since();
+    const now = await panelState(page);
+    if (s.includes("done") && now === "done") return true;
+    // A press that landed as a pause (the run had just started by itself): resume, once or twice.
+    if (now === "paused" && resumes < 2) {
+      resumes++;
+      log("  (run paused: pressing #play to resume)");
+      await page.click("#play");
+    }
+    return false;
   });
   return Date.now() - t0;
 }
