@@ -61,8 +61,10 @@ const MIN_COLOURS = 8;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const log = (...a) => console.log(...a);
 
+/** A failure that ends a check at once (waitFor retries other errors until its timeout). */
+class CheckFailed extends Error {}
 function fail(msg) {
-  throw new Error(msg);
+  throw new CheckFailed(msg);
 }
 
 async function freePort() {
@@ -86,6 +88,7 @@ async function waitFor(what, fn, timeoutMs = TIMEOUT_MS, everyMs = 250) {
       last = await fn();
       if (last) return last;
     } catch (e) {
+      if (e instanceof CheckFailed) throw e;
       last = e;
     }
     if (Date.now() - t0 > timeoutMs) {
@@ -198,8 +201,17 @@ async function openPage(browser, url, viewport = { width: 1280, height: 720 }) {
   return page;
 }
 
-function panics(page) {
-  return page.consoleLog.filter((l) => /panicked at|RuntimeError: unreachable|\[pageerror\]/.test(l));
+/** Panics and uncaught errors on `page` (from console line `from` on), first lines only. */
+function panics(page, from = 0) {
+  return page.consoleLog
+    .slice(from)
+    .filter((l) => /panicked at|RuntimeError: unreachable|\[pageerror\]/.test(l))
+    .map((l) => l.split("\n").slice(0, 2).join(" ").slice(0, 300));
+}
+/** Fail at once when the page has panicked (then nothing it was waiting for will come). */
+function failOnPanic(page, from = 0) {
+  const p = panics(page, from);
+  if (p.length) fail(`page panicked / threw: ${p.join(" | ")}`);
 }
 
 async function text(page, sel) {
@@ -262,6 +274,7 @@ async function setValue(page, sel, value) {
  */
 async function waitLoaded(page, needle) {
   const name = await waitFor(`#model-name to show a loaded model`, async () => {
+    failOnPanic(page);
     const err = await errorText(page);
     if (err) fail(`#error is visible: ${err}`);
     const name = (await text(page, "#model-name")) || "";
@@ -296,6 +309,7 @@ async function runToDone(page) {
   const t0 = Date.now();
   let resumes = 0;
   await waitFor("#reverse-panel[data-state=done]", async () => {
+    failOnPanic(page);
     const err = await errorText(page);
     if (err) fail(`#error is visible: ${err}`);
     const s = await since();
@@ -312,6 +326,29 @@ async function runToDone(page) {
   return Date.now() - t0;
 }
 
+/**
+ * Which WebGPU adapter Chromium offers, asked from a page of its own: a second
+ * requestAdapter() inside the page under test can take the app's device away.
+ */
+async function probeWebGpu(browser, base) {
+  const context = await browser.newContext();
+  try {
+    const page = await context.newPage();
+    await page.goto(`${base}e2e-webgpu-probe`, { waitUntil: "load" }); // a 404 page is enough
+    return await page.evaluate(async () => {
+      if (!navigator.gpu) return "navigator.gpu missing (no WebGPU: check the Chromium flags)";
+      const a = await navigator.gpu.requestAdapter();
+      if (!a) return "requestAdapter() returned null (no WebGPU adapter)";
+      const i = a.info || {};
+      return `adapter ${[i.vendor, i.architecture, i.device, i.description].filter(Boolean).join(" / ") || "(no info)"}`;
+    });
+  } catch (e) {
+    return `probe failed: ${e.message.split("\n")[0]}`;
+  } finally {
+    await context.close();
+  }
+}
+
 // ---------- the checks
 const checks = [];
 function check(id, name, fn) {
@@ -324,14 +361,6 @@ check("a", "page loads with ?model=test-model/", async ({ browser, base }) => {
   const t0 = Date.now();
   const page = await openPage(browser, `${base}?model=test-model/`);
   shared.page = page;
-  const adapter = await page.evaluate(async () => {
-    if (!navigator.gpu) return "navigator.gpu missing";
-    const a = await navigator.gpu.requestAdapter();
-    if (!a) return "requestAdapter() returned null";
-    const i = a.info || {};
-    return `adapter: ${[i.vendor, i.architecture, i.device, i.description].filter(Boolean).join(" / ") || "(no info)"}`;
-  });
-  log(`  WebGPU: ${adapter}`);
   await shot(page, "a1-loading");
   const name = await waitLoaded(page, "test-model");
   await shot(page, "a2-loaded");
@@ -348,8 +377,7 @@ check("phone", "phone-size page (390x844) loads the model", async ({ browser, ba
     await shot(page, "phone-390x844");
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth);
     log(`  document width ${overflow}px at a 390px viewport${overflow > 390 ? " (scrolls sideways)" : ""}`);
-    const p = panics(page);
-    if (p.length) fail(`page errors: ${p.join(" | ")}`);
+    failOnPanic(page);
   } finally {
     await page.context_.close();
   }
@@ -427,8 +455,7 @@ check("e", "?model=bad-model/ (truncated safetensors) shows an error naming the 
     await shot(page, "e-bad-model");
     log(`  #error: ${JSON.stringify(msg)}`);
     if (!/safetensors/i.test(msg)) fail("the error does not name the broken file (diffusion_pytorch_model.safetensors)");
-    const p = panics(page);
-    if (p.length) fail(`page errors/panics: ${p.join(" | ")}`);
+    failOnPanic(page);
   } finally {
     await page.context_.close();
   }
@@ -449,8 +476,7 @@ check("f", "default page: default model loads, or the 'no default model' message
     });
     await shot(page, "f-default");
     log(`  ${outcome}`);
-    const p = panics(page);
-    if (p.length) fail(`page errors/panics: ${p.join(" | ")}`);
+    failOnPanic(page);
   } finally {
     await page.context_.close();
   }
@@ -497,14 +523,16 @@ async function main() {
       timeout: 60000,
     });
     log(`browser: ${CHROMIUM} ${browser.version()}`);
+    log(`WebGPU: ${await probeWebGpu(browser, base)}`);
     for (const c of checks) {
       if (ONLY && !ONLY.includes(c.id)) continue;
       log(`\n[${c.id}] ${c.name}`);
       const t0 = Date.now();
+      const from = shared.page ? shared.page.consoleLog.length : 0;
       try {
         await c.fn({ browser, base });
-        const p = shared.page ? panics(shared.page) : [];
-        if (["a", "b", "c", "d"].includes(c.id) && p.length) fail(`page errors/panics: ${p.join(" | ")}`);
+        // The shared page (checks a-d): only what this check caused.
+        if (["a", "b", "c", "d"].includes(c.id) && shared.page) failOnPanic(shared.page, c.id === "a" ? 0 : from);
         passed++;
         results.push(`  ok    ${c.id}  ${c.name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
         log(`  ok (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
@@ -516,7 +544,7 @@ async function main() {
           try {
             await shot(lastPage, `fail-${c.id}`);
           } catch {}
-          const tail = lastPage.consoleLog.slice(-15);
+          const tail = lastPage.consoleLog.slice(-15).map((l) => l.split("\n")[0].slice(0, 400));
           if (tail.length) log("  last console lines:\n    " + tail.join("\n    "));
         }
       }
