@@ -451,7 +451,10 @@ check("d", "forward explorer: x_t at mid t differs from t=0 and t=T-1", async ({
 check("e", "?model=bad-model/ (truncated safetensors) shows an error naming the file", async ({ browser, base }) => {
   const page = await openPage(browser, `${base}?model=bad-model/`);
   try {
-    const msg = await waitFor("#error to become visible", () => errorText(page));
+    const msg = await waitFor("#error to become visible", () => {
+      failOnPanic(page);
+      return errorText(page);
+    });
     await shot(page, "e-bad-model");
     log(`  #error: ${JSON.stringify(msg)}`);
     if (!/safetensors/i.test(msg)) fail("the error does not name the broken file (diffusion_pytorch_model.safetensors)");
@@ -486,6 +489,7 @@ check("g", "?bench&model=test-model/&batch=1 writes JSON with median_ms > 0, gfl
   const page = await openPage(browser, `${base}?bench&model=test-model/&batch=1`);
   try {
     const json = await waitFor("#bench-result JSON", async () => {
+      failOnPanic(page);
       const err = await errorText(page);
       if (err) fail(`#error is visible: ${err}`);
       const t = (await text(page, "#bench-result")) || "";
@@ -499,6 +503,7 @@ check("g", "?bench&model=test-model/&batch=1 writes JSON with median_ms > 0, gfl
     });
     await shot(page, "g-bench");
     log(`  ${JSON.stringify(json)}`);
+    failOnPanic(page);
     if (!(json.median_ms > 0)) fail(`median_ms = ${json.median_ms}`);
     if (!(json.gflops > 0)) fail(`gflops = ${json.gflops}`);
     if (json.batch !== 1) fail(`batch = ${json.batch}, asked for 1`);
