@@ -472,9 +472,11 @@ check("f", "default page: default model loads, or the 'no default model' message
       if (body.includes("No default model is bundled")) return "message: no default model is bundled";
       const err = await errorText(page);
       if (err) fail(`#error is visible: ${err}`);
+      // Loaded = a name, no progress bar, not loading, and #play usable (it needs a model).
       const name = (await text(page, "#model-name")) || "";
       if (!name || (await visible(page, "#model-progress"))) return false;
       if (/loading/i.test((await text(page, "#status")) || "")) return false;
+      if (await page.locator("#play").isDisabled()) return false;
       return `default model loaded: ${name}`;
     });
     await shot(page, "f-default");
