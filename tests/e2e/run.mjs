@@ -378,6 +378,7 @@ check("phone", "phone-size page (390x844) loads the model", async ({ browser, ba
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth);
     log(`  document width ${overflow}px at a 390px viewport${overflow > 390 ? " (scrolls sideways)" : ""}`);
     failOnPanic(page);
+    if (await errorText(page)) fail(`#error visible: ${await errorText(page)}`);
   } finally {
     await page.context_.close();
   }
