@@ -234,7 +234,24 @@ async function shot(page, name) {
   await page.screenshot({ path: file });
   return file;
 }
+/**
+ * The picture in a canvas. Headless Chromium's screenshots show WebGPU canvases blank (white),
+ * so for #reverse-canvas the app offers `window.kakusanSnapshot()`: a PNG data URL of the same
+ * picture rendered offscreen; it is used when present and non-empty (saved as NAME.png, the
+ * element screenshot as NAME-screen.png). 2-D canvases (#forward-canvas) screenshot fine.
+ */
 async function canvasShot(page, sel, name) {
+  if (sel === "#reverse-canvas") {
+    const url = await page.evaluate(async () =>
+      typeof window.kakusanSnapshot === "function" ? String((await window.kakusanSnapshot()) || "") : "");
+    await page.locator(sel).screenshot({ path: path.join(OUT, `${name}-screen.png`) });
+    const m = url.match(/^data:image\/png;base64,(.*)$/);
+    if (m) {
+      const buf = Buffer.from(m[1], "base64");
+      fs.writeFileSync(path.join(OUT, `${name}.png`), buf);
+      return decodePng(buf);
+    }
+  }
   const buf = await page.locator(sel).screenshot({ path: path.join(OUT, `${name}.png`) });
   return decodePng(buf);
 }
