@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # kakusan's whole test suite: formatting, lints (native and wasm32), native tests on the
-# first Vulkan adapter (llvmpipe on a machine without a GPU), the release CLI build, and the
-# browser smoke test in headless Chromium (WebGPU on SwiftShader).
+# first Vulkan adapter (llvmpipe on a machine without a GPU), the release CLI build, the
+# browser smoke test in headless Chromium (WebGPU on SwiftShader), and the browser app:
+# `trunk build --release` and its end-to-end tests (tests/e2e, Playwright + Chromium).
 #
 # Needs what .ci/run installs: mesa-vulkan-drivers, chromium, chromium-driver, the
-# wasm32-unknown-unknown target, clippy, rustfmt and wasm-bindgen-cli (for
-# wasm-bindgen-test-runner). Exits non-zero on the first failure.
+# wasm32-unknown-unknown target, clippy, rustfmt, wasm-bindgen-cli (for
+# wasm-bindgen-test-runner and trunk), trunk, and `npm ci` (binaryen's wasm-opt,
+# playwright-core). Exits non-zero on the first failure.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -82,6 +84,40 @@ fi
 # and Chromium with the flags in webdriver.json. Only the web_smoke test targets wasm: the
 # lib's unit tests are native-only.
 step "test (wasm32, Chromium)" cargo test --target wasm32-unknown-unknown --test web_smoke
+
+# The browser app (index.html + src/web/): a release build with trunk, then the end-to-end
+# tests against that dist/. trunk must find wasm-opt 132 (npm's binaryen, Trunk.toml
+# `[tools] wasm_opt`) first on PATH: Debian's older wasm-opt produces a wasm that dies at start.
+if [[ -f index.html ]]; then
+    if [[ ! -x node_modules/.bin/wasm-opt || ! -d node_modules/playwright-core ]]; then
+        echo "node_modules/ is missing binaryen or playwright-core: run \`npm ci\` (or bash .ci/run)" >&2
+        exit 1
+    fi
+    export PATH="$PWD/node_modules/.bin:$PATH"
+    step "trunk build --release" trunk build --release
+
+    # The size a visitor downloads: the wasm, raw and gzip-compressed (as static hosts serve it).
+    shopt -s nullglob
+    WASMS=(dist/*.wasm)
+    shopt -u nullglob
+    if [[ ${#WASMS[@]} -eq 0 ]]; then
+        CURRENT="trunk build --release"
+        echo "no dist/*.wasm after trunk build" >&2
+        exit 1
+    fi
+    for w in "${WASMS[@]}"; do
+        RAW=$(stat -c %s "$w")
+        GZ=$(gzip -9 -c "$w" | wc -c)
+        echo "wasm size: $w $RAW bytes, gzip -9 $GZ bytes"
+        SUMMARY+=("$(printf '%-28s %s bytes (gzip %s)' "wasm size" "$RAW" "$GZ")")
+    done
+
+    # Serves dist/ on 127.0.0.1, drives /usr/bin/chromium; screenshots under target/e2e/.
+    step "e2e (Chromium)" node tests/e2e/run.mjs
+else
+    skip "trunk build --release" "no index.html yet"
+    skip "e2e (Chromium)" "no index.html yet"
+fi
 
 echo
 echo "all checks passed"
