@@ -31,8 +31,8 @@ fn install_panic_hook() {
     }));
 }
 
-#[wasm_bindgen(start)]
-pub fn main() {
+#[cfg_attr(feature = "web-app", wasm_bindgen(start))]
+pub fn start_app() {
     install_panic_hook();
     leptos::mount::mount_to_body(app::App);
     app::after_mount();
