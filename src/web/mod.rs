@@ -14,6 +14,7 @@ pub mod loader;
 pub mod plots;
 pub mod present;
 
+#[cfg(feature = "web-app")]
 use wasm_bindgen::prelude::*;
 
 /// Writes a panic's message into #error (and the console) so that nothing fails silently.
