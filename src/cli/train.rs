@@ -166,7 +166,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         }
         return Ok(());
     }
-    // Ctrl-C from here on means "save and stop", even while the model is being planned.
+    // Ctrl-C (or SIGTERM) from here on means "save and stop", even while the model is planned.
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
