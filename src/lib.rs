@@ -15,6 +15,7 @@ pub mod error;
 pub mod gpu;
 pub mod model;
 pub mod ops;
+pub mod rng;
 pub mod shaders;
 pub mod train;
 pub mod unet;

@@ -20,9 +20,10 @@ use crate::gpu::{block_on, GpuContext};
 use crate::model::config::UNetConfig;
 use crate::model::weights::{save_weights, Weights};
 use crate::ops::optim::AdamWConfig;
+use crate::rng::SplitMix64;
 use crate::train::presets;
 use crate::train::schedule::{EmaConfig, LrConfig, LrSchedule};
-use crate::train::trainer::{SplitMix, TrainSettings, Trainer};
+use crate::train::trainer::{TrainSettings, Trainer};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum BetaScheduleName {
@@ -276,7 +277,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let mut sampler = BatchSampler::new(data.len(), run.batch, run.seed)?;
     if let Some((_, (state, tensors))) = &saved {
         trainer.step = state.step;
-        trainer.rng = SplitMix(state.rng);
+        trainer.rng = SplitMix64(state.rng);
         let st: [u64; 3] = state.sampler.clone().try_into().map_err(|_| {
             Error::file(
                 out.join(STATE_FILE).display(),

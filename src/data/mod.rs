@@ -353,25 +353,7 @@ fn digit_names(labels: &[u32]) -> Vec<String> {
     (0..k).map(|i| i.to_string()).collect()
 }
 
-/// SplitMix64 (Steele, Lea & Flood 2014): a tiny, well-mixed generator, enough for
-/// shuffling; no dependency.
-#[derive(Clone, Debug)]
-pub struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in 0..n (Lemire's multiply-shift; the bias, < n / 2^64, is irrelevant here).
-    pub fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() as u128 * n as u128) >> 64) as usize
-    }
-}
+pub use crate::rng::SplitMix64;
 
 /// Endless batches of dataset indices: each epoch is a fresh seeded permutation of
 /// 0..len, and batches are cut from the concatenated epochs, so every batch has exactly
@@ -454,7 +436,7 @@ fn permutation(len: usize, seed: u64, epoch: u64) -> Vec<usize> {
     let mut rng = SplitMix64(seed ^ SplitMix64(epoch).next_u64());
     let mut p: Vec<usize> = (0..len).collect();
     for i in (1..len).rev() {
-        p.swap(i, rng.below(i + 1));
+        p.swap(i, rng.below(i as u64 + 1) as usize);
     }
     p
 }

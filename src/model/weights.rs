@@ -159,15 +159,8 @@ impl Weights {
     /// initialisation, U(−1/√fan_in, 1/√fan_in) for conv/linear weights and biases, N(0, 1)-like
     /// rows for embeddings, and the identity affine (γ = 1, β = 0) for group norms.
     pub fn random(cfg: &UNetConfig, seed: u64) -> Weights {
-        // splitmix64: no dependency, same values on every platform.
-        let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
-        let mut next = move || {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-        };
+        let mut rng = crate::rng::SplitMix64(seed ^ 0x9E37_79B9_7F4A_7C15);
+        let mut next = move || rng.next_f64() * 2.0 - 1.0;
         let mut w = Weights::new();
         for (name, shape) in expected_tensors(cfg) {
             let n: usize = shape.iter().product();

@@ -8,6 +8,7 @@ use crate::gpu::{GpuContext, Program, Tensor};
 use crate::model::config::UNetConfig;
 use crate::model::weights::Weights;
 use crate::ops::optim::{AdamWConfig, AdamWOp, EmaOp, GradNormOp};
+use crate::rng::SplitMix64;
 use crate::train::graph::TrainGraph;
 use crate::train::schedule::{ema_decay, learning_rate, EmaConfig, LrConfig};
 
@@ -29,28 +30,6 @@ pub struct TrainSettings {
     pub external_noise: bool,
 }
 
-/// A small deterministic RNG (splitmix64) whose whole state is one u64, so it can be saved.
-#[derive(Clone, Copy, Debug)]
-pub struct SplitMix(pub u64);
-
-impl SplitMix {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Uniform integer in [0, n).
-    pub fn below(&mut self, n: u64) -> u64 {
-        ((self.next_u64() as u128 * n as u128) >> 64) as u64
-    }
-}
-
 /// Everything on the GPU for training one model, plus the step counter and RNG.
 pub struct Trainer {
     pub graph: TrainGraph,
@@ -67,7 +46,7 @@ pub struct Trainer {
     /// Optimizer steps taken so far.
     pub step: u64,
     /// RNG for timesteps and label dropout.
-    pub rng: SplitMix,
+    pub rng: SplitMix64,
 }
 
 /// What the CPU chose for one step (for logging and tests).
@@ -106,12 +85,10 @@ impl Trainer {
         let m = zeros_like(&graph.params)?;
         let v = zeros_like(&graph.params)?;
         let ema = graph
-            .params
+            .names
             .iter()
-            .zip(&graph.names)
-            .map(|(p, name)| {
+            .map(|name| {
                 let (shape, data) = weights.get(name)?;
-                let _ = p;
                 ctx.upload(data, shape)
             })
             .collect::<Result<Vec<_>>>()?;
@@ -138,7 +115,7 @@ impl Trainer {
         let ema_op = EmaOp::record(ctx, &mut step_program, &r(ee), &r(params))?;
         Ok(Trainer {
             graph,
-            rng: SplitMix(settings.seed ^ 0x005E_ED0F_7EA1),
+            rng: SplitMix64(settings.seed ^ 0x005E_ED0F_7EA1),
             settings,
             scheduler: scheduler.clone(),
             schedule,
