@@ -1,5 +1,5 @@
 // Deterministic reductions: every sum has a fixed order (per-thread strided partial sums,
-// then a workgroup tree), so results are bit-identical from run to run. No float atomics.
+// then a workgroup sum in a fixed order), so results are bit-identical from run to run. No float atomics.
 //
 // sum_axes: view x as (A, B, C); out[b] = scale · Σ_{a, c} x[a, b, c] (+ old out[b]).
 //   One workgroup per b (linear index wg.x + wg.y · num_workgroups.x, see gpu::grid_1d).
@@ -26,24 +26,33 @@ struct Params {
 // out: (B) for sum_axes; (groups) partial sums for sum_squares_partial
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
-const WG: u32 = 256u;
+// 64 threads, two-level sums with two barriers: on CPU adapters (llvmpipe) barriers across a
+// 256-thread workgroup cost more than the arithmetic (see group_norm.wgsl).
+const WG: u32 = 64u;
 
-var<workgroup> partial: array<f32, 256>;
+var<workgroup> partial: array<f32, 64>;
+var<workgroup> partial8: array<f32, 8>;
 
-// Tree sum of the workgroup's 256 partials; every invocation must call it.
+// Sum of the workgroup's 64 partials in a fixed order; every invocation must call it.
 fn tree_sum(li: u32, v: f32) -> f32 {
     partial[li] = v;
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        workgroupBarrier();
-        if (li < s) {
-            partial[li] += partial[li + s];
+    workgroupBarrier();
+    if (li < 8u) {
+        var s = 0.0;
+        for (var k = 0u; k < 8u; k++) {
+            s += partial[li * 8u + k];
         }
+        partial8[li] = s;
     }
     workgroupBarrier();
-    return partial[0];
+    var t = 0.0;
+    for (var k = 0u; k < 8u; k++) {
+        t += partial8[k];
+    }
+    return t;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn sum_axes(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) li: u32) {
     let bi = wg.x + wg.y * nwg.x;
@@ -74,7 +83,7 @@ fn sum_axes(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn sum_squares_partial(@builtin(workgroup_id) wg: vec3<u32>,
                        @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_index) li: u32) {

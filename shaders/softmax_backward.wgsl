@@ -1,7 +1,7 @@
 // Backward of the row softmax (softmax.wgsl), in place on the gradient:
 //   dS = P ⊙ (dP − rowsum(dP ⊙ P)),
-// P the forward output (the attention probabilities), dP its gradient. One workgroup of 256
-// threads per row; each thread strides over the row, then the workgroup tree-reduces the dot
+// P the forward output (the attention probabilities), dP its gradient. One workgroup of 64
+// threads per row; each thread strides over the row, then the workgroup sums the dot
 // product through workgroup memory.
 //
 // Grid: the row index is wg.x + wg.y * num_workgroups.x (see gpu::grid_1d).
@@ -19,11 +19,13 @@ struct Params {
 // grad: (rows, cols) — in: dP; out: dS (in place)
 @group(0) @binding(2) var<storage, read_write> grad: array<f32>;
 
-const WG: u32 = 256u;
+// 64 threads and a two-level sum (see softmax.wgsl).
+const WG: u32 = 64u;
 
-var<workgroup> red: array<f32, 256>;
+var<workgroup> red: array<f32, 64>;
+var<workgroup> red8: array<f32, 8>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn softmax_rows_backward(@builtin(workgroup_id) wg: vec3<u32>,
                          @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_index) li: u32) {
@@ -38,11 +40,18 @@ fn softmax_rows_backward(@builtin(workgroup_id) wg: vec3<u32>,
     }
     red[li] = dot;
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (li < s) { red[li] += red[li + s]; }
-        workgroupBarrier();
+    if (li < 8u) {
+        var a = 0.0;
+        for (var k = 0u; k < 8u; k++) {
+            a += red[li * 8u + k];
+        }
+        red8[li] = a;
     }
-    let total = red[0];
+    workgroupBarrier();
+    var total = 0.0;
+    for (var k = 0u; k < 8u; k++) {
+        total += red8[k];
+    }
 
     // Each thread rewrites only the elements it read, so no barrier is needed before this.
     for (var c = li; c < p.cols; c += WG) {

@@ -112,6 +112,38 @@ fn info_reports_parameters_and_flops() {
 }
 
 #[test]
+fn bench_times_a_training_step_and_profiles_it() {
+    let (ok, out, err) = kakusan(&[
+        "bench",
+        "--model",
+        "mnist",
+        "--train",
+        "-n",
+        "2",
+        "--iters",
+        "1",
+        "--profile",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("images/s") && out.contains("GFLOP/s"), "{out}");
+    // The profile names the kernels of forward, backward and optimizer.
+    for kernel in [
+        "conv2d_backward_weight",
+        "group_norm_backward_dx",
+        "adamw",
+        "ema",
+    ] {
+        assert!(
+            out.contains(kernel),
+            "{kernel} missing from the profile:\n{out}"
+        );
+    }
+    let (ok, _, err) = kakusan(&["bench", "--model", "/nonexistent/model"]);
+    assert!(!ok);
+    assert!(err.contains("/nonexistent/model"), "{err}");
+}
+
+#[test]
 fn missing_model_folder_is_a_clear_error() {
     let (ok, _, err) = kakusan(&["sample", "--model", "/nonexistent/model", "-n", "1"]);
     assert!(!ok);

@@ -118,18 +118,26 @@ pub struct InfoArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Model folder (diffusers layout).
+    /// Model folder (diffusers layout), or the name of a training preset (e.g. `mnist`,
+    /// random weights).
     #[arg(long)]
     pub model: PathBuf,
     /// Batch size.
     #[arg(short = 'n', long = "batch", default_value_t = 1)]
     pub batch: usize,
-    /// Timed forward passes (after 2 warm-up passes).
+    /// Timed passes (after 2 warm-up passes).
     #[arg(long, default_value_t = 10)]
     pub iters: usize,
     /// Use random weights (for a folder with only config.json, e.g. assets/configs/ddpm-cifar10-32).
     #[arg(long)]
     pub random_weights: bool,
+    /// Time a whole training step (forward, backward, clipping, AdamW, EMA) instead of the
+    /// forward pass; reports images/s.
+    #[arg(long)]
+    pub train: bool,
+    /// Also run the pass one dispatch at a time and print where the time goes, by kernel.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// Parse arguments, run, and turn errors into a message and exit code 1.
@@ -285,7 +293,15 @@ fn info(a: InfoArgs) -> Result<()> {
 }
 
 fn bench(a: BenchArgs) -> Result<()> {
-    let (config, weights) = if a.random_weights {
+    let preset = a
+        .model
+        .to_str()
+        .filter(|_| !a.model.exists())
+        .and_then(|name| crate::train::presets::preset(name).ok());
+    let (config, weights) = if let Some(config) = preset {
+        let weights = crate::model::weights::Weights::random(&config, 0);
+        (config, weights)
+    } else if a.random_weights {
         let config = crate::model::read_config(&a.model)?;
         let weights = crate::model::weights::Weights::random(&config, 0);
         (config, weights)
@@ -294,6 +310,9 @@ fn bench(a: BenchArgs) -> Result<()> {
         (m.config, m.weights)
     };
     let ctx = gpu()?;
+    if a.train {
+        return bench_train(&a, &ctx, &config, &weights);
+    }
     let unet = UNet::new(&ctx, &config, &weights, a.batch)?;
     let n = a.batch;
     let numel = unet.sample.numel();
@@ -338,5 +357,124 @@ fn bench(a: BenchArgs) -> Result<()> {
         unet.program().len(),
         ctx.pipeline_count()
     );
+    if a.profile {
+        print_profile(&block_on(ctx.profile(unet.program()))?);
+    }
     Ok(())
+}
+
+/// Time training steps of `config` at batch `a.batch` on random data.
+fn bench_train(
+    a: &BenchArgs,
+    ctx: &GpuContext,
+    config: &crate::model::config::UNetConfig,
+    weights: &crate::model::weights::Weights,
+) -> Result<()> {
+    use crate::train::trainer::{TrainSettings, Trainer};
+    let n = a.batch;
+    let scheduler = crate::train::presets::scheduler("linear", 1000, "epsilon")?;
+    let settings = TrainSettings {
+        batch: n,
+        seed: 0,
+        lr: crate::train::schedule::LrConfig {
+            base: 1e-4,
+            warmup_steps: 0,
+            schedule: crate::train::schedule::LrSchedule::Constant,
+            total_steps: 1000,
+        },
+        adamw: crate::ops::optim::AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        },
+        max_grad_norm: 1.0,
+        ema: crate::train::schedule::EmaConfig::default(),
+        label_dropout: 0.1,
+        external_noise: false,
+    };
+    let mut trainer = Trainer::new(ctx, config, weights, &scheduler, settings)?;
+    let numel = n * config.in_channels * config.sample_size[0] * config.sample_size[1];
+    let x0: Vec<f32> = (0..numel)
+        .map(|i| ((i * 7919) % 2000) as f32 / 1000.0 - 1.0)
+        .collect();
+    let labels = config.num_class_embeds.map(|k| {
+        (0..n)
+            .map(|i| (i % (k - 1).max(1)) as u32)
+            .collect::<Vec<_>>()
+    });
+    for _ in 0..2 {
+        trainer.step(ctx, &x0, labels.as_deref())?;
+        block_on(ctx.finish())?;
+    }
+    let mut times = Vec::with_capacity(a.iters);
+    for _ in 0..a.iters.max(1) {
+        let t0 = Instant::now();
+        trainer.step(ctx, &x0, labels.as_deref())?;
+        block_on(ctx.finish())?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    times.sort_by(|x, y| x.total_cmp(y));
+    let median = times[times.len() / 2];
+    let flops = 3 * trainer.graph.flops_forward;
+    println!(
+        "adapter: {} ({}, {})",
+        ctx.adapter.name, ctx.adapter.backend, ctx.adapter.device_type
+    );
+    println!(
+        "model: {} parameters, batch {n}, ~{:.2} GFLOP per training step (3 × forward)",
+        config.parameter_count(),
+        flops as f64 / 1e9
+    );
+    println!(
+        "train step: median {:.1} ms over {} steps (min {:.1} ms) → {:.1} images/s, {:.2} GFLOP/s",
+        median * 1e3,
+        times.len(),
+        times[0] * 1e3,
+        n as f64 / median,
+        flops as f64 / median / 1e9
+    );
+    println!(
+        "memory: {:.1} MiB activations, {} dispatches per step, {} pipelines",
+        trainer.graph.activation_bytes as f64 / (1 << 20) as f64,
+        trainer.step_program().len(),
+        ctx.pipeline_count()
+    );
+    if a.profile {
+        print_profile(&block_on(ctx.profile(trainer.step_program()))?);
+    }
+    Ok(())
+}
+
+/// Sum the per-dispatch times by kernel label and print the largest first.
+fn print_profile(times: &[(&'static str, [u32; 3], f64)]) {
+    let total: f64 = times.iter().map(|t| t.2).sum();
+    let mut by_label: std::collections::BTreeMap<&str, (usize, f64)> = Default::default();
+    for (label, _, s) in times {
+        let e = by_label.entry(label).or_default();
+        e.0 += 1;
+        e.1 += s;
+    }
+    let mut rows: Vec<_> = by_label.into_iter().collect();
+    rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+    println!(
+        "profile ({} dispatches run one at a time, {:.1} ms in all):",
+        times.len(),
+        total * 1e3
+    );
+    println!("  {:>9}  {:>6}  {:>6}  kernel", "ms", "share", "calls");
+    for (label, (count, s)) in rows {
+        println!(
+            "  {:>9.2}  {:>5.1}%  {:>6}  {label}",
+            s * 1e3,
+            100.0 * s / total,
+            count
+        );
+    }
+    let mut slowest: Vec<_> = times.iter().enumerate().collect();
+    slowest.sort_by(|a, b| b.1 .2.total_cmp(&a.1 .2));
+    println!("slowest dispatches (index in the program, workgroup grid):");
+    for (i, (label, grid, s)) in slowest.into_iter().take(15) {
+        println!("  {:>9.2}  #{i:<5} {label} {grid:?}", s * 1e3);
+    }
 }

@@ -121,6 +121,20 @@ impl Program {
     }
 }
 
+/// A shader's WGSL: the embedded text, or natively, when `KAKUSAN_SHADER_DIR` is set, the
+/// file of the same name in that folder (for editing kernels and timing them with
+/// `kakusan bench --profile` without rebuilding).
+fn shader_text(shader: &ShaderSource) -> std::borrow::Cow<'static, str> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Some(dir) = std::env::var_os("KAKUSAN_SHADER_DIR") {
+        let path = std::path::Path::new(&dir).join(format!("{}.wgsl", shader.name));
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            return text.into();
+        }
+    }
+    shader.source.into()
+}
+
 /// Where an op's uniform parameters come from.
 pub enum Params<'a> {
     /// No uniform binding.
@@ -317,7 +331,7 @@ impl GpuContext {
                     self.device
                         .create_shader_module(wgpu::ShaderModuleDescriptor {
                             label: Some(shader.name),
-                            source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                            source: wgpu::ShaderSource::Wgsl(shader_text(shader)),
                         }),
                 )
             })
@@ -583,6 +597,24 @@ impl GpuContext {
         program.encode(&mut encoder);
         self.queue.submit([encoder.finish()]);
         self.check()
+    }
+
+    /// Run a program one dispatch at a time, waiting after each, and return each dispatch's
+    /// label and wall time in seconds (a profiler for `kakusan bench --profile`; slow, since
+    /// it serialises everything, but it shows where a step's time goes on any adapter).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub async fn profile(&self, program: &Program) -> Result<Vec<(&'static str, [u32; 3], f64)>> {
+        let mut out = Vec::with_capacity(program.len());
+        for d in &program.steps {
+            let one = Program {
+                steps: vec![d.clone()],
+            };
+            let t0 = std::time::Instant::now();
+            self.run(&one)?;
+            self.finish().await?;
+            out.push((d.label, d.workgroups, t0.elapsed().as_secs_f64()));
+        }
+        Ok(out)
     }
 
     /// Wait until the GPU has finished all submitted work. Natively this blocks; in the

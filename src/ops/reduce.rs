@@ -19,7 +19,7 @@ struct ReduceParams {
     _pad0: u32,
 }
 
-const WORKGROUP: usize = 256;
+const WORKGROUP: usize = 64;
 /// sum_squares: at most this many first-pass partial sums (one per workgroup).
 const MAX_GROUPS: usize = 1024;
 

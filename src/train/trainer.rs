@@ -268,6 +268,11 @@ impl Trainer {
         Ok(())
     }
 
+    /// The whole recorded step (forward, backward, clipping, AdamW, EMA), for profiling.
+    pub fn step_program(&self) -> &Program {
+        &self.step_program
+    }
+
     pub fn prediction_type(&self) -> PredictionType {
         self.scheduler.prediction_type
     }
