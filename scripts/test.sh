@@ -83,6 +83,8 @@ fi
 # Browser: wasm-bindgen-test-runner (the runner in .cargo/config.toml) starts chromedriver
 # and Chromium with the flags in webdriver.json. Only the web_smoke test targets wasm: the
 # lib's unit tests are native-only.
+# The runner's default of 20 s is too short for the 20-step DDIM runs on SwiftShader.
+export WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-300}"
 step "test (wasm32, Chromium)" cargo test --target wasm32-unknown-unknown --test web_smoke
 
 # The browser app (index.html + src/web/): a release build with trunk, then the end-to-end

@@ -44,52 +44,169 @@ async fn elementwise_add_on_webgpu() {
     }
 }
 
-/// One full U-Net call on WebGPU against diffusers: the `attn` fixture (multi-head attention,
-/// 16x16, batch 2), embedded in the test binary. Same tolerance as natively: relative L2 ≤ 1e-4.
-#[wasm_bindgen_test]
-async fn unet_forward_matches_diffusers_on_webgpu() {
-    use kakusan::model::{Model, ModelFiles};
-    use kakusan::unet::UNet;
-    use safetensors::SafeTensors;
+/// A diffusers fixture embedded in the test binary (the browser has no file system).
+struct Fixture {
+    name: &'static str,
+    files: kakusan::model::ModelFiles,
+    reference: &'static [u8],
+}
 
-    let files = ModelFiles {
-        config_json: include_str!("fixtures/attn/config.json").to_string(),
-        weights: include_bytes!("fixtures/attn/diffusion_pytorch_model.safetensors").to_vec(),
-        scheduler_json: Some(include_str!("fixtures/attn/scheduler_config.json").to_string()),
+macro_rules! fixture {
+    ($name:literal) => {
+        Fixture {
+            name: $name,
+            files: kakusan::model::ModelFiles {
+                config_json: include_str!(concat!("fixtures/", $name, "/config.json")).to_string(),
+                weights: include_bytes!(concat!(
+                    "fixtures/",
+                    $name,
+                    "/diffusion_pytorch_model.safetensors"
+                ))
+                .to_vec(),
+                scheduler_json: Some(
+                    include_str!(concat!("fixtures/", $name, "/scheduler_config.json")).to_string(),
+                ),
+            },
+            reference: include_bytes!(concat!("fixtures/", $name, "/reference.safetensors")),
+        }
     };
-    let model = Model::from_files(&files).expect("fixture model loads");
-    let reference = include_bytes!("fixtures/attn/reference.safetensors");
-    let st = SafeTensors::deserialize(reference).unwrap();
-    let f32s = |name: &str| -> (Vec<usize>, Vec<f32>) {
-        let t = st.tensor(name).unwrap();
-        let v = t
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+}
+
+/// The same five fixtures as tests/diffusers_parity.rs.
+fn fixtures() -> Vec<Fixture> {
+    vec![
+        fixture!("attn"),
+        fixture!("class_cond"),
+        fixture!("legacy"),
+        fixture!("mnist28"),
+        fixture!("pad0"),
+    ]
+}
+
+/// Chaotic random-weight DDIM chains (see tests/diffusers_parity.rs): U-Net call only.
+const CHAOTIC: &[&str] = &["attn", "legacy"];
+
+impl Fixture {
+    fn has(&self, name: &str) -> bool {
+        safetensors::SafeTensors::deserialize(self.reference)
+            .unwrap()
+            .tensor(name)
+            .is_ok()
+    }
+    /// A reference tensor as f32 (stored as F32 or I64).
+    fn get(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
+        let st = safetensors::SafeTensors::deserialize(self.reference).unwrap();
+        let t = st
+            .tensor(name)
+            .unwrap_or_else(|_| panic!("{}: no {name}", self.name));
+        let v = match t.dtype() {
+            safetensors::Dtype::F32 => t
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            safetensors::Dtype::I64 => t
+                .data()
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
+                .collect(),
+            other => panic!("{name}: unexpected dtype {other:?}"),
+        };
         (t.shape().to_vec(), v)
-    };
-    let (shape, sample) = f32s("sample");
-    let (_, want) = f32s("unet_out");
-    let ts = st.tensor("timesteps").unwrap();
-    let timesteps: Vec<f32> = ts
-        .data()
-        .chunks_exact(8)
-        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
-        .collect();
+    }
+    fn labels(&self) -> Option<Vec<u32>> {
+        self.has("class_labels").then(|| {
+            self.get("class_labels")
+                .1
+                .iter()
+                .map(|&l| l as u32)
+                .collect()
+        })
+    }
+}
 
-    let ctx = GpuContext::new().await.unwrap();
-    let unet = UNet::new(&ctx, &model.config, &model.weights, shape[0]).unwrap();
-    let got = unet.predict(&ctx, &sample, &timesteps, None).await.unwrap();
+fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len());
     let num: f64 = got
         .iter()
-        .zip(&want)
+        .zip(want)
         .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
         .sum();
     let den: f64 = want.iter().map(|&b| (b as f64).powi(2)).sum();
-    let err = (num / den).sqrt();
-    assert!(
-        err <= 1e-4,
-        "U-Net on WebGPU: relative L2 error {err:e} > 1e-4"
-    );
+    (num / den).sqrt()
+}
+
+/// One full U-Net call per fixture on WebGPU against diffusers, same tolerance as natively:
+/// relative L2 ≤ 1e-4.
+#[wasm_bindgen_test]
+async fn unet_forward_matches_diffusers_on_webgpu() {
+    use kakusan::model::Model;
+    use kakusan::unet::UNet;
+
+    let ctx = GpuContext::new().await.unwrap();
+    for f in fixtures() {
+        let model = Model::from_files(&f.files).expect("fixture model loads");
+        let (shape, sample) = f.get("sample");
+        let (_, timesteps) = f.get("timesteps");
+        let (_, want) = f.get("unet_out");
+        let unet = UNet::new(&ctx, &model.config, &model.weights, shape[0]).unwrap();
+        let got = unet
+            .predict(&ctx, &sample, &timesteps, f.labels().as_deref())
+            .await
+            .unwrap();
+        let err = rel_l2(&got, &want);
+        assert!(
+            err <= 1e-4,
+            "{}: U-Net on WebGPU: relative L2 error {err:e} > 1e-4",
+            f.name
+        );
+    }
+}
+
+/// 20 DDIM steps (η = 0) from diffusers' x_T on WebGPU against diffusers' x_0, guided too
+/// where the fixture has a reference for it; same tolerance as natively: 1e-3.
+#[wasm_bindgen_test]
+async fn ddim_20_steps_matches_diffusers_on_webgpu() {
+    use kakusan::diffusion::sampler::{SampleSettings, SamplingRun};
+    use kakusan::diffusion::schedule::Sampler;
+    use kakusan::model::Model;
+
+    let ctx = GpuContext::new().await.unwrap();
+    for f in fixtures()
+        .into_iter()
+        .filter(|f| !CHAOTIC.contains(&f.name))
+    {
+        let model = Model::from_files(&f.files).unwrap();
+        let (shape, init) = f.get("init_noise");
+        let mut cases = vec![(None, "ddim_x0")];
+        if f.has("ddim_cfg_x0") {
+            cases.push((Some(2.5), "ddim_cfg_x0"));
+        }
+        for (guidance, reference) in cases {
+            let mut run = SamplingRun::new(
+                &ctx,
+                &model.config,
+                &model.weights,
+                &model.scheduler,
+                SampleSettings {
+                    sampler: Sampler::Ddim { eta: 0.0 },
+                    steps: 20,
+                    seed: 0,
+                    batch: shape[0],
+                    class_labels: f.labels(),
+                    guidance,
+                },
+            )
+            .unwrap();
+            run.set_initial_noise(&ctx, &init).unwrap();
+            while run.step(&ctx).unwrap().is_some() {}
+            let got = ctx.read(run.x_t()).await.unwrap();
+            let err = rel_l2(&got, &f.get(reference).1);
+            assert!(
+                err <= 1e-3,
+                "{}: {reference} on WebGPU: relative L2 error {err:e} > 1e-3",
+                f.name
+            );
+        }
+    }
 }

@@ -39,11 +39,17 @@ pub fn App() -> impl IntoView {
         </header>
         <div id="error" class="error" role="alert" hidden=move || ui.error.get().is_none()>
             <span class="error-text">{move || ui.error.get().unwrap_or_default()}</span>
-            <button id="restart-device" type="button"
-                hidden=move || !ui.device_lost.get()
-                on:click=move |_| wasm_bindgen_futures::spawn_local(engine::restart_device())>
-                "Restart GPU"
-            </button>
+            <span class="error-actions">
+                <button id="restart-device" type="button"
+                    hidden=move || !ui.device_lost.get()
+                    on:click=move |_| wasm_bindgen_futures::spawn_local(engine::restart_device())>
+                    "Restart GPU"
+                </button>
+                <button id="dismiss-error" type="button" aria-label="Dismiss this message"
+                    on:click=move |_| ui.error.set(None)>
+                    "Dismiss"
+                </button>
+            </span>
         </div>
         <main>
             {bench.then(|| view! { <BenchPanel ui=ui/> })}
@@ -76,6 +82,22 @@ pub fn after_mount() {
         snap.forget();
         let cb = Closure::<dyn FnMut()>::new(engine::on_resize);
         let _ = w.add_event_listener_with_callback("resize", cb.as_ref().unchecked_ref());
+        cb.forget();
+    }
+    // The canvas box also changes size without a window resize (panels reflowing, fonts
+    // loading, the batch size changing the grid): follow the box itself.
+    let canvas_box = doc.as_ref().and_then(|d| {
+        d.query_selector("#reverse-panel .canvas-box")
+            .ok()
+            .flatten()
+    });
+    if let Some(canvas_box) = canvas_box {
+        let cb = Closure::<dyn FnMut()>::new(engine::on_resize);
+        if let Ok(observer) = web_sys::ResizeObserver::new(cb.as_ref().unchecked_ref()) {
+            observer.observe(&canvas_box);
+            // Lives as long as the page.
+            std::mem::forget(observer);
+        }
         cb.forget();
     }
 }
