@@ -56,7 +56,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// Total optimizer steps.
-    #[arg(long, default_value_t = 1500)]
+    #[arg(long, default_value_t = 1800)]
     pub steps: u64,
     /// Images per step.
     #[arg(long, default_value_t = 64)]

@@ -80,6 +80,9 @@ pub fn after_mount() {
         });
         let _ = js_sys::Reflect::set(&w, &"kakusanSnapshot".into(), snap.as_ref());
         snap.forget();
+        let lose = Closure::<dyn Fn()>::new(engine::simulate_device_loss);
+        let _ = js_sys::Reflect::set(&w, &"kakusanSimulateDeviceLoss".into(), lose.as_ref());
+        lose.forget();
         let cb = Closure::<dyn FnMut()>::new(engine::on_resize);
         let _ = w.add_event_listener_with_callback("resize", cb.as_ref().unchecked_ref());
         cb.forget();

@@ -91,7 +91,9 @@ impl Default for Settings {
             seed: 0,
             batch: 8,
             class: None,
-            guidance: 1.0,
+            // Classifier-free guidance for class-conditional models (the shipped MNIST model
+            // draws clean digits at 2–3); unconditional models reset it to 1.
+            guidance: 2.5,
         }
     }
 }
@@ -1042,6 +1044,12 @@ pub async fn start(canvas: web_sys::HtmlCanvasElement) {
 }
 
 /// Restart after device loss: new device, same canvas and model.
+/// `window.kakusanSimulateDeviceLoss()`: destroy the WebGPU device as a driver reset would,
+/// so that tests (and curious users) can exercise the device-lost message and "Restart GPU".
+pub fn simulate_device_loss() {
+    with_engine(|e| e.ctx.device.destroy());
+}
+
 pub async fn restart_device() {
     let ui = ui();
     GENERATION.with(|g| g.set(g.get() + 1));

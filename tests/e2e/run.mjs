@@ -565,6 +565,30 @@ check("h", "an error can be dismissed; dropping a model's files on #model-drop l
   }
 });
 
+check("i", "a lost GPU device shows an error with Restart GPU, which brings the model back", async ({ browser, base }) => {
+  const page = await openPage(browser, `${base}?model=test-model/`);
+  try {
+    await waitLoaded(page, "test-model");
+    await page.evaluate(() => window.kakusanSimulateDeviceLoss());
+    const msg = await waitFor("#error about the lost device", () => errorText(page));
+    log(`  #error: ${JSON.stringify(msg.slice(0, 120))}`);
+    if (!/lost/i.test(msg)) fail(`the error does not say the device was lost: ${msg}`);
+    if (!(await visible(page, "#restart-device"))) fail("#restart-device is not shown");
+    await shot(page, "i1-device-lost");
+    await page.click("#restart-device");
+    await waitFor("#error to clear after Restart GPU", async () => !(await errorText(page)));
+    await waitLoaded(page, "test-model");
+    await setValue(page, "#sampler", "ddim");
+    await setValue(page, "#steps", 2);
+    await setValue(page, "#batch", 1);
+    await runToDone(page);
+    await shot(page, "i2-restarted");
+    failOnPanic(page);
+  } finally {
+    await page.context_.close();
+  }
+});
+
 check("g", "?bench&model=test-model/&batch=1 writes JSON with median_ms > 0, gflops > 0", async ({ browser, base }) => {
   const page = await openPage(browser, `${base}?bench&model=test-model/&batch=1`);
   try {
