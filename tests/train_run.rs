@@ -92,6 +92,8 @@ fn loss_falls_on_a_tiny_model() {
     let dir = run_dir("falls");
     let (ok, err) = train(&dir, &["--steps", "60", "--checkpoint-every", "60"]);
     assert!(ok, "{err}");
+    // Peak GPU memory is reported before training starts.
+    assert!(err.contains("GPU memory:") && err.contains("MiB"), "{err}");
     let l = losses(&dir);
     assert_eq!(l.len(), 60);
     let first: f64 = l[..10].iter().sum::<f64>() / 10.0;

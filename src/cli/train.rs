@@ -273,7 +273,9 @@ pub fn train(a: TrainArgs) -> Result<()> {
         label_dropout: run.label_dropout,
         external_noise: false,
     };
+    let before = ctx.allocated_bytes();
     let mut trainer = Trainer::new(&ctx, &config, &init, &scheduler, settings)?;
+    let gpu_bytes = ctx.allocated_bytes() - before;
     let mut sampler = BatchSampler::new(data.len(), run.batch, run.seed)?;
     if let Some((_, (state, tensors))) = &saved {
         trainer.step = state.step;
@@ -309,6 +311,12 @@ pub fn train(a: TrainArgs) -> Result<()> {
         run.batch,
         run.total_steps,
         out.display()
+    );
+    eprintln!(
+        "GPU memory: {:.1} MiB, all allocated before step 1 (weights, gradients, Adam moments, \
+         EMA, {:.1} MiB of activations kept for the backward pass)",
+        gpu_bytes as f64 / (1u64 << 20) as f64,
+        trainer.graph.activation_bytes as f64 / (1u64 << 20) as f64
     );
     let bar = indicatif::ProgressBar::new(run.total_steps);
     bar.set_position(trainer.step);

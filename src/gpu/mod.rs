@@ -209,6 +209,8 @@ pub struct GpuContext {
     pipelines: RefCell<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     /// First uncaptured device error (validation, OOM) or device loss, turned into `Err` by `check`.
     error_slot: Arc<Mutex<Option<String>>>,
+    /// Bytes of every tensor created through this context so far (see `allocated_bytes`).
+    allocated: std::cell::Cell<u64>,
 }
 
 impl GpuContext {
@@ -302,6 +304,7 @@ impl GpuContext {
             layouts: RefCell::new(HashMap::new()),
             pipelines: RefCell::new(HashMap::new()),
             error_slot,
+            allocated: std::cell::Cell::new(0),
         })
     }
 
@@ -514,6 +517,7 @@ impl GpuContext {
                 bytes >> 20
             )));
         }
+        self.allocated.set(self.allocated.get() + bytes);
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
             size: bytes,
@@ -580,6 +584,13 @@ impl GpuContext {
     }
 
     /// A uniform buffer the caller rewrites with `queue.write_buffer` between runs.
+    /// Total bytes of the tensors created through this context so far (freed ones included).
+    /// Training and sampling plan every buffer before their first step and create none per
+    /// step, so read right after planning this is their peak GPU memory for tensors.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.allocated.get()
+    }
+
     pub fn uniform_buffer(&self, bytes: usize) -> wgpu::Buffer {
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("params"),
