@@ -321,23 +321,8 @@ fn bench(a: BenchArgs) -> Result<()> {
         .collect();
     let labels = config.num_class_embeds.map(|_| vec![0u32; n]);
     unet.set_inputs(&ctx, Some(&sample), &vec![500.0; n], labels.as_deref())?;
-    for _ in 0..2 {
-        ctx.run(unet.program())?;
-        block_on(ctx.finish())?;
-    }
-    let mut times = Vec::with_capacity(a.iters);
-    for _ in 0..a.iters.max(1) {
-        let t0 = Instant::now();
-        ctx.run(unet.program())?;
-        block_on(ctx.finish())?;
-        times.push(t0.elapsed().as_secs_f64());
-    }
-    times.sort_by(|x, y| x.total_cmp(y));
+    let times = time_runs(&ctx, a.iters, || ctx.run(unet.program()))?;
     let median = times[times.len() / 2];
-    println!(
-        "adapter: {} ({}, {})",
-        ctx.adapter.name, ctx.adapter.backend, ctx.adapter.device_type
-    );
     println!(
         "model: {} parameters, batch {n}, {:.2} GFLOP per forward",
         config.parameter_count(),
@@ -361,6 +346,32 @@ fn bench(a: BenchArgs) -> Result<()> {
         print_profile(&block_on(ctx.profile(unet.program()))?);
     }
     Ok(())
+}
+
+/// Print the adapter, run `submit` twice to warm up, then `iters` (≥ 1) timed times, each
+/// waiting for the GPU; returns the sorted wall times in seconds.
+fn time_runs(
+    ctx: &GpuContext,
+    iters: usize,
+    mut submit: impl FnMut() -> Result<()>,
+) -> Result<Vec<f64>> {
+    println!(
+        "adapter: {} ({}, {})",
+        ctx.adapter.name, ctx.adapter.backend, ctx.adapter.device_type
+    );
+    for _ in 0..2 {
+        submit()?;
+        block_on(ctx.finish())?;
+    }
+    let mut times = Vec::with_capacity(iters.max(1));
+    for _ in 0..iters.max(1) {
+        let t0 = Instant::now();
+        submit()?;
+        block_on(ctx.finish())?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    times.sort_by(|x, y| x.total_cmp(y));
+    Ok(times)
 }
 
 /// Time training steps of `config` at batch `a.batch` on random data.
@@ -403,24 +414,11 @@ fn bench_train(
             .map(|i| (i % (k - 1).max(1)) as u32)
             .collect::<Vec<_>>()
     });
-    for _ in 0..2 {
-        trainer.step(ctx, &x0, labels.as_deref())?;
-        block_on(ctx.finish())?;
-    }
-    let mut times = Vec::with_capacity(a.iters);
-    for _ in 0..a.iters.max(1) {
-        let t0 = Instant::now();
-        trainer.step(ctx, &x0, labels.as_deref())?;
-        block_on(ctx.finish())?;
-        times.push(t0.elapsed().as_secs_f64());
-    }
-    times.sort_by(|x, y| x.total_cmp(y));
+    let times = time_runs(ctx, a.iters, || {
+        trainer.step(ctx, &x0, labels.as_deref()).map(|_| ())
+    })?;
     let median = times[times.len() / 2];
     let flops = 3 * trainer.graph.flops_forward;
-    println!(
-        "adapter: {} ({}, {})",
-        ctx.adapter.name, ctx.adapter.backend, ctx.adapter.device_type
-    );
     println!(
         "model: {} parameters, batch {n}, ~{:.2} GFLOP per training step (3 × forward)",
         config.parameter_count(),
