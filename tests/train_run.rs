@@ -133,6 +133,14 @@ fn resumed_run_equals_uninterrupted_run() {
         wa == wb,
         "EMA weights after a resumed run differ from the uninterrupted run's"
     );
+    // The folder lists both commands: the first run, then the --resume.
+    let commands = std::fs::read_to_string(b.join("train_command.txt")).unwrap();
+    let lines: Vec<&str> = commands.lines().collect();
+    assert_eq!(lines.len(), 2, "{commands}");
+    assert!(
+        !lines[0].contains("--resume") && lines[1].contains("--resume"),
+        "{commands}"
+    );
 }
 
 fn kill(child: &mut Child, signal: &str) {

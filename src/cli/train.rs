@@ -299,7 +299,14 @@ pub fn train(a: TrainArgs) -> Result<()> {
         );
     }
     std::fs::create_dir_all(&out).map_err(|e| Error::file(out.display(), e))?;
-    write_text_atomic(&out.join("train_command.txt"), &command_line())?;
+    // Every command that worked on this run, first to last (the first run, then each
+    // --resume), so the run can be reproduced from the folder alone.
+    let commands = out.join("train_command.txt");
+    let earlier = match &saved {
+        Some(_) => std::fs::read_to_string(&commands).unwrap_or_default(),
+        None => String::new(),
+    };
+    write_text_atomic(&commands, &format!("{earlier}{}", command_line()))?;
 
     let per_image = 3 * crate::unet::forward_flops(&config);
     eprintln!(
