@@ -413,6 +413,16 @@ pub fn train(a: TrainArgs) -> Result<()> {
         )?;
     }
     let secs = start.elapsed().as_secs_f64();
+    if trainer.step == start_step {
+        eprintln!(
+            "{} is already at step {} of {}: nothing to train (checkpoint and loss.png rewritten; \
+             raise --steps to continue)",
+            out.display(),
+            trainer.step,
+            run.total_steps
+        );
+        return Ok(());
+    }
     eprintln!(
         "step {} of {}: smoothed loss {:.4}, {:.1} images/s over {:.0} s. Checkpoint: {} (resume with --resume {})",
         trainer.step,
