@@ -13,6 +13,7 @@
 pub mod diffusion;
 pub mod error;
 pub mod gpu;
+pub mod lab;
 pub mod model;
 pub mod ops;
 pub mod rng;

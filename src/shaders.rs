@@ -37,6 +37,9 @@ shaders! {
     EMBEDDING_BACKWARD => "embedding_backward",
     DROPOUT => "dropout",
     PRESENT => "present",
+    MLP => "mlp",
+    MLP_UPDATE => "mlp_update",
+    LAB_SCORE => "lab_score",
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]

@@ -1,0 +1,464 @@
+// The diffusion lab's fused MLP ε_θ(x_t, t, y) (src/lab/mlp.rs): input [x_t (2), sinusoidal
+// embedding of t (E)] → 3 hidden SiLU layers of H units (the class embedding row of y is added
+// to the first layer's pre-activation; row `null_class` is the "no class" of classifier-free
+// guidance) → ε (2).
+//
+// One workgroup of H threads handles a tile of TB samples: thread j owns hidden unit j of every
+// layer, reads row j (forward) or column j (backward) of each weight matrix once per tile and
+// reuses it TB times; the tile's activations and deltas live in workgroup memory (9 KiB, inside
+// WebGPU's 16 KiB). The whole weight set (~150 KiB) does not fit there, so weights stream from
+// the storage buffer (every thread of a tile reads the same rows: cache-friendly).
+//
+// Entry points:
+//   train_fwd_bwd  draws a training batch on the GPU (data index, t, ε, label dropout; paper
+//                  Algorithm 1), runs forward and backward of L_simple (eq. 14, the mean over
+//                  batch and both coordinates) and writes activations and deltas for
+//                  mlp_update.wgsl, which turns them into gradients, AdamW and EMA.
+//   given_fwd_bwd  the same on a given batch (tests).
+//   eval_forward   ε_θ for given (x_t, t, y) rows.
+//   sample_step    one sampler step for every particle: ε (with guidance w), then
+//                  x ← c_x·x + c_eps·ε + c_z·z and Tweedie's x̂_0 = (x − √(1−ᾱ)ε)/√ᾱ.
+//
+// One binding set serves every entry point (a browser may reject two variables on one
+// binding); unused slots are bound to small dummies.
+
+struct Uniforms {
+    // Rows in the batch (training, eval) or particles (sampling).
+    batch: u32,
+    // Data points (train_fwd_bwd).
+    n_data: u32,
+    // Training timesteps T.
+    num_t: u32,
+    // Row of the null class in the embedding = number of classes (0: unconditional).
+    null_class: u32,
+    seed: u32,
+    // Sampling: index of this sampler step (noise stream).
+    sample_step: u32,
+    _pad0: u32,
+    _pad1: u32,
+    // Label dropout probability (train_fwd_bwd, labelled data).
+    p_uncond: f32,
+    // Guidance scale w: ε = ε_∅ + w(ε_y − ε_∅) (sample_step; 1 = no guidance).
+    guidance: f32,
+    // sample_step: the step's timestep and coefficients.
+    t: f32,
+    c_x: f32,
+    c_eps: f32,
+    c_z: f32,
+    sqrt_ab: f32,
+    sqrt_one_minus_ab: f32,
+}
+
+@group(0) @binding(0) var<uniform> u: Uniforms;
+// params: (P) flat weights, layout in mlp.rs (W1, b1, W2, b2, W3, b3, W4, b4, class embedding)
+@group(0) @binding(1) var<storage, read> params: array<f32>;
+// src: train_fwd_bwd: data (n_data, 3) = (x, y, class); given_fwd_bwd: (batch, 6) =
+//      (x_t, x_t, t, class, ε, ε); eval_forward: (batch, 4) = (x_t, x_t, t, class)
+@group(0) @binding(2) var<storage, read> src: array<f32>;
+// sched: (num_t, 2) = (√ᾱ_t, √(1−ᾱ_t)) (train_fwd_bwd)
+@group(0) @binding(3) var<storage, read> sched: array<f32>;
+// state: (4) u32, state[0] = optimizer steps taken (train_fwd_bwd's noise stream)
+@group(0) @binding(4) var<storage, read> state: array<u32>;
+// buf_a: fwd_bwd: activations (batch, IN + 3H) = (input, a1, a2, a3);
+//        sample_step: particles (batch, 4) = (x, y, class, unused)
+@group(0) @binding(5) var<storage, read_write> buf_a: array<f32>;
+// buf_b: fwd_bwd: deltas ∂L/∂z (batch, 3H + 2) = (d1, d2, d3, d_out); sample_step: x̂_0 (batch, 2)
+@group(0) @binding(6) var<storage, read_write> buf_b: array<f32>;
+// buf_c: fwd_bwd: (batch, 2) = (squared error summed over x and y, class used);
+//        eval_forward: ε_θ (batch, 2)
+@group(0) @binding(7) var<storage, read_write> buf_c: array<f32>;
+
+const H: u32 = 128u;
+const E: u32 = 32u;
+const IN: u32 = 34u; // 2 + E
+const TB: u32 = 8u;
+const AS: u32 = 418u; // IN + 3H
+const DS: u32 = 386u; // 3H + 2
+
+const OFF_W1: u32 = 0u;
+const OFF_B1: u32 = 4352u; // H*IN
+const OFF_W2: u32 = 4480u;
+const OFF_B2: u32 = 20864u;
+const OFF_W3: u32 = 20992u;
+const OFF_B3: u32 = 37376u;
+const OFF_W4: u32 = 37504u;
+const OFF_B4: u32 = 37760u;
+const OFF_EMB: u32 = 37762u;
+
+var<workgroup> inp: array<f32, 272>; // TB * IN
+var<workgroup> act_a: array<f32, 1024>; // TB * H
+var<workgroup> act_b: array<f32, 1024>;
+var<workgroup> outv: array<f32, 16>; // TB * 2
+var<workgroup> target_eps: array<f32, 16>;
+var<workgroup> sq_err: array<f32, 16>;
+var<workgroup> tile_t: array<f32, 8>;
+var<workgroup> tile_y: array<u32, 8>;
+var<workgroup> tile_valid: array<u32, 8>;
+
+// Thread j's pre-activations of unit j for the tile's samples.
+var<private> z1: array<f32, 8>;
+var<private> z2: array<f32, 8>;
+var<private> z3: array<f32, 8>;
+
+fn silu(z: f32) -> f32 {
+    return z / (1.0 + exp(-z));
+}
+
+fn silu_grad(z: f32) -> f32 {
+    let s = 1.0 / (1.0 + exp(-z));
+    return s * (1.0 + z * (1.0 - s));
+}
+
+// PCG hash (O'Neill 2014, the RXS-M-XS output of one LCG step).
+fn pcg(v: u32) -> u32 {
+    let s = v * 747796405u + 2891336453u;
+    let w = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;
+    return (w >> 22u) ^ w;
+}
+
+fn unit_float(h: u32) -> f32 {
+    return f32(h >> 8u) * (1.0 / 16777216.0);
+}
+
+// Two standard normals by Box–Muller from two hashes.
+fn gauss2(h1: u32, h2: u32) -> vec2<f32> {
+    let u1 = 1.0 - unit_float(h1); // (0, 1]
+    let u2 = unit_float(h2);
+    let r = sqrt(-2.0 * log(u1));
+    let a = 6.283185307179586 * u2;
+    return vec2<f32>(r * cos(a), r * sin(a));
+}
+
+// The linear workgroup index (grids wider than 65535 wrap into y).
+fn tile_index(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wg.x + wg.y * nwg.x;
+}
+
+// Fill the sinusoidal time embedding of the tile (inp[2..IN] of each row) from tile_t:
+// emb_k = sin(t·f_k), emb_{E/2+k} = cos(t·f_k), f_k = 10000^(−k/(E/2)) (Vaswani et al. 2017).
+fn fill_embedding(j: u32) {
+    for (var q = j; q < TB * E; q += H) {
+        let i = q / E;
+        let k = q % E;
+        let kk = k % (E / 2u);
+        let f = exp(-9.210340371976184 * f32(kk) / f32(E / 2u));
+        let a = tile_t[i] * f;
+        var v = sin(a);
+        if (k >= E / 2u) {
+            v = cos(a);
+        }
+        inp[i * IN + 2u + k] = v;
+    }
+}
+
+// Forward pass of the tile: inp and tile_y → z1..z3 (private, unit j), a3 in act_a, ε in outv.
+// Must be entered by all H threads after a barrier that published inp and tile_y.
+fn forward_tile(j: u32) {
+    var acc: array<f32, 8>;
+    // Layer 1: z1 = W1·[x, emb] + b1 + E[y].
+    for (var i = 0u; i < TB; i++) {
+        acc[i] = params[OFF_B1 + j] + params[OFF_EMB + tile_y[i] * H + j];
+    }
+    for (var k = 0u; k < IN; k++) {
+        let w = params[OFF_W1 + j * IN + k];
+        for (var i = 0u; i < TB; i++) {
+            acc[i] += w * inp[i * IN + k];
+        }
+    }
+    for (var i = 0u; i < TB; i++) {
+        z1[i] = acc[i];
+        act_a[i * H + j] = silu(acc[i]);
+    }
+    workgroupBarrier();
+    // Layer 2.
+    for (var i = 0u; i < TB; i++) {
+        acc[i] = params[OFF_B2 + j];
+    }
+    for (var k = 0u; k < H; k++) {
+        let w = params[OFF_W2 + j * H + k];
+        for (var i = 0u; i < TB; i++) {
+            acc[i] += w * act_a[i * H + k];
+        }
+    }
+    for (var i = 0u; i < TB; i++) {
+        z2[i] = acc[i];
+        act_b[i * H + j] = silu(acc[i]);
+    }
+    workgroupBarrier();
+    // Layer 3 (act_a's readers all passed the barrier above).
+    for (var i = 0u; i < TB; i++) {
+        acc[i] = params[OFF_B3 + j];
+    }
+    for (var k = 0u; k < H; k++) {
+        let w = params[OFF_W3 + j * H + k];
+        for (var i = 0u; i < TB; i++) {
+            acc[i] += w * act_b[i * H + k];
+        }
+    }
+    for (var i = 0u; i < TB; i++) {
+        z3[i] = acc[i];
+        act_a[i * H + j] = silu(acc[i]);
+    }
+    workgroupBarrier();
+    // Output layer: 2·TB threads, one (sample, coordinate) each.
+    if (j < 2u * TB) {
+        let i = j / 2u;
+        let o = j % 2u;
+        var s = params[OFF_B4 + o];
+        for (var k = 0u; k < H; k++) {
+            s += params[OFF_W4 + o * H + k] * act_a[i * H + k];
+        }
+        outv[j] = s;
+    }
+    workgroupBarrier();
+}
+
+// Loss and backward pass of the tile after forward_tile (target_eps, tile_valid set). With
+// L = (1/2B) Σ_b ‖ε_θ − ε‖², d_out = (ε_θ − ε)/B; d_l = silu'(z_l) ⊙ W_{l+1}ᵀ d_{l+1}. Writes the
+// activations and deltas of valid rows to buf_a/buf_b and (squared error, class) to buf_c.
+fn backward_tile(j: u32, tile: u32) {
+    let inv_b = 1.0 / f32(u.batch);
+    // Activations to global memory (the weight gradients need them).
+    for (var i = 0u; i < TB; i++) {
+        if (tile_valid[i] != 0u) {
+            let b = tile * TB + i;
+            buf_a[b * AS + IN + j] = silu(z1[i]);
+            buf_a[b * AS + IN + H + j] = silu(z2[i]);
+            buf_a[b * AS + IN + 2u * H + j] = silu(z3[i]);
+        }
+    }
+    for (var q = j; q < TB * IN; q += H) {
+        let i = q / IN;
+        if (tile_valid[i] != 0u) {
+            buf_a[(tile * TB + i) * AS + q % IN] = inp[q];
+        }
+    }
+    workgroupBarrier();
+    if (j < 2u * TB) {
+        let i = j / 2u;
+        var d = 0.0;
+        var err = 0.0;
+        if (tile_valid[i] != 0u) {
+            err = outv[j] - target_eps[j];
+            d = err * inv_b;
+            buf_b[(tile * TB + i) * DS + 3u * H + j % 2u] = d;
+        }
+        sq_err[j] = err * err;
+        outv[j] = d;
+    }
+    workgroupBarrier();
+    if (j < TB && tile_valid[j] != 0u) {
+        buf_c[(tile * TB + j) * 2u] = sq_err[2u * j] + sq_err[2u * j + 1u];
+        buf_c[(tile * TB + j) * 2u + 1u] = f32(tile_y[j]);
+    }
+    // d3 = silu'(z3) ⊙ W4ᵀ d_out.
+    for (var i = 0u; i < TB; i++) {
+        let s = params[OFF_W4 + j] * outv[2u * i] + params[OFF_W4 + H + j] * outv[2u * i + 1u];
+        let d = silu_grad(z3[i]) * s;
+        act_b[i * H + j] = d;
+        if (tile_valid[i] != 0u) {
+            buf_b[(tile * TB + i) * DS + 2u * H + j] = d;
+        }
+    }
+    workgroupBarrier();
+    // d2 = silu'(z2) ⊙ W3ᵀ d3 (thread j reads column j of W3).
+    var acc: array<f32, 8>;
+    for (var l = 0u; l < H; l++) {
+        let w = params[OFF_W3 + l * H + j];
+        for (var i = 0u; i < TB; i++) {
+            acc[i] += w * act_b[i * H + l];
+        }
+    }
+    for (var i = 0u; i < TB; i++) {
+        let d = silu_grad(z2[i]) * acc[i];
+        act_a[i * H + j] = d;
+        if (tile_valid[i] != 0u) {
+            buf_b[(tile * TB + i) * DS + H + j] = d;
+        }
+        acc[i] = 0.0;
+    }
+    workgroupBarrier();
+    // d1 = silu'(z1) ⊙ W2ᵀ d2.
+    for (var l = 0u; l < H; l++) {
+        let w = params[OFF_W2 + l * H + j];
+        for (var i = 0u; i < TB; i++) {
+            acc[i] += w * act_a[i * H + l];
+        }
+    }
+    for (var i = 0u; i < TB; i++) {
+        if (tile_valid[i] != 0u) {
+            buf_b[(tile * TB + i) * DS + j] = silu_grad(z1[i]) * acc[i];
+        }
+    }
+}
+
+@compute @workgroup_size(128)
+fn train_fwd_bwd(
+    @builtin(local_invocation_index) j: u32,
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let tile = tile_index(wg, nwg);
+    if (j < TB) {
+        let b = tile * TB + j;
+        var x = vec2<f32>(0.0, 0.0);
+        var e = vec2<f32>(0.0, 0.0);
+        var t = 0u;
+        var y = u.null_class;
+        var valid = 0u;
+        if (b < u.batch) {
+            valid = 1u;
+            // One hash chain per (seed, step, row).
+            let h0 = pcg(u.seed ^ pcg(state[0] ^ pcg(b + 0x9e3779b9u)));
+            let h1 = pcg(h0);
+            let h2 = pcg(h1);
+            let h3 = pcg(h2);
+            let h4 = pcg(h3);
+            let idx = h0 % u.n_data;
+            t = h1 % u.num_t;
+            e = gauss2(h2, h3);
+            if (u.null_class > 0u && unit_float(h4) >= u.p_uncond) {
+                y = u32(src[idx * 3u + 2u]);
+            }
+            let x0 = vec2<f32>(src[idx * 3u], src[idx * 3u + 1u]);
+            // x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε (eq. 4).
+            x = sched[2u * t] * x0 + sched[2u * t + 1u] * e;
+        }
+        inp[j * IN] = x.x;
+        inp[j * IN + 1u] = x.y;
+        target_eps[2u * j] = e.x;
+        target_eps[2u * j + 1u] = e.y;
+        tile_t[j] = f32(t);
+        tile_y[j] = y;
+        tile_valid[j] = valid;
+    }
+    workgroupBarrier();
+    fill_embedding(j);
+    workgroupBarrier();
+    forward_tile(j);
+    backward_tile(j, tile);
+}
+
+@compute @workgroup_size(128)
+fn given_fwd_bwd(
+    @builtin(local_invocation_index) j: u32,
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let tile = tile_index(wg, nwg);
+    if (j < TB) {
+        let b = tile * TB + j;
+        var r: array<f32, 6>;
+        var valid = 0u;
+        if (b < u.batch) {
+            valid = 1u;
+            for (var k = 0u; k < 6u; k++) {
+                r[k] = src[b * 6u + k];
+            }
+        } else {
+            r[3] = f32(u.null_class);
+        }
+        inp[j * IN] = r[0];
+        inp[j * IN + 1u] = r[1];
+        tile_t[j] = r[2];
+        tile_y[j] = u32(r[3]);
+        target_eps[2u * j] = r[4];
+        target_eps[2u * j + 1u] = r[5];
+        tile_valid[j] = valid;
+    }
+    workgroupBarrier();
+    fill_embedding(j);
+    workgroupBarrier();
+    forward_tile(j);
+    backward_tile(j, tile);
+}
+
+@compute @workgroup_size(128)
+fn eval_forward(
+    @builtin(local_invocation_index) j: u32,
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let tile = tile_index(wg, nwg);
+    if (j < TB) {
+        let b = tile * TB + j;
+        var r = vec4<f32>(0.0, 0.0, 0.0, f32(u.null_class));
+        if (b < u.batch) {
+            r = vec4<f32>(src[b * 4u], src[b * 4u + 1u], src[b * 4u + 2u], src[b * 4u + 3u]);
+        }
+        inp[j * IN] = r.x;
+        inp[j * IN + 1u] = r.y;
+        tile_t[j] = r.z;
+        tile_y[j] = u32(r.w);
+    }
+    workgroupBarrier();
+    fill_embedding(j);
+    workgroupBarrier();
+    forward_tile(j);
+    if (j < 2u * TB && tile * TB + j / 2u < u.batch) {
+        buf_c[tile * TB * 2u + j] = outv[j];
+    }
+}
+
+@compute @workgroup_size(128)
+fn sample_step(
+    @builtin(local_invocation_index) j: u32,
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let tile = tile_index(wg, nwg);
+    let b = tile * TB + j;
+    if (j < TB) {
+        var x = vec2<f32>(0.0, 0.0);
+        var y = u.null_class;
+        if (b < u.batch) {
+            x = vec2<f32>(buf_a[b * 4u], buf_a[b * 4u + 1u]);
+            let c = u32(buf_a[b * 4u + 2u]);
+            if (c < u.null_class) {
+                y = c;
+            }
+        }
+        inp[j * IN] = x.x;
+        inp[j * IN + 1u] = x.y;
+        tile_t[j] = u.t;
+        tile_y[j] = y;
+    }
+    workgroupBarrier();
+    fill_embedding(j);
+    workgroupBarrier();
+    forward_tile(j);
+    // Classifier-free guidance (Ho & Salimans 2022): a second pass with the null class for
+    // the rows that have a class.
+    var eps_cond = vec2<f32>(0.0, 0.0);
+    var guided = false;
+    if (j < TB) {
+        eps_cond = vec2<f32>(outv[2u * j], outv[2u * j + 1u]);
+        guided = tile_y[j] != u.null_class;
+    }
+    let any_class = u.null_class > 0u && u.guidance != 1.0;
+    if (any_class) {
+        workgroupBarrier();
+        if (j < TB) {
+            tile_y[j] = u.null_class;
+        }
+        workgroupBarrier();
+        forward_tile(j);
+    }
+    if (j < TB && b < u.batch) {
+        var eps = eps_cond;
+        if (any_class && guided) {
+            let eps_null = vec2<f32>(outv[2u * j], outv[2u * j + 1u]);
+            eps = eps_null + u.guidance * (eps_cond - eps_null);
+        }
+        let x = vec2<f32>(inp[j * IN], inp[j * IN + 1u]);
+        let z = gauss2(pcg(u.seed ^ pcg(u.sample_step ^ pcg(b + 0x85ebca6bu))),
+                       pcg(u.seed ^ pcg(u.sample_step ^ pcg(b + 0xc2b2ae35u))));
+        let x_next = u.c_x * x + u.c_eps * eps + u.c_z * z;
+        buf_a[b * 4u] = x_next.x;
+        buf_a[b * 4u + 1u] = x_next.y;
+        // Tweedie: E[x_0 | x_t] = (x_t − √(1−ᾱ_t) ε)/√ᾱ_t (eq. 15).
+        let x0 = (x - u.sqrt_one_minus_ab * eps) / u.sqrt_ab;
+        buf_b[b * 2u] = x0.x;
+        buf_b[b * 2u + 1u] = x0.y;
+    }
+}

@@ -1,0 +1,180 @@
+// The lab MLP's parameter update (src/lab/mlp.rs), after mlp.wgsl's forward/backward:
+//   grad_adamw  one thread per parameter: its gradient from the batch's activations and
+//               deltas (∂L/∂W_l = Σ_b d_l[b] a_{l−1}[b]ᵀ, ∂L/∂b_l = Σ_b d_l[b], the class
+//               embedding row c collects d_1 of the rows with class c), then AdamW
+//               (Loshchilov & Hutter 2019, torch.optim.AdamW's arithmetic) and the EMA of
+//               the weights, in place. The optimizer step count lives on the GPU (state[0]),
+//               so many steps can be queued in one submission without CPU writes.
+//   grads_only  the same gradients written to `m` (tests).
+//   tick        one workgroup: the batch's mean loss into the loss ring, then state[0] += 1.
+// Parameter layout and the constants below must match mlp.wgsl and mlp.rs.
+
+struct Uniforms {
+    batch: u32,
+    n_params: u32,
+    // Slots in the loss ring (state[2 ..]).
+    loss_slots: u32,
+    _pad0: u32,
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+    // The EMA decay's ceiling; the decay used at step s is min(ema_decay, (1 + s)/(10 + s)).
+    ema_decay: f32,
+    _pad1: f32,
+    _pad2: f32,
+}
+
+@group(0) @binding(0) var<uniform> u: Uniforms;
+// acts: (batch, IN + 3H) = (input, a1, a2, a3)
+@group(0) @binding(1) var<storage, read> acts: array<f32>;
+// deltas: (batch, 3H + 2) = (d1, d2, d3, d_out)
+@group(0) @binding(2) var<storage, read> deltas: array<f32>;
+// info: (batch, 2) = (squared error, class used)
+@group(0) @binding(3) var<storage, read> info: array<f32>;
+// params: (n_params)
+@group(0) @binding(4) var<storage, read_write> params: array<f32>;
+// m: (n_params) AdamW's first moment; grads_only: the gradient
+@group(0) @binding(5) var<storage, read_write> m: array<f32>;
+// v: (n_params) AdamW's second moment
+@group(0) @binding(6) var<storage, read_write> v: array<f32>;
+// ema: (n_params) EMA weights
+@group(0) @binding(7) var<storage, read_write> ema: array<f32>;
+// state: (2 + loss_slots) u32: [steps taken, unused, loss ring as f32 bits]
+@group(0) @binding(8) var<storage, read_write> state: array<u32>;
+
+const H: u32 = 128u;
+const IN: u32 = 34u;
+const AS: u32 = 418u;
+const DS: u32 = 386u;
+
+const OFF_B1: u32 = 4352u;
+const OFF_W2: u32 = 4480u;
+const OFF_B2: u32 = 20864u;
+const OFF_W3: u32 = 20992u;
+const OFF_B3: u32 = 37376u;
+const OFF_W4: u32 = 37504u;
+const OFF_B4: u32 = 37760u;
+const OFF_EMB: u32 = 37762u;
+
+// Σ_b deltas[b, d] · acts[b, a] (a = NONE: Σ_b deltas[b, d]).
+const NONE: u32 = 0xffffffffu;
+fn batch_dot(d: u32, a: u32) -> f32 {
+    var s = 0.0;
+    if (a == NONE) {
+        for (var b = 0u; b < u.batch; b++) {
+            s += deltas[b * DS + d];
+        }
+    } else {
+        for (var b = 0u; b < u.batch; b++) {
+            s += deltas[b * DS + d] * acts[b * AS + a];
+        }
+    }
+    return s;
+}
+
+fn gradient(p: u32) -> f32 {
+    if (p < OFF_B1) {
+        return batch_dot(p / IN, p % IN);
+    }
+    if (p < OFF_W2) {
+        return batch_dot(p - OFF_B1, NONE);
+    }
+    if (p < OFF_B2) {
+        let q = p - OFF_W2;
+        return batch_dot(H + q / H, IN + q % H);
+    }
+    if (p < OFF_W3) {
+        return batch_dot(H + p - OFF_B2, NONE);
+    }
+    if (p < OFF_B3) {
+        let q = p - OFF_W3;
+        return batch_dot(2u * H + q / H, IN + H + q % H);
+    }
+    if (p < OFF_W4) {
+        return batch_dot(2u * H + p - OFF_B3, NONE);
+    }
+    if (p < OFF_B4) {
+        let q = p - OFF_W4;
+        return batch_dot(3u * H + q / H, IN + 2u * H + q % H);
+    }
+    if (p < OFF_EMB) {
+        return batch_dot(3u * H + p - OFF_B4, NONE);
+    }
+    // Class embedding row c: d1 summed over the rows that used class c.
+    let q = p - OFF_EMB;
+    let c = f32(q / H);
+    let j = q % H;
+    var s = 0.0;
+    for (var b = 0u; b < u.batch; b++) {
+        if (info[b * 2u + 1u] == c) {
+            s += deltas[b * DS + j];
+        }
+    }
+    return s;
+}
+
+fn param_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * 64u;
+}
+
+@compute @workgroup_size(64)
+fn grad_adamw(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let p = param_index(gid, nwg);
+    if (p >= u.n_params) {
+        return;
+    }
+    let g = gradient(p);
+    let s = f32(state[0] + 1u); // torch's 1-based step
+    let bc1 = 1.0 - pow(u.beta1, s);
+    let bc2 = 1.0 - pow(u.beta2, s);
+    var w = params[p] * (1.0 - u.lr * u.weight_decay);
+    let mm = u.beta1 * m[p] + (1.0 - u.beta1) * g;
+    let vv = u.beta2 * v[p] + (1.0 - u.beta2) * g * g;
+    m[p] = mm;
+    v[p] = vv;
+    w -= (u.lr / bc1) * mm / (sqrt(vv) / sqrt(bc2) + u.eps);
+    params[p] = w;
+    let decay = min(u.ema_decay, (1.0 + s) / (10.0 + s));
+    ema[p] -= (1.0 - decay) * (ema[p] - w);
+}
+
+@compute @workgroup_size(64)
+fn grads_only(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let p = param_index(gid, nwg);
+    if (p >= u.n_params) {
+        return;
+    }
+    m[p] = gradient(p);
+}
+
+var<workgroup> red: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn tick(@builtin(local_invocation_index) lid: u32) {
+    var s = 0.0;
+    for (var b = lid; b < u.batch; b += 256u) {
+        s += info[b * 2u];
+    }
+    red[lid] = s;
+    workgroupBarrier();
+    for (var k = 128u; k > 0u; k = k >> 1u) {
+        if (lid < k) {
+            red[lid] += red[lid + k];
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        let step = state[0];
+        // L_simple: the mean over the batch and both coordinates.
+        state[2u + step % u.loss_slots] = bitcast<u32>(red[0] / (2.0 * f32(u.batch)));
+        state[0] = step + 1u;
+    }
+}
