@@ -2,6 +2,7 @@
 //! print, read files and block; the engine below does none of that.
 
 mod io;
+mod lab;
 mod plot;
 mod train;
 
@@ -47,6 +48,9 @@ pub enum Command {
     /// Train a model (default: class-conditional MNIST digits) and write checkpoints in
     /// diffusers' layout that `sample` and the browser app load.
     Train(Box<train::TrainArgs>),
+    /// The diffusion lab: train a small MLP on 2-D point sets and compare its score with
+    /// the exact score of the noised data (`kakusan lab train --preset moons`).
+    Lab(lab::LabArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -120,8 +124,11 @@ pub struct InfoArgs {
 pub struct BenchArgs {
     /// Model folder (diffusers layout), or the name of a training preset (e.g. `mnist`,
     /// random weights).
+    #[arg(long, required_unless_present = "lab")]
+    pub model: Option<PathBuf>,
+    /// Time the diffusion lab's MLP training step (batch 512) instead of a U-Net.
     #[arg(long)]
-    pub model: PathBuf,
+    pub lab: bool,
     /// Batch size.
     #[arg(short = 'n', long = "batch", default_value_t = 1)]
     pub batch: usize,
@@ -150,6 +157,7 @@ pub fn main() -> std::process::ExitCode {
         Some(Command::Predict(a)) => predict(a),
         Some(Command::Info(a)) => info(a),
         Some(Command::Bench(a)) => bench(a),
+        Some(Command::Lab(a)) => lab::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -293,20 +301,26 @@ fn info(a: InfoArgs) -> Result<()> {
 }
 
 fn bench(a: BenchArgs) -> Result<()> {
-    let preset = a
+    if a.lab {
+        return lab::bench(&gpu()?, a.iters.max(20));
+    }
+    let model = a
         .model
+        .clone()
+        .ok_or_else(|| Error::config("bench needs --model (or --lab)"))?;
+    let preset = model
         .to_str()
-        .filter(|_| !a.model.exists())
+        .filter(|_| !model.exists())
         .and_then(|name| crate::train::presets::preset(name).ok());
     let (config, weights) = if let Some(config) = preset {
         let weights = crate::model::weights::Weights::random(&config, 0);
         (config, weights)
     } else if a.random_weights {
-        let config = crate::model::read_config(&a.model)?;
+        let config = crate::model::read_config(&model)?;
         let weights = crate::model::weights::Weights::random(&config, 0);
         (config, weights)
     } else {
-        let m = load(&a.model)?;
+        let m = load(&model)?;
         (m.config, m.weights)
     };
     let ctx = gpu()?;

@@ -503,6 +503,86 @@ mod tests {
         assert_close(&g, &want_g, 1e-4 * scale, 1e-3, "gradient");
     }
 
+    /// The weights of tests/fixtures/lab/make_lab_fixture.py: scale · sin(0.37 i + 0.5),
+    /// rounded to f32, with the scale of each tensor's default initialisation bound.
+    fn fixture_params(nc: usize) -> Vec<f32> {
+        let (si, sh) = (1.0 / (IN as f64).sqrt(), 1.0 / (HIDDEN as f64).sqrt());
+        let scales = [si, si, sh, sh, sh, sh, sh, sh, 0.1];
+        let mut p = Vec::new();
+        for ((_, _, shape), s) in tensors(nc).iter().zip(scales) {
+            for _ in 0..shape.iter().product::<usize>() {
+                p.push((s * (0.37 * p.len() as f64 + 0.5).sin()) as f32);
+            }
+        }
+        p
+    }
+
+    fn fixture_tensor(st: &safetensors::SafeTensors, name: &str) -> Vec<f64> {
+        let t = st.tensor(name).unwrap();
+        assert_eq!(t.dtype(), safetensors::Dtype::F64, "{name}");
+        t.data()
+            .chunks(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+
+    /// The CPU reference and the GPU kernels against PyTorch (nn.Linear, nn.Embedding,
+    /// F.silu, F.mse_loss and autograd in float64; tests/fixtures/lab/make_lab_fixture.py).
+    #[test]
+    fn matches_pytorch_fixture() {
+        let bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/lab/mlp.safetensors"
+        ))
+        .unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let nc = 2;
+        let p32 = fixture_params(nc);
+        let p = as_f64(&p32);
+        let rows: Vec<Row> = fixture_tensor(&st, "rows")
+            .chunks(6)
+            .map(|r| Row {
+                x: [r[0], r[1]],
+                t: r[2],
+                y: r[3] as usize,
+                eps: [r[4], r[5]],
+            })
+            .collect();
+        let out = fixture_tensor(&st, "out");
+        let loss = fixture_tensor(&st, "loss")[0];
+        let grad = fixture_tensor(&st, "grad_every_19th");
+        // CPU f64 reference: to rounding.
+        let cpu_out: Vec<f64> = rows.iter().flat_map(|r| forward_ref(&p, r.x, r.t, r.y)).collect();
+        for (a, b) in cpu_out.iter().zip(&out) {
+            assert!((a - b).abs() < 1e-10, "reference output {a} vs torch {b}");
+        }
+        let (l, g) = loss_and_grad_ref(&p, &rows);
+        assert!((l - loss).abs() < 1e-10, "reference loss {l} vs torch {loss}");
+        let g19: Vec<f64> = g.iter().step_by(19).copied().collect();
+        assert_eq!(g19.len(), grad.len());
+        for (i, (a, b)) in g19.iter().zip(&grad).enumerate() {
+            assert!((a - b).abs() < 1e-10, "reference grad {}: {a} vs torch {b}", 19 * i);
+        }
+        // GPU (f32).
+        let ctx = ctx();
+        let params = ctx.upload(&p32, &[p32.len()]).unwrap();
+        let eval_rows: Vec<[f32; 4]> = rows
+            .iter()
+            .map(|r| [r.x[0] as f32, r.x[1] as f32, r.t as f32, r.y as f32])
+            .collect();
+        let got: Vec<f32> = block_on(eval_eps(&ctx, &params, nc, &eval_rows))
+            .unwrap()
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_close(&got, &out, 2e-4, 1e-3, "GPU output vs torch");
+        let (gl, gg) = block_on(loss_and_grad_gpu(&ctx, &params, nc, &rows)).unwrap();
+        assert!((gl - loss).abs() < 1e-4 * (1.0 + loss), "GPU loss {gl} vs torch {loss}");
+        let gg19: Vec<f32> = gg.iter().step_by(19).copied().collect();
+        let scale = grad.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert_close(&gg19, &grad, 1e-4 * scale, 1e-3, "GPU gradient vs torch");
+    }
+
     #[test]
     fn bad_arguments_are_errors() {
         let ctx = ctx();

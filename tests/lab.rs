@@ -1,0 +1,99 @@
+//! `kakusan lab train` end to end on llvmpipe: a short run lowers the loss and the fit
+//! figure (sliced Wasserstein to the data) well below the untrained model's, and writes its
+//! files; bad input is a clear error. Kept to seconds: small batch, T = 50, few samples.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+use std::process::Command;
+
+fn kakusan(args: &[&str]) -> (bool, String, String) {
+    common::xdg();
+    let out = Command::new(env!("CARGO_BIN_EXE_kakusan"))
+        .args(args)
+        .output()
+        .expect("run kakusan");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!stderr.contains("panicked"), "kakusan panicked on {args:?}:\n{stderr}");
+    (out.status.success(), stdout, stderr)
+}
+
+fn tmpdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("kakusan-lab-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn lab_train_lowers_loss_and_fit_figure() {
+    let out = tmpdir("train");
+    let (ok, stdout, stderr) = kakusan(&[
+        "lab",
+        "train",
+        "--preset",
+        "gaussians",
+        "--points",
+        "4000",
+        "--steps",
+        "400",
+        "--batch",
+        "256",
+        "--lr",
+        "3e-3",
+        "--timesteps",
+        "50",
+        "--samples",
+        "600",
+        "--bound-draws",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "lab train failed:\n{stdout}\n{stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let f = |k: &str| summary[k].as_f64().unwrap_or_else(|| panic!("{k} in {summary}"));
+    let (l0, l1) = (f("loss_start"), f("loss_end"));
+    let (fit, floor, untrained) = (f("fit_sliced_w2"), f("fit_floor"), f("fit_untrained"));
+    println!("{stdout}");
+    assert!(l1 < 0.7 * l0, "loss {l0} → {l1}");
+    assert!(
+        fit < 0.5 * untrained && fit < 4.0 * floor,
+        "fit {fit} (floor {floor}, untrained {untrained})"
+    );
+    for file in [
+        "lab_model.safetensors",
+        "lab_config.json",
+        "metrics.jsonl",
+        "summary.json",
+        "lab.png",
+    ] {
+        assert!(out.join(file).is_file(), "{file} written");
+    }
+    let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 400);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn lab_bad_input_is_a_clear_error() {
+    for (args, msg) in [
+        (&["lab", "train", "--preset", "nope"][..], "unknown preset `nope`"),
+        (&["lab", "train", "--points", "1"][..], "only one point"),
+        (&["lab", "train", "--points", "30000"][..], "at most 20000"),
+        (&["lab", "train", "--timesteps", "5"][..], "--timesteps"),
+        (&["lab", "train", "--batch", "0"][..], "batch"),
+        (&["lab", "train", "--preset", "word", "--word", "?!"][..], "no letters"),
+    ] {
+        let out = tmpdir("bad");
+        let mut a = args.to_vec();
+        a.extend(["--out", out.to_str().unwrap()]);
+        let (ok, _, stderr) = kakusan(&a);
+        assert!(!ok, "{args:?} should fail");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(msg),
+            "{args:?}: {stderr}"
+        );
+    }
+}
