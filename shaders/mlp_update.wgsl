@@ -6,6 +6,11 @@
 //               the weights, in place. The optimizer step count lives on the GPU (state[0]),
 //               so many steps can be queued in one submission without CPU writes.
 //   grads_only  the same gradients written to `m` (tests).
+//   grad_adamw_tiled  the same gradients as tiled GEMMs, one 16 × 16 block of one layer's
+//               [W | b (| class embedding)] per workgroup, the batch streamed through
+//               workgroup memory 16 rows at a time (bias = a column of ones; the class
+//               embedding = one-hot columns of the class used); then AdamW + EMA (mode 0)
+//               or the gradient into `m` (mode 1).
 //   tick        one workgroup: the batch's mean loss into the loss ring, then state[0] += 1.
 // Parameter layout and the constants below must match mlp.wgsl and mlp.rs.
 
@@ -14,7 +19,8 @@ struct Uniforms {
     n_params: u32,
     // Slots in the loss ring (state[2 ..]).
     loss_slots: u32,
-    _pad0: u32,
+    // grad_adamw_tiled: 0 = AdamW + EMA, 1 = write the gradient to m (tests).
+    mode: u32,
     lr: f32,
     beta1: f32,
     beta2: f32,
@@ -128,19 +134,7 @@ fn grad_adamw(
     if (p >= u.n_params) {
         return;
     }
-    let g = gradient(p);
-    let s = f32(state[0] + 1u); // torch's 1-based step
-    let bc1 = 1.0 - pow(u.beta1, s);
-    let bc2 = 1.0 - pow(u.beta2, s);
-    var w = params[p] * (1.0 - u.lr * u.weight_decay);
-    let mm = u.beta1 * m[p] + (1.0 - u.beta1) * g;
-    let vv = u.beta2 * v[p] + (1.0 - u.beta2) * g * g;
-    m[p] = mm;
-    v[p] = vv;
-    w -= (u.lr / bc1) * mm / (sqrt(vv) / sqrt(bc2) + u.eps);
-    params[p] = w;
-    let decay = min(u.ema_decay, (1.0 + s) / (10.0 + s));
-    ema[p] -= (1.0 - decay) * (ema[p] - w);
+    adamw_ema(p, gradient(p));
 }
 
 @compute @workgroup_size(64)
@@ -176,5 +170,104 @@ fn tick(@builtin(local_invocation_index) lid: u32) {
         // L_simple: the mean over the batch and both coordinates.
         state[2u + step % u.loss_slots] = bitcast<u32>(red[0] / (2.0 * f32(u.batch)));
         state[0] = step + 1u;
+    }
+}
+
+fn adamw_ema(p: u32, g: f32) {
+    let s = f32(state[0] + 1u); // torch's 1-based step
+    let bc1 = 1.0 - pow(u.beta1, s);
+    let bc2 = 1.0 - pow(u.beta2, s);
+    var w = params[p] * (1.0 - u.lr * u.weight_decay);
+    let mm = u.beta1 * m[p] + (1.0 - u.beta1) * g;
+    let vv = u.beta2 * v[p] + (1.0 - u.beta2) * g * g;
+    m[p] = mm;
+    v[p] = vv;
+    w -= (u.lr / bc1) * mm / (sqrt(vv) / sqrt(bc2) + u.eps);
+    params[p] = w;
+    let decay = min(u.ema_decay, (1.0 + s) / (10.0 + s));
+    ema[p] -= (1.0 - decay) * (ema[p] - w);
+}
+
+var<workgroup> tile_d: array<f32, 256>; // (16 rows of the batch, 16 output units)
+var<workgroup> tile_a: array<f32, 256>; // (16 rows of the batch, 16 input columns)
+
+// Layer l's gradient block as a GEMM: rows (output units), k (inputs), cols (k + bias + class
+// one-hots), and where its deltas, activations and parameters are.
+struct LayerGemm {
+    rows: u32,
+    k: u32,
+    cols: u32,
+    d_off: u32,
+    a_off: u32,
+    w_off: u32,
+    b_off: u32,
+}
+
+fn layer_gemm(l: u32) -> LayerGemm {
+    let classes = (u.n_params - OFF_EMB) / H; // null class included
+    if (l == 0u) {
+        return LayerGemm(H, IN, IN + 1u + classes, 0u, 0u, 0u, OFF_B1);
+    }
+    if (l == 1u) {
+        return LayerGemm(H, H, H + 1u, H, IN, OFF_W2, OFF_B2);
+    }
+    if (l == 2u) {
+        return LayerGemm(H, H, H + 1u, 2u * H, IN + H, OFF_W3, OFF_B3);
+    }
+    return LayerGemm(2u, H, H + 1u, 3u * H, IN + 2u * H, OFF_W4, OFF_B4);
+}
+
+@compute @workgroup_size(16, 16)
+fn grad_adamw_tiled(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wg: vec3<u32>,
+) {
+    let g = layer_gemm(wg.z);
+    let j0 = wg.y * 16u;
+    let k0 = wg.x * 16u;
+    if (j0 >= g.rows || k0 >= g.cols) {
+        return; // the whole workgroup: uniform
+    }
+    var acc = 0.0;
+    for (var b0 = 0u; b0 < u.batch; b0 += 16u) {
+        let b = b0 + lid.y;
+        var dv = 0.0;
+        var av = 0.0;
+        if (b < u.batch) {
+            if (j0 + lid.x < g.rows) {
+                dv = deltas[b * DS + g.d_off + j0 + lid.x];
+            }
+            let k = k0 + lid.x;
+            if (k < g.k) {
+                av = acts[b * AS + g.a_off + k];
+            } else if (k == g.k) {
+                av = 1.0;
+            } else if (k < g.cols && info[b * 2u + 1u] == f32(k - g.k - 1u)) {
+                av = 1.0;
+            }
+        }
+        tile_d[lid.y * 16u + lid.x] = dv;
+        tile_a[lid.y * 16u + lid.x] = av;
+        workgroupBarrier();
+        for (var bb = 0u; bb < 16u; bb++) {
+            acc += tile_d[bb * 16u + lid.y] * tile_a[bb * 16u + lid.x];
+        }
+        workgroupBarrier();
+    }
+    let j = j0 + lid.y;
+    let k = k0 + lid.x;
+    if (j >= g.rows || k >= g.cols) {
+        return;
+    }
+    var p = g.b_off + j;
+    if (k < g.k) {
+        p = g.w_off + j * g.k + k;
+    } else if (k > g.k) {
+        p = OFF_EMB + (k - g.k - 1u) * H + j;
+    }
+    if (u.mode == 1u) {
+        m[p] = acc;
+    } else {
+        adamw_ema(p, acc);
     }
 }

@@ -594,5 +594,40 @@ pub fn bench(ctx: &GpuContext, iters: usize) -> Result<()> {
         flops / 1e6,
         ctx.adapter.name
     );
+    // The same step from the generic kernels (src/ops), on a fixed batch.
+    let flat = mlp::init_params(0, 0);
+    let mut rng = crate::rng::SplitMix64(1);
+    let mut inputs = Vec::with_capacity(batch * mlp::IN);
+    let mut eps = Vec::with_capacity(batch * 2);
+    for _ in 0..batch {
+        let t = rng.below(100) as f64;
+        inputs.extend([rng.next_f64() as f32 * 2.0 - 1.0, rng.next_f64() as f32 * 2.0 - 1.0]);
+        inputs.extend(mlp::time_embedding(t).iter().map(|&e| e as f32));
+        eps.extend([rng.next_f64() as f32 - 0.5, rng.next_f64() as f32 - 0.5]);
+    }
+    let generic = crate::lab::generic::GenericStep::new(ctx, &flat, &inputs, &eps, 2e-3)?;
+    let mut queued = crate::gpu::Program::new();
+    for _ in 0..iters {
+        queued.extend(&generic.step);
+    }
+    ctx.run(&generic.step)?;
+    block_on(ctx.finish())?;
+    let t0 = Instant::now();
+    ctx.run(&queued)?;
+    block_on(ctx.finish())?;
+    let s = t0.elapsed().as_secs_f64();
+    println!(
+        "lab MLP training step, batch {batch}, generic kernels ({} dispatches/step): {:.1} steps/s, {:.2} GFLOP/s",
+        generic.step.len(),
+        iters as f64 / s,
+        iters as f64 * flops / s / 1e9,
+    );
+    // Where a fused step's time goes, one dispatch at a time (serialised, so slower in total).
+    for _ in 0..2 {
+        block_on(ctx.profile(tr.step_program()))?;
+    }
+    for (label, wg, secs) in block_on(ctx.profile(tr.step_program()))? {
+        println!("  {label:<20} {:>6} workgroups  {:8.3} ms", wg[0] * wg[1] * wg[2], secs * 1e3);
+    }
     Ok(())
 }

@@ -242,7 +242,8 @@ pub(crate) struct UpdateUniforms {
     pub batch: u32,
     pub n_params: u32,
     pub loss_slots: u32,
-    pub _pad0: u32,
+    /// grad_adamw_tiled: 0 = AdamW + EMA, 1 = gradient into `m`.
+    pub mode: u32,
     pub lr: f32,
     pub beta1: f32,
     pub beta2: f32,
@@ -261,6 +262,22 @@ pub(crate) fn tile_grid(rows: usize) -> Result<[u32; 3]> {
 /// assumes rows of `grid[0]` workgroups).
 pub(crate) fn param_grid(n: usize) -> Result<[u32; 3]> {
     grid_1d(n.div_ceil(64) as u64)
+}
+
+/// Workgroups of `grad_adamw_tiled`: 16 × 16 blocks of each layer's [W | b | one-hots]
+/// (x: columns, y: output units, z: the 4 layers).
+pub(crate) fn tiled_grad_grid(num_classes: usize) -> [u32; 3] {
+    let cols = (IN + 2 + num_classes).max(HIDDEN + 1);
+    [cols.div_ceil(16) as u32, HIDDEN.div_ceil(16) as u32, 4]
+}
+
+/// Which kernel turns activations and deltas into parameter gradients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GradKernel {
+    /// One thread per parameter looping over the batch (`grad_adamw`).
+    PerParameter,
+    /// Tiled GEMMs through workgroup memory (`grad_adamw_tiled`).
+    Tiled,
 }
 
 /// Check a flat parameter tensor against the layout.
@@ -329,6 +346,7 @@ pub async fn loss_and_grad_gpu(
     params: &Tensor,
     num_classes: usize,
     rows: &[Row],
+    kernel: GradKernel,
 ) -> Result<(f64, Vec<f32>)> {
     check_params(params, num_classes)?;
     let b = rows.len();
@@ -366,6 +384,7 @@ pub async fn loss_and_grad_gpu(
         batch: b as u32,
         n_params: n as u32,
         loss_slots: 1,
+        mode: 1,
         ..Default::default()
     };
     let mut program = Program::new();
@@ -385,9 +404,12 @@ pub async fn loss_and_grad_gpu(
     ctx.record(
         &mut program,
         DispatchDesc {
-            label: "lab grads_only",
+            label: "lab grads",
             shader: &MLP_UPDATE,
-            entry: "grads_only",
+            entry: match kernel {
+                GradKernel::PerParameter => "grads_only",
+                GradKernel::Tiled => "grad_adamw_tiled",
+            },
             constants: &[],
             params: Params::Static(bytemuck::bytes_of(&upd)),
             inputs: &[&acts.buffer, &deltas.buffer, &info.buffer],
@@ -398,7 +420,10 @@ pub async fn loss_and_grad_gpu(
                 &de.buffer,
                 &ds.buffer,
             ],
-            workgroups: param_grid(n)?,
+            workgroups: match kernel {
+                GradKernel::PerParameter => param_grid(n)?,
+                GradKernel::Tiled => tiled_grad_grid(num_classes),
+            },
         },
     )?;
     ctx.run(&program)?;
@@ -493,14 +518,16 @@ mod tests {
             .flat_map(|r| forward_ref(&p, r.x, r.t, r.y))
             .collect();
         assert_close(&got, &want, 2e-4, 1e-3, "eval_forward");
-        let (loss, g) = block_on(loss_and_grad_gpu(&ctx, &params, nc, &rows)).unwrap();
         let (want_loss, want_g) = loss_and_grad_ref(&p, &rows);
-        assert!(
-            (loss - want_loss).abs() < 1e-4 * (1.0 + want_loss),
-            "loss {loss} vs {want_loss}"
-        );
         let scale = want_g.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        assert_close(&g, &want_g, 1e-4 * scale, 1e-3, "gradient");
+        for kernel in [GradKernel::PerParameter, GradKernel::Tiled] {
+            let (loss, g) = block_on(loss_and_grad_gpu(&ctx, &params, nc, &rows, kernel)).unwrap();
+            assert!(
+                (loss - want_loss).abs() < 1e-4 * (1.0 + want_loss),
+                "loss {loss} vs {want_loss}"
+            );
+            assert_close(&g, &want_g, 1e-4 * scale, 1e-3, &format!("{kernel:?} gradient"));
+        }
     }
 
     /// The weights of tests/fixtures/lab/make_lab_fixture.py: scale · sin(0.37 i + 0.5),
@@ -576,7 +603,8 @@ mod tests {
             .flatten()
             .collect();
         assert_close(&got, &out, 2e-4, 1e-3, "GPU output vs torch");
-        let (gl, gg) = block_on(loss_and_grad_gpu(&ctx, &params, nc, &rows)).unwrap();
+        let (gl, gg) =
+            block_on(loss_and_grad_gpu(&ctx, &params, nc, &rows, GradKernel::Tiled)).unwrap();
         assert!((gl - loss).abs() < 1e-4 * (1.0 + loss), "GPU loss {gl} vs torch {loss}");
         let gg19: Vec<f32> = gg.iter().step_by(19).copied().collect();
         let scale = grad.iter().fold(0.0f64, |m, v| m.max(v.abs()));

@@ -12,8 +12,8 @@ use crate::shaders::{MLP, MLP_UPDATE};
 
 use super::data::Dataset;
 use super::mlp::{
-    init_params, num_params, param_grid, tile_grid, MlpUniforms, UpdateUniforms, ACT_STRIDE,
-    DELTA_STRIDE,
+    init_params, num_params, param_grid, tile_grid, tiled_grad_grid, GradKernel, MlpUniforms,
+    UpdateUniforms, ACT_STRIDE, DELTA_STRIDE,
 };
 
 /// Losses kept on the GPU (a ring); read them at least this often to keep all of them.
@@ -32,6 +32,7 @@ pub struct TrainConfig {
     /// Probability of replacing the class by the null class (classifier-free guidance).
     pub p_uncond: f32,
     pub seed: u64,
+    pub grad_kernel: GradKernel,
 }
 
 impl Default for TrainConfig {
@@ -43,6 +44,7 @@ impl Default for TrainConfig {
             ema_decay: 0.995,
             p_uncond: 0.1,
             seed: 0,
+            grad_kernel: GradKernel::Tiled,
         }
     }
 }
@@ -202,12 +204,18 @@ impl LabTrainer {
             DispatchDesc {
                 label: "lab grad_adamw",
                 shader: &MLP_UPDATE,
-                entry: "grad_adamw",
+                entry: match cfg.grad_kernel {
+                    GradKernel::PerParameter => "grad_adamw",
+                    GradKernel::Tiled => "grad_adamw_tiled",
+                },
                 constants: &[],
                 params: Params::Static(bytemuck::bytes_of(&upd)),
                 inputs: &update_inputs,
                 outputs: &update_outputs,
-                workgroups: param_grid(n)?,
+                workgroups: match cfg.grad_kernel {
+                    GradKernel::PerParameter => param_grid(n)?,
+                    GradKernel::Tiled => tiled_grad_grid(nc),
+                },
             },
         )?;
         ctx.record(
@@ -236,6 +244,11 @@ impl LabTrainer {
             queued: std::cell::RefCell::new((0, Program::new())),
             steps_taken: 0,
         })
+    }
+
+    /// One training step's dispatches (for profiling).
+    pub fn step_program(&self) -> &Program {
+        &self.step
     }
 
     /// Dispatches per training step.
@@ -312,9 +325,11 @@ mod tests {
     fn first_step_is_adamw_and_ema() {
         let ctx = ctx();
         let data = generate(Preset::Moons, 500, 1, "").unwrap();
+        for grad_kernel in [GradKernel::PerParameter, GradKernel::Tiled] {
         let cfg = TrainConfig {
             batch: 37,
             lr: 1e-3,
+            grad_kernel,
             ..Default::default()
         };
         let mut tr = LabTrainer::new(&ctx, &data, &schedule(), &cfg).unwrap();
@@ -333,11 +348,11 @@ mod tests {
             let want = p0[i] + (1.0 - 2.0 / 11.0) * (p1[i] - p0[i]);
             assert!((e1[i] - want).abs() < 1e-6, "ema {i}: {} vs {want}", e1[i]);
         }
-        // Unconditional: only the null row of the class embedding gets gradients; all else does.
         assert!(moved > p0.len() * 9 / 10, "{moved} of {} moved by lr", p0.len());
         let losses = block_on(tr.losses(&ctx)).unwrap();
         assert_eq!(losses.len(), 1);
         assert!(losses[0] > 0.1 && losses[0] < 10.0, "{losses:?}");
+        }
     }
 
     /// A short run lowers L_simple (a broken gradient or optimizer would not).
