@@ -3,9 +3,9 @@
 // to the first layer's pre-activation; row `null_class` is the "no class" of classifier-free
 // guidance) → ε (2).
 //
-// One workgroup of H threads handles a tile of TB samples: thread j owns hidden unit j of every
-// layer, reads row j (forward) or column j (backward) of each weight matrix once per tile and
-// reuses it TB times; the tile's activations and deltas live in workgroup memory (9 KiB, inside
+// One workgroup of NT = 64 threads handles a tile of TB = 8 samples: thread t owns hidden units
+// t and t + 64 of every layer, reads their rows (forward) or columns (backward) of each weight
+// matrix once per tile and reuses them TB times; the tile's activations and deltas live in workgroup memory (9 KiB, inside
 // WebGPU's 16 KiB). The whole weight set (~150 KiB) does not fit there, so weights stream from
 // the storage buffer (every thread of a tile reads the same rows: cache-friendly).
 //
@@ -85,28 +85,40 @@ const OFF_W4: u32 = 37504u;
 const OFF_B4: u32 = 37760u;
 const OFF_EMB: u32 = 37762u;
 
-var<workgroup> inp: array<f32, 272>; // TB * IN
-var<workgroup> act_a: array<f32, 1024>; // TB * H
-var<workgroup> act_b: array<f32, 1024>;
-var<workgroup> outv: array<f32, 16>; // TB * 2
+// The tile's rows are packed 4 to a vec4 (index 2·unit + half, half 0 = rows 0–3, 1 = rows
+// 4–7), so each thread accumulates two vec4s instead of indexing a private array (which
+// llvmpipe and many GPUs spill to memory).
+var<workgroup> inp: array<vec4<f32>, 68>; // 2 * IN
+var<workgroup> act_a: array<vec4<f32>, 256>; // 2 * H
+var<workgroup> act_b: array<vec4<f32>, 256>;
+var<workgroup> outv: array<f32, 16>; // TB * 2, row-major (row, coordinate)
+var<workgroup> dout: array<vec4<f32>, 4>; // 2 * 2: (coordinate, half)
 var<workgroup> target_eps: array<f32, 16>;
 var<workgroup> sq_err: array<f32, 16>;
 var<workgroup> tile_t: array<f32, 8>;
 var<workgroup> tile_y: array<u32, 8>;
 var<workgroup> tile_valid: array<u32, 8>;
 
-// Thread j's pre-activations of unit j for the tile's samples.
-var<private> z1: array<f32, 8>;
-var<private> z2: array<f32, 8>;
-var<private> z3: array<f32, 8>;
+// Threads per workgroup: each owns hidden units t and t + NT (llvmpipe runs a workgroup as one
+// coroutine per 8 lanes, switched at every barrier: fewer threads doing more work each is
+// faster there; see docs/notes.md).
+const NT: u32 = 64u;
 
-fn silu(z: f32) -> f32 {
+// Pre-activations of the thread's two units: z[4·layer + 2·unit + half] (half 0 = rows 0–3).
+// Only ever indexed by constants, so they stay in registers.
+var<private> z: array<vec4<f32>, 12>;
+
+fn silu(z: vec4<f32>) -> vec4<f32> {
     return z / (1.0 + exp(-z));
 }
 
-fn silu_grad(z: f32) -> f32 {
+fn silu_grad(z: vec4<f32>) -> vec4<f32> {
     let s = 1.0 / (1.0 + exp(-z));
     return s * (1.0 + z * (1.0 - s));
+}
+
+fn set_input(row: u32, k: u32, v: f32) {
+    inp[2u * k + row / 4u][row % 4u] = v;
 }
 
 // PCG hash (O'Neill 2014, the RXS-M-XS output of one LCG step).
@@ -134,10 +146,10 @@ fn tile_index(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wg.x + wg.y * nwg.x;
 }
 
-// Fill the sinusoidal time embedding of the tile (inp[2..IN] of each row) from tile_t:
+// Fill the sinusoidal time embedding of the tile (inputs 2..IN of each row) from tile_t:
 // emb_k = sin(t·f_k), emb_{E/2+k} = cos(t·f_k), f_k = 10000^(−k/(E/2)) (Vaswani et al. 2017).
 fn fill_embedding(j: u32) {
-    for (var q = j; q < TB * E; q += H) {
+    for (var q = j; q < TB * E; q += NT) {
         let i = q / E;
         let k = q % E;
         let kk = k % (E / 2u);
@@ -147,152 +159,237 @@ fn fill_embedding(j: u32) {
         if (k >= E / 2u) {
             v = cos(a);
         }
-        inp[i * IN + 2u + k] = v;
+        set_input(i, 2u + k, v);
     }
 }
 
-// Forward pass of the tile: inp and tile_y → z1..z3 (private, unit j), a3 in act_a, ε in outv.
-// Must be entered by all H threads after a barrier that published inp and tile_y.
-fn forward_tile(j: u32) {
-    var acc: array<f32, 8>;
+fn class_rows(j: u32, first: u32) -> vec4<f32> {
+    return vec4<f32>(
+        params[OFF_EMB + tile_y[first] * H + j], params[OFF_EMB + tile_y[first + 1u] * H + j],
+        params[OFF_EMB + tile_y[first + 2u] * H + j], params[OFF_EMB + tile_y[first + 3u] * H + j]);
+}
+
+// Forward pass of the tile: inputs and tile_y → z (private, units t and t + NT), a3 in act_a,
+// ε in outv. Must be entered by all NT threads after a barrier that published inp and tile_y.
+fn forward_tile(t: u32) {
+    let j0 = t;
+    let j1 = t + NT;
     // Layer 1: z1 = W1·[x, emb] + b1 + E[y].
-    for (var i = 0u; i < TB; i++) {
-        acc[i] = params[OFF_B1 + j] + params[OFF_EMB + tile_y[i] * H + j];
-    }
+    var a0 = params[OFF_B1 + j0] + class_rows(j0, 0u);
+    var b0 = params[OFF_B1 + j0] + class_rows(j0, 4u);
+    var a1 = params[OFF_B1 + j1] + class_rows(j1, 0u);
+    var b1 = params[OFF_B1 + j1] + class_rows(j1, 4u);
     for (var k = 0u; k < IN; k++) {
-        let w = params[OFF_W1 + j * IN + k];
-        for (var i = 0u; i < TB; i++) {
-            acc[i] += w * inp[i * IN + k];
-        }
+        let x0 = inp[2u * k];
+        let x1 = inp[2u * k + 1u];
+        let w0 = params[OFF_W1 + j0 * IN + k];
+        let w1 = params[OFF_W1 + j1 * IN + k];
+        a0 += w0 * x0;
+        b0 += w0 * x1;
+        a1 += w1 * x0;
+        b1 += w1 * x1;
     }
-    for (var i = 0u; i < TB; i++) {
-        z1[i] = acc[i];
-        act_a[i * H + j] = silu(acc[i]);
-    }
+    z[0] = a0;
+    z[1] = b0;
+    z[2] = a1;
+    z[3] = b1;
+    act_a[2u * j0] = silu(a0);
+    act_a[2u * j0 + 1u] = silu(b0);
+    act_a[2u * j1] = silu(a1);
+    act_a[2u * j1 + 1u] = silu(b1);
     workgroupBarrier();
     // Layer 2.
-    for (var i = 0u; i < TB; i++) {
-        acc[i] = params[OFF_B2 + j];
-    }
+    a0 = vec4<f32>(params[OFF_B2 + j0]);
+    b0 = a0;
+    a1 = vec4<f32>(params[OFF_B2 + j1]);
+    b1 = a1;
     for (var k = 0u; k < H; k++) {
-        let w = params[OFF_W2 + j * H + k];
-        for (var i = 0u; i < TB; i++) {
-            acc[i] += w * act_a[i * H + k];
-        }
+        let x0 = act_a[2u * k];
+        let x1 = act_a[2u * k + 1u];
+        let w0 = params[OFF_W2 + j0 * H + k];
+        let w1 = params[OFF_W2 + j1 * H + k];
+        a0 += w0 * x0;
+        b0 += w0 * x1;
+        a1 += w1 * x0;
+        b1 += w1 * x1;
     }
-    for (var i = 0u; i < TB; i++) {
-        z2[i] = acc[i];
-        act_b[i * H + j] = silu(acc[i]);
-    }
+    z[4] = a0;
+    z[5] = b0;
+    z[6] = a1;
+    z[7] = b1;
+    act_b[2u * j0] = silu(a0);
+    act_b[2u * j0 + 1u] = silu(b0);
+    act_b[2u * j1] = silu(a1);
+    act_b[2u * j1 + 1u] = silu(b1);
     workgroupBarrier();
     // Layer 3 (act_a's readers all passed the barrier above).
-    for (var i = 0u; i < TB; i++) {
-        acc[i] = params[OFF_B3 + j];
-    }
+    a0 = vec4<f32>(params[OFF_B3 + j0]);
+    b0 = a0;
+    a1 = vec4<f32>(params[OFF_B3 + j1]);
+    b1 = a1;
     for (var k = 0u; k < H; k++) {
-        let w = params[OFF_W3 + j * H + k];
-        for (var i = 0u; i < TB; i++) {
-            acc[i] += w * act_b[i * H + k];
-        }
+        let x0 = act_b[2u * k];
+        let x1 = act_b[2u * k + 1u];
+        let w0 = params[OFF_W3 + j0 * H + k];
+        let w1 = params[OFF_W3 + j1 * H + k];
+        a0 += w0 * x0;
+        b0 += w0 * x1;
+        a1 += w1 * x0;
+        b1 += w1 * x1;
     }
-    for (var i = 0u; i < TB; i++) {
-        z3[i] = acc[i];
-        act_a[i * H + j] = silu(acc[i]);
-    }
+    z[8] = a0;
+    z[9] = b0;
+    z[10] = a1;
+    z[11] = b1;
+    act_a[2u * j0] = silu(a0);
+    act_a[2u * j0 + 1u] = silu(b0);
+    act_a[2u * j1] = silu(a1);
+    act_a[2u * j1 + 1u] = silu(b1);
     workgroupBarrier();
-    // Output layer: 2·TB threads, one (sample, coordinate) each.
-    if (j < 2u * TB) {
-        let i = j / 2u;
-        let o = j % 2u;
+    // Output layer: 2·TB threads, one (row, coordinate) each.
+    if (t < 2u * TB) {
+        let i = t / 2u;
+        let o = t % 2u;
         var s = params[OFF_B4 + o];
         for (var k = 0u; k < H; k++) {
-            s += params[OFF_W4 + o * H + k] * act_a[i * H + k];
+            s += params[OFF_W4 + o * H + k] * act_a[2u * k + i / 4u][i % 4u];
         }
-        outv[j] = s;
+        outv[t] = s;
     }
     workgroupBarrier();
+}
+
+fn lane(a: vec4<f32>, b: vec4<f32>, i: u32) -> f32 {
+    if (i < 4u) {
+        return a[i];
+    }
+    return b[i - 4u];
+}
+
+// Write unit j's values of the tile's valid rows to buf at (row · stride + offset + j).
+fn store_rows(tile: u32, stride: u32, offset: u32, j: u32, a: vec4<f32>, b: vec4<f32>, is_acts: bool) {
+    for (var i = 0u; i < TB; i++) {
+        if (tile_valid[i] != 0u) {
+            let r = (tile * TB + i) * stride + offset + j;
+            if (is_acts) {
+                buf_a[r] = lane(a, b, i);
+            } else {
+                buf_b[r] = lane(a, b, i);
+            }
+        }
+    }
 }
 
 // Loss and backward pass of the tile after forward_tile (target_eps, tile_valid set). With
 // L = (1/2B) Σ_b ‖ε_θ − ε‖², d_out = (ε_θ − ε)/B; d_l = silu'(z_l) ⊙ W_{l+1}ᵀ d_{l+1}. Writes the
 // activations and deltas of valid rows to buf_a/buf_b and (squared error, class) to buf_c.
-fn backward_tile(j: u32, tile: u32) {
+fn backward_tile(t: u32, tile: u32) {
     let inv_b = 1.0 / f32(u.batch);
+    let j0 = t;
+    let j1 = t + NT;
     // Activations to global memory (the weight gradients need them).
-    for (var i = 0u; i < TB; i++) {
-        if (tile_valid[i] != 0u) {
-            let b = tile * TB + i;
-            buf_a[b * AS + IN + j] = silu(z1[i]);
-            buf_a[b * AS + IN + H + j] = silu(z2[i]);
-            buf_a[b * AS + IN + 2u * H + j] = silu(z3[i]);
+    for (var l = 0u; l < 3u; l++) {
+        var za0 = z[0];
+        var zb0 = z[1];
+        var za1 = z[2];
+        var zb1 = z[3];
+        if (l == 1u) {
+            za0 = z[4];
+            zb0 = z[5];
+            za1 = z[6];
+            zb1 = z[7];
+        } else if (l == 2u) {
+            za0 = z[8];
+            zb0 = z[9];
+            za1 = z[10];
+            zb1 = z[11];
         }
+        store_rows(tile, AS, IN + l * H, j0, silu(za0), silu(zb0), true);
+        store_rows(tile, AS, IN + l * H, j1, silu(za1), silu(zb1), true);
     }
-    for (var q = j; q < TB * IN; q += H) {
+    for (var q = t; q < TB * IN; q += NT) {
         let i = q / IN;
+        let k = q % IN;
         if (tile_valid[i] != 0u) {
-            buf_a[(tile * TB + i) * AS + q % IN] = inp[q];
+            buf_a[(tile * TB + i) * AS + k] = inp[2u * k + i / 4u][i % 4u];
         }
     }
-    workgroupBarrier();
-    if (j < 2u * TB) {
-        let i = j / 2u;
+    if (t < 2u * TB) {
+        let i = t / 2u;
+        let o = t % 2u;
         var d = 0.0;
         var err = 0.0;
         if (tile_valid[i] != 0u) {
-            err = outv[j] - target_eps[j];
+            err = outv[t] - target_eps[t];
             d = err * inv_b;
-            buf_b[(tile * TB + i) * DS + 3u * H + j % 2u] = d;
+            buf_b[(tile * TB + i) * DS + 3u * H + o] = d;
         }
-        sq_err[j] = err * err;
-        outv[j] = d;
+        sq_err[t] = err * err;
+        dout[2u * o + i / 4u][i % 4u] = d;
     }
     workgroupBarrier();
-    if (j < TB && tile_valid[j] != 0u) {
-        buf_c[(tile * TB + j) * 2u] = sq_err[2u * j] + sq_err[2u * j + 1u];
-        buf_c[(tile * TB + j) * 2u + 1u] = f32(tile_y[j]);
+    if (t < TB && tile_valid[t] != 0u) {
+        buf_c[(tile * TB + t) * 2u] = sq_err[2u * t] + sq_err[2u * t + 1u];
+        buf_c[(tile * TB + t) * 2u + 1u] = f32(tile_y[t]);
     }
     // d3 = silu'(z3) ⊙ W4ᵀ d_out.
-    for (var i = 0u; i < TB; i++) {
-        let s = params[OFF_W4 + j] * outv[2u * i] + params[OFF_W4 + H + j] * outv[2u * i + 1u];
-        let d = silu_grad(z3[i]) * s;
-        act_b[i * H + j] = d;
-        if (tile_valid[i] != 0u) {
-            buf_b[(tile * TB + i) * DS + 2u * H + j] = d;
-        }
-    }
+    let d3a0 = silu_grad(z[8]) * (params[OFF_W4 + j0] * dout[0] + params[OFF_W4 + H + j0] * dout[2]);
+    let d3b0 = silu_grad(z[9]) * (params[OFF_W4 + j0] * dout[1] + params[OFF_W4 + H + j0] * dout[3]);
+    let d3a1 = silu_grad(z[10]) * (params[OFF_W4 + j1] * dout[0] + params[OFF_W4 + H + j1] * dout[2]);
+    let d3b1 = silu_grad(z[11]) * (params[OFF_W4 + j1] * dout[1] + params[OFF_W4 + H + j1] * dout[3]);
+    act_b[2u * j0] = d3a0;
+    act_b[2u * j0 + 1u] = d3b0;
+    act_b[2u * j1] = d3a1;
+    act_b[2u * j1 + 1u] = d3b1;
+    store_rows(tile, DS, 2u * H, j0, d3a0, d3b0, false);
+    store_rows(tile, DS, 2u * H, j1, d3a1, d3b1, false);
     workgroupBarrier();
-    // d2 = silu'(z2) ⊙ W3ᵀ d3 (thread j reads column j of W3).
-    var acc: array<f32, 8>;
+    // d2 = silu'(z2) ⊙ W3ᵀ d3 (thread t reads columns t and t + NT of W3).
+    var a0 = vec4<f32>(0.0);
+    var b0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var b1 = vec4<f32>(0.0);
     for (var l = 0u; l < H; l++) {
-        let w = params[OFF_W3 + l * H + j];
-        for (var i = 0u; i < TB; i++) {
-            acc[i] += w * act_b[i * H + l];
-        }
+        let x0 = act_b[2u * l];
+        let x1 = act_b[2u * l + 1u];
+        let w0 = params[OFF_W3 + l * H + j0];
+        let w1 = params[OFF_W3 + l * H + j1];
+        a0 += w0 * x0;
+        b0 += w0 * x1;
+        a1 += w1 * x0;
+        b1 += w1 * x1;
     }
-    for (var i = 0u; i < TB; i++) {
-        let d = silu_grad(z2[i]) * acc[i];
-        act_a[i * H + j] = d;
-        if (tile_valid[i] != 0u) {
-            buf_b[(tile * TB + i) * DS + H + j] = d;
-        }
-        acc[i] = 0.0;
-    }
+    a0 *= silu_grad(z[4]);
+    b0 *= silu_grad(z[5]);
+    a1 *= silu_grad(z[6]);
+    b1 *= silu_grad(z[7]);
+    act_a[2u * j0] = a0;
+    act_a[2u * j0 + 1u] = b0;
+    act_a[2u * j1] = a1;
+    act_a[2u * j1 + 1u] = b1;
+    store_rows(tile, DS, H, j0, a0, b0, false);
+    store_rows(tile, DS, H, j1, a1, b1, false);
     workgroupBarrier();
     // d1 = silu'(z1) ⊙ W2ᵀ d2.
+    a0 = vec4<f32>(0.0);
+    b0 = vec4<f32>(0.0);
+    a1 = vec4<f32>(0.0);
+    b1 = vec4<f32>(0.0);
     for (var l = 0u; l < H; l++) {
-        let w = params[OFF_W2 + l * H + j];
-        for (var i = 0u; i < TB; i++) {
-            acc[i] += w * act_a[i * H + l];
-        }
+        let x0 = act_a[2u * l];
+        let x1 = act_a[2u * l + 1u];
+        let w0 = params[OFF_W2 + l * H + j0];
+        let w1 = params[OFF_W2 + l * H + j1];
+        a0 += w0 * x0;
+        b0 += w0 * x1;
+        a1 += w1 * x0;
+        b1 += w1 * x1;
     }
-    for (var i = 0u; i < TB; i++) {
-        if (tile_valid[i] != 0u) {
-            buf_b[(tile * TB + i) * DS + j] = silu_grad(z1[i]) * acc[i];
-        }
-    }
+    store_rows(tile, DS, 0u, j0, a0 * silu_grad(z[0]), b0 * silu_grad(z[1]), false);
+    store_rows(tile, DS, 0u, j1, a1 * silu_grad(z[2]), b1 * silu_grad(z[3]), false);
 }
 
-@compute @workgroup_size(128)
+@compute @workgroup_size(64)
 fn train_fwd_bwd(
     @builtin(local_invocation_index) j: u32,
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -324,8 +421,8 @@ fn train_fwd_bwd(
             // x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε (eq. 4).
             x = sched[2u * t] * x0 + sched[2u * t + 1u] * e;
         }
-        inp[j * IN] = x.x;
-        inp[j * IN + 1u] = x.y;
+        set_input(j, 0u, x.x);
+        set_input(j, 1u, x.y);
         target_eps[2u * j] = e.x;
         target_eps[2u * j + 1u] = e.y;
         tile_t[j] = f32(t);
@@ -339,7 +436,7 @@ fn train_fwd_bwd(
     backward_tile(j, tile);
 }
 
-@compute @workgroup_size(128)
+@compute @workgroup_size(64)
 fn given_fwd_bwd(
     @builtin(local_invocation_index) j: u32,
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -358,8 +455,8 @@ fn given_fwd_bwd(
         } else {
             r[3] = f32(u.null_class);
         }
-        inp[j * IN] = r[0];
-        inp[j * IN + 1u] = r[1];
+        set_input(j, 0u, r[0]);
+        set_input(j, 1u, r[1]);
         tile_t[j] = r[2];
         tile_y[j] = u32(r[3]);
         target_eps[2u * j] = r[4];
@@ -373,7 +470,7 @@ fn given_fwd_bwd(
     backward_tile(j, tile);
 }
 
-@compute @workgroup_size(128)
+@compute @workgroup_size(64)
 fn eval_forward(
     @builtin(local_invocation_index) j: u32,
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -386,8 +483,8 @@ fn eval_forward(
         if (b < u.batch) {
             r = vec4<f32>(src[b * 4u], src[b * 4u + 1u], src[b * 4u + 2u], src[b * 4u + 3u]);
         }
-        inp[j * IN] = r.x;
-        inp[j * IN + 1u] = r.y;
+        set_input(j, 0u, r.x);
+        set_input(j, 1u, r.y);
         tile_t[j] = r.z;
         tile_y[j] = u32(r.w);
     }
@@ -400,7 +497,7 @@ fn eval_forward(
     }
 }
 
-@compute @workgroup_size(128)
+@compute @workgroup_size(64)
 fn sample_step(
     @builtin(local_invocation_index) j: u32,
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -418,8 +515,8 @@ fn sample_step(
                 y = c;
             }
         }
-        inp[j * IN] = x.x;
-        inp[j * IN + 1u] = x.y;
+        set_input(j, 0u, x.x);
+        set_input(j, 1u, x.y);
         tile_t[j] = u.t;
         tile_y[j] = y;
     }
@@ -450,7 +547,7 @@ fn sample_step(
             let eps_null = vec2<f32>(outv[2u * j], outv[2u * j + 1u]);
             eps = eps_null + u.guidance * (eps_cond - eps_null);
         }
-        let x = vec2<f32>(inp[j * IN], inp[j * IN + 1u]);
+        let x = vec2<f32>(inp[j / 4u][j % 4u], inp[2u + j / 4u][j % 4u]);
         let z = gauss2(pcg(u.seed ^ pcg(u.sample_step ^ pcg(b + 0x85ebca6bu))),
                        pcg(u.seed ^ pcg(u.sample_step ^ pcg(b + 0xc2b2ae35u))));
         let x_next = u.c_x * x + u.c_eps * eps + u.c_z * z;

@@ -6,9 +6,9 @@
 //               the weights, in place. The optimizer step count lives on the GPU (state[0]),
 //               so many steps can be queued in one submission without CPU writes.
 //   grads_only  the same gradients written to `m` (tests).
-//   grad_adamw_tiled  the same gradients as tiled GEMMs, one 16 × 16 block of one layer's
+//   grad_adamw_tiled  the same gradients as tiled GEMMs, one 32 × 32 block of one layer's
 //               [W | b (| class embedding)] per workgroup, the batch streamed through
-//               workgroup memory 16 rows at a time (bias = a column of ones; the class
+//               workgroup memory 32 rows at a time (bias = a column of ones; the class
 //               embedding = one-hot columns of the class used); then AdamW + EMA (mode 0)
 //               or the gradient into `m` (mode 1).
 //   tick        one workgroup: the batch's mean loss into the loss ring, then state[0] += 1.
@@ -188,8 +188,12 @@ fn adamw_ema(p: u32, g: f32) {
     ema[p] -= (1.0 - decay) * (ema[p] - w);
 }
 
-var<workgroup> tile_d: array<f32, 256>; // (16 rows of the batch, 16 output units)
-var<workgroup> tile_a: array<f32, 256>; // (16 rows of the batch, 16 input columns)
+// 64 threads (llvmpipe runs a workgroup as one coroutine per 8 lanes and switches all of
+// them at each barrier; see docs/notes.md), each owning a 4 × 4 register block of a 32 × 32
+// output tile, so every value loaded from workgroup memory feeds 4 multiply-adds.
+const CHUNK_ROWS: u32 = 32u;
+var<workgroup> tile_d: array<vec4<f32>, 256>; // (32 rows of the batch, 32 output units)
+var<workgroup> tile_a: array<vec4<f32>, 256>; // (32 rows of the batch, 32 input columns)
 
 // Layer l's gradient block as a GEMM: rows (output units), k (inputs), cols (k + bias + class
 // one-hots), and where its deltas, activations and parameters are.
@@ -217,57 +221,82 @@ fn layer_gemm(l: u32) -> LayerGemm {
     return LayerGemm(2u, H, H + 1u, 3u * H, IN + 2u * H, OFF_W4, OFF_B4);
 }
 
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(8, 8)
 fn grad_adamw_tiled(
     @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
     @builtin(workgroup_id) wg: vec3<u32>,
 ) {
     let g = layer_gemm(wg.z);
-    let j0 = wg.y * 16u;
-    let k0 = wg.x * 16u;
+    let j0 = wg.y * 32u;
+    let k0 = wg.x * 32u;
     if (j0 >= g.rows || k0 >= g.cols) {
         return; // the whole workgroup: uniform
     }
-    var acc = 0.0;
-    for (var b0 = 0u; b0 < u.batch; b0 += 16u) {
-        let b = b0 + lid.y;
-        var dv = 0.0;
-        var av = 0.0;
-        if (b < u.batch) {
-            if (j0 + lid.x < g.rows) {
-                dv = deltas[b * DS + g.d_off + j0 + lid.x];
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var b0 = 0u; b0 < u.batch; b0 += CHUNK_ROWS) {
+        for (var r = 0u; r < 16u; r++) {
+            let idx = r * 64u + li;
+            let row = idx / 32u;
+            let col = idx % 32u;
+            let b = b0 + row;
+            var dv = 0.0;
+            var av = 0.0;
+            if (b < u.batch) {
+                if (j0 + col < g.rows) {
+                    dv = deltas[b * DS + g.d_off + j0 + col];
+                }
+                let k = k0 + col;
+                if (k < g.k) {
+                    av = acts[b * AS + g.a_off + k];
+                } else if (k == g.k) {
+                    av = 1.0;
+                } else if (k < g.cols && info[b * 2u + 1u] == f32(k - g.k - 1u)) {
+                    av = 1.0;
+                }
             }
-            let k = k0 + lid.x;
-            if (k < g.k) {
-                av = acts[b * AS + g.a_off + k];
-            } else if (k == g.k) {
-                av = 1.0;
-            } else if (k < g.cols && info[b * 2u + 1u] == f32(k - g.k - 1u)) {
-                av = 1.0;
+            tile_d[row * 8u + col / 4u][col % 4u] = dv;
+            tile_a[row * 8u + col / 4u][col % 4u] = av;
+        }
+        workgroupBarrier();
+        for (var bb = 0u; bb < CHUNK_ROWS; bb++) {
+            let d = tile_d[bb * 8u + lid.y];
+            let a = tile_a[bb * 8u + lid.x];
+            acc0 += d.x * a;
+            acc1 += d.y * a;
+            acc2 += d.z * a;
+            acc3 += d.w * a;
+        }
+        workgroupBarrier();
+    }
+    for (var rr = 0u; rr < 4u; rr++) {
+        let j = j0 + 4u * lid.y + rr;
+        var acc = acc0;
+        if (rr == 1u) {
+            acc = acc1;
+        } else if (rr == 2u) {
+            acc = acc2;
+        } else if (rr == 3u) {
+            acc = acc3;
+        }
+        for (var c = 0u; c < 4u; c++) {
+            let k = k0 + 4u * lid.x + c;
+            if (j < g.rows && k < g.cols) {
+                var p = g.b_off + j;
+                if (k < g.k) {
+                    p = g.w_off + j * g.k + k;
+                } else if (k > g.k) {
+                    p = OFF_EMB + (k - g.k - 1u) * H + j;
+                }
+                if (u.mode == 1u) {
+                    m[p] = acc[c];
+                } else {
+                    adamw_ema(p, acc[c]);
+                }
             }
         }
-        tile_d[lid.y * 16u + lid.x] = dv;
-        tile_a[lid.y * 16u + lid.x] = av;
-        workgroupBarrier();
-        for (var bb = 0u; bb < 16u; bb++) {
-            acc += tile_d[bb * 16u + lid.y] * tile_a[bb * 16u + lid.x];
-        }
-        workgroupBarrier();
-    }
-    let j = j0 + lid.y;
-    let k = k0 + lid.x;
-    if (j >= g.rows || k >= g.cols) {
-        return;
-    }
-    var p = g.b_off + j;
-    if (k < g.k) {
-        p = g.w_off + j * g.k + k;
-    } else if (k > g.k) {
-        p = OFF_EMB + (k - g.k - 1u) * H + j;
-    }
-    if (u.mode == 1u) {
-        m[p] = acc;
-    } else {
-        adamw_ema(p, acc);
     }
 }

@@ -15,7 +15,10 @@ fn kakusan(args: &[&str]) -> (bool, String, String) {
         .expect("run kakusan");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!stderr.contains("panicked"), "kakusan panicked on {args:?}:\n{stderr}");
+    assert!(
+        !stderr.contains("panicked"),
+        "kakusan panicked on {args:?}:\n{stderr}"
+    );
     (out.status.success(), stdout, stderr)
 }
 
@@ -53,7 +56,11 @@ fn lab_train_lowers_loss_and_fit_figure() {
     assert!(ok, "lab train failed:\n{stdout}\n{stderr}");
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
-    let f = |k: &str| summary[k].as_f64().unwrap_or_else(|| panic!("{k} in {summary}"));
+    let f = |k: &str| {
+        summary[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{k} in {summary}"))
+    };
     let (l0, l1) = (f("loss_start"), f("loss_end"));
     let (fit, floor, untrained) = (f("fit_sliced_w2"), f("fit_floor"), f("fit_untrained"));
     println!("{stdout}");
@@ -79,12 +86,18 @@ fn lab_train_lowers_loss_and_fit_figure() {
 #[test]
 fn lab_bad_input_is_a_clear_error() {
     for (args, msg) in [
-        (&["lab", "train", "--preset", "nope"][..], "unknown preset `nope`"),
+        (
+            &["lab", "train", "--preset", "nope"][..],
+            "unknown preset `nope`",
+        ),
         (&["lab", "train", "--points", "1"][..], "only one point"),
         (&["lab", "train", "--points", "30000"][..], "at most 20000"),
         (&["lab", "train", "--timesteps", "5"][..], "--timesteps"),
         (&["lab", "train", "--batch", "0"][..], "batch"),
-        (&["lab", "train", "--preset", "word", "--word", "?!"][..], "no letters"),
+        (
+            &["lab", "train", "--preset", "word", "--word", "?!"][..],
+            "no letters",
+        ),
     ] {
         let out = tmpdir("bad");
         let mut a = args.to_vec();

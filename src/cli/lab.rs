@@ -390,7 +390,9 @@ pub fn train(a: LabTrainArgs) -> Result<()> {
     });
     super::io::write_atomic(
         &a.out.join("lab_config.json"),
-        serde_json::to_string_pretty(&config).unwrap_or_default().as_bytes(),
+        serde_json::to_string_pretty(&config)
+            .unwrap_or_default()
+            .as_bytes(),
     )?;
     super::io::write_atomic(&a.out.join("metrics.jsonl"), log.as_bytes())?;
     let summary = serde_json::json!({
@@ -413,10 +415,14 @@ pub fn train(a: LabTrainArgs) -> Result<()> {
     });
     super::io::write_atomic(
         &a.out.join("summary.json"),
-        serde_json::to_string_pretty(&summary).unwrap_or_default().as_bytes(),
+        serde_json::to_string_pretty(&summary)
+            .unwrap_or_default()
+            .as_bytes(),
     )?;
     let classes = particle_classes(&data, a.samples, a.seed ^ 0x11);
-    let png = picture(&data, &samples, &classes, &queries, &learned, &exact_v, extent);
+    let png = picture(
+        &data, &samples, &classes, &queries, &learned, &exact_v, extent,
+    );
     super::io::write_png_rgb(&a.out.join("lab.png"), png.0, png.1, &png.2)?;
     println!(
         "wrote {} (lab_model.safetensors, lab_config.json, metrics.jsonl, summary.json, lab.png)",
@@ -533,25 +539,41 @@ fn picture(
             let (l, (e, lq)) = (learned[i], exact[i]);
             let err = ((l[0] - e[0]).powi(2) + (l[1] - e[1]).powi(2)).sqrt() / max_err;
             let shade = (255.0 * (1.0 - 0.6 * err)) as u8;
-            c.set((gap + 2 * (PANEL + gap) + px) as i64, (gap + py) as i64, [255, shade, shade]);
+            c.set(
+                (gap + 2 * (PANEL + gap) + px) as i64,
+                (gap + py) as i64,
+                [255, shade, shade],
+            );
             let d = (lq - max_lq).exp();
             let g = (255.0 * (1.0 - 0.5 * d)) as u8;
-            c.set((gap + 3 * (PANEL + gap) + px) as i64, (gap + py) as i64, [g, g, g]);
+            c.set(
+                (gap + 3 * (PANEL + gap) + px) as i64,
+                (gap + py) as i64,
+                [g, g, g],
+            );
         }
     }
     for (i, p) in data.points.iter().enumerate() {
-        let col = data.labels.as_ref().map_or(PALETTE[0], |l| PALETTE[l[i] as usize % 8]);
+        let col = data
+            .labels
+            .as_ref()
+            .map_or(PALETTE[0], |l| PALETTE[l[i] as usize % 8]);
         let (x, y) = to_px(0, *p);
         c.set(x as i64, y as i64, col);
     }
     for (i, p) in samples.iter().enumerate() {
-        let col = sample_classes.get(i).map_or(PALETTE[1], |&k| PALETTE[k as usize % 8]);
+        let col = sample_classes
+            .get(i)
+            .map_or(PALETTE[1], |&k| PALETTE[k as usize % 8]);
         let (x, y) = to_px(1, *p);
         c.set(x as i64, y as i64, col);
         c.set(x as i64 + 1, y as i64, col);
     }
     let cell = (PANEL - 1) as f32 / (grid - 1) as f32;
-    for (panel, field) in [(2, learned.to_vec()), (3, exact.iter().map(|e| e.0).collect())] {
+    for (panel, field) in [
+        (2, learned.to_vec()),
+        (3, exact.iter().map(|e| e.0).collect()),
+    ] {
         let longest = field
             .iter()
             .map(|e| (e[0] * e[0] + e[1] * e[1]).sqrt())
@@ -601,7 +623,10 @@ pub fn bench(ctx: &GpuContext, iters: usize) -> Result<()> {
     let mut eps = Vec::with_capacity(batch * 2);
     for _ in 0..batch {
         let t = rng.below(100) as f64;
-        inputs.extend([rng.next_f64() as f32 * 2.0 - 1.0, rng.next_f64() as f32 * 2.0 - 1.0]);
+        inputs.extend([
+            rng.next_f64() as f32 * 2.0 - 1.0,
+            rng.next_f64() as f32 * 2.0 - 1.0,
+        ]);
         inputs.extend(mlp::time_embedding(t).iter().map(|&e| e as f32));
         eps.extend([rng.next_f64() as f32 - 0.5, rng.next_f64() as f32 - 0.5]);
     }
@@ -627,7 +652,11 @@ pub fn bench(ctx: &GpuContext, iters: usize) -> Result<()> {
         block_on(ctx.profile(tr.step_program()))?;
     }
     for (label, wg, secs) in block_on(ctx.profile(tr.step_program()))? {
-        println!("  {label:<20} {:>6} workgroups  {:8.3} ms", wg[0] * wg[1] * wg[2], secs * 1e3);
+        println!(
+            "  {label:<20} {:>6} workgroups  {:8.3} ms",
+            wg[0] * wg[1] * wg[2],
+            secs * 1e3
+        );
     }
     Ok(())
 }

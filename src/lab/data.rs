@@ -25,9 +25,15 @@ pub struct Dataset {
 impl Dataset {
     /// Check a point set: at least 2 points, at most [`MAX_POINTS`], finite coordinates,
     /// one label per point below `num_classes` (≤ [`MAX_CLASSES`]) when labelled.
-    pub fn new(points: Vec<[f32; 2]>, labels: Option<Vec<u32>>, num_classes: usize) -> Result<Self> {
+    pub fn new(
+        points: Vec<[f32; 2]>,
+        labels: Option<Vec<u32>>,
+        num_classes: usize,
+    ) -> Result<Self> {
         if points.is_empty() {
-            return Err(Error::config("the data set is empty: draw or load some points"));
+            return Err(Error::config(
+                "the data set is empty: draw or load some points",
+            ));
         }
         if points.len() == 1 {
             return Err(Error::config(
@@ -40,7 +46,10 @@ impl Dataset {
                 points.len()
             )));
         }
-        if let Some(i) = points.iter().position(|p| !p[0].is_finite() || !p[1].is_finite()) {
+        if let Some(i) = points
+            .iter()
+            .position(|p| !p[0].is_finite() || !p[1].is_finite())
+        {
             return Err(Error::config(format!(
                 "point {i} has a non-finite coordinate ({}, {})",
                 points[i][0], points[i][1]
@@ -189,7 +198,10 @@ pub fn generate(preset: Preset, n: usize, seed: u64, text: &str) -> Result<Datas
             for _ in 0..n {
                 let c = rng.below(8) as u32;
                 let a = c as f64 * std::f64::consts::TAU / 8.0;
-                let (x, y) = (1.6 * a.cos() + 0.12 * gauss(&mut rng), 1.6 * a.sin() + 0.12 * gauss(&mut rng));
+                let (x, y) = (
+                    1.6 * a.cos() + 0.12 * gauss(&mut rng),
+                    1.6 * a.sin() + 0.12 * gauss(&mut rng),
+                );
                 points.push([x as f32, y as f32]);
                 labels.push(c);
             }
@@ -369,15 +381,27 @@ mod tests {
             }
             let (mut mx, mut my, mut m2) = (0.0f64, 0.0f64, 0.0f64);
             for q in &a.points {
-                assert!(q[0].abs() < 3.0 && q[1].abs() < 3.0, "{}: {q:?} in range", p.name());
+                assert!(
+                    q[0].abs() < 3.0 && q[1].abs() < 3.0,
+                    "{}: {q:?} in range",
+                    p.name()
+                );
                 mx += q[0] as f64;
                 my += q[1] as f64;
                 m2 += (q[0] as f64).powi(2) + (q[1] as f64).powi(2);
             }
             let n = a.len() as f64;
-            assert!((mx / n).abs() < 0.3 && (my / n).abs() < 0.3, "{}: centred", p.name());
+            assert!(
+                (mx / n).abs() < 0.3 && (my / n).abs() < 0.3,
+                "{}: centred",
+                p.name()
+            );
             let spread = (m2 / n).sqrt();
-            assert!((0.5..2.5).contains(&spread), "{}: rms radius {spread}", p.name());
+            assert!(
+                (0.5..2.5).contains(&spread),
+                "{}: rms radius {spread}",
+                p.name()
+            );
         }
         assert_eq!(Preset::from_name("moons").unwrap(), Preset::Moons);
         let e = Preset::from_name("mooons").unwrap_err().to_string();

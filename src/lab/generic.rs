@@ -141,7 +141,14 @@ impl GenericStep {
         // Forward.
         let mut prev = &inp;
         for l in 0..3 {
-            linear(ctx, &mut g, prev, &params[2 * l], Some(&params[2 * l + 1]), &z[l])?;
+            linear(
+                ctx,
+                &mut g,
+                prev,
+                &params[2 * l],
+                Some(&params[2 * l + 1]),
+                &z[l],
+            )?;
             silu(ctx, &mut g, &z[l], &a[l])?;
             prev = &a[l];
         }
@@ -157,7 +164,15 @@ impl GenericStep {
             silu_backward(ctx, &mut g, &z[l], &da[l], &dz[l], false)?;
             let (a_prev, k) = if l == 0 { (&inp, IN) } else { (&a[l - 1], h) };
             dz_t_times_a(ctx, &mut g, &dz[l], a_prev, &grads[2 * l], (b, h, k))?;
-            sum_axes(ctx, &mut g, &dz[l], [b, h, 1], &grads[2 * l + 1], 1.0, false)?;
+            sum_axes(
+                ctx,
+                &mut g,
+                &dz[l],
+                [b, h, 1],
+                &grads[2 * l + 1],
+                1.0,
+                false,
+            )?;
             if l > 0 {
                 dz_times_w(ctx, &mut g, &dz[l], &params[2 * l], &da[l - 1], (b, h, h))?;
             }
@@ -233,7 +248,10 @@ mod tests {
                 v
             })
             .collect();
-        let eps: Vec<f32> = rows.iter().flat_map(|r| [r.eps[0] as f32, r.eps[1] as f32]).collect();
+        let eps: Vec<f32> = rows
+            .iter()
+            .flat_map(|r| [r.eps[0] as f32, r.eps[1] as f32])
+            .collect();
         // The fused model's null-class row is an extra bias; zero it so both compute the same.
         let mut fused_params = flat.clone();
         for v in &mut fused_params[crate::lab::mlp::OFF_EMB..] {
@@ -242,7 +260,8 @@ mod tests {
         let gs = GenericStep::new(&ctx, &flat, &inputs, &eps, 1e-3).unwrap();
         ctx.run(&gs.grad_program).unwrap();
         let p = ctx.upload(&fused_params, &[num_params(0)]).unwrap();
-        let (_, fused) = block_on(loss_and_grad_gpu(&ctx, &p, 0, &rows, GradKernel::Tiled)).unwrap();
+        let (_, fused) =
+            block_on(loss_and_grad_gpu(&ctx, &p, 0, &rows, GradKernel::Tiled)).unwrap();
         for (i, (name, off, shape)) in tensors(0).into_iter().take(TENSORS).enumerate() {
             let n: usize = shape.iter().product();
             let got = block_on(ctx.read(&gs.grads[i])).unwrap();

@@ -32,7 +32,9 @@ pub fn sliced_wasserstein(
         )));
     }
     if projections == 0 {
-        return Err(Error::config("sliced Wasserstein: needs at least one projection"));
+        return Err(Error::config(
+            "sliced Wasserstein: needs at least one projection",
+        ));
     }
     let mut rng = SplitMix64(seed);
     let mut total = 0.0;
@@ -48,7 +50,12 @@ pub fn sliced_wasserstein(
         }
         pa.sort_by(f64::total_cmp);
         pb.sort_by(f64::total_cmp);
-        total += pa.iter().zip(&pb).map(|(x, y)| (x - y).powi(2)).sum::<f64>() / a.len() as f64;
+        total += pa
+            .iter()
+            .zip(&pb)
+            .map(|(x, y)| (x - y).powi(2))
+            .sum::<f64>()
+            / a.len() as f64;
     }
     Ok((total / projections as f64).sqrt())
 }
@@ -87,7 +94,9 @@ pub async fn variational_bound(
     seed: u64,
 ) -> Result<BoundTerms> {
     if per_t == 0 {
-        return Err(Error::config("the bound needs at least one draw per timestep"));
+        return Err(Error::config(
+            "the bound needs at least one draw per timestep",
+        ));
     }
     let nc = data.num_classes;
     let t_n = schedule.num_train_timesteps();
@@ -169,11 +178,14 @@ mod tests {
 
     #[test]
     fn floor_is_small_compared_with_a_shift() {
-        let d = super::super::data::generate(super::super::data::Preset::Moons, 4000, 1, "")
-            .unwrap();
+        let d =
+            super::super::data::generate(super::super::data::Preset::Moons, 4000, 1, "").unwrap();
         let floor = sw_floor(&d, 1000, 3).unwrap();
         let shifted: Vec<[f32; 2]> = d.draw(1000, 5).iter().map(|p| [p[0] + 0.5, p[1]]).collect();
         let sw = sliced_wasserstein(&d.draw(1000, 6), &shifted, SW_PROJECTIONS, SW_SEED).unwrap();
-        assert!(floor < 0.1 && sw > 3.0 * floor, "floor {floor}, shifted {sw}");
+        assert!(
+            floor < 0.1 && sw > 3.0 * floor,
+            "floor {floor}, shifted {sw}"
+        );
     }
 }

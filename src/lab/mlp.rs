@@ -59,7 +59,11 @@ pub fn tensors(num_classes: usize) -> Vec<(&'static str, usize, Vec<usize>)> {
         ("layers.2.bias", OFF_B3, vec![HIDDEN]),
         ("out.weight", OFF_W4, vec![2, HIDDEN]),
         ("out.bias", OFF_B4, vec![2]),
-        ("class_embedding.weight", OFF_EMB, vec![num_classes + 1, HIDDEN]),
+        (
+            "class_embedding.weight",
+            OFF_EMB,
+            vec![num_classes + 1, HIDDEN],
+        ),
     ]
 }
 
@@ -168,10 +172,7 @@ pub fn loss_and_grad_ref(params: &[f64], rows: &[Row]) -> (f64, Vec<f64>) {
     let inv_b = 1.0 / rows.len() as f64;
     for r in rows {
         let c = forward_cached(params, r.x, r.t, r.y);
-        let dout = [
-            (c.out[0] - r.eps[0]) * inv_b,
-            (c.out[1] - r.eps[1]) * inv_b,
-        ];
+        let dout = [(c.out[0] - r.eps[0]) * inv_b, (c.out[1] - r.eps[1]) * inv_b];
         loss += ((c.out[0] - r.eps[0]).powi(2) + (c.out[1] - r.eps[1]).powi(2)) * 0.5 * inv_b;
         let a = |l: usize, k: usize| silu(c.z[l][k]);
         // Output layer.
@@ -264,11 +265,11 @@ pub(crate) fn param_grid(n: usize) -> Result<[u32; 3]> {
     grid_1d(n.div_ceil(64) as u64)
 }
 
-/// Workgroups of `grad_adamw_tiled`: 16 × 16 blocks of each layer's [W | b | one-hots]
+/// Workgroups of `grad_adamw_tiled`: 32 × 32 blocks of each layer's [W | b | one-hots]
 /// (x: columns, y: output units, z: the 4 layers).
 pub(crate) fn tiled_grad_grid(num_classes: usize) -> [u32; 3] {
     let cols = (IN + 2 + num_classes).max(HIDDEN + 1);
-    [cols.div_ceil(16) as u32, HIDDEN.div_ceil(16) as u32, 4]
+    [cols.div_ceil(32) as u32, HIDDEN.div_ceil(32) as u32, 4]
 }
 
 /// Which kernel turns activations and deltas into parameter gradients.
@@ -304,7 +305,10 @@ pub async fn eval_eps(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    if let Some(r) = rows.iter().find(|r| r[3] < 0.0 || r[3] as usize > num_classes) {
+    if let Some(r) = rows
+        .iter()
+        .find(|r| r[3] < 0.0 || r[3] as usize > num_classes)
+    {
         return Err(Error::shape(format!(
             "lab mlp: class {} given to a model with {num_classes} classes",
             r[3]
@@ -464,7 +468,12 @@ mod tests {
         let total: usize = t.iter().map(|(_, _, s)| s.iter().product::<usize>()).sum();
         assert_eq!(total, num_params(3));
         for w in t.windows(2) {
-            assert_eq!(w[0].1 + w[0].2.iter().product::<usize>(), w[1].1, "{}", w[1].0);
+            assert_eq!(
+                w[0].1 + w[0].2.iter().product::<usize>(),
+                w[1].1,
+                "{}",
+                w[1].0
+            );
         }
     }
 
@@ -485,8 +494,8 @@ mod tests {
                 let (mut pp, mut pm) = (p.clone(), p.clone());
                 pp[i] += h;
                 pm[i] -= h;
-                let fd = (loss_and_grad_ref(&pp, &rows).0 - loss_and_grad_ref(&pm, &rows).0)
-                    / (2.0 * h);
+                let fd =
+                    (loss_and_grad_ref(&pp, &rows).0 - loss_and_grad_ref(&pm, &rows).0) / (2.0 * h);
                 assert!(
                     (fd - g[i]).abs() <= 1e-7 + 1e-5 * fd.abs(),
                     "{name}[{}]: finite difference {fd}, gradient {}",
@@ -526,7 +535,13 @@ mod tests {
                 (loss - want_loss).abs() < 1e-4 * (1.0 + want_loss),
                 "loss {loss} vs {want_loss}"
             );
-            assert_close(&g, &want_g, 1e-4 * scale, 1e-3, &format!("{kernel:?} gradient"));
+            assert_close(
+                &g,
+                &want_g,
+                1e-4 * scale,
+                1e-3,
+                &format!("{kernel:?} gradient"),
+            );
         }
     }
 
@@ -579,16 +594,26 @@ mod tests {
         let loss = fixture_tensor(&st, "loss")[0];
         let grad = fixture_tensor(&st, "grad_every_19th");
         // CPU f64 reference: to rounding.
-        let cpu_out: Vec<f64> = rows.iter().flat_map(|r| forward_ref(&p, r.x, r.t, r.y)).collect();
+        let cpu_out: Vec<f64> = rows
+            .iter()
+            .flat_map(|r| forward_ref(&p, r.x, r.t, r.y))
+            .collect();
         for (a, b) in cpu_out.iter().zip(&out) {
             assert!((a - b).abs() < 1e-10, "reference output {a} vs torch {b}");
         }
         let (l, g) = loss_and_grad_ref(&p, &rows);
-        assert!((l - loss).abs() < 1e-10, "reference loss {l} vs torch {loss}");
+        assert!(
+            (l - loss).abs() < 1e-10,
+            "reference loss {l} vs torch {loss}"
+        );
         let g19: Vec<f64> = g.iter().step_by(19).copied().collect();
         assert_eq!(g19.len(), grad.len());
         for (i, (a, b)) in g19.iter().zip(&grad).enumerate() {
-            assert!((a - b).abs() < 1e-10, "reference grad {}: {a} vs torch {b}", 19 * i);
+            assert!(
+                (a - b).abs() < 1e-10,
+                "reference grad {}: {a} vs torch {b}",
+                19 * i
+            );
         }
         // GPU (f32).
         let ctx = ctx();
@@ -603,9 +628,18 @@ mod tests {
             .flatten()
             .collect();
         assert_close(&got, &out, 2e-4, 1e-3, "GPU output vs torch");
-        let (gl, gg) =
-            block_on(loss_and_grad_gpu(&ctx, &params, nc, &rows, GradKernel::Tiled)).unwrap();
-        assert!((gl - loss).abs() < 1e-4 * (1.0 + loss), "GPU loss {gl} vs torch {loss}");
+        let (gl, gg) = block_on(loss_and_grad_gpu(
+            &ctx,
+            &params,
+            nc,
+            &rows,
+            GradKernel::Tiled,
+        ))
+        .unwrap();
+        assert!(
+            (gl - loss).abs() < 1e-4 * (1.0 + loss),
+            "GPU loss {gl} vs torch {loss}"
+        );
         let gg19: Vec<f32> = gg.iter().step_by(19).copied().collect();
         let scale = grad.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         assert_close(&gg19, &grad, 1e-4 * scale, 1e-3, "GPU gradient vs torch");

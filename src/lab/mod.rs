@@ -10,8 +10,8 @@
 
 pub mod data;
 pub mod generic;
-pub mod mlp;
 pub mod metrics;
+pub mod mlp;
 pub mod sample;
 pub mod score;
 pub mod train;

@@ -89,7 +89,8 @@ pub fn plan(schedule: &Schedule, sampler: LabSampler, steps: usize) -> Result<Ve
                     )
                 }
                 LabSampler::Ddim { eta } => {
-                    let sigma = eta * ((1.0 - ab_prev) / (1.0 - ab)).sqrt()
+                    let sigma = eta
+                        * ((1.0 - ab_prev) / (1.0 - ab)).sqrt()
                         * (1.0 - ab / ab_prev).max(0.0).sqrt();
                     let dir = (1.0 - ab_prev - sigma * sigma).max(0.0).sqrt();
                     (
@@ -161,7 +162,9 @@ impl Particles {
         };
         let mut init = Vec::with_capacity(n * 4);
         for i in 0..n {
-            let c = classes.get(i).map_or(num_classes as u32, |&c| c.min(num_classes as u32));
+            let c = classes
+                .get(i)
+                .map_or(num_classes as u32, |&c| c.min(num_classes as u32));
             init.extend([gauss(), gauss(), c as f32, 0.0]);
         }
         let state = ctx.upload(&init, &[n, 4])?;

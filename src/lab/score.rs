@@ -58,7 +58,9 @@ pub struct ExactScore {
 impl ExactScore {
     pub fn new(ctx: &GpuContext, points: &[[f32; 2]]) -> Result<ExactScore> {
         if points.is_empty() {
-            return Err(Error::config("the exact score needs at least one data point"));
+            return Err(Error::config(
+                "the exact score needs at least one data point",
+            ));
         }
         let flat: Vec<f32> = points.iter().flatten().copied().collect();
         Ok(ExactScore {

@@ -58,7 +58,10 @@ impl TrainConfig {
             )));
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(Error::config(format!("lr must be positive, got {}", self.lr)));
+            return Err(Error::config(format!(
+                "lr must be positive, got {}",
+                self.lr
+            )));
         }
         if !(0.0..1.0).contains(&self.ema_decay) {
             return Err(Error::config(format!(
@@ -196,8 +199,13 @@ impl LabTrainer {
                 workgroups: tile_grid(b)?,
             },
         )?;
-        let update_outputs: [&wgpu::Buffer; 5] =
-            [&params.buffer, &m.buffer, &v.buffer, &ema.buffer, &state.buffer];
+        let update_outputs: [&wgpu::Buffer; 5] = [
+            &params.buffer,
+            &m.buffer,
+            &v.buffer,
+            &ema.buffer,
+            &state.buffer,
+        ];
         let update_inputs: [&wgpu::Buffer; 3] = [&acts.buffer, &deltas.buffer, &info.buffer];
         ctx.record(
             &mut step,
@@ -326,32 +334,36 @@ mod tests {
         let ctx = ctx();
         let data = generate(Preset::Moons, 500, 1, "").unwrap();
         for grad_kernel in [GradKernel::PerParameter, GradKernel::Tiled] {
-        let cfg = TrainConfig {
-            batch: 37,
-            lr: 1e-3,
-            grad_kernel,
-            ..Default::default()
-        };
-        let mut tr = LabTrainer::new(&ctx, &data, &schedule(), &cfg).unwrap();
-        assert_eq!(tr.dispatches_per_step(), 3);
-        let p0 = block_on(ctx.read(&tr.params)).unwrap();
-        tr.run(&ctx, 1).unwrap();
-        let p1 = block_on(ctx.read(&tr.params)).unwrap();
-        let e1 = block_on(ctx.read(&tr.ema)).unwrap();
-        let mut moved = 0;
-        for i in 0..p0.len() {
-            let d = (p1[i] - p0[i]).abs();
-            assert!(d <= 1e-3 * 1.001, "param {i} moved by {d}");
-            if (d - 1e-3).abs() < 1e-5 {
-                moved += 1;
+            let cfg = TrainConfig {
+                batch: 37,
+                lr: 1e-3,
+                grad_kernel,
+                ..Default::default()
+            };
+            let mut tr = LabTrainer::new(&ctx, &data, &schedule(), &cfg).unwrap();
+            assert_eq!(tr.dispatches_per_step(), 3);
+            let p0 = block_on(ctx.read(&tr.params)).unwrap();
+            tr.run(&ctx, 1).unwrap();
+            let p1 = block_on(ctx.read(&tr.params)).unwrap();
+            let e1 = block_on(ctx.read(&tr.ema)).unwrap();
+            let mut moved = 0;
+            for i in 0..p0.len() {
+                let d = (p1[i] - p0[i]).abs();
+                assert!(d <= 1e-3 * 1.001, "param {i} moved by {d}");
+                if (d - 1e-3).abs() < 1e-5 {
+                    moved += 1;
+                }
+                let want = p0[i] + (1.0 - 2.0 / 11.0) * (p1[i] - p0[i]);
+                assert!((e1[i] - want).abs() < 1e-6, "ema {i}: {} vs {want}", e1[i]);
             }
-            let want = p0[i] + (1.0 - 2.0 / 11.0) * (p1[i] - p0[i]);
-            assert!((e1[i] - want).abs() < 1e-6, "ema {i}: {} vs {want}", e1[i]);
-        }
-        assert!(moved > p0.len() * 9 / 10, "{moved} of {} moved by lr", p0.len());
-        let losses = block_on(tr.losses(&ctx)).unwrap();
-        assert_eq!(losses.len(), 1);
-        assert!(losses[0] > 0.1 && losses[0] < 10.0, "{losses:?}");
+            assert!(
+                moved > p0.len() * 9 / 10,
+                "{moved} of {} moved by lr",
+                p0.len()
+            );
+            let losses = block_on(tr.losses(&ctx)).unwrap();
+            assert_eq!(losses.len(), 1);
+            assert!(losses[0] > 0.1 && losses[0] < 10.0, "{losses:?}");
         }
     }
 
@@ -371,7 +383,12 @@ mod tests {
         let first: f32 = l[..20].iter().sum::<f32>() / 20.0;
         let last: f32 = l[130..].iter().sum::<f32>() / 20.0;
         assert!(last < 0.8 * first, "loss {first} → {last}");
-        assert!(TrainConfig { batch: 0, ..cfg.clone() }.validate().is_err());
+        assert!(TrainConfig {
+            batch: 0,
+            ..cfg.clone()
+        }
+        .validate()
+        .is_err());
         assert!(TrainConfig { lr: -1.0, ..cfg }.validate().is_err());
     }
 }
