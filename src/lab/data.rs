@@ -191,10 +191,8 @@ pub fn generate(preset: Preset, n: usize, seed: u64, text: &str) -> Result<Datas
     let mut rng = SplitMix64(seed ^ 0x6c61_625f_6461_7461);
     let mut points = Vec::with_capacity(n);
     let mut labels = Vec::with_capacity(n);
-    let classes;
-    match preset {
+    let classes = match preset {
         Preset::Gaussians => {
-            classes = 8;
             for _ in 0..n {
                 let c = rng.below(8) as u32;
                 let a = c as f64 * std::f64::consts::TAU / 8.0;
@@ -205,9 +203,9 @@ pub fn generate(preset: Preset, n: usize, seed: u64, text: &str) -> Result<Datas
                 points.push([x as f32, y as f32]);
                 labels.push(c);
             }
+            8
         }
         Preset::Moons => {
-            classes = 2;
             for _ in 0..n {
                 let c = rng.below(2) as u32;
                 let a = rng.next_f64() * std::f64::consts::PI;
@@ -222,9 +220,9 @@ pub fn generate(preset: Preset, n: usize, seed: u64, text: &str) -> Result<Datas
                 points.push([x as f32, y as f32]);
                 labels.push(c);
             }
+            2
         }
         Preset::Spiral => {
-            classes = 2;
             for _ in 0..n {
                 let c = rng.below(2) as u32;
                 let s = rng.next_f64().sqrt(); // even density along the arm
@@ -235,9 +233,9 @@ pub fn generate(preset: Preset, n: usize, seed: u64, text: &str) -> Result<Datas
                 points.push([x as f32, y as f32]);
                 labels.push(c);
             }
+            2
         }
         Preset::Rings => {
-            classes = 3;
             let radii = [0.5, 1.15, 1.8];
             for _ in 0..n {
                 // Points in proportion to the circumference.
@@ -254,9 +252,9 @@ pub fn generate(preset: Preset, n: usize, seed: u64, text: &str) -> Result<Datas
                 points.push([(r * a.cos()) as f32, (r * a.sin()) as f32]);
                 labels.push(c as u32);
             }
+            3
         }
         Preset::Checkerboard => {
-            classes = 4;
             for _ in 0..n {
                 // 8 dark squares of a 4 x 4 board over [-2, 2]^2.
                 let k = rng.below(8);
@@ -267,10 +265,11 @@ pub fn generate(preset: Preset, n: usize, seed: u64, text: &str) -> Result<Datas
                 points.push([x as f32, y as f32]);
                 labels.push((x >= 0.0) as u32 + 2 * (y >= 0.0) as u32);
             }
+            4
         }
         Preset::Word => {
             let cells = rasterise(text)?;
-            classes = cells.iter().map(|c| c.2 as usize + 1).max().unwrap_or(1);
+            let classes = cells.iter().map(|c| c.2 as usize + 1).max().unwrap_or(1);
             let cols = cells.iter().map(|c| c.0).max().unwrap_or(0) + 1;
             // Fit the text's width into [-2, 2]; pixel (col, row) is a unit square.
             let scale = 4.0 / cols.max(8) as f64;
@@ -283,8 +282,9 @@ pub fn generate(preset: Preset, n: usize, seed: u64, text: &str) -> Result<Datas
                 points.push([x as f32, y as f32]);
                 labels.push(c);
             }
+            classes
         }
-    }
+    };
     Dataset::new(points, Some(labels), classes)
 }
 

@@ -124,6 +124,7 @@ struct Cache {
     out: [f64; 2],
 }
 
+#[allow(clippy::needless_range_loop)] // index math mirrors the kernels
 fn forward_cached(p: &[f64], x: [f64; 2], t: f64, y: usize) -> Cache {
     let mut inp = [0.0; IN];
     inp[0] = x[0];
@@ -166,6 +167,7 @@ pub fn forward_ref(params: &[f64], x: [f64; 2], t: f64, y: usize) -> [f64; 2] {
 
 /// L_simple = (1/2B) Σ_b ‖ε_θ(x_b, t_b, y_b) − ε_b‖² (eq. 14; torch's `mse_loss`, mean over
 /// rows and coordinates) and its gradient with respect to every parameter, in f64.
+#[allow(clippy::needless_range_loop)] // index math mirrors the kernels
 pub fn loss_and_grad_ref(params: &[f64], rows: &[Row]) -> (f64, Vec<f64>) {
     let mut g = vec![0.0; params.len()];
     let mut loss = 0.0;

@@ -330,6 +330,7 @@ mod tests {
     /// AdamW's first step moves every parameter with a non-negligible gradient by lr·sign(g)
     /// (m̂ = g, v̂ = g²), and the EMA with decay min(d, 2/11) follows it.
     #[test]
+    #[allow(clippy::needless_range_loop)]
     fn first_step_is_adamw_and_ema() {
         let ctx = ctx();
         let data = generate(Preset::Moons, 500, 1, "").unwrap();
