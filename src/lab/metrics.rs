@@ -101,7 +101,7 @@ pub async fn variational_bound(
     let nc = data.num_classes;
     let t_n = schedule.num_train_timesteps();
     let ac = &schedule.alphas_cumprod;
-    let mut rng = SplitMix64(seed ^ 0x766c_62);
+    let mut rng = SplitMix64(seed ^ 0x0076_6c62);
     let mut gauss = move || {
         let u1 = 1.0 - rng.next_f64();
         let u2 = rng.next_f64();
