@@ -37,6 +37,7 @@ shaders! {
     EMBEDDING_BACKWARD => "embedding_backward",
     DROPOUT => "dropout",
     PRESENT => "present",
+    CROSS_ENTROPY => "cross_entropy",
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]

@@ -1,6 +1,7 @@
 //! The native command line: `sample`, `predict`, `info`, `bench`. Everything here may
 //! print, read files and block; the engine below does none of that.
 
+mod eval;
 mod io;
 mod plot;
 mod train;
@@ -47,6 +48,9 @@ pub enum Command {
     /// Train a model (default: class-conditional MNIST digits) and write checkpoints in
     /// diffusers' layout that `sample` and the browser app load.
     Train(Box<train::TrainArgs>),
+    /// Quality numbers for class-conditional digit models: class accuracy, FID and median
+    /// pixel by the project's own classifier (or train that classifier).
+    Eval(Box<eval::EvalArgs>),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -150,6 +154,7 @@ pub fn main() -> std::process::ExitCode {
         Some(Command::Predict(a)) => predict(a),
         Some(Command::Info(a)) => info(a),
         Some(Command::Bench(a)) => bench(a),
+        Some(Command::Eval(a)) => eval::eval(*a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
