@@ -9,7 +9,8 @@ use std::process::Command;
 
 use kakusan::data::load_default_mnist;
 use kakusan::eval::classifier::Mlp;
-use kakusan::eval::{class_accuracy, fid, reference_draws, shipped_classifier, split_indices};
+use kakusan::eval::fid::fid;
+use kakusan::eval::{class_accuracy, reference_draws, shipped_classifier, split_indices};
 use kakusan::gpu::{block_on, GpuContext};
 
 /// The floor docs/evaluation.md states for the shipped classifier on the 2,000 held-out
