@@ -25,6 +25,8 @@ pub mod unet;
 pub mod cli;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod data;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod eval;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 

@@ -40,6 +40,7 @@ shaders! {
     MLP => "mlp",
     MLP_UPDATE => "mlp_update",
     LAB_SCORE => "lab_score",
+    CROSS_ENTROPY => "cross_entropy",
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]

@@ -1,6 +1,7 @@
 //! The native command line: `sample`, `predict`, `info`, `bench`. Everything here may
 //! print, read files and block; the engine below does none of that.
 
+mod eval;
 mod io;
 mod lab;
 mod plot;
@@ -51,6 +52,9 @@ pub enum Command {
     /// The diffusion lab: train a small MLP on 2-D point sets and compare its score with
     /// the exact score of the noised data (`kakusan lab train --preset moons`).
     Lab(lab::LabArgs),
+    /// Quality numbers for class-conditional digit models: class accuracy, FID and median
+    /// pixel by the project's own classifier (or train that classifier).
+    Eval(Box<eval::EvalArgs>),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -158,6 +162,7 @@ pub fn main() -> std::process::ExitCode {
         Some(Command::Info(a)) => info(a),
         Some(Command::Bench(a)) => bench(a),
         Some(Command::Lab(a)) => lab::run(a),
+        Some(Command::Eval(a)) => eval::eval(*a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,407 @@
+//! `kakusan eval`: the project's own quality numbers for class-conditional digit models
+//! (class accuracy by the shipped classifier, FID in its feature space against held-out
+//! digits with the real-vs-real floor, median pixel), and `kakusan eval --train-classifier`,
+//! which trains that classifier with kakusan's kernels. The engine parts live in src/eval.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::SamplerName;
+use crate::data::{load_default_mnist, BatchSampler, Dataset};
+use crate::diffusion::sampler::{SampleSettings, SamplingRun};
+use crate::diffusion::schedule::Sampler;
+use crate::error::{Error, Result};
+use crate::eval::classifier::{Mlp, MlpTrainer, MlpWeights, DIGIT_DIMS};
+use crate::eval::{
+    class_accuracy, fid, median, reference_draws, shipped_classifier, split_indices,
+};
+use crate::gpu::{block_on, GpuContext};
+use crate::ops::optim::AdamWConfig;
+
+/// File names inside a classifier folder.
+pub const CLASSIFIER_WEIGHTS: &str = "classifier.safetensors";
+pub const CLASSIFIER_INFO: &str = "classifier.json";
+
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// Model folder (diffusers layout) of a class-conditional 28×28 greyscale digit model
+    /// (10 classes + the null class).
+    #[arg(long, required_unless_present = "train_classifier")]
+    pub model: Option<PathBuf>,
+    /// Sampler.
+    #[arg(long, value_enum, default_value = "ddim")]
+    pub sampler: SamplerName,
+    /// Denoising steps [default: num_train_timesteps for ddpm, 50 for ddim]; with
+    /// --train-classifier: training steps [default: 3000].
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// DDIM's eta: 0 = deterministic, 1 = DDPM-like noise.
+    #[arg(long, default_value_t = 0.0)]
+    pub eta: f64,
+    /// Classifier-free guidance scale w [default: none, i.e. the conditional model alone (= w 1)].
+    #[arg(long)]
+    pub guidance: Option<f32>,
+    /// Number of samples (cycling through the classes 0…9); at most 1000, since the FID
+    /// floor needs two disjoint draws of n held-out digits.
+    #[arg(short = 'n', long = "num", default_value_t = 100)]
+    pub num: usize,
+    /// Seed of the samples' noise (batch k uses seed + k) and of the reference draws.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Images sampled at once.
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// Write the report as JSON here; with --train-classifier: the folder to write the
+    /// classifier into.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// A classifier folder (classifier.safetensors) instead of the shipped one.
+    #[arg(long)]
+    pub classifier: Option<PathBuf>,
+    /// A data folder to compare a non-digit model against: not supported (see docs/evaluation.md).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Train the digit classifier (on the non-held-out embedded digits) instead of evaluating.
+    #[arg(long)]
+    pub train_classifier: bool,
+    /// Also write the samples' grid to this PNG.
+    #[arg(long)]
+    pub grid: Option<PathBuf>,
+}
+
+pub fn eval(a: EvalArgs) -> Result<()> {
+    if a.train_classifier {
+        return train_classifier(&a);
+    }
+    if let Some(d) = &a.data {
+        return Err(Error::config(format!(
+            "--data {}: FID against a data folder is not supported: the evaluator's feature \
+             space is a digit classifier's, meaningless for other images, and a raw-pixel FID \
+             has not been implemented (see docs/evaluation.md)",
+            d.display()
+        )));
+    }
+    let dir = a
+        .model
+        .as_deref()
+        .ok_or_else(|| Error::config("--model is required"))?;
+    let model = super::load(dir)?;
+    let c = &model.config;
+    if c.in_channels != 1 || c.sample_size != [28, 28] || c.num_class_embeds != Some(11) {
+        return Err(Error::config(format!(
+            "{}: eval supports class-conditional 28×28 greyscale digit models (in_channels 1, \
+             sample_size 28, num_class_embeds 11), this one has in_channels {}, sample_size {:?}, \
+             num_class_embeds {:?}",
+            dir.display(),
+            c.in_channels,
+            c.sample_size,
+            c.num_class_embeds
+        )));
+    }
+    if a.num < 2 {
+        return Err(Error::config(
+            "-n must be at least 2 (a covariance needs two samples)",
+        ));
+    }
+    if a.batch == 0 {
+        return Err(Error::config("--batch must be at least 1"));
+    }
+    let digits = load_default_mnist()?;
+    let (_, held) = split_indices(digits.len());
+    let (ref_a, ref_b) = reference_draws(&held, a.num, a.seed)?;
+    let weights = load_classifier(a.classifier.as_deref())?;
+
+    let t = model.scheduler.num_train_timesteps;
+    let (sampler, default_steps, name) = match a.sampler {
+        SamplerName::Ddpm => (Sampler::Ddpm, t, "ddpm"),
+        SamplerName::Ddim => (Sampler::Ddim { eta: a.eta }, 50.min(t), "ddim"),
+    };
+    let steps = a.steps.unwrap_or(default_steps);
+    let ctx = super::gpu()?;
+    let start = Instant::now();
+    let wanted: Vec<u32> = (0..a.num).map(|i| (i % 10) as u32).collect();
+    let samples = sample_all(&ctx, &model, &a, sampler, steps, &wanted)?;
+    let sample_secs = start.elapsed().as_secs_f64();
+    if samples.iter().any(|v| !v.is_finite()) {
+        return Err(Error::Other(
+            "the samples contain NaN or Inf: the model or its weights are broken".into(),
+        ));
+    }
+    if let Some(p) = &a.grid {
+        super::io::write_grid_png_cols(p, &samples, &[a.num, 1, 28, 28], 10)?;
+    }
+    // The classifier sees what a viewer sees: samples clipped to the image range.
+    let clipped: Vec<f32> = samples.iter().map(|v| v.clamp(-1.0, 1.0)).collect();
+    let net = Mlp::new(&ctx, &weights, 250.min(a.num))?;
+    let out_s = block_on(net.classify(&ctx, &clipped))?;
+    let out_a = block_on(net.classify(&ctx, &pixels(&digits, &ref_a)?))?;
+    let out_b = block_on(net.classify(&ctx, &pixels(&digits, &ref_b)?))?;
+    let dim = net.feature_dim();
+    let (accuracy, per_class) = class_accuracy(&out_s.predictions(), &wanted, 10);
+    let fid_samples = fid::fid(&out_s.features, &out_a.features, dim)?;
+    let fid_floor = fid::fid(&out_b.features, &out_a.features, dim)?;
+    let ref_labels: Vec<u32> = ref_a.iter().map(|&i| digits.labels[i]).collect();
+    let (ref_accuracy, _) = class_accuracy(&out_a.predictions(), &ref_labels, 10);
+
+    let report = Report {
+        model: dir.display().to_string(),
+        sampler: name,
+        steps,
+        eta: matches!(a.sampler, SamplerName::Ddim).then_some(a.eta),
+        guidance: a.guidance,
+        n: a.num,
+        seed: a.seed,
+        accuracy,
+        per_class_accuracy: per_class,
+        fid: fid_samples,
+        fid_floor,
+        fid_ratio: fid_samples / fid_floor,
+        median_pixel: median(&samples),
+        median_pixel_real: median(&pixels(&digits, &ref_a)?),
+        classifier_accuracy_on_reference: ref_accuracy,
+        sampling_seconds: sample_secs,
+        adapter: ctx.adapter.name.clone(),
+    };
+    print_report(&report);
+    if let Some(p) = &a.out {
+        let json = serde_json::to_string_pretty(&report)
+            .map_err(|e| Error::Other(format!("could not encode the report: {e}")))?;
+        super::io::write_atomic(p, (json + "\n").as_bytes())?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+/// What `kakusan eval` prints and writes.
+#[derive(Debug, Serialize)]
+struct Report {
+    model: String,
+    sampler: &'static str,
+    steps: usize,
+    eta: Option<f64>,
+    guidance: Option<f32>,
+    n: usize,
+    seed: u64,
+    /// Fraction of samples the classifier labels as the class they were sampled for.
+    accuracy: f64,
+    per_class_accuracy: Vec<f64>,
+    /// FID (classifier features) of the samples against n held-out digits.
+    fid: f64,
+    /// FID of n other held-out digits against the same n: the floor at this n.
+    fid_floor: f64,
+    fid_ratio: f64,
+    /// Median over every pixel of every sample (model space; MNIST's background is −1).
+    median_pixel: f64,
+    /// The same statistic on the n reference digits.
+    median_pixel_real: f64,
+    /// The classifier's accuracy on the n reference digits (a sanity check of the classifier).
+    classifier_accuracy_on_reference: f64,
+    sampling_seconds: f64,
+    adapter: String,
+}
+
+fn print_report(r: &Report) {
+    let g = r.guidance.map_or("none".to_string(), |g| g.to_string());
+    println!(
+        "model {}: {} {} steps, guidance {g}, n {}, seed {}",
+        r.model, r.sampler, r.steps, r.n, r.seed
+    );
+    println!(
+        "class accuracy   {:.1}%  (the classifier on {} real held-out digits: {:.1}%)",
+        100.0 * r.accuracy,
+        r.n,
+        100.0 * r.classifier_accuracy_on_reference
+    );
+    let per: Vec<String> = r
+        .per_class_accuracy
+        .iter()
+        .enumerate()
+        .map(|(k, v)| format!("{k}:{:.0}%", 100.0 * v))
+        .collect();
+    println!("  per class      {}", per.join(" "));
+    println!(
+        "FID              {:.3}  (real-vs-real floor at n {}: {:.3}; ratio {:.2})",
+        r.fid, r.n, r.fid_floor, r.fid_ratio
+    );
+    println!(
+        "median pixel     {:.3}  (all pixels of all samples; real digits: {:.3})",
+        r.median_pixel, r.median_pixel_real
+    );
+    println!("sampling took {:.1} s on {}", r.sampling_seconds, r.adapter);
+}
+
+/// The digits `indices` as model-space f32 (n, 784).
+fn pixels(d: &Dataset, indices: &[usize]) -> Result<Vec<f32>> {
+    let mut out = vec![0.0f32; indices.len() * d.image_len()];
+    d.batch(indices, &mut out)?;
+    Ok(out)
+}
+
+/// Sample `wanted.len()` images in batches of `a.batch` (batch k seeded `seed + k`).
+fn sample_all(
+    ctx: &GpuContext,
+    model: &crate::model::Model,
+    a: &EvalArgs,
+    sampler: Sampler,
+    steps: usize,
+    wanted: &[u32],
+) -> Result<Vec<f32>> {
+    let n = wanted.len();
+    let bar = indicatif::ProgressBar::new((n.div_ceil(a.batch) * steps) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} sampling [{bar:40}] {pos}/{len} steps  eta {eta}  {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let mut out = Vec::with_capacity(n * 784);
+    for (k, start) in (0..n).step_by(a.batch).enumerate() {
+        let rows = (n - start).min(a.batch);
+        let mut run = SamplingRun::new(
+            ctx,
+            &model.config,
+            &model.weights,
+            &model.scheduler,
+            SampleSettings {
+                sampler,
+                steps,
+                seed: a.seed + k as u64,
+                batch: rows,
+                class_labels: Some(wanted[start..start + rows].to_vec()),
+                // w = 1 is ε_∅ + (ε_c − ε_∅) = ε_c: the conditional model alone, at half the
+                // cost of the guided batch.
+                guidance: a.guidance.filter(|&w| w != 1.0),
+            },
+        )?;
+        while run.step(ctx)?.is_some() {
+            block_on(ctx.finish())?;
+            bar.inc(1);
+        }
+        out.extend(block_on(ctx.read(run.x_t()))?);
+        bar.set_message(format!("{} images", start + rows));
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+fn load_classifier(dir: Option<&Path>) -> Result<MlpWeights> {
+    match dir {
+        None => shipped_classifier(),
+        Some(d) => {
+            let p = d.join(CLASSIFIER_WEIGHTS);
+            let bytes = std::fs::read(&p).map_err(|e| Error::file(p.display(), e))?;
+            MlpWeights::from_safetensors(&bytes, &DIGIT_DIMS, &p.display().to_string())
+        }
+    }
+}
+
+/// Training settings of the shipped classifier (recorded in classifier.json).
+#[derive(Debug, Serialize)]
+struct ClassifierInfo {
+    dims: Vec<usize>,
+    activation: &'static str,
+    parameters: usize,
+    steps: usize,
+    batch: usize,
+    lr: f64,
+    lr_schedule: &'static str,
+    adamw_weight_decay: f32,
+    seed: u64,
+    train_split: &'static str,
+    train_digits: usize,
+    held_out_digits: usize,
+    train_accuracy: f64,
+    held_out_accuracy: f64,
+    final_loss: f64,
+    seconds: f64,
+    adapter: String,
+    command: String,
+}
+
+const CLASSIFIER_BATCH: usize = 128;
+const CLASSIFIER_LR: f64 = 1e-3;
+const CLASSIFIER_SEED: u64 = 0;
+
+/// Train the digit classifier on the non-held-out embedded digits and write it to `--out`.
+fn train_classifier(a: &EvalArgs) -> Result<()> {
+    let out = a.out.as_deref().ok_or_else(|| {
+        Error::config("--train-classifier needs --out DIR (e.g. assets/classifier)")
+    })?;
+    let steps = a.steps.unwrap_or(3000);
+    if steps == 0 {
+        return Err(Error::config("--steps must be at least 1"));
+    }
+    let digits = load_default_mnist()?;
+    let (train, held) = split_indices(digits.len());
+    let ctx = super::gpu()?;
+    let weights = MlpWeights::random(&DIGIT_DIMS, CLASSIFIER_SEED)?;
+    let cfg = AdamWConfig::default();
+    let mut trainer = MlpTrainer::new(&ctx, &weights, CLASSIFIER_BATCH, cfg)?;
+    let mut order = BatchSampler::new(train.len(), CLASSIFIER_BATCH, CLASSIFIER_SEED)?;
+    let mut images = vec![0.0f32; CLASSIFIER_BATCH * 784];
+    let start = Instant::now();
+    let mut loss = f64::NAN;
+    for step in 0..steps {
+        let idx: Vec<usize> = order.next_batch().iter().map(|&i| train[i]).collect();
+        digits.batch(&idx, &mut images)?;
+        let labels = digits.batch_labels(&idx)?;
+        // Cosine decay from CLASSIFIER_LR to 0.
+        let lr =
+            0.5 * CLASSIFIER_LR * (1.0 + (std::f64::consts::PI * step as f64 / steps as f64).cos());
+        trainer.step(&ctx, &images, &labels, lr as f32)?;
+        if step % 200 == 0 || step + 1 == steps {
+            loss = block_on(trainer.last_loss(&ctx))?;
+            eprintln!(
+                "step {:>5}/{steps}  loss {loss:.4}  lr {lr:.2e}  {:.1} s",
+                step + 1,
+                start.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let trained = block_on(trainer.net.weights(&ctx))?;
+    let net = Mlp::new(&ctx, &trained, 250)?;
+    let accuracy = |idx: &[usize]| -> Result<f64> {
+        let o = block_on(net.classify(&ctx, &pixels(&digits, idx)?))?;
+        Ok(class_accuracy(&o.predictions(), &digits.batch_labels(idx)?, 10).0)
+    };
+    let train_accuracy = accuracy(&train)?;
+    let held_out_accuracy = accuracy(&held)?;
+    std::fs::create_dir_all(out).map_err(|e| Error::file(out.display(), e))?;
+    super::io::write_atomic(&out.join(CLASSIFIER_WEIGHTS), &trained.to_safetensors()?)?;
+    let info = ClassifierInfo {
+        dims: DIGIT_DIMS.to_vec(),
+        activation: "silu",
+        parameters: trained.parameter_count(),
+        steps,
+        batch: CLASSIFIER_BATCH,
+        lr: CLASSIFIER_LR,
+        lr_schedule: "cosine to 0",
+        adamw_weight_decay: cfg.weight_decay,
+        seed: CLASSIFIER_SEED,
+        train_split: "embedded MNIST index i with (i / 10) % 5 != 4; the rest is held out",
+        train_digits: train.len(),
+        held_out_digits: held.len(),
+        train_accuracy,
+        held_out_accuracy,
+        final_loss: loss,
+        seconds,
+        adapter: ctx.adapter.name.clone(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    };
+    let json = serde_json::to_string_pretty(&info)
+        .map_err(|e| Error::Other(format!("could not encode classifier.json: {e}")))?;
+    super::io::write_atomic(&out.join(CLASSIFIER_INFO), (json + "\n").as_bytes())?;
+    println!(
+        "classifier: {steps} steps in {seconds:.1} s; accuracy {:.2}% on {} training digits, {:.2}% on {} held-out digits → {}",
+        100.0 * train_accuracy,
+        train.len(),
+        100.0 * held_out_accuracy,
+        held.len(),
+        out.display()
+    );
+    Ok(())
+}
