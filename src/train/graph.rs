@@ -327,6 +327,61 @@ impl Training<'_> {
         )
     }
 
+    /// The backward of out = (conv(x, W) + b + channel_bias + residual) · scale: dW, db, then
+    /// the gradients of channel_bias, residual and x (x only if it is differentiable).
+    /// `params` is (W, dW, db).
+    #[allow(clippy::too_many_arguments)]
+    fn conv_backward(
+        &mut self,
+        g: &mut Grads,
+        x: &Tensor,
+        params: (&Tensor, &Tensor, &Tensor),
+        out: &Tensor,
+        stride: usize,
+        padding: [usize; 4],
+        scale: f32,
+        channel_bias: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<()> {
+        let (weight, dweight, dbias) = params;
+        let ctx = self.rec.ctx;
+        let program = &mut self.rec.program;
+        let dout = g.get(out)?;
+        let [n, cout, ho, wo] = nchw(out)?;
+        conv2d_backward_weight(
+            ctx, program, x, &dout, dweight, stride, padding, scale, false,
+        )?;
+        sum_axes(ctx, program, &dout, [n, cout, ho * wo], dbias, scale, false)?;
+        if let Some(cb) = channel_bias {
+            let (dcb, acc) = g.out(ctx, cb)?;
+            let dcb = dcb.reshaped(&[n * cout])?;
+            sum_axes(
+                ctx,
+                program,
+                &dout,
+                [1, n * cout, ho * wo],
+                &dcb,
+                scale,
+                acc,
+            )?;
+        }
+        if let Some(r) = residual {
+            let (dr, acc) = g.out(ctx, r)?;
+            if acc {
+                accumulate_scaled(ctx, program, &dout, &dr, scale)?;
+            } else {
+                copy_scaled(ctx, program, &dout, &dr, scale)?;
+            }
+        }
+        if self.differentiable.contains(&key(x)) {
+            let (dx, acc) = g.out(ctx, x)?;
+            conv2d_backward_input(
+                ctx, program, &dout, weight, &dx, stride, padding, scale, acc,
+            )?;
+        }
+        Ok(())
+    }
+
     fn backward(&mut self, op: &Op, g: &mut Grads, grads: &[Tensor]) -> Result<()> {
         let ctx = self.rec.ctx;
         match op {
@@ -410,63 +465,18 @@ impl Training<'_> {
                 channel_bias,
                 residual,
             } => {
-                let dout = g.get(out)?;
-                let [n, cout, ho, wo] = nchw(out)?;
-                let wt = self.rec.params.tensors[*w].clone();
-                conv2d_backward_weight(
-                    ctx,
-                    &mut self.rec.program,
+                let weight = self.rec.params.tensors[*w].clone();
+                self.conv_backward(
+                    g,
                     x,
-                    &dout,
-                    &grads[*w],
+                    (&weight, &grads[*w], &grads[*b]),
+                    out,
                     *stride,
                     *padding,
                     *scale,
-                    false,
+                    channel_bias.as_ref(),
+                    residual.as_ref(),
                 )?;
-                sum_axes(
-                    ctx,
-                    &mut self.rec.program,
-                    &dout,
-                    [n, cout, ho * wo],
-                    &grads[*b],
-                    *scale,
-                    false,
-                )?;
-                if let Some(cb) = channel_bias {
-                    let (dcb, acc) = g.out(ctx, cb)?;
-                    sum_axes(
-                        ctx,
-                        &mut self.rec.program,
-                        &dout,
-                        [1, n * cout, ho * wo],
-                        &dcb.reshaped(&[n * cout])?,
-                        *scale,
-                        acc,
-                    )?;
-                }
-                if let Some(r) = residual {
-                    let (dr, acc) = g.out(ctx, r)?;
-                    if acc {
-                        accumulate_scaled(ctx, &mut self.rec.program, &dout, &dr, *scale)?;
-                    } else {
-                        copy_scaled(ctx, &mut self.rec.program, &dout, &dr, *scale)?;
-                    }
-                }
-                if self.differentiable(x) {
-                    let (dx, acc) = g.out(ctx, x)?;
-                    conv2d_backward_input(
-                        ctx,
-                        &mut self.rec.program,
-                        &dout,
-                        &wt,
-                        &dx,
-                        *stride,
-                        *padding,
-                        *scale,
-                        acc,
-                    )?;
-                }
             }
             Op::GroupNorm {
                 x,
@@ -506,49 +516,20 @@ impl Training<'_> {
                 residual,
                 scale,
             } => {
-                let dout = g.get(out)?;
-                let [n, cout, h, wd] = nchw(out)?;
-                let cin = x.shape[1];
-                let w4 = self.rec.params.tensors[*w].reshaped(&[cout, cin, 1, 1])?;
-                conv2d_backward_weight(
-                    ctx,
-                    &mut self.rec.program,
+                // A 1×1 conv with a (C_out, C_in) weight.
+                let (cout, cin) = (out.shape[1], x.shape[1]);
+                let weight = self.rec.params.tensors[*w].reshaped(&[cout, cin, 1, 1])?;
+                let dweight = grads[*w].reshaped(&[cout, cin, 1, 1])?;
+                self.conv_backward(
+                    g,
                     x,
-                    &dout,
-                    &grads[*w].reshaped(&[cout, cin, 1, 1])?,
+                    (&weight, &dweight, &grads[*b]),
+                    out,
                     1,
                     [0; 4],
                     *scale,
-                    false,
-                )?;
-                sum_axes(
-                    ctx,
-                    &mut self.rec.program,
-                    &dout,
-                    [n, cout, h * wd],
-                    &grads[*b],
-                    *scale,
-                    false,
-                )?;
-                if let Some(r) = residual {
-                    let (dr, acc) = g.out(ctx, r)?;
-                    if acc {
-                        accumulate_scaled(ctx, &mut self.rec.program, &dout, &dr, *scale)?;
-                    } else {
-                        copy_scaled(ctx, &mut self.rec.program, &dout, &dr, *scale)?;
-                    }
-                }
-                let (dx, acc) = g.out(ctx, x)?;
-                conv2d_backward_input(
-                    ctx,
-                    &mut self.rec.program,
-                    &dout,
-                    &w4,
-                    &dx,
-                    1,
-                    [0; 4],
-                    *scale,
-                    acc,
+                    None,
+                    residual.as_ref(),
                 )?;
             }
             Op::AttentionMix {

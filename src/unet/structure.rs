@@ -4,7 +4,7 @@
 //! `unet_2d_blocks.py`, `resnet.py`, `attention_processor.py`): time embedding → conv_in →
 //! down blocks (ResNet [+ attention] per layer, strided-conv downsampler) → mid block
 //! (ResNet, attention, ResNet) → up blocks (concat skip, ResNet [+ attention], nearest-2×
-//! + conv upsampler) → GroupNorm, SiLU, conv_out. They are generic over a [`Builder`],
+//! and conv upsampler) → GroupNorm, SiLU, conv_out. They are generic over a [`Builder`],
 //! which decides what happens to activations:
 //! - inference (`unet::UNet`) hands buffers out of an arena and takes each one back after
 //!   its last reader has been recorded ([`Builder::release`]); the recorded [`Op`]s are
@@ -303,13 +303,16 @@ fn down_block<'a, B: Builder<'a>>(
     skips: &mut Vec<Tensor>,
 ) -> Result<Tensor> {
     let cfg = b.rec().cfg;
+    let with_attention = cfg.down_block_types[i].has_attention();
     for j in 0..cfg.layers_per_block {
-        let prefix = format!("down_blocks.{i}");
-        x = resnet(b, x, temb_act, &format!("{prefix}.resnets.{j}"), 1.0)?;
-        if cfg.down_block_types[i].has_attention() {
-            let p = format!("{prefix}.attentions.{j}");
-            x = attention(b, x, &p, cfg.norm_num_groups, 1.0)?;
-        }
+        x = layer(
+            b,
+            x,
+            temb_act,
+            &format!("down_blocks.{i}"),
+            j,
+            with_attention,
+        )?;
         skips.push(x.clone());
     }
     if i + 1 < cfg.block_out_channels.len() {
@@ -341,6 +344,7 @@ fn up_block<'a, B: Builder<'a>>(
 ) -> Result<Tensor> {
     let cfg = b.rec().cfg;
     let prefix = format!("up_blocks.{i}");
+    let with_attention = cfg.up_block_types[i].has_attention();
     for j in 0..cfg.layers_per_block + 1 {
         let skip = skips.pop().ok_or_else(|| {
             Error::config("the up path needs more skip connections than the down path made")
@@ -356,16 +360,30 @@ fn up_block<'a, B: Builder<'a>>(
         let cat = concat(b, &x, &skip)?;
         b.release(x);
         b.release(skip);
-        x = resnet(b, cat, temb_act, &format!("{prefix}.resnets.{j}"), 1.0)?;
-        if cfg.up_block_types[i].has_attention() {
-            let p = format!("{prefix}.attentions.{j}");
-            x = attention(b, x, &p, cfg.norm_num_groups, 1.0)?;
-        }
+        x = layer(b, cat, temb_act, &prefix, j, with_attention)?;
     }
     if i + 1 < cfg.block_out_channels.len() {
         x = upsample(b, x, i)?;
     }
     Ok(x)
+}
+
+/// Layer `j` of a down or up block: `{prefix}.resnets.{j}`, then (in the attention block
+/// types) `{prefix}.attentions.{j}`.
+fn layer<'a, B: Builder<'a>>(
+    b: &mut B,
+    x: Tensor,
+    temb_act: &Tensor,
+    prefix: &str,
+    j: usize,
+    with_attention: bool,
+) -> Result<Tensor> {
+    let x = resnet(b, x, temb_act, &format!("{prefix}.resnets.{j}"), 1.0)?;
+    if !with_attention {
+        return Ok(x);
+    }
+    let groups = b.rec().cfg.norm_num_groups;
+    attention(b, x, &format!("{prefix}.attentions.{j}"), groups, 1.0)
 }
 
 /// diffusers `ResnetBlock2D` (time_embedding_norm "default"):
