@@ -238,11 +238,12 @@ pub fn forward<'a, B: Builder<'a>>(
     // Every ResNet(+attention) output and every downsample of the down path is a skip.
     let mut skips = vec![x.clone()];
     let mut x = x;
-    for i in 0..cfg.block_out_channels.len() {
+    let nblocks = cfg.block_out_channels.len();
+    for i in 0..nblocks {
         x = down_block(b, x, &temb_act, i, &mut skips)?;
     }
     x = mid_block(b, x, &temb_act)?;
-    for i in 0..cfg.up_block_types.len() {
+    for i in 0..nblocks {
         x = up_block(b, x, &temb_act, i, &mut skips)?;
     }
     b.release(temb_act);
@@ -260,8 +261,7 @@ fn time_embedding<'a, B: Builder<'a>>(
     timesteps: &Tensor,
     class_labels: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let r = b.rec();
-    let cfg = r.cfg;
+    let cfg = b.rec().cfg;
     let t_proj = b.alloc(&[timesteps.numel(), cfg.block_out_channels[0]])?;
     let r = b.rec();
     timestep_embedding(
