@@ -4,7 +4,7 @@
 //!
 //! The network itself is described once, in [`structure`], for this inference plan and for
 //! training's (`train::graph`); this module is its inference [`Builder`]: activations come
-//! from an [`Arena`] and no tape is kept.
+//! from an `Arena` and no tape is kept.
 
 pub mod structure;
 mod summary;

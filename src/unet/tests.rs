@@ -71,9 +71,17 @@ fn training_plan(ctx: &GpuContext, name: &str, batch: usize) -> (usize, usize, u
     )
 }
 
+// One test with one context: pipelines are compiled once (llvmpipe is slow at it), which
+// keeps this file to a few seconds of CI.
 #[test]
-fn inference_plans_are_no_larger_than_recorded() {
+fn plans_no_larger_than_recorded_and_both_forwards_agree() {
     let ctx = ctx();
+    inference_plans_are_no_larger_than_recorded(&ctx);
+    training_plans_are_no_larger_than_recorded(&ctx);
+    training_forward_equals_inference_bit_for_bit(&ctx);
+}
+
+fn inference_plans_are_no_larger_than_recorded(ctx: &GpuContext) {
     // (config, batch, dispatches, activation bytes, bytes created besides the weights)
     let recorded: &[(&str, usize, usize, u64, u64)] = &[
         ("attn", 2, 92, 755_072, 767_400),
@@ -84,7 +92,7 @@ fn inference_plans_are_no_larger_than_recorded() {
         ("mnist", 8, 115, 7_558_688, 7_608_960),
     ];
     for &(name, batch, dispatches, activation_bytes, created) in recorded {
-        let got = inference_plan(&ctx, name, batch);
+        let got = inference_plan(ctx, name, batch);
         eprintln!("inference {name} batch {batch}: {got:?}");
         assert!(
             got.0 <= dispatches,
@@ -104,9 +112,7 @@ fn inference_plans_are_no_larger_than_recorded() {
     }
 }
 
-#[test]
-fn training_plans_are_no_larger_than_recorded() {
-    let ctx = ctx();
+fn training_plans_are_no_larger_than_recorded(ctx: &GpuContext) {
     // (config, batch, forward dispatches, backward dispatches, activation bytes, bytes created)
     let recorded: &[(&str, usize, usize, usize, u64, u64)] = &[
         ("train_tiny", 2, 97, 248, 484_544, 847_680),
@@ -114,7 +120,7 @@ fn training_plans_are_no_larger_than_recorded() {
         ("mnist+dropout", 2, 130, 335, 10_369_088, 13_025_808),
     ];
     for &(name, batch, forward, backward, activation_bytes, created) in recorded {
-        let got = training_plan(&ctx, name, batch);
+        let got = training_plan(ctx, name, batch);
         eprintln!("training {name} batch {batch}: {got:?}");
         assert!(
             got.0 <= forward,
@@ -141,27 +147,24 @@ fn training_plans_are_no_larger_than_recorded() {
 
 /// Both builders record the same forward dispatches: with x_t = x_0 (coefficients [1, 0])
 /// the training graph's prediction equals the inference U-Net's output bit for bit.
-#[test]
-fn training_forward_equals_inference_bit_for_bit() {
-    let ctx = ctx();
+fn training_forward_equals_inference_bit_for_bit(ctx: &GpuContext) {
     for name in ["train_tiny", "attn"] {
         let cfg = config(name);
         let weights = Weights::random(&cfg, 3);
         let batch = 2;
-        let unet = UNet::new(&ctx, &cfg, &weights, batch).unwrap();
-        let g =
-            TrainGraph::new(&ctx, &cfg, &weights, batch, PredictionType::Epsilon, true).unwrap();
+        let unet = UNet::new(ctx, &cfg, &weights, batch).unwrap();
+        let g = TrainGraph::new(ctx, &cfg, &weights, batch, PredictionType::Epsilon, true).unwrap();
         let x = crate::gpu::test_util::random(unet.sample.numel(), 4);
         let t = [17.0, 901.0];
         let labels = cfg.num_class_embeds.map(|k| vec![1 % k as u32, 0]);
-        let want = crate::gpu::block_on(unet.predict(&ctx, &x, &t, labels.as_deref())).unwrap();
+        let want = crate::gpu::block_on(unet.predict(ctx, &x, &t, labels.as_deref())).unwrap();
         ctx.write(&g.x0, &x).unwrap();
         ctx.write(&g.coef, &[1.0, 0.0, 1.0, 0.0]).unwrap();
         ctx.write(&g.timesteps, &t).unwrap();
         if let (Some(l), Some(labels)) = (&g.class_labels, &labels) {
             ctx.write_u32(l, labels).unwrap();
         }
-        g.set_noise(&ctx, 5, 0);
+        g.set_noise(ctx, 5, 0);
         ctx.run(g.forward_program()).unwrap();
         let got = crate::gpu::block_on(ctx.read(&g.pred)).unwrap();
         let differ = got
