@@ -1,114 +1,36 @@
 //! The U-Net's training step as two recorded programs: a forward pass that keeps every
 //! activation its backward needs, and a backward pass recorded from a tape of the forward's
-//! ops, in reverse. Gradients of activations that are consumed more than once (the ResNet
-//! input by norm1 and the shortcut, skip connections, the shared time embedding) are summed:
-//! the first backward op to write a gradient overwrites it, later ones accumulate.
+//! ops, in reverse. The forward is the network described once in [`crate::unet::structure`],
+//! recorded by this module's training builder; the ops it records are the tape. Gradients of
+//! activations that are consumed more than once (the ResNet input by norm1 and the shortcut,
+//! skip connections, the shared time embedding) are summed: the first backward op to write
+//! a gradient overwrites it, later ones accumulate.
 //!
 //! Loss: L_simple = ‖target − model(x_t, t)‖² averaged over elements (paper eq. 14), with
 //! x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε (eq. 4) and target ε (or v, or x_0, per `prediction_type`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::diffusion::schedule::PredictionType;
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Program, Tensor};
 use crate::model::config::UNetConfig;
-use crate::model::weights::{expected_tensors, Weights};
-use crate::ops::conv2d::{conv2d, Conv2dArgs};
+use crate::model::weights::Weights;
 use crate::ops::conv2d_backward::{conv2d_backward_input, conv2d_backward_weight};
 use crate::ops::dropout::DropoutOp;
-use crate::ops::elementwise::{concat_channels, silu, upsample_nearest2x};
 use crate::ops::elementwise_backward::{
     accumulate_scaled, concat_channels_backward, copy_scaled, silu_backward,
     upsample_nearest2x_backward,
 };
-use crate::ops::embedding::{add_class_embedding, timestep_embedding};
 use crate::ops::embedding_backward::add_class_embedding_backward;
-use crate::ops::group_norm::group_norm;
 use crate::ops::group_norm_backward::{group_norm_backward, group_norm_backward_scratch_shape};
 use crate::ops::loss::{mse_loss, mse_partials_len, QSampleOp};
-use crate::ops::matmul::{linear, matmul, BiasAlong, MatmulArgs};
+use crate::ops::matmul::{matmul, BiasAlong, MatmulArgs};
 use crate::ops::noise::NoiseOp;
 use crate::ops::reduce::sum_axes;
-use crate::ops::softmax::softmax_rows;
 use crate::ops::softmax_backward::softmax_rows_backward;
-
-/// One forward op, with what its backward needs.
-enum Tape {
-    /// out = x·Wᵀ + b (time-embedding MLP and the ResNets' time projections).
-    Linear {
-        x: Tensor,
-        w: usize,
-        b: usize,
-        out: Tensor,
-        need_dx: bool,
-    },
-    Silu {
-        x: Tensor,
-        out: Tensor,
-    },
-    /// emb += table[labels] (in place on `emb`).
-    ClassEmbedding {
-        labels: Tensor,
-        emb: Tensor,
-        table: usize,
-    },
-    /// out = (conv(x) + b + channel_bias + residual) · scale.
-    Conv {
-        x: Tensor,
-        w: usize,
-        b: usize,
-        out: Tensor,
-        stride: usize,
-        padding: [usize; 4],
-        scale: f32,
-        channel_bias: Option<Tensor>,
-        residual: Option<Tensor>,
-        need_dx: bool,
-    },
-    GroupNorm {
-        x: Tensor,
-        gamma: usize,
-        beta: usize,
-        out: Tensor,
-        groups: usize,
-        silu: bool,
-    },
-    /// out = (W·x + b + residual) · scale at every pixel (attention projections).
-    Project {
-        x: Tensor,
-        w: usize,
-        b: usize,
-        out: Tensor,
-        residual: Option<Tensor>,
-        scale: f32,
-    },
-    /// P = softmax(α qᵀk) per (sample, head); o = P·vᵀ.
-    AttentionCore {
-        q: Tensor,
-        k: Tensor,
-        v: Tensor,
-        probs: Tensor,
-        o: Tensor,
-        heads: usize,
-        alpha: f32,
-    },
-    Concat {
-        a: Tensor,
-        b: Tensor,
-        out: Tensor,
-    },
-    Upsample {
-        x: Tensor,
-        out: Tensor,
-    },
-    Dropout {
-        op: usize,
-        x: Tensor,
-        out: Tensor,
-    },
-}
+use crate::unet::structure::{self, Builder, Op, Params, Recording};
 
 /// Planned buffers and programs for one training step of one model at one batch size.
 pub struct TrainGraph {
@@ -176,17 +98,48 @@ impl Grads {
     }
 }
 
-struct Builder<'a> {
-    ctx: &'a GpuContext,
-    cfg: &'a UNetConfig,
-    index: HashMap<String, usize>,
-    params: Vec<Tensor>,
-    program: Program,
-    tape: Vec<Tape>,
+/// The training builder: every activation gets its own buffer and is kept; the recorded
+/// ops are the tape the backward pass is recorded from, in reverse.
+struct Training<'a> {
+    rec: Recording<'a>,
+    tape: Vec<Op>,
     dropout_ops: Vec<DropoutOp>,
-    flops: u64,
     activation_bytes: u64,
-    n: usize,
+    /// Buffers written by a recorded op: only these get gradients (the U-Net's input and
+    /// the sinusoidal timestep projection are constants).
+    differentiable: HashSet<usize>,
+}
+
+impl<'a> Builder<'a> for Training<'a> {
+    fn rec(&mut self) -> &mut Recording<'a> {
+        &mut self.rec
+    }
+
+    fn alloc(&mut self, shape: &[usize]) -> Result<Tensor> {
+        let t = self.rec.ctx.zeros(shape)?;
+        self.activation_bytes += t.bytes();
+        Ok(t)
+    }
+
+    /// Nothing is released: the backward pass reads the forward's activations.
+    fn release(&mut self, _t: Tensor) {}
+
+    fn record(&mut self, op: Op) {
+        self.differentiable.insert(key(op.output()));
+        self.tape.push(op);
+    }
+
+    fn dropout(&mut self, x: Tensor, p: f32) -> Result<Tensor> {
+        let out = self.alloc(&x.shape)?;
+        let op = DropoutOp::record(self.rec.ctx, &mut self.rec.program, &x, &out, p)?;
+        self.dropout_ops.push(op);
+        self.record(Op::Dropout {
+            mask: self.dropout_ops.len() - 1,
+            x,
+            out: out.clone(),
+        });
+        Ok(out)
+    }
 }
 
 impl TrainGraph {
@@ -201,16 +154,13 @@ impl TrainGraph {
         if batch == 0 {
             return Err(Error::shape("the batch size must be at least 1"));
         }
-        let [h, w] = config.sample_size;
-        let mut names = Vec::new();
-        let mut params = Vec::new();
-        let mut index = HashMap::new();
-        for (i, (name, _)) in expected_tensors(config).into_iter().enumerate() {
-            let (shape, data) = weights.get(&name)?;
-            params.push(ctx.upload(data, shape)?);
-            index.insert(name.clone(), i);
-            names.push(name);
+        if config.center_input_sample {
+            return Err(Error::config(
+                "training with center_input_sample is not supported",
+            ));
         }
+        let [h, w] = config.sample_size;
+        let params = Params::upload(ctx, config, weights)?;
         let shape = [batch, config.in_channels, h, w];
         let x0 = ctx.zeros(&shape)?;
         let timesteps = ctx.zeros(&[batch])?;
@@ -222,26 +172,21 @@ impl TrainGraph {
         let noise = ctx.zeros(&shape)?;
         let x_t = ctx.zeros(&shape)?;
         let target = ctx.zeros(&shape)?;
-        let mut b = Builder {
-            ctx,
-            cfg: config,
-            index,
-            params,
-            program: Program::new(),
+        let mut b = Training {
+            rec: Recording::new(ctx, config, params),
             tape: Vec::new(),
             dropout_ops: Vec::new(),
-            flops: 0,
             activation_bytes: 0,
-            n: batch,
+            differentiable: HashSet::new(),
         };
         let noise_op = if gpu_noise {
-            Some(NoiseOp::record(ctx, &mut b.program, &noise)?)
+            Some(NoiseOp::record(ctx, &mut b.rec.program, &noise)?)
         } else {
             None
         };
         let q = QSampleOp::record(
             ctx,
-            &mut b.program,
+            &mut b.rec.program,
             &x0,
             &noise,
             &coef,
@@ -250,7 +195,7 @@ impl TrainGraph {
             prediction,
         )?;
         drop(q);
-        let pred = b.forward(&x_t, &timesteps, class_labels.as_ref())?;
+        let pred = structure::forward(&mut b, &x_t, &timesteps, class_labels.as_ref())?;
         if pred.shape != target.shape {
             return Err(Error::config(format!(
                 "the model outputs {:?} but the target is {:?} (out_channels must equal in_channels)",
@@ -262,18 +207,20 @@ impl TrainGraph {
         let partials = ctx.zeros(&[mse_partials_len(pred.numel())])?;
         mse_loss(
             ctx,
-            &mut b.program,
+            &mut b.rec.program,
             &pred,
             &target,
             &dpred,
             &loss,
             &partials,
         )?;
-        let forward = std::mem::take(&mut b.program);
+        let forward = std::mem::take(&mut b.rec.program);
 
         // Backward, from the tape in reverse.
         let grads: Vec<Tensor> = b
+            .rec
             .params
+            .tensors
             .iter()
             .map(|p| ctx.zeros(&p.shape))
             .collect::<Result<_>>()?;
@@ -286,13 +233,13 @@ impl TrainGraph {
         for op in tape.iter().rev() {
             b.backward(op, &mut g, &grads)?;
         }
-        let backward = std::mem::take(&mut b.program);
+        let backward = std::mem::take(&mut b.rec.program);
         ctx.check()?;
         Ok(TrainGraph {
             config: config.clone(),
             batch,
-            names,
-            params: b.params,
+            names: b.rec.params.names,
+            params: b.rec.params.tensors,
             grads,
             x0,
             timesteps,
@@ -307,7 +254,7 @@ impl TrainGraph {
             dropout_ops: b.dropout_ops,
             forward,
             backward,
-            flops_forward: b.flops,
+            flops_forward: b.rec.flops,
             activation_bytes: b.activation_bytes + g.bytes,
         })
     }
@@ -334,317 +281,9 @@ impl TrainGraph {
     }
 }
 
-impl Builder<'_> {
-    fn p(&self, name: &str) -> Result<usize> {
-        self.index
-            .get(name)
-            .copied()
-            .ok_or_else(|| Error::weights(format!("missing tensor {name}")))
-    }
-
-    fn alloc(&mut self, shape: &[usize]) -> Result<Tensor> {
-        let t = self.ctx.zeros(shape)?;
-        self.activation_bytes += t.bytes();
-        Ok(t)
-    }
-
-    fn linear(&mut self, x: &Tensor, prefix: &str, need_dx: bool) -> Result<Tensor> {
-        let (w, b) = (
-            self.p(&format!("{prefix}.weight"))?,
-            self.p(&format!("{prefix}.bias"))?,
-        );
-        let (wt, bt) = (self.params[w].clone(), self.params[b].clone());
-        let out = self.alloc(&[x.shape[0], wt.shape[0]])?;
-        linear(self.ctx, &mut self.program, x, &wt, Some(&bt), &out)?;
-        self.flops += 2 * (x.shape[0] * wt.shape[0] * wt.shape[1]) as u64;
-        self.tape.push(Tape::Linear {
-            x: x.clone(),
-            w,
-            b,
-            out: out.clone(),
-            need_dx,
-        });
-        Ok(out)
-    }
-
-    fn silu(&mut self, x: &Tensor) -> Result<Tensor> {
-        let out = self.alloc(&x.shape)?;
-        silu(self.ctx, &mut self.program, x, &out)?;
-        self.tape.push(Tape::Silu {
-            x: x.clone(),
-            out: out.clone(),
-        });
-        Ok(out)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn conv(
-        &mut self,
-        x: &Tensor,
-        prefix: &str,
-        stride: usize,
-        padding: [usize; 4],
-        channel_bias: Option<&Tensor>,
-        residual: Option<&Tensor>,
-        scale: f32,
-        need_dx: bool,
-    ) -> Result<Tensor> {
-        let (w, b) = (
-            self.p(&format!("{prefix}.weight"))?,
-            self.p(&format!("{prefix}.bias"))?,
-        );
-        let (wt, bt) = (self.params[w].clone(), self.params[b].clone());
-        let [n, _, h, wd] = nchw(x)?;
-        let [cout, cin, kh, kw] = nchw(&wt)?;
-        let ho = (h + padding[0] + padding[2] - kh) / stride + 1;
-        let wo = (wd + padding[1] + padding[3] - kw) / stride + 1;
-        let out = self.alloc(&[n, cout, ho, wo])?;
-        conv2d(
-            self.ctx,
-            &mut self.program,
-            &Conv2dArgs {
-                x,
-                weight: &wt,
-                bias: Some(&bt),
-                channel_bias,
-                residual,
-                out: &out,
-                stride,
-                padding,
-                out_scale: scale,
-            },
-        )?;
-        self.flops += 2 * (n * cout * ho * wo * cin * kh * kw) as u64;
-        self.tape.push(Tape::Conv {
-            x: x.clone(),
-            w,
-            b,
-            out: out.clone(),
-            stride,
-            padding,
-            scale,
-            channel_bias: channel_bias.cloned(),
-            residual: residual.cloned(),
-            need_dx,
-        });
-        Ok(out)
-    }
-
-    fn group_norm(
-        &mut self,
-        x: &Tensor,
-        prefix: &str,
-        groups: usize,
-        silu: bool,
-    ) -> Result<Tensor> {
-        let (gamma, beta) = (
-            self.p(&format!("{prefix}.weight"))?,
-            self.p(&format!("{prefix}.bias"))?,
-        );
-        let out = self.alloc(&x.shape)?;
-        group_norm(
-            self.ctx,
-            &mut self.program,
-            x,
-            &self.params[gamma].clone(),
-            &self.params[beta].clone(),
-            &out,
-            groups,
-            self.cfg.norm_eps as f32,
-            silu,
-        )?;
-        self.tape.push(Tape::GroupNorm {
-            x: x.clone(),
-            gamma,
-            beta,
-            out: out.clone(),
-            groups,
-            silu,
-        });
-        Ok(out)
-    }
-
-    fn project(
-        &mut self,
-        x: &Tensor,
-        prefix: &str,
-        residual: Option<&Tensor>,
-        scale: f32,
-    ) -> Result<Tensor> {
-        let [n, c, h, w] = nchw(x)?;
-        let hw = h * w;
-        let (wi, bi) = (
-            self.p(&format!("{prefix}.weight"))?,
-            self.p(&format!("{prefix}.bias"))?,
-        );
-        let (wt, bt) = (self.params[wi].clone(), self.params[bi].clone());
-        let cout = wt.shape[0];
-        let out = self.alloc(&[n, cout, h, w])?;
-        matmul(
-            self.ctx,
-            &mut self.program,
-            &MatmulArgs {
-                a: &wt,
-                b: x,
-                out: &out,
-                bias: Some(&bt),
-                bias_along: BiasAlong::M,
-                residual,
-                batch: n,
-                m: cout,
-                n: hw,
-                k: c,
-                a_strides: [0, c, 1],
-                b_strides: [c * hw, hw, 1],
-                out_strides: [cout * hw, hw, 1],
-                alpha: 1.0,
-                out_scale: scale,
-                accumulate: false,
-            },
-        )?;
-        self.flops += 2 * (n * cout * hw * c) as u64;
-        self.tape.push(Tape::Project {
-            x: x.clone(),
-            w: wi,
-            b: bi,
-            out: out.clone(),
-            residual: residual.cloned(),
-            scale,
-        });
-        Ok(out)
-    }
-
-    fn resnet(
-        &mut self,
-        x: &Tensor,
-        temb_act: &Tensor,
-        prefix: &str,
-        out_scale_factor: f64,
-    ) -> Result<Tensor> {
-        let groups = self.cfg.norm_num_groups;
-        let h = self.group_norm(x, &format!("{prefix}.norm1"), groups, true)?;
-        let t = self.linear(temb_act, &format!("{prefix}.time_emb_proj"), true)?;
-        let h1 = self.conv(
-            &h,
-            &format!("{prefix}.conv1"),
-            1,
-            [1; 4],
-            Some(&t),
-            None,
-            1.0,
-            true,
-        )?;
-        let mut h2 = self.group_norm(&h1, &format!("{prefix}.norm2"), groups, true)?;
-        if self.cfg.dropout > 0.0 {
-            let out = self.alloc(&h2.shape)?;
-            let op = DropoutOp::record(
-                self.ctx,
-                &mut self.program,
-                &h2,
-                &out,
-                self.cfg.dropout as f32,
-            )?;
-            self.dropout_ops.push(op);
-            self.tape.push(Tape::Dropout {
-                op: self.dropout_ops.len() - 1,
-                x: h2.clone(),
-                out: out.clone(),
-            });
-            h2 = out;
-        }
-        let shortcut = if self
-            .index
-            .contains_key(&format!("{prefix}.conv_shortcut.weight"))
-        {
-            self.conv(
-                x,
-                &format!("{prefix}.conv_shortcut"),
-                1,
-                [0; 4],
-                None,
-                None,
-                1.0,
-                true,
-            )?
-        } else {
-            x.clone()
-        };
-        self.conv(
-            &h2,
-            &format!("{prefix}.conv2"),
-            1,
-            [1; 4],
-            None,
-            Some(&shortcut),
-            (1.0 / out_scale_factor) as f32,
-            true,
-        )
-    }
-
-    fn attention(
-        &mut self,
-        x: &Tensor,
-        prefix: &str,
-        groups: usize,
-        rescale: f64,
-    ) -> Result<Tensor> {
-        let [n, c, h, w] = nchw(x)?;
-        let hw = h * w;
-        let heads = self.cfg.heads(c);
-        let d = c / heads;
-        let bh = n * heads;
-        let hn = self.group_norm(x, &format!("{prefix}.group_norm"), groups, false)?;
-        let q = self.project(&hn, &format!("{prefix}.to_q"), None, 1.0)?;
-        let k = self.project(&hn, &format!("{prefix}.to_k"), None, 1.0)?;
-        let v = self.project(&hn, &format!("{prefix}.to_v"), None, 1.0)?;
-        let alpha = (1.0 / (d as f64).sqrt()) as f32;
-        let probs = self.alloc(&[bh, hw, hw])?;
-        self.gemm(
-            &q,
-            &k,
-            &probs,
-            bh,
-            hw,
-            hw,
-            d,
-            [d * hw, 1, hw],
-            [d * hw, hw, 1],
-            [hw * hw, hw, 1],
-            alpha,
-            false,
-        )?;
-        softmax_rows(self.ctx, &mut self.program, &probs, hw)?;
-        let o = self.alloc(&[n, c, h, w])?;
-        self.gemm(
-            &probs,
-            &v,
-            &o,
-            bh,
-            hw,
-            d,
-            hw,
-            [hw * hw, hw, 1],
-            [d * hw, 1, hw],
-            [d * hw, 1, hw],
-            1.0,
-            false,
-        )?;
-        self.flops += 4 * (bh * hw * hw * d) as u64;
-        self.tape.push(Tape::AttentionCore {
-            q,
-            k,
-            v,
-            probs,
-            o: o.clone(),
-            heads,
-            alpha,
-        });
-        self.project(
-            &o,
-            &format!("{prefix}.to_out.0"),
-            Some(x),
-            (1.0 / rescale) as f32,
-        )
+impl Training<'_> {
+    fn differentiable(&self, t: &Tensor) -> bool {
+        self.differentiable.contains(&key(t))
     }
 
     /// out[b] = alpha · A[b]·B[b] (+ out) with explicit element strides.
@@ -665,8 +304,8 @@ impl Builder<'_> {
         accumulate: bool,
     ) -> Result<()> {
         matmul(
-            self.ctx,
-            &mut self.program,
+            self.rec.ctx,
+            &mut self.rec.program,
             &MatmulArgs {
                 a,
                 b,
@@ -688,146 +327,69 @@ impl Builder<'_> {
         )
     }
 
-    fn forward(
+    /// The backward of out = (conv(x, W) + b + channel_bias + residual) · scale: dW, db, then
+    /// the gradients of channel_bias, residual and x (x only if it is differentiable).
+    /// `params` is (W, dW, db).
+    #[allow(clippy::too_many_arguments)]
+    fn conv_backward(
         &mut self,
-        sample: &Tensor,
-        timesteps: &Tensor,
-        class_labels: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        let cfg = self.cfg;
-        let n = self.n;
-        let boc = cfg.block_out_channels.clone();
-        let t_proj = self.alloc(&[n, boc[0]])?;
-        timestep_embedding(
-            self.ctx,
-            &mut self.program,
-            timesteps,
-            &t_proj,
-            cfg.flip_sin_to_cos,
-            cfg.freq_shift as f32,
+        g: &mut Grads,
+        x: &Tensor,
+        params: (&Tensor, &Tensor, &Tensor),
+        out: &Tensor,
+        stride: usize,
+        padding: [usize; 4],
+        scale: f32,
+        channel_bias: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<()> {
+        let (weight, dweight, dbias) = params;
+        let ctx = self.rec.ctx;
+        let program = &mut self.rec.program;
+        let dout = g.get(out)?;
+        let [n, cout, ho, wo] = nchw(out)?;
+        conv2d_backward_weight(
+            ctx, program, x, &dout, dweight, stride, padding, scale, false,
         )?;
-        let e1 = self.linear(&t_proj, "time_embedding.linear_1", false)?;
-        let e1_act = self.silu(&e1)?;
-        let emb = self.linear(&e1_act, "time_embedding.linear_2", true)?;
-        if let Some(labels) = class_labels {
-            let table = self.p("class_embedding.weight")?;
-            add_class_embedding(
-                self.ctx,
-                &mut self.program,
-                labels,
-                &self.params[table].clone(),
-                &emb,
+        sum_axes(ctx, program, &dout, [n, cout, ho * wo], dbias, scale, false)?;
+        if let Some(cb) = channel_bias {
+            let (dcb, acc) = g.out(ctx, cb)?;
+            let dcb = dcb.reshaped(&[n * cout])?;
+            sum_axes(
+                ctx,
+                program,
+                &dout,
+                [1, n * cout, ho * wo],
+                &dcb,
+                scale,
+                acc,
             )?;
-            self.tape.push(Tape::ClassEmbedding {
-                labels: labels.clone(),
-                emb: emb.clone(),
-                table,
-            });
         }
-        let temb_act = self.silu(&emb)?;
-        if cfg.center_input_sample {
-            return Err(Error::config(
-                "training with center_input_sample is not supported",
-            ));
-        }
-        let mut x = self.conv(sample, "conv_in", 1, [1; 4], None, None, 1.0, false)?;
-        let mut skips = vec![x.clone()];
-        let nblocks = boc.len();
-        for i in 0..nblocks {
-            for j in 0..cfg.layers_per_block {
-                x = self.resnet(&x, &temb_act, &format!("down_blocks.{i}.resnets.{j}"), 1.0)?;
-                if cfg.down_block_types[i].has_attention() {
-                    x = self.attention(
-                        &x,
-                        &format!("down_blocks.{i}.attentions.{j}"),
-                        cfg.norm_num_groups,
-                        1.0,
-                    )?;
-                }
-                skips.push(x.clone());
-            }
-            if i + 1 < nblocks {
-                let padding = if cfg.downsample_padding == 0 {
-                    [0, 0, 1, 1]
-                } else {
-                    [cfg.downsample_padding; 4]
-                };
-                x = self.conv(
-                    &x,
-                    &format!("down_blocks.{i}.downsamplers.0.conv"),
-                    2,
-                    padding,
-                    None,
-                    None,
-                    1.0,
-                    true,
-                )?;
-                skips.push(x.clone());
+        if let Some(r) = residual {
+            let (dr, acc) = g.out(ctx, r)?;
+            if acc {
+                accumulate_scaled(ctx, program, &dout, &dr, scale)?;
+            } else {
+                copy_scaled(ctx, program, &dout, &dr, scale)?;
             }
         }
-        let scale = cfg.mid_block_scale_factor;
-        x = self.resnet(&x, &temb_act, "mid_block.resnets.0", scale)?;
-        if cfg.add_attention {
-            x = self.attention(&x, "mid_block.attentions.0", cfg.attn_groups(), scale)?;
+        if self.differentiable.contains(&key(x)) {
+            let (dx, acc) = g.out(ctx, x)?;
+            conv2d_backward_input(
+                ctx, program, &dout, weight, &dx, stride, padding, scale, acc,
+            )?;
         }
-        x = self.resnet(&x, &temb_act, "mid_block.resnets.1", scale)?;
-        for i in 0..nblocks {
-            for j in 0..cfg.layers_per_block + 1 {
-                let skip = skips
-                    .pop()
-                    .ok_or_else(|| Error::config("skip connections do not match"))?;
-                let [_, c1, h, w] = nchw(&x)?;
-                let [_, c2, ..] = nchw(&skip)?;
-                let cat = self.alloc(&[n, c1 + c2, h, w])?;
-                concat_channels(self.ctx, &mut self.program, &x, &skip, &cat)?;
-                self.tape.push(Tape::Concat {
-                    a: x.clone(),
-                    b: skip.clone(),
-                    out: cat.clone(),
-                });
-                x = self.resnet(&cat, &temb_act, &format!("up_blocks.{i}.resnets.{j}"), 1.0)?;
-                if cfg.up_block_types[i].has_attention() {
-                    x = self.attention(
-                        &x,
-                        &format!("up_blocks.{i}.attentions.{j}"),
-                        cfg.norm_num_groups,
-                        1.0,
-                    )?;
-                }
-            }
-            if i + 1 < nblocks {
-                let [_, c, h, w] = nchw(&x)?;
-                let up = self.alloc(&[n, c, 2 * h, 2 * w])?;
-                upsample_nearest2x(self.ctx, &mut self.program, &x, &up)?;
-                self.tape.push(Tape::Upsample {
-                    x: x.clone(),
-                    out: up.clone(),
-                });
-                x = self.conv(
-                    &up,
-                    &format!("up_blocks.{i}.upsamplers.0.conv"),
-                    1,
-                    [1; 4],
-                    None,
-                    None,
-                    1.0,
-                    true,
-                )?;
-            }
-        }
-        let hn = self.group_norm(&x, "conv_norm_out", cfg.norm_num_groups, true)?;
-        self.conv(&hn, "conv_out", 1, [1; 4], None, None, 1.0, true)
+        Ok(())
     }
 
-    fn backward(&mut self, op: &Tape, g: &mut Grads, grads: &[Tensor]) -> Result<()> {
-        let ctx = self.ctx;
+    fn backward(&mut self, op: &Op, g: &mut Grads, grads: &[Tensor]) -> Result<()> {
+        let ctx = self.rec.ctx;
         match op {
-            Tape::Linear {
+            Op::Linear {
                 x,
-                w,
-                b,
+                weight: w,
+                bias: b,
                 out,
-                need_dx,
             } => {
                 let dout = g.get(out)?;
                 let (m, k) = (x.shape[0], x.shape[1]);
@@ -849,16 +411,16 @@ impl Builder<'_> {
                 )?;
                 sum_axes(
                     ctx,
-                    &mut self.program,
+                    &mut self.rec.program,
                     &dout,
                     [m, nout, 1],
                     &grads[*b],
                     1.0,
                     false,
                 )?;
-                if *need_dx {
+                if self.differentiable(x) {
                     let (dx, acc) = g.out(ctx, x)?;
-                    let wt = self.params[*w].clone();
+                    let wt = self.rec.params.tensors[*w].clone();
                     // dx[b, i] = Σ_o dout[b, o] W[o, i]
                     self.gemm(
                         &dout,
@@ -876,93 +438,47 @@ impl Builder<'_> {
                     )?;
                 }
             }
-            Tape::Silu { x, out } => {
+            Op::Silu { x, out } => {
                 let dout = g.get(out)?;
                 let (dx, acc) = g.out(ctx, x)?;
-                silu_backward(ctx, &mut self.program, x, &dout, &dx, acc)?;
+                silu_backward(ctx, &mut self.rec.program, x, &dout, &dx, acc)?;
             }
-            Tape::ClassEmbedding { labels, emb, table } => {
+            Op::ClassEmbedding { labels, emb, table } => {
                 // The add was in place: d(emb before) = d(emb after), which stays where it is.
                 let demb = g.get(emb)?;
                 add_class_embedding_backward(
                     ctx,
-                    &mut self.program,
+                    &mut self.rec.program,
                     labels,
                     &demb,
                     &grads[*table],
                 )?;
             }
-            Tape::Conv {
+            Op::Conv {
                 x,
-                w,
-                b,
+                weight: w,
+                bias: b,
                 out,
                 stride,
                 padding,
                 scale,
                 channel_bias,
                 residual,
-                need_dx,
             } => {
-                let dout = g.get(out)?;
-                let [n, cout, ho, wo] = nchw(out)?;
-                let wt = self.params[*w].clone();
-                conv2d_backward_weight(
-                    ctx,
-                    &mut self.program,
+                let weight = self.rec.params.tensors[*w].clone();
+                self.conv_backward(
+                    g,
                     x,
-                    &dout,
-                    &grads[*w],
+                    (&weight, &grads[*w], &grads[*b]),
+                    out,
                     *stride,
                     *padding,
                     *scale,
-                    false,
+                    channel_bias.as_ref(),
+                    residual.as_ref(),
                 )?;
-                sum_axes(
-                    ctx,
-                    &mut self.program,
-                    &dout,
-                    [n, cout, ho * wo],
-                    &grads[*b],
-                    *scale,
-                    false,
-                )?;
-                if let Some(cb) = channel_bias {
-                    let (dcb, acc) = g.out(ctx, cb)?;
-                    sum_axes(
-                        ctx,
-                        &mut self.program,
-                        &dout,
-                        [1, n * cout, ho * wo],
-                        &dcb.reshaped(&[n * cout])?,
-                        *scale,
-                        acc,
-                    )?;
-                }
-                if let Some(r) = residual {
-                    let (dr, acc) = g.out(ctx, r)?;
-                    if acc {
-                        accumulate_scaled(ctx, &mut self.program, &dout, &dr, *scale)?;
-                    } else {
-                        copy_scaled(ctx, &mut self.program, &dout, &dr, *scale)?;
-                    }
-                }
-                if *need_dx {
-                    let (dx, acc) = g.out(ctx, x)?;
-                    conv2d_backward_input(
-                        ctx,
-                        &mut self.program,
-                        &dout,
-                        &wt,
-                        &dx,
-                        *stride,
-                        *padding,
-                        *scale,
-                        acc,
-                    )?;
-                }
             }
-            Tape::GroupNorm {
+            Op::GroupNorm {
                 x,
                 gamma,
                 beta,
@@ -977,91 +493,56 @@ impl Builder<'_> {
                 g.bytes += scratch.bytes();
                 group_norm_backward(
                     ctx,
-                    &mut self.program,
+                    &mut self.rec.program,
                     x,
-                    &self.params[*gamma].clone(),
-                    &self.params[*beta].clone(),
+                    &self.rec.params.tensors[*gamma].clone(),
+                    &self.rec.params.tensors[*beta].clone(),
                     &dout,
                     &dx,
                     &grads[*gamma],
                     &grads[*beta],
                     *groups,
-                    self.cfg.norm_eps as f32,
+                    self.rec.cfg.norm_eps as f32,
                     *silu,
                     acc,
                     &scratch,
                 )?;
             }
-            Tape::Project {
+            Op::Project {
                 x,
-                w,
-                b,
+                weight: w,
+                bias: b,
                 out,
                 residual,
                 scale,
             } => {
-                let dout = g.get(out)?;
-                let [n, cout, h, wd] = nchw(out)?;
-                let cin = x.shape[1];
-                let w4 = self.params[*w].reshaped(&[cout, cin, 1, 1])?;
-                conv2d_backward_weight(
-                    ctx,
-                    &mut self.program,
+                // A 1×1 conv with a (C_out, C_in) weight.
+                let (cout, cin) = (out.shape[1], x.shape[1]);
+                let weight = self.rec.params.tensors[*w].reshaped(&[cout, cin, 1, 1])?;
+                let dweight = grads[*w].reshaped(&[cout, cin, 1, 1])?;
+                self.conv_backward(
+                    g,
                     x,
-                    &dout,
-                    &grads[*w].reshaped(&[cout, cin, 1, 1])?,
+                    (&weight, &dweight, &grads[*b]),
+                    out,
                     1,
                     [0; 4],
                     *scale,
-                    false,
-                )?;
-                sum_axes(
-                    ctx,
-                    &mut self.program,
-                    &dout,
-                    [n, cout, h * wd],
-                    &grads[*b],
-                    *scale,
-                    false,
-                )?;
-                if let Some(r) = residual {
-                    let (dr, acc) = g.out(ctx, r)?;
-                    if acc {
-                        accumulate_scaled(ctx, &mut self.program, &dout, &dr, *scale)?;
-                    } else {
-                        copy_scaled(ctx, &mut self.program, &dout, &dr, *scale)?;
-                    }
-                }
-                let (dx, acc) = g.out(ctx, x)?;
-                conv2d_backward_input(
-                    ctx,
-                    &mut self.program,
-                    &dout,
-                    &w4,
-                    &dx,
-                    1,
-                    [0; 4],
-                    *scale,
-                    acc,
+                    None,
+                    residual.as_ref(),
                 )?;
             }
-            Tape::AttentionCore {
-                q,
-                k,
-                v,
+            Op::AttentionMix {
                 probs,
-                o,
+                v,
+                out,
                 heads,
-                alpha,
             } => {
-                let d_o = g.get(o)?;
-                let [n, c, h, w] = nchw(o)?;
-                let hw = h * w;
-                let d = c / heads;
-                let bh = n * heads;
+                let d_o = g.get(out)?;
+                let [n, c, h, w] = nchw(out)?;
+                let (hw, d, bh) = (h * w, c / heads, n * heads);
                 // dP[b,i,j] = Σ_dd dO[b,dd,i] v[b,dd,j]
-                let dp = ctx.zeros(&[bh, hw, hw])?;
-                g.bytes += dp.bytes();
+                let (dp, acc) = g.out(ctx, probs)?;
                 self.gemm(
                     &d_o,
                     v,
@@ -1074,7 +555,7 @@ impl Builder<'_> {
                     [d * hw, hw, 1],
                     [hw * hw, hw, 1],
                     1.0,
-                    false,
+                    acc,
                 )?;
                 // dv[b,dd,j] = Σ_i dO[b,dd,i] P[b,i,j]
                 let (dv, acc) = g.out(ctx, v)?;
@@ -1092,12 +573,24 @@ impl Builder<'_> {
                     1.0,
                     acc,
                 )?;
-                softmax_rows_backward(ctx, &mut self.program, probs, &dp, hw)?;
+            }
+            Op::AttentionScores {
+                q,
+                k,
+                probs,
+                heads,
+                alpha,
+            } => {
+                // dP becomes dS (the gradient of the pre-softmax scores) in place.
+                let ds = g.get(probs)?;
+                let [n, c, h, w] = nchw(q)?;
+                let (hw, d, bh) = (h * w, c / heads, n * heads);
+                softmax_rows_backward(ctx, &mut self.rec.program, probs, &ds, hw)?;
                 // dq[b,dd,i] = α Σ_j k[b,dd,j] dS[b,i,j]
                 let (dq, acc) = g.out(ctx, q)?;
                 self.gemm(
                     k,
-                    &dp,
+                    &ds,
                     &dq,
                     bh,
                     d,
@@ -1113,7 +606,7 @@ impl Builder<'_> {
                 let (dk, acc) = g.out(ctx, k)?;
                 self.gemm(
                     q,
-                    &dp,
+                    &ds,
                     &dk,
                     bh,
                     d,
@@ -1126,21 +619,35 @@ impl Builder<'_> {
                     acc,
                 )?;
             }
-            Tape::Concat { a, b, out } => {
+            Op::Concat { a, b, out } => {
                 let dcat = g.get(out)?;
                 let (da, acc_a) = g.out(ctx, a)?;
                 let (db, acc_b) = g.out(ctx, b)?;
-                concat_channels_backward(ctx, &mut self.program, &dcat, &da, &db, acc_a, acc_b)?;
+                concat_channels_backward(
+                    ctx,
+                    &mut self.rec.program,
+                    &dcat,
+                    &da,
+                    &db,
+                    acc_a,
+                    acc_b,
+                )?;
             }
-            Tape::Upsample { x, out } => {
+            Op::Upsample { x, out } => {
                 let dout = g.get(out)?;
                 let (dx, acc) = g.out(ctx, x)?;
-                upsample_nearest2x_backward(ctx, &mut self.program, &dout, &dx, acc)?;
+                upsample_nearest2x_backward(ctx, &mut self.rec.program, &dout, &dx, acc)?;
             }
-            Tape::Dropout { op, x, out } => {
+            Op::Dropout { mask, x, out } => {
                 let dout = g.get(out)?;
                 let (dx, acc) = g.out(ctx, x)?;
-                self.dropout_ops[*op].record_backward(ctx, &mut self.program, &dout, &dx, acc)?;
+                self.dropout_ops[*mask].record_backward(
+                    ctx,
+                    &mut self.rec.program,
+                    &dout,
+                    &dx,
+                    acc,
+                )?;
             }
         }
         Ok(())
