@@ -16,6 +16,8 @@ struct StepParams {
     numel: u32,
     // guidance: out = uncond + scale · (cond − uncond)
     guidance_scale: f32,
+    // weight of the previous step's x̂_0, read from x0 before it is overwritten; 0: not read
+    prev_from_prev_x0: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: StepParams;
@@ -26,7 +28,8 @@ struct StepParams {
 @group(0) @binding(2) var<storage, read> noise: array<f32>;
 // x_t: (N, C, H, W) current sample, overwritten with x_prev; guidance: out (N, C, H, W)
 @group(0) @binding(3) var<storage, read_write> x_t: array<f32>;
-// x0: (N, C, H, W) x̂_0 written; unused by guidance
+// x0: (N, C, H, W) x̂_0 of the previous step in (multistep solvers), this step's out; unused by
+// guidance
 @group(0) @binding(4) var<storage, read_write> x0: array<f32>;
 
 fn linear_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
@@ -34,7 +37,7 @@ fn linear_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
 }
 
 // x̂_0 = clamp(a·x_t + b·m), ε̂ = c·x_t + d·m (unclipped, as diffusers),
-// x_prev = e·x̂_0 + f·x_t + g·ε̂ + σ·z.
+// x_prev = e·x̂_0 + f·x_t + g·ε̂ + σ·z + k·x̂_0(previous step).
 @compute @workgroup_size(256)
 fn sampler_step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
@@ -50,6 +53,9 @@ fn sampler_step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
     var prev = p.prev_from_x0 * x0_hat + p.prev_from_xt * xt + p.prev_from_eps * eps;
     if (p.noise_scale != 0.0) {
         prev = prev + p.noise_scale * noise[i];
+    }
+    if (p.prev_from_prev_x0 != 0.0) {
+        prev = prev + p.prev_from_prev_x0 * x0[i];
     }
     x0[i] = x0_hat;
     x_t[i] = prev;

@@ -36,7 +36,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Generate images: x_T ~ N(0, I), then DDPM or DDIM steps down to x_0.
+    /// Generate images: x_T ~ N(0, I), then DDPM, DDIM or DPM-Solver++ steps down to x_0.
     Sample(SampleArgs),
     /// One U-Net call on given inputs (what diffusers returns as `.sample`).
     Predict(PredictArgs),
@@ -55,6 +55,9 @@ pub enum SamplerName {
     Ddpm,
     /// DDIM (Song et al. 2021): deterministic at eta = 0, few steps (default 50).
     Ddim,
+    /// DPM-Solver++(2M) (Lu et al. 2022), diffusers' DPMSolverMultistepScheduler defaults
+    /// (linspace timesteps, second order, first-order final step): deterministic, default 20 steps.
+    DpmSolver,
 }
 
 #[derive(clap::Args, Debug)]
@@ -65,7 +68,7 @@ pub struct SampleArgs {
     /// Sampler.
     #[arg(long, value_enum, default_value = "ddpm")]
     pub sampler: SamplerName,
-    /// Denoising steps [default: num_train_timesteps for ddpm, 50 for ddim].
+    /// Denoising steps [default: num_train_timesteps for ddpm, 50 for ddim, 20 for dpm-solver].
     #[arg(long)]
     pub steps: Option<usize>,
     /// DDIM's eta: 0 = deterministic, 1 = DDPM-like noise.
@@ -182,6 +185,7 @@ fn sample(a: SampleArgs) -> Result<()> {
     let (sampler, default_steps) = match a.sampler {
         SamplerName::Ddpm => (Sampler::Ddpm, t),
         SamplerName::Ddim => (Sampler::Ddim { eta: a.eta }, 50.min(t)),
+        SamplerName::DpmSolver => (Sampler::DpmSolver, 20.min(t.saturating_sub(1)).max(1)),
     };
     let steps = a.steps.unwrap_or(default_steps);
     let init = match &a.init_noise {

@@ -1,11 +1,12 @@
-//! The reverse process on the GPU: DDPM ancestral sampling (paper Algorithm 2) and DDIM
-//! (Song et al. 2021, eq. 12), optionally with classifier-free guidance. Every step is one
+//! The reverse process on the GPU: DDPM ancestral sampling (paper Algorithm 2), DDIM
+//! (Song et al. 2021, eq. 12) and DPM-Solver++(2M) (Lu et al. 2022), optionally with
+//! classifier-free guidance. Every step is one
 //! submission of a pre-recorded program; the per-step inputs (timestep, coefficients, noise
 //! stream) are small uniform writes, so nothing blocks and nothing is allocated per step.
 //! After each step the caller may read (or draw) `x_t` and the predicted `x0`.
 
 use crate::diffusion::schedule::{
-    inference_timesteps, previous_timestep, step_coefficients, Sampler, Schedule, SchedulerConfig,
+    run_step_coefficients, sampler_timesteps, Sampler, Schedule, SchedulerConfig,
 };
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Program, Tensor};
@@ -68,7 +69,7 @@ impl SamplingRun {
             return Err(Error::config("the number of steps must be at least 1"));
         }
         let schedule = Schedule::new(scheduler)?;
-        let timesteps = inference_timesteps(scheduler, settings.steps)?;
+        let timesteps = sampler_timesteps(scheduler, settings.sampler, settings.steps)?;
         let guided =
             match (settings.guidance, config.num_class_embeds) {
                 (Some(w), Some(_)) => w != 1.0,
@@ -165,7 +166,8 @@ impl SamplingRun {
     }
 
     /// Jump to step `steps_done` with the given x_t (e.g. to replay one step of a reference
-    /// trajectory, or to resume a paused run).
+    /// trajectory, or to resume a paused run). DPM-Solver's multistep update also reads the
+    /// previous step's x̂_0 from [`Self::x0`]: set it with [`Self::set_previous_x0`].
     pub fn set_state(&mut self, ctx: &GpuContext, steps_done: usize, x_t: &[f32]) -> Result<()> {
         if steps_done > self.timesteps.len() {
             return Err(Error::Other(format!(
@@ -176,6 +178,11 @@ impl SamplingRun {
         ctx.write(&self.x, x_t)?;
         self.next = steps_done;
         Ok(())
+    }
+
+    /// Overwrite the x̂_0 buffer, which DPM-Solver++(2M) reads as the previous step's x̂_0.
+    pub fn set_previous_x0(&self, ctx: &GpuContext, x0: &[f32]) -> Result<()> {
+        ctx.write(&self.x0, x0)
     }
 
     /// Start again from x_T with another seed (same model, batch and settings).
@@ -216,18 +223,12 @@ impl SamplingRun {
         let Some(&t) = self.timesteps.get(self.next) else {
             return Ok(None);
         };
-        let prev = previous_timestep(
+        let coefficients = run_step_coefficients(
+            &self.schedule,
             &self.scheduler,
             self.settings.sampler,
             &self.timesteps,
             self.next,
-        );
-        let coefficients = step_coefficients(
-            &self.schedule,
-            &self.scheduler,
-            self.settings.sampler,
-            t,
-            prev,
         );
         let ts = vec![t as f32; self.unet.batch];
         ctx.write(&self.unet.timesteps, &ts)?;

@@ -429,6 +429,51 @@ pub enum Sampler {
     Ddpm,
     /// Song et al. 2021, eq. 12; η = 0 deterministic, η = 1 DDPM-like. `DDIMScheduler.step`.
     Ddim { eta: f64 },
+    /// DPM-Solver++(2M) (Lu et al. 2022), deterministic; diffusers'
+    /// `DPMSolverMultistepScheduler` defaults. See [`super::dpm_solver`].
+    DpmSolver,
+}
+
+impl Sampler {
+    /// The spacing DPM-Solver uses: `DPMSolverMultistepScheduler`'s own default, linspace
+    /// (whatever the DDPM config says; its spacing belongs to DDPM/DDIM).
+    pub const DPM_SOLVER_SPACING: TimestepSpacing = TimestepSpacing::Linspace;
+}
+
+/// The descending timesteps a run of `sampler` with `steps` steps visits.
+pub fn sampler_timesteps(
+    cfg: &SchedulerConfig,
+    sampler: Sampler,
+    steps: usize,
+) -> Result<Vec<usize>> {
+    match sampler {
+        Sampler::Ddpm | Sampler::Ddim { .. } => inference_timesteps(cfg, steps),
+        Sampler::DpmSolver => {
+            super::dpm_solver::dpm_solver_timesteps(cfg, Sampler::DPM_SOLVER_SPACING, steps)
+        }
+    }
+}
+
+/// The coefficients of step `index` of a run over `timesteps` (from [`sampler_timesteps`]).
+pub fn run_step_coefficients(
+    sched: &Schedule,
+    cfg: &SchedulerConfig,
+    sampler: Sampler,
+    timesteps: &[usize],
+    index: usize,
+) -> StepCoefficients {
+    match sampler {
+        Sampler::DpmSolver => {
+            super::dpm_solver::dpm_solver_coefficients(sched, cfg, timesteps, index)
+        }
+        _ => step_coefficients(
+            sched,
+            cfg,
+            sampler,
+            timesteps[index.min(timesteps.len().saturating_sub(1))],
+            previous_timestep(cfg, sampler, timesteps, index),
+        ),
+    }
 }
 
 /// The timestep a step from `timesteps[index]` lands on, as diffusers computes it: DDPM takes
@@ -441,7 +486,7 @@ pub fn previous_timestep(
     index: usize,
 ) -> Option<usize> {
     match sampler {
-        Sampler::Ddpm => timesteps.get(index + 1).copied(),
+        Sampler::Ddpm | Sampler::DpmSolver => timesteps.get(index + 1).copied(),
         Sampler::Ddim { .. } => {
             let t = *timesteps.get(index)?;
             let ratio = cfg.num_train_timesteps / timesteps.len().max(1);
@@ -452,7 +497,9 @@ pub fn previous_timestep(
 
 /// The coefficients of one sampler step from timestep `t` to `prev_t` (see
 /// [`StepCoefficients`]), reproducing diffusers' `DDPMScheduler.step` / `DDIMScheduler.step`
-/// (without thresholding; `use_clipped_model_output = false`). `t` must be below
+/// (without thresholding; `use_clipped_model_output = false`). For [`Sampler::DpmSolver`]
+/// this is its first-order step from `t` to `prev_t`, which is DDIM η = 0 without clipping
+/// (runs use [`run_step_coefficients`] for the multistep update). `t` must be below
 /// `num_train_timesteps` (as [`inference_timesteps`] guarantees); larger values are clamped.
 pub fn step_coefficients(
     sched: &Schedule,
@@ -472,7 +519,7 @@ pub fn step_coefficients(
         PredictionType::Sample => (0.0, 1.0, 1.0 / sb, -sa / sb),
         PredictionType::VPrediction => (sa, -sb, sb, sa),
     };
-    let clip = if cfg.clip_sample {
+    let clip = if cfg.clip_sample && sampler != Sampler::DpmSolver {
         cfg.clip_sample_range
     } else {
         0.0
@@ -502,6 +549,11 @@ pub fn step_coefficients(
                 };
                 c.noise_scale = var.sqrt();
             }
+        }
+        Sampler::DpmSolver => {
+            let a_prev = prev_t.map(acp).unwrap_or(1.0);
+            c.prev_from_x0 = a_prev.sqrt();
+            c.prev_from_eps = (1.0 - a_prev).sqrt();
         }
         Sampler::Ddim { eta } => {
             let a_prev = prev_t.map(acp).unwrap_or(sched.final_alpha_cumprod);

@@ -1,5 +1,5 @@
 //! The sampler update (`shaders/sampler.wgsl`): one elementwise kernel applies a step's
-//! [`StepCoefficients`] (DDPM/DDIM, any prediction type), and classifier-free guidance
+//! [`StepCoefficients`] (DDPM/DDIM/DPM-Solver++, any prediction type), and classifier-free guidance
 //! (Ho & Salimans 2022) combines the conditional and unconditional halves of a batch.
 
 use crate::diffusion::StepCoefficients;
@@ -21,6 +21,7 @@ struct StepParams {
     noise_scale: f32,
     numel: u32,
     guidance_scale: f32,
+    prev_from_prev_x0: f32,
 }
 
 const WORKGROUP: u64 = 256;
@@ -39,7 +40,7 @@ pub struct SamplerStepOp {
 
 impl SamplerStepOp {
     /// Record the step. All four tensors have one shape; `x_t` is updated in place, `x0`
-    /// written. `noise` is read only when the step's noise_scale is nonzero. The
+    /// read (the previous x̂_0, only when `prev_from_prev_x0` is nonzero) and written. `noise` is read only when the step's noise_scale is nonzero. The
     /// coefficients are all zero until [`Self::set`].
     pub fn record(
         ctx: &GpuContext,
@@ -88,6 +89,7 @@ impl SamplerStepOp {
             noise_scale: c.noise_scale as f32,
             numel: self.numel,
             guidance_scale: 0.0,
+            prev_from_prev_x0: c.prev_from_prev_x0 as f32,
         };
         ctx.queue
             .write_buffer(&self.params, 0, bytemuck::bytes_of(&params));
@@ -164,7 +166,13 @@ mod tests {
     use crate::gpu::test_util::{assert_close, ctx, random};
 
     /// The StepCoefficients formula in f64 on the f32-rounded coefficients the kernel sees.
-    fn reference(c: &StepCoefficients, m: &[f32], z: &[f32], xt: &[f32]) -> (Vec<f64>, Vec<f64>) {
+    fn reference(
+        c: &StepCoefficients,
+        m: &[f32],
+        z: &[f32],
+        xt: &[f32],
+        x0_prev: &[f32],
+    ) -> (Vec<f64>, Vec<f64>) {
         let r = |v: f64| v as f32 as f64;
         let (mut prev, mut x0) = (Vec::new(), Vec::new());
         for i in 0..xt.len() {
@@ -178,7 +186,8 @@ mod tests {
                 r(c.prev_from_x0) * x0h
                     + r(c.prev_from_xt) * x
                     + r(c.prev_from_eps) * eps
-                    + r(c.noise_scale) * zz,
+                    + r(c.noise_scale) * zz
+                    + r(c.prev_from_prev_x0) * x0_prev[i] as f64,
             );
             x0.push(x0h);
         }
@@ -205,13 +214,23 @@ mod tests {
             prev_from_xt: 0.7,
             prev_from_eps: -0.05,
             noise_scale: 0.0,
+            prev_from_prev_x0: 0.0,
         };
+        let x0_prev: Vec<f32> = random(n, 53);
         let mut checked_clip = false;
-        for clip in [0.0, 1.0] {
-            for noise_scale in [0.0, 0.37] {
+        for (clip, noise_scale, prev_from_prev_x0) in [
+            (0.0, 0.0, 0.0),
+            (0.0, 0.37, 0.0),
+            (1.0, 0.0, 0.0),
+            (1.0, 0.37, 0.0),
+            // A DPM-Solver++(2M) step: x_prev = f·x_t + e·x̂_0 + k·x̂_0(previous).
+            (0.0, 0.0, -0.21),
+        ] {
+            {
                 let c = StepCoefficients {
                     clip,
                     noise_scale,
+                    prev_from_prev_x0,
                     ..base
                 };
                 let tm = ctx.upload(&m, &shape).unwrap();
@@ -223,15 +242,21 @@ mod tests {
                     z.clone()
                 };
                 let tz = ctx.upload(&zz, &shape).unwrap();
-                let t0 = ctx.zeros(&shape).unwrap();
+                // NaN in x0 proves that the previous x̂_0 is not read when its weight is 0.
+                let x0_in = if prev_from_prev_x0 == 0.0 {
+                    vec![f32::NAN; n]
+                } else {
+                    x0_prev.clone()
+                };
+                let t0 = ctx.upload(&x0_in, &shape).unwrap();
                 let mut p = Program::new();
                 let op = SamplerStepOp::record(&ctx, &mut p, &tm, &tz, &tx, &t0).unwrap();
                 op.set(&ctx, &c);
                 ctx.run(&p).unwrap();
                 let got_prev = block_on(ctx.read(&tx)).unwrap();
                 let got_x0 = block_on(ctx.read(&t0)).unwrap();
-                let (want_prev, want_x0) = reference(&c, &m, &z, &xt);
-                let what = format!("clip {clip} noise {noise_scale}");
+                let (want_prev, want_x0) = reference(&c, &m, &z, &xt, &x0_prev);
+                let what = format!("clip {clip} noise {noise_scale} prev x0 {prev_from_prev_x0}");
                 // A few f32 roundings of terms of magnitude <~ 6.
                 assert_close(&got_x0, &want_x0, 1e-6, 1e-6, &format!("x0 {what}"));
                 assert_close(&got_prev, &want_prev, 1e-6, 1e-6, &format!("x_prev {what}"));
