@@ -15,7 +15,7 @@ use kakusan::diffusion::schedule::{
 use kakusan::gpu::{block_on, GpuContext};
 use kakusan::model::{read_model_dir, Model};
 
-const MODELS: &[&str] = &["class_cond", "mnist28", "pad0"];
+const MODELS: &[&str] = &["class_cond", "pad0"];
 
 fn dpm(
     ctx: &GpuContext,
@@ -25,9 +25,13 @@ fn dpm(
     guidance: Option<f32>,
 ) -> Vec<f32> {
     let (shape, x_t) = init.get("init_noise");
-    let labels = init
-        .has("class_labels")
-        .then(|| init.get("class_labels").1.iter().map(|&l| l as u32).collect());
+    let labels = init.has("class_labels").then(|| {
+        init.get("class_labels")
+            .1
+            .iter()
+            .map(|&l| l as u32)
+            .collect()
+    });
     let mut run = SamplingRun::new(
         ctx,
         &model.config,

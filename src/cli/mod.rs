@@ -1,6 +1,7 @@
 //! The native command line: `sample`, `predict`, `info`, `bench`. Everything here may
 //! print, read files and block; the engine below does none of that.
 
+mod interpolate;
 mod io;
 mod plot;
 mod train;
@@ -47,6 +48,9 @@ pub enum Command {
     /// Train a model (default: class-conditional MNIST digits) and write checkpoints in
     /// diffusers' layout that `sample` and the browser app load.
     Train(Box<train::TrainArgs>),
+    /// Frames between two seeds (slerp of x_T, DDIM η = 0) or two images (noised to t with
+    /// the same noise, mixed, denoised: the DDPM paper's Fig. 8), as one strip.
+    Interpolate(interpolate::InterpolateArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -153,6 +157,7 @@ pub fn main() -> std::process::ExitCode {
         Some(Command::Predict(a)) => predict(a),
         Some(Command::Info(a)) => info(a),
         Some(Command::Bench(a)) => bench(a),
+        Some(Command::Interpolate(a)) => interpolate::interpolate(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -174,7 +179,7 @@ pub(crate) fn gpu() -> Result<GpuContext> {
     Ok(ctx)
 }
 
-fn load(dir: &Path) -> Result<Model> {
+pub(crate) fn load(dir: &Path) -> Result<Model> {
     let files = read_model_dir(dir)?;
     Model::from_files(&files)
 }

@@ -65,8 +65,8 @@ pub fn dpm_solver_timesteps(
         }
     };
     // Repeated timesteps (too many steps for the spacing) would give h = 0 below.
-    let ok = ts.windows(2).all(|w| w[0] > w[1])
-        && ts.iter().all(|&t| t >= 0 && (t as usize) < t_train);
+    let ok =
+        ts.windows(2).all(|w| w[0] > w[1]) && ts.iter().all(|&t| t >= 0 && (t as usize) < t_train);
     if !ok {
         return Err(Error::config(format!(
             "DPM-Solver with {steps} steps and {} spacing (steps_offset {}) gives repeated or \
