@@ -217,3 +217,74 @@ fn interpolate_bad_input_is_a_clear_error() {
         );
     }
 }
+
+#[test]
+fn progress_grid_has_one_row_per_image_and_one_column_per_step() {
+    let m = fixture("class_cond");
+    let d = tmpdir("progress");
+    let samples = d.join("s.png");
+    let run = |extra: &[&str]| {
+        let grid = d.join("grid.png");
+        let _ = std::fs::remove_file(&grid);
+        let mut args = vec![
+            "sample",
+            "--model",
+            p(&m),
+            "--sampler",
+            "dpm-solver",
+            "--steps",
+            "6",
+            "-n",
+            "2",
+            "--out",
+            p(&samples),
+        ];
+        args.extend_from_slice(extra);
+        let (code, err) = kakusan(&args);
+        (code, err, grid)
+    };
+    let g = d.join("grid.png");
+    let size = |cols: u32, rows: u32| (cols * 16 + (cols + 1) * 2, rows * 16 + (rows + 1) * 2);
+    // Default: min(8, steps) evenly spaced steps = all 6 here.
+    let (code, err, grid) = run(&["--progress-grid", p(&g)]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(png_size(&grid), size(6, 2));
+    let (code, err, grid) = run(&["--progress-grid", p(&g), "--progress-steps", "2,4"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(png_size(&grid), size(2, 2));
+    // Every 4 steps, and the last: 4, 6.
+    let (code, err, grid) = run(&["--progress-grid", p(&g), "--progress-every", "4"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("[4, 6]"), "{err}");
+    assert_eq!(png_size(&grid), size(2, 2));
+    for (extra, want) in [
+        (
+            vec!["--progress-grid", p(&g), "--progress-steps", "0,7"],
+            "outside 1..=6",
+        ),
+        (
+            vec!["--progress-grid", p(&g), "--progress-steps", "2,b"],
+            "`b`",
+        ),
+        (
+            vec![
+                "--progress-grid",
+                p(&g),
+                "--progress-steps",
+                "2",
+                "--progress-every",
+                "2",
+            ],
+            "at most one",
+        ),
+        (vec!["--progress-every", "2"], "need --progress-grid"),
+    ] {
+        let (code, err, _) = run(&extra);
+        assert_eq!(code, Some(1), "{extra:?}: {err}");
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with("error: ") && l.contains(want)),
+            "{extra:?}: {err}"
+        );
+    }
+}

@@ -100,6 +100,58 @@ pub struct SampleArgs {
     /// and optionally `class_labels` [N] (int64).
     #[arg(long)]
     pub init_noise: Option<PathBuf>,
+    /// Also write the progressive generation (DDPM paper Fig. 6) as PNG: one row per
+    /// image, the predicted x̂_0 after each chosen step from left to right [default: 8
+    /// evenly spaced steps, the last one included].
+    #[arg(long)]
+    pub progress_grid: Option<PathBuf>,
+    /// With --progress-grid: every N steps (and the last).
+    #[arg(long)]
+    pub progress_every: Option<usize>,
+    /// With --progress-grid: these steps (1 = after the first step), comma-separated.
+    #[arg(long)]
+    pub progress_steps: Option<String>,
+}
+
+/// The 1-based step numbers after which `sample --progress-grid` records x̂_0.
+pub(crate) fn progress_steps(
+    total: usize,
+    every: Option<usize>,
+    list: Option<&str>,
+) -> Result<Vec<usize>> {
+    let steps: Vec<usize> = match (every, list) {
+        (Some(_), Some(_)) => {
+            return Err(Error::Other(
+                "give at most one of --progress-every and --progress-steps".into(),
+            ))
+        }
+        (Some(0), None) => return Err(Error::Other("--progress-every must be at least 1".into())),
+        (Some(n), None) => (1..=total).filter(|s| s % n == 0 || *s == total).collect(),
+        (None, Some(l)) => {
+            let mut v = Vec::new();
+            for part in l.split(',').map(str::trim) {
+                let s: usize = part.parse().map_err(|_| {
+                    Error::Other(format!("--progress-steps: `{part}` is not a step number"))
+                })?;
+                if s == 0 || s > total {
+                    return Err(Error::Other(format!(
+                        "--progress-steps: step {s} is outside 1..={total} (this run's steps)"
+                    )));
+                }
+                v.push(s);
+            }
+            v.sort_unstable();
+            v.dedup();
+            v
+        }
+        (None, None) => {
+            let k = total.min(8);
+            let mut v: Vec<usize> = (1..=k).map(|i| (i * total).div_ceil(k)).collect();
+            v.dedup();
+            v
+        }
+    };
+    Ok(steps)
 }
 
 #[derive(clap::Args, Debug)]
@@ -240,14 +292,50 @@ fn sample(a: SampleArgs) -> Result<()> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
+    let progress = match &a.progress_grid {
+        Some(_) => progress_steps(
+            run.timesteps().len(),
+            a.progress_every,
+            a.progress_steps.as_deref(),
+        )?,
+        None if a.progress_every.is_some() || a.progress_steps.is_some() => {
+            return Err(Error::Other(
+                "--progress-every/--progress-steps need --progress-grid FILE".into(),
+            ))
+        }
+        None => Vec::new(),
+    };
+    let mut snapshots: Vec<Vec<f32>> = Vec::new();
     let start = Instant::now();
     while let Some(t) = run.step(&ctx)? {
         // Wait for each step so the bar shows real progress (the browser never waits).
         block_on(ctx.finish())?;
+        if progress.contains(&run.steps_done()) {
+            snapshots.push(block_on(ctx.read(run.x0()))?);
+        }
         bar.set_message(format!("t={t}"));
         bar.inc(1);
     }
     bar.finish_and_clear();
+    if let Some(path) = &a.progress_grid {
+        // Rows = images, columns = the chosen steps.
+        let shape = run.x0().shape.clone();
+        let per: usize = shape[1..].iter().product();
+        let cols = snapshots.len();
+        let mut grid = Vec::with_capacity(n * cols * per);
+        for i in 0..n {
+            for snap in &snapshots {
+                grid.extend_from_slice(&snap[i * per..(i + 1) * per]);
+            }
+        }
+        let mut grid_shape = shape.clone();
+        grid_shape[0] = n * cols;
+        io::write_grid_png_cols(path, &grid, &grid_shape, cols)?;
+        eprintln!(
+            "progress grid (x̂_0 after steps {progress:?}) → {}",
+            path.display()
+        );
+    }
     let data = block_on(ctx.read(run.x_t()))?;
     if data.iter().any(|v| !v.is_finite()) {
         return Err(Error::Other(
