@@ -71,3 +71,43 @@ fn guidance(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     let uncond = model_out[p.numel + i];
     x_t[i] = uncond + p.guidance_scale * (cond - uncond);
 }
+
+var<workgroup> sums: array<vec4<f32>, 256>;
+
+// Guidance rescale (Lin et al. 2024, §3.4; diffusers `rescale_noise_cfg`), in place on the
+// guided output: out ← out · (φ · std(cond)/std(out) + 1 − φ), std over each sample.
+// One workgroup per sample; numel = elements per sample (C·H·W); guidance_scale = φ.
+// model_out: (2N, C, H, W) as for `guidance` (cond = first N); x_t: the guided out (N, C, H, W).
+@compute @workgroup_size(256)
+fn guidance_rescale(@builtin(workgroup_id) wg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let phi = p.guidance_scale;
+    if (phi == 0.0) { return; }
+    let len = p.numel;
+    let base = wg.x * len;
+    // (Σ cond, Σ cond², Σ out, Σ out²)
+    var acc = vec4<f32>(0.0);
+    for (var i = lid; i < len; i = i + 256u) {
+        let c = model_out[base + i];
+        let g = x_t[base + i];
+        acc = acc + vec4<f32>(c, c * c, g, g * g);
+    }
+    sums[lid] = acc;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s = s >> 1u) {
+        if (lid < s) {
+            sums[lid] = sums[lid] + sums[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let t = sums[0];
+    let m = f32(len);
+    // torch.std's (len − 1) normalisation cancels in the ratio.
+    let var_c = max(t.y - t.x * t.x / m, 0.0);
+    let var_g = max(t.w - t.z * t.z / m, 0.0);
+    let ratio = select(1.0, sqrt(var_c / var_g), var_g > 0.0);
+    let f = phi * ratio + (1.0 - phi);
+    for (var i = lid; i < len; i = i + 256u) {
+        x_t[base + i] = x_t[base + i] * f;
+    }
+}

@@ -56,6 +56,12 @@ pub struct InterpolateArgs {
     /// Classifier-free guidance scale w (class-conditional models).
     #[arg(long)]
     pub guidance: Option<f32>,
+    /// Guidance rescale φ in [0, 1] (as for `sample`). 0 = off.
+    #[arg(long, default_value_t = 0.0)]
+    pub guidance_rescale: f64,
+    /// Guide only at timesteps LO..=HI (as for `sample`). Default: every step.
+    #[arg(long)]
+    pub guidance_interval: Option<String>,
     /// Where to write the strip of frames (PNG, one row).
     #[arg(long, default_value = "interpolation.png")]
     pub out: PathBuf,
@@ -218,6 +224,7 @@ pub fn interpolate(a: InterpolateArgs) -> Result<()> {
             ))
         }
     };
+    let options = super::guidance_options(a.guidance_rescale, a.guidance_interval.as_deref())?;
     let model = super::load(&a.model)?;
     let t_train = model.scheduler.num_train_timesteps;
     let k = a.frames;
@@ -293,6 +300,7 @@ pub fn interpolate(a: InterpolateArgs) -> Result<()> {
             (frames, index, run)
         }
     };
+    run.set_guidance_options(&ctx, options)?;
     run.set_state(&ctx, start_index, &x_start)?;
     while run.step(&ctx)?.is_some() {}
     let data = block_on(ctx.read(run.x_t()))?;

@@ -100,6 +100,14 @@ pub struct SampleArgs {
     /// and optionally `class_labels` [N] (int64).
     #[arg(long)]
     pub init_noise: Option<PathBuf>,
+    /// Guidance rescale φ in [0, 1] (Lin et al. 2024; diffusers `guidance_rescale`): scale the
+    /// guided ε back towards the conditional ε's standard deviation. 0 = off.
+    #[arg(long, default_value_t = 0.0)]
+    pub guidance_rescale: f64,
+    /// Guide only at timesteps LO..=HI, e.g. `100,700` (Kynkäänniemi et al. 2024); elsewhere
+    /// the conditional output alone. Default: every step.
+    #[arg(long)]
+    pub guidance_interval: Option<String>,
     /// Also write the progressive generation (DDPM paper Fig. 6) as PNG: one row per
     /// image, the predicted x̂_0 after each chosen step from left to right [default: 8
     /// evenly spaced steps, the last one included].
@@ -111,6 +119,35 @@ pub struct SampleArgs {
     /// With --progress-grid: these steps (1 = after the first step), comma-separated.
     #[arg(long)]
     pub progress_steps: Option<String>,
+}
+
+/// `--guidance-rescale` and `--guidance-interval LO,HI` as engine options.
+pub(crate) fn guidance_options(
+    rescale: f64,
+    interval: Option<&str>,
+) -> Result<crate::diffusion::sampler::GuidanceOptions> {
+    let interval = match interval {
+        None => None,
+        Some(v) => {
+            let parts: Vec<&str> = v.split(',').map(str::trim).collect();
+            let num = |x: &str| {
+                x.parse::<usize>().map_err(|_| {
+                    Error::Other(format!(
+                        "--guidance-interval: `{x}` is not a timestep (want LO,HI, e.g. 100,700)"
+                    ))
+                })
+            };
+            match parts[..] {
+                [lo, hi] => Some((num(lo)?, num(hi)?)),
+                _ => {
+                    return Err(Error::Other(format!(
+                        "--guidance-interval needs LO,HI (got `{v}`)"
+                    )))
+                }
+            }
+        }
+    };
+    Ok(crate::diffusion::sampler::GuidanceOptions { rescale, interval })
 }
 
 /// The 1-based step numbers after which `sample --progress-grid` records x̂_0.
@@ -245,6 +282,7 @@ fn sample(a: SampleArgs) -> Result<()> {
         SamplerName::DpmSolver => (Sampler::DpmSolver, 20.min(t.saturating_sub(1)).max(1)),
     };
     let steps = a.steps.unwrap_or(default_steps);
+    let guidance_options = guidance_options(a.guidance_rescale, a.guidance_interval.as_deref())?;
     let init = match &a.init_noise {
         Some(p) => Some(io::read_init_noise(p)?),
         None => None,
@@ -284,6 +322,7 @@ fn sample(a: SampleArgs) -> Result<()> {
         }
         run.set_initial_noise(&ctx, &init.data)?;
     }
+    run.set_guidance_options(&ctx, guidance_options)?;
     let bar = indicatif::ProgressBar::new(run.timesteps().len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(

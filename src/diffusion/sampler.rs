@@ -14,7 +14,7 @@ use crate::model::config::UNetConfig;
 use crate::model::weights::Weights;
 use crate::ops::elementwise::concat_channels;
 use crate::ops::noise::NoiseOp;
-use crate::ops::sampler::{GuidanceOp, SamplerStepOp};
+use crate::ops::sampler::{GuidanceOp, GuidanceRescaleOp, SamplerStepOp};
 use crate::unet::UNet;
 
 /// What to sample.
@@ -33,6 +33,18 @@ pub struct SampleSettings {
     pub guidance: Option<f32>,
 }
 
+/// Refinements of classifier-free guidance (issue 10), all off by default as in diffusers.
+/// Set with [`SamplingRun::set_guidance_options`]; they only act on guided runs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GuidanceOptions {
+    /// Guidance rescale φ (Lin et al. 2024, eq. 15–16; diffusers `guidance_rescale`):
+    /// ε ← φ·ε_cfg·std(ε_c)/std(ε_cfg) + (1 − φ)·ε_cfg. 0 = off.
+    pub rescale: f64,
+    /// Guide only at timesteps t with lo ≤ t ≤ hi (Kynkäänniemi et al. 2024); elsewhere the
+    /// conditional output alone (w = 1). None = every step.
+    pub interval: Option<(usize, usize)>,
+}
+
 /// A sampling run in progress: the U-Net and the sampler kernels, planned once.
 pub struct SamplingRun {
     pub unet: UNet,
@@ -49,7 +61,8 @@ pub struct SamplingRun {
     init_program: Program,
     step_noise: NoiseOp,
     step_op: SamplerStepOp,
-    _guidance_op: Option<GuidanceOp>,
+    guidance_op: Option<(GuidanceOp, GuidanceRescaleOp)>,
+    guidance_options: GuidanceOptions,
     step_program: Program,
 }
 
@@ -127,7 +140,9 @@ impl SamplingRun {
             let guided_out = ctx.zeros(&shape)?;
             let op = GuidanceOp::record(ctx, &mut step_program, &unet.output, &guided_out)?;
             op.set(ctx, settings.guidance.unwrap_or(1.0));
-            (guided_out, Some(op))
+            let rescale =
+                GuidanceRescaleOp::record(ctx, &mut step_program, &unet.output, &guided_out)?;
+            (guided_out, Some((op, rescale)))
         } else {
             (unet.output.clone(), None)
         };
@@ -150,9 +165,36 @@ impl SamplingRun {
             init_program,
             step_noise,
             step_op,
-            _guidance_op: guidance_op,
+            guidance_op,
+            guidance_options: GuidanceOptions::default(),
             step_program,
         })
+    }
+
+    /// Use these guidance refinements from the next step on (no effect on unguided runs).
+    pub fn set_guidance_options(
+        &mut self,
+        ctx: &GpuContext,
+        options: GuidanceOptions,
+    ) -> Result<()> {
+        if !(0.0..=1.0).contains(&options.rescale) {
+            return Err(Error::config(format!(
+                "guidance rescale must be between 0 and 1, got {}",
+                options.rescale
+            )));
+        }
+        if let Some((lo, hi)) = options.interval {
+            if lo > hi {
+                return Err(Error::config(format!(
+                    "guidance interval {lo}..{hi}: the start is after the end"
+                )));
+            }
+        }
+        if let Some((_, rescale)) = &self.guidance_op {
+            rescale.set(ctx, options.rescale as f32);
+        }
+        self.guidance_options = options;
+        Ok(())
     }
 
     /// Replace x_T (the seed's noise) with the caller's, e.g. a diffusers run's initial latents.
@@ -230,6 +272,14 @@ impl SamplingRun {
             &self.timesteps,
             self.next,
         );
+        if let Some((op, _)) = &self.guidance_op {
+            let inside = match self.guidance_options.interval {
+                Some((lo, hi)) => (lo..=hi).contains(&t),
+                None => true,
+            };
+            let w = self.settings.guidance.unwrap_or(1.0);
+            op.set(ctx, if inside { w } else { 1.0 });
+        }
         let ts = vec![t as f32; self.unet.batch];
         ctx.write(&self.unet.timesteps, &ts)?;
         self.step_noise

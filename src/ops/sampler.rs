@@ -159,6 +159,91 @@ impl GuidanceOp {
     }
 }
 
+/// A recorded guidance rescale (Lin et al. 2024; diffusers `guidance_rescale`), in place on
+/// the guided output `out` (N, ...), with the conditional outputs the first N of
+/// `model_out` (2N, ...): out ← out · (φ·std(cond)/std(out) + 1 − φ), std per sample. φ = 0
+/// (the default until [`GuidanceRescaleOp::set`]) leaves `out` unchanged.
+pub struct GuidanceRescaleOp {
+    params: wgpu::Buffer,
+    numel: u32,
+}
+
+impl GuidanceRescaleOp {
+    pub fn record(
+        ctx: &GpuContext,
+        program: &mut Program,
+        model_out: &Tensor,
+        out: &Tensor,
+    ) -> Result<GuidanceRescaleOp> {
+        let (n, per) = match (model_out.shape.split_first(), out.shape.split_first()) {
+            (Some((&n2, rest2)), Some((&n, rest))) if n2 == 2 * n && rest2 == rest && n > 0 => {
+                (n, rest.iter().product::<usize>())
+            }
+            _ => {
+                return Err(Error::shape(format!(
+                    "guidance rescale: model_out {:?} must be out {:?} with twice the batch",
+                    model_out.shape, out.shape
+                )))
+            }
+        };
+        numel_u32(model_out, "guidance rescale: model_out")?;
+        let numel =
+            u32::try_from(per).map_err(|_| Error::shape("guidance rescale: samples too large"))?;
+        let groups = u32::try_from(n)
+            .ok()
+            .filter(|&g| g <= 65535)
+            .ok_or_else(|| Error::shape(format!("guidance rescale: batch {n} > 65535")))?;
+        let op = GuidanceRescaleOp {
+            params: ctx.uniform_buffer(std::mem::size_of::<StepParams>()),
+            numel,
+        };
+        op.set(ctx, 0.0);
+        ctx.record(
+            program,
+            DispatchDesc {
+                label: "guidance_rescale",
+                shader: &SAMPLER,
+                entry: "guidance_rescale",
+                constants: &[],
+                params: Params::Buffer(&op.params),
+                // As for GuidanceOp: the noise slot is unused, x0 is not bound.
+                inputs: &[&model_out.buffer, &model_out.buffer],
+                outputs: &[&out.buffer],
+                workgroups: [groups, 1, 1],
+            },
+        )?;
+        Ok(op)
+    }
+
+    /// Set φ for the next run (0: off, 1: fully rescaled; diffusers suggests 0.7).
+    pub fn set(&self, ctx: &GpuContext, phi: f32) {
+        let params = StepParams {
+            numel: self.numel,
+            guidance_scale: phi,
+            ..Default::default()
+        };
+        ctx.queue
+            .write_buffer(&self.params, 0, bytemuck::bytes_of(&params));
+    }
+}
+
+/// diffusers' `rescale_noise_cfg` in f64 for one batch: `cond` and `cfg` are (N, per).
+pub fn guidance_rescale_reference(cond: &[f64], cfg: &[f64], n: usize, phi: f64) -> Vec<f64> {
+    let per = cfg.len() / n.max(1);
+    // Unbiased std (torch.std's default), as diffusers.
+    let std = |v: &[f64]| {
+        let m = v.iter().sum::<f64>() / v.len() as f64;
+        (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (v.len() as f64 - 1.0)).sqrt()
+    };
+    let mut out = Vec::with_capacity(cfg.len());
+    for i in 0..n {
+        let (c, g) = (&cond[i * per..(i + 1) * per], &cfg[i * per..(i + 1) * per]);
+        let ratio = std(c) / std(g);
+        out.extend(g.iter().map(|x| phi * x * ratio + (1.0 - phi) * x));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,6 +376,53 @@ mod tests {
                 .collect();
             assert_close(&got, &want, 1e-6, 1e-6, &format!("guidance w={w}"));
         }
+    }
+
+    #[test]
+    fn guidance_rescale_matches_reference() {
+        let ctx = ctx();
+        // 3 samples of 1×29×31 = 899 elements: more than one pass of 256 threads, not a
+        // multiple of it. Different scales per sample so that every ratio differs.
+        let (n, per) = (3usize, 29 * 31);
+        let mut mo = random(2 * n * per, 70);
+        for (i, v) in mo.iter_mut().enumerate() {
+            *v = *v * (1.0 + (i / per) as f32 * 0.4) + 0.1;
+        }
+        let tm = ctx.upload(&mo, &[2 * n, 1, 29, 31]).unwrap();
+        let out = ctx.zeros(&[n, 1, 29, 31]).unwrap();
+        let mut p = Program::new();
+        let g = GuidanceOp::record(&ctx, &mut p, &tm, &out).unwrap();
+        let r = GuidanceRescaleOp::record(&ctx, &mut p, &tm, &out).unwrap();
+        let w = 3.0f32;
+        g.set(&ctx, w);
+        let cond: Vec<f64> = mo[..n * per].iter().map(|&v| v as f64).collect();
+        let cfg: Vec<f64> = (0..n * per)
+            .map(|i| {
+                let (c, u) = (mo[i] as f64, mo[n * per + i] as f64);
+                u + w as f64 * (c - u)
+            })
+            .collect();
+        for phi in [0.0f32, 0.7, 1.0] {
+            r.set(&ctx, phi);
+            ctx.run(&p).unwrap();
+            let got = block_on(ctx.read(&out)).unwrap();
+            let want = guidance_rescale_reference(&cond, &cfg, n, phi as f64);
+            // f32 one-pass sums over 899 values of O(1): ~1e-6 relative in the ratio.
+            assert_close(
+                &got,
+                &want,
+                1e-5,
+                1e-5,
+                &format!("guidance rescale phi={phi}"),
+            );
+            if phi == 1.0 {
+                // Fully rescaled: each sample's std equals the conditional one.
+                let again = guidance_rescale_reference(&cond, &want, n, 1.0);
+                assert!(want.iter().zip(&again).all(|(a, b)| (a - b).abs() < 1e-9));
+                assert!(want.iter().zip(&cfg).any(|(a, b)| (a - b).abs() > 0.1));
+            }
+        }
+        assert!(GuidanceRescaleOp::record(&ctx, &mut p, &out, &out).is_err());
     }
 
     #[test]
