@@ -108,6 +108,19 @@ pub struct SampleArgs {
     /// the conditional output alone. Default: every step.
     #[arg(long)]
     pub guidance_interval: Option<String>,
+    /// Override scheduler_config.json's `clip_sample` (clamp x̂_0 to ±clip_sample_range in
+    /// DDPM/DDIM steps). With DDIM, clipping greys the shipped model's backgrounds
+    /// (docs/sampling.md).
+    #[arg(long)]
+    pub clip_sample: Option<bool>,
+    /// Dynamic thresholding of x̂_0 (Saharia et al. 2022) with this quantile of |x̂_0|, e.g.
+    /// 0.995, instead of clipping [default: scheduler_config.json's `thresholding`, off].
+    #[arg(long)]
+    pub dynamic_thresholding: Option<f64>,
+    /// Dynamic thresholding's largest threshold s [default: scheduler_config.json's
+    /// `sample_max_value`, 1.0, which makes thresholding plain clipping].
+    #[arg(long)]
+    pub sample_max_value: Option<f64>,
     /// Also write the progressive generation (DDPM paper Fig. 6) as PNG: one row per
     /// image, the predicted x̂_0 after each chosen step from left to right [default: 8
     /// evenly spaced steps, the last one included].
@@ -119,6 +132,27 @@ pub struct SampleArgs {
     /// With --progress-grid: these steps (1 = after the first step), comma-separated.
     #[arg(long)]
     pub progress_steps: Option<String>,
+}
+
+/// Apply `--clip-sample`, `--dynamic-thresholding` and `--sample-max-value` to the model's
+/// scheduler settings.
+pub(crate) fn override_scheduler(
+    cfg: &mut crate::diffusion::schedule::SchedulerConfig,
+    clip_sample: Option<bool>,
+    dynamic_thresholding: Option<f64>,
+    sample_max_value: Option<f64>,
+) -> Result<()> {
+    if let Some(c) = clip_sample {
+        cfg.clip_sample = c;
+    }
+    if let Some(r) = dynamic_thresholding {
+        cfg.thresholding = true;
+        cfg.dynamic_thresholding_ratio = r;
+    }
+    if let Some(m) = sample_max_value {
+        cfg.sample_max_value = m;
+    }
+    cfg.validate()
 }
 
 /// `--guidance-rescale` and `--guidance-interval LO,HI` as engine options.
@@ -274,7 +308,13 @@ pub(crate) fn load(dir: &Path) -> Result<Model> {
 }
 
 fn sample(a: SampleArgs) -> Result<()> {
-    let model = load(&a.model)?;
+    let mut model = load(&a.model)?;
+    override_scheduler(
+        &mut model.scheduler,
+        a.clip_sample,
+        a.dynamic_thresholding,
+        a.sample_max_value,
+    )?;
     let t = model.scheduler.num_train_timesteps;
     let (sampler, default_steps) = match a.sampler {
         SamplerName::Ddpm => (Sampler::Ddpm, t),

@@ -34,4 +34,9 @@ pub struct StepCoefficients {
     pub noise_scale: f64,
     /// Weight of the previous step's x̂_0 (multistep solvers); 0: not read.
     pub prev_from_prev_x0: f64,
+    /// Dynamic thresholding (Saharia et al. 2022) instead of clipping: x̂_0 ←
+    /// clamp(x̂_0, −s, s)/s with s = min(max(quantile_ratio(|x̂_0|), 1), threshold_max) per
+    /// sample. 0: off.
+    pub threshold_ratio: f64,
+    pub threshold_max: f64,
 }

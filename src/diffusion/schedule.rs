@@ -93,6 +93,12 @@ pub struct SchedulerConfig {
     pub steps_offset: usize,
     /// DDIM only: ᾱ used past the last step is 1 (true) or ᾱ_0 (false).
     pub set_alpha_to_one: bool,
+    /// Dynamic thresholding of x̂_0 (Saharia et al. 2022) instead of clipping.
+    pub thresholding: bool,
+    /// Its quantile of |x̂_0| (diffusers default 0.995).
+    pub dynamic_thresholding_ratio: f64,
+    /// Its largest threshold s (diffusers default 1.0, which makes it plain clipping).
+    pub sample_max_value: f64,
 }
 
 impl Default for SchedulerConfig {
@@ -110,6 +116,9 @@ impl Default for SchedulerConfig {
             timestep_spacing: TimestepSpacing::Leading,
             steps_offset: 0,
             set_alpha_to_one: true,
+            thresholding: false,
+            dynamic_thresholding_ratio: 0.995,
+            sample_max_value: 1.0,
         }
     }
 }
@@ -215,19 +224,16 @@ impl SchedulerConfig {
                 "trained_betas" if !v.is_null() => {
                     return Err(unsupported(k, &json!("[…]"), "null"));
                 }
-                "thresholding" if v != &Value::Bool(false) => {
-                    return Err(unsupported(k, v, "false"));
-                }
+                "thresholding" => c.thresholding = boolean(k, v)?,
+                "dynamic_thresholding_ratio" => c.dynamic_thresholding_ratio = num(k, v)?,
+                "sample_max_value" => c.sample_max_value = num(k, v)?,
                 "rescale_betas_zero_snr" if v != &Value::Bool(false) => {
                     return Err(unsupported(k, v, "false"));
                 }
                 // Harmless: null/false forms of the above, thresholding parameters (unused
                 // without thresholding) and keys of early (0.1-era) diffusers configs.
                 "trained_betas"
-                | "thresholding"
                 | "rescale_betas_zero_snr"
-                | "dynamic_thresholding_ratio"
-                | "sample_max_value"
                 | "tensor_format"
                 | "timestep_values" => {}
                 _ => {
@@ -257,6 +263,17 @@ impl SchedulerConfig {
                 self.beta_start, self.beta_end
             )));
         }
+        if self.thresholding
+            && !(self.dynamic_thresholding_ratio > 0.0
+                && self.dynamic_thresholding_ratio <= 1.0
+                && self.sample_max_value > 0.0)
+        {
+            return Err(Error::config(format!(
+                "scheduler_config.json: thresholding needs 0 < dynamic_thresholding_ratio ({}) <= 1 \
+                 and sample_max_value ({}) > 0",
+                self.dynamic_thresholding_ratio, self.sample_max_value
+            )));
+        }
         if self.clip_sample && self.clip_sample_range <= 0.0 {
             return Err(Error::config(format!(
                 "scheduler_config.json: `clip_sample_range` = {} must be > 0",
@@ -283,7 +300,12 @@ impl SchedulerConfig {
         m.insert("clip_sample".into(), json!(self.clip_sample));
         m.insert("clip_sample_range".into(), json!(self.clip_sample_range));
         m.insert("prediction_type".into(), json!(self.prediction_type.name()));
-        m.insert("thresholding".into(), json!(false));
+        m.insert("thresholding".into(), json!(self.thresholding));
+        m.insert(
+            "dynamic_thresholding_ratio".into(),
+            json!(self.dynamic_thresholding_ratio),
+        );
+        m.insert("sample_max_value".into(), json!(self.sample_max_value));
         m.insert(
             "timestep_spacing".into(),
             json!(self.timestep_spacing.name()),
@@ -524,12 +546,19 @@ pub fn step_coefficients(
     } else {
         0.0
     };
+    let (threshold_ratio, threshold_max) = if cfg.thresholding {
+        (cfg.dynamic_thresholding_ratio, cfg.sample_max_value)
+    } else {
+        (0.0, 0.0)
+    };
     let mut c = StepCoefficients {
         x0_from_xt,
         x0_from_model,
         eps_from_xt,
         eps_from_model,
         clip,
+        threshold_ratio,
+        threshold_max,
         ..Default::default()
     };
     match sampler {
@@ -1040,7 +1069,10 @@ mod tests {
         };
         for (text, key) in [
             (r#"{"trained_betas": [0.1, 0.2]}"#, "trained_betas"),
-            (r#"{"thresholding": true}"#, "thresholding"),
+            (
+                r#"{"thresholding": true, "dynamic_thresholding_ratio": 1.5}"#,
+                "dynamic_thresholding_ratio",
+            ),
             (r#"{"variance_type": "learned_range"}"#, "variance_type"),
             (r#"{"beta_schedule": "sigmoid"}"#, "beta_schedule"),
             (r#"{"prediction_type": "x0"}"#, "prediction_type"),

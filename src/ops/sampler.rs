@@ -22,6 +22,10 @@ struct StepParams {
     numel: u32,
     guidance_scale: f32,
     prev_from_prev_x0: f32,
+    threshold_ratio: f32,
+    threshold_max: f32,
+    per_sample: u32,
+    _pad: u32,
 }
 
 const WORKGROUP: u64 = 256;
@@ -36,6 +40,9 @@ fn numel_u32(t: &Tensor, what: &str) -> Result<u32> {
 pub struct SamplerStepOp {
     params: wgpu::Buffer,
     numel: u32,
+    per_sample: u32,
+    /// (N) dynamic thresholding's s per sample.
+    pub scales: Tensor,
 }
 
 impl SamplerStepOp {
@@ -54,11 +61,32 @@ impl SamplerStepOp {
         expect_shape(noise, &x_t.shape, "sampler step: noise")?;
         expect_shape(x0, &x_t.shape, "sampler step: x0")?;
         let numel = numel_u32(x_t, "sampler step: x_t")?;
+        let n = x_t.shape.first().copied().unwrap_or(1).max(1);
+        let groups = u32::try_from(n)
+            .ok()
+            .filter(|&g| g <= 65535)
+            .ok_or_else(|| Error::shape(format!("sampler step: batch {n} > 65535")))?;
         let op = SamplerStepOp {
             params: ctx.uniform_buffer(std::mem::size_of::<StepParams>()),
             numel,
+            per_sample: (numel as usize / n).max(1) as u32,
+            scales: ctx.zeros(&[n])?,
         };
         op.set(ctx, &StepCoefficients::default());
+        // Dynamic thresholding's per-sample s first (returns at once when it is off).
+        ctx.record(
+            program,
+            DispatchDesc {
+                label: "threshold_scales",
+                shader: &SAMPLER,
+                entry: "threshold_scales",
+                constants: &[],
+                params: Params::Buffer(&op.params),
+                inputs: &[&model_out.buffer, &noise.buffer],
+                outputs: &[&x_t.buffer, &x0.buffer, &op.scales.buffer],
+                workgroups: [groups, 1, 1],
+            },
+        )?;
         ctx.record(
             program,
             DispatchDesc {
@@ -68,7 +96,7 @@ impl SamplerStepOp {
                 constants: &[],
                 params: Params::Buffer(&op.params),
                 inputs: &[&model_out.buffer, &noise.buffer],
-                outputs: &[&x_t.buffer, &x0.buffer],
+                outputs: &[&x_t.buffer, &x0.buffer, &op.scales.buffer],
                 workgroups: grid_1d((numel as u64).div_ceil(WORKGROUP))?,
             },
         )?;
@@ -90,6 +118,10 @@ impl SamplerStepOp {
             numel: self.numel,
             guidance_scale: 0.0,
             prev_from_prev_x0: c.prev_from_prev_x0 as f32,
+            threshold_ratio: c.threshold_ratio as f32,
+            threshold_max: c.threshold_max as f32,
+            per_sample: self.per_sample,
+            _pad: 0,
         };
         ctx.queue
             .write_buffer(&self.params, 0, bytemuck::bytes_of(&params));
@@ -227,6 +259,22 @@ impl GuidanceRescaleOp {
     }
 }
 
+/// diffusers' `_threshold_sample` s per sample in f64: torch.quantile (linear) of |x̂_0|,
+/// then clamp(min = 1, max = `max`). `x0` is (N, per).
+pub fn threshold_reference(x0: &[f64], n: usize, ratio: f64, max: f64) -> Vec<f64> {
+    let per = x0.len() / n.max(1);
+    (0..n)
+        .map(|i| {
+            let mut a: Vec<f64> = x0[i * per..(i + 1) * per].iter().map(|v| v.abs()).collect();
+            a.sort_by(f64::total_cmp);
+            let q = ratio * (per - 1) as f64;
+            let k = (q.floor() as usize).min(per - 1);
+            let v = a[k] + (q - k as f64) * (a[(k + 1).min(per - 1)] - a[k]);
+            v.max(1.0).min(max)
+        })
+        .collect()
+}
+
 /// diffusers' `rescale_noise_cfg` in f64 for one batch: `cond` and `cfg` are (N, per).
 pub fn guidance_rescale_reference(cond: &[f64], cfg: &[f64], n: usize, phi: f64) -> Vec<f64> {
     let per = cfg.len() / n.max(1);
@@ -260,10 +308,18 @@ mod tests {
     ) -> (Vec<f64>, Vec<f64>) {
         let r = |v: f64| v as f32 as f64;
         let (mut prev, mut x0) = (Vec::new(), Vec::new());
+        let x0_raw: Vec<f64> = (0..xt.len())
+            .map(|i| r(c.x0_from_xt) * xt[i] as f64 + r(c.x0_from_model) * m[i] as f64)
+            .collect();
+        let scales = threshold_reference(&x0_raw, 2, r(c.threshold_ratio), r(c.threshold_max));
+        let per = xt.len() / 2;
         for i in 0..xt.len() {
             let (x, mo, zz) = (xt[i] as f64, m[i] as f64, z[i] as f64);
-            let mut x0h = r(c.x0_from_xt) * x + r(c.x0_from_model) * mo;
-            if c.clip > 0.0 {
+            let mut x0h = x0_raw[i];
+            if c.threshold_ratio > 0.0 {
+                let s = scales[i / per];
+                x0h = x0h.clamp(-s, s) / s;
+            } else if c.clip > 0.0 {
                 x0h = x0h.clamp(-r(c.clip), r(c.clip));
             }
             let eps = r(c.eps_from_xt) * x + r(c.eps_from_model) * mo;
@@ -300,6 +356,8 @@ mod tests {
             prev_from_eps: -0.05,
             noise_scale: 0.0,
             prev_from_prev_x0: 0.0,
+            threshold_ratio: 0.0,
+            threshold_max: 0.0,
         };
         let x0_prev: Vec<f32> = random(n, 53);
         let mut checked_clip = false;
@@ -311,11 +369,18 @@ mod tests {
             // A DPM-Solver++(2M) step: x_prev = f·x_t + e·x̂_0 + k·x̂_0(previous).
             (0.0, 0.0, -0.21),
         ] {
-            {
+            // Dynamic thresholding on top (clip is then ignored): ratio 0.9 with a max that
+            // binds for no sample, and 0.995 with a max of 2 that binds.
+            for (threshold_ratio, threshold_max) in [(0.0, 0.0), (0.9, 10.0), (0.995, 2.0)] {
+                if threshold_ratio > 0.0 && (noise_scale > 0.0 || prev_from_prev_x0 != 0.0) {
+                    continue;
+                }
                 let c = StepCoefficients {
                     clip,
                     noise_scale,
                     prev_from_prev_x0,
+                    threshold_ratio,
+                    threshold_max,
                     ..base
                 };
                 let tm = ctx.upload(&m, &shape).unwrap();
@@ -341,11 +406,29 @@ mod tests {
                 let got_prev = block_on(ctx.read(&tx)).unwrap();
                 let got_x0 = block_on(ctx.read(&t0)).unwrap();
                 let (want_prev, want_x0) = reference(&c, &m, &z, &xt, &x0_prev);
-                let what = format!("clip {clip} noise {noise_scale} prev x0 {prev_from_prev_x0}");
+                let what = format!(
+                    "clip {clip} noise {noise_scale} prev x0 {prev_from_prev_x0} \
+                     threshold {threshold_ratio}/{threshold_max}"
+                );
+                if threshold_ratio > 0.0 {
+                    let got = block_on(ctx.read(&op.scales)).unwrap();
+                    let x0_raw: Vec<f64> = (0..n)
+                        .map(|i| {
+                            (c.x0_from_xt as f32 as f64) * xt[i] as f64
+                                + (c.x0_from_model as f32 as f64) * m[i] as f64
+                        })
+                        .collect();
+                    let want = threshold_reference(&x0_raw, 2, threshold_ratio, threshold_max);
+                    assert_close(&got, &want, 1e-5, 1e-5, &format!("scales {what}"));
+                    // The data make s differ from both bounds for ratio 0.9.
+                    if threshold_max > 5.0 {
+                        assert!(want.iter().all(|&s| s > 1.1 && s < 9.0), "{want:?}");
+                    }
+                }
                 // A few f32 roundings of terms of magnitude <~ 6.
                 assert_close(&got_x0, &want_x0, 1e-6, 1e-6, &format!("x0 {what}"));
                 assert_close(&got_prev, &want_prev, 1e-6, 1e-6, &format!("x_prev {what}"));
-                if clip > 0.0 {
+                if clip > 0.0 && threshold_ratio == 0.0 {
                     assert!(got_x0.iter().all(|v| v.abs() <= 1.0));
                     checked_clip = want_x0.iter().filter(|v| v.abs() == 1.0).count() > 10;
                 }
