@@ -2,6 +2,7 @@
 //! print, read files and block; the engine below does none of that.
 
 mod eval;
+mod interpolate;
 mod io;
 mod lab;
 mod plot;
@@ -38,7 +39,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Generate images: x_T ~ N(0, I), then DDPM or DDIM steps down to x_0.
+    /// Generate images: x_T ~ N(0, I), then DDPM, DDIM or DPM-Solver++ steps down to x_0.
     Sample(SampleArgs),
     /// One U-Net call on given inputs (what diffusers returns as `.sample`).
     Predict(PredictArgs),
@@ -55,6 +56,9 @@ pub enum Command {
     /// Quality numbers for class-conditional digit models: class accuracy, FID and median
     /// pixel by the project's own classifier (or train that classifier).
     Eval(Box<eval::EvalArgs>),
+    /// Frames between two seeds (slerp of x_T, DDIM η = 0) or two images (noised to t with
+    /// the same noise, mixed, denoised: the DDPM paper's Fig. 8), as one strip.
+    Interpolate(interpolate::InterpolateArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -63,6 +67,9 @@ pub enum SamplerName {
     Ddpm,
     /// DDIM (Song et al. 2021): deterministic at eta = 0, few steps (default 50).
     Ddim,
+    /// DPM-Solver++(2M) (Lu et al. 2022), diffusers' DPMSolverMultistepScheduler defaults
+    /// (linspace timesteps, second order, first-order final step): deterministic, default 20 steps.
+    DpmSolver,
 }
 
 #[derive(clap::Args, Debug)]
@@ -73,7 +80,7 @@ pub struct SampleArgs {
     /// Sampler.
     #[arg(long, value_enum, default_value = "ddpm")]
     pub sampler: SamplerName,
-    /// Denoising steps [default: num_train_timesteps for ddpm, 50 for ddim].
+    /// Denoising steps [default: num_train_timesteps for ddpm, 50 for ddim, 20 for dpm-solver].
     #[arg(long)]
     pub steps: Option<usize>,
     /// DDIM's eta: 0 = deterministic, 1 = DDPM-like noise.
@@ -101,6 +108,129 @@ pub struct SampleArgs {
     /// and optionally `class_labels` [N] (int64).
     #[arg(long)]
     pub init_noise: Option<PathBuf>,
+    /// Guidance rescale φ in [0, 1] (Lin et al. 2024; diffusers `guidance_rescale`): scale the
+    /// guided ε back towards the conditional ε's standard deviation. 0 = off.
+    #[arg(long, default_value_t = 0.0)]
+    pub guidance_rescale: f64,
+    /// Guide only at timesteps LO..=HI, e.g. `100,700` (Kynkäänniemi et al. 2024); elsewhere
+    /// the conditional output alone. Default: every step.
+    #[arg(long)]
+    pub guidance_interval: Option<String>,
+    /// Override scheduler_config.json's `clip_sample` (clamp x̂_0 to ±clip_sample_range in
+    /// DDPM/DDIM steps). With DDIM, clipping greys the shipped model's backgrounds
+    /// (docs/sampling.md).
+    #[arg(long)]
+    pub clip_sample: Option<bool>,
+    /// Dynamic thresholding of x̂_0 (Saharia et al. 2022) with this quantile of |x̂_0|, e.g.
+    /// 0.995, instead of clipping [default: scheduler_config.json's `thresholding`, off].
+    #[arg(long)]
+    pub dynamic_thresholding: Option<f64>,
+    /// Dynamic thresholding's largest threshold s [default: scheduler_config.json's
+    /// `sample_max_value`, 1.0, which makes thresholding plain clipping].
+    #[arg(long)]
+    pub sample_max_value: Option<f64>,
+    /// Also write the progressive generation (DDPM paper Fig. 6) as PNG: one row per
+    /// image, the predicted x̂_0 after each chosen step from left to right [default: 8
+    /// evenly spaced steps, the last one included].
+    #[arg(long)]
+    pub progress_grid: Option<PathBuf>,
+    /// With --progress-grid: every N steps (and the last).
+    #[arg(long)]
+    pub progress_every: Option<usize>,
+    /// With --progress-grid: these steps (1 = after the first step), comma-separated.
+    #[arg(long)]
+    pub progress_steps: Option<String>,
+}
+
+/// Apply `--clip-sample`, `--dynamic-thresholding` and `--sample-max-value` to the model's
+/// scheduler settings.
+pub(crate) fn override_scheduler(
+    cfg: &mut crate::diffusion::schedule::SchedulerConfig,
+    clip_sample: Option<bool>,
+    dynamic_thresholding: Option<f64>,
+    sample_max_value: Option<f64>,
+) -> Result<()> {
+    if let Some(c) = clip_sample {
+        cfg.clip_sample = c;
+    }
+    if let Some(r) = dynamic_thresholding {
+        cfg.thresholding = true;
+        cfg.dynamic_thresholding_ratio = r;
+    }
+    if let Some(m) = sample_max_value {
+        cfg.sample_max_value = m;
+    }
+    cfg.validate()
+}
+
+/// `--guidance-rescale` and `--guidance-interval LO,HI` as engine options.
+pub(crate) fn guidance_options(
+    rescale: f64,
+    interval: Option<&str>,
+) -> Result<crate::diffusion::sampler::GuidanceOptions> {
+    let interval = match interval {
+        None => None,
+        Some(v) => {
+            let parts: Vec<&str> = v.split(',').map(str::trim).collect();
+            let num = |x: &str| {
+                x.parse::<usize>().map_err(|_| {
+                    Error::Other(format!(
+                        "--guidance-interval: `{x}` is not a timestep (want LO,HI, e.g. 100,700)"
+                    ))
+                })
+            };
+            match parts[..] {
+                [lo, hi] => Some((num(lo)?, num(hi)?)),
+                _ => {
+                    return Err(Error::Other(format!(
+                        "--guidance-interval needs LO,HI (got `{v}`)"
+                    )))
+                }
+            }
+        }
+    };
+    Ok(crate::diffusion::sampler::GuidanceOptions { rescale, interval })
+}
+
+/// The 1-based step numbers after which `sample --progress-grid` records x̂_0.
+pub(crate) fn progress_steps(
+    total: usize,
+    every: Option<usize>,
+    list: Option<&str>,
+) -> Result<Vec<usize>> {
+    let steps: Vec<usize> = match (every, list) {
+        (Some(_), Some(_)) => {
+            return Err(Error::Other(
+                "give at most one of --progress-every and --progress-steps".into(),
+            ))
+        }
+        (Some(0), None) => return Err(Error::Other("--progress-every must be at least 1".into())),
+        (Some(n), None) => (1..=total).filter(|s| s % n == 0 || *s == total).collect(),
+        (None, Some(l)) => {
+            let mut v = Vec::new();
+            for part in l.split(',').map(str::trim) {
+                let s: usize = part.parse().map_err(|_| {
+                    Error::Other(format!("--progress-steps: `{part}` is not a step number"))
+                })?;
+                if s == 0 || s > total {
+                    return Err(Error::Other(format!(
+                        "--progress-steps: step {s} is outside 1..={total} (this run's steps)"
+                    )));
+                }
+                v.push(s);
+            }
+            v.sort_unstable();
+            v.dedup();
+            v
+        }
+        (None, None) => {
+            let k = total.min(8);
+            let mut v: Vec<usize> = (1..=k).map(|i| (i * total).div_ceil(k)).collect();
+            v.dedup();
+            v
+        }
+    };
+    Ok(steps)
 }
 
 #[derive(clap::Args, Debug)]
@@ -163,6 +293,7 @@ pub fn main() -> std::process::ExitCode {
         Some(Command::Bench(a)) => bench(a),
         Some(Command::Lab(a)) => lab::run(a),
         Some(Command::Eval(a)) => eval::eval(*a),
+        Some(Command::Interpolate(a)) => interpolate::interpolate(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -184,19 +315,27 @@ pub(crate) fn gpu() -> Result<GpuContext> {
     Ok(ctx)
 }
 
-fn load(dir: &Path) -> Result<Model> {
+pub(crate) fn load(dir: &Path) -> Result<Model> {
     let files = read_model_dir(dir)?;
     Model::from_files(&files)
 }
 
 fn sample(a: SampleArgs) -> Result<()> {
-    let model = load(&a.model)?;
+    let mut model = load(&a.model)?;
+    override_scheduler(
+        &mut model.scheduler,
+        a.clip_sample,
+        a.dynamic_thresholding,
+        a.sample_max_value,
+    )?;
     let t = model.scheduler.num_train_timesteps;
     let (sampler, default_steps) = match a.sampler {
         SamplerName::Ddpm => (Sampler::Ddpm, t),
         SamplerName::Ddim => (Sampler::Ddim { eta: a.eta }, 50.min(t)),
+        SamplerName::DpmSolver => (Sampler::DpmSolver, 20.min(t.saturating_sub(1)).max(1)),
     };
     let steps = a.steps.unwrap_or(default_steps);
+    let guidance_options = guidance_options(a.guidance_rescale, a.guidance_interval.as_deref())?;
     let init = match &a.init_noise {
         Some(p) => Some(io::read_init_noise(p)?),
         None => None,
@@ -236,6 +375,7 @@ fn sample(a: SampleArgs) -> Result<()> {
         }
         run.set_initial_noise(&ctx, &init.data)?;
     }
+    run.set_guidance_options(&ctx, guidance_options)?;
     let bar = indicatif::ProgressBar::new(run.timesteps().len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -244,14 +384,50 @@ fn sample(a: SampleArgs) -> Result<()> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
+    let progress = match &a.progress_grid {
+        Some(_) => progress_steps(
+            run.timesteps().len(),
+            a.progress_every,
+            a.progress_steps.as_deref(),
+        )?,
+        None if a.progress_every.is_some() || a.progress_steps.is_some() => {
+            return Err(Error::Other(
+                "--progress-every/--progress-steps need --progress-grid FILE".into(),
+            ))
+        }
+        None => Vec::new(),
+    };
+    let mut snapshots: Vec<Vec<f32>> = Vec::new();
     let start = Instant::now();
     while let Some(t) = run.step(&ctx)? {
         // Wait for each step so the bar shows real progress (the browser never waits).
         block_on(ctx.finish())?;
+        if progress.contains(&run.steps_done()) {
+            snapshots.push(block_on(ctx.read(run.x0()))?);
+        }
         bar.set_message(format!("t={t}"));
         bar.inc(1);
     }
     bar.finish_and_clear();
+    if let Some(path) = &a.progress_grid {
+        // Rows = images, columns = the chosen steps.
+        let shape = run.x0().shape.clone();
+        let per: usize = shape[1..].iter().product();
+        let cols = snapshots.len();
+        let mut grid = Vec::with_capacity(n * cols * per);
+        for i in 0..n {
+            for snap in &snapshots {
+                grid.extend_from_slice(&snap[i * per..(i + 1) * per]);
+            }
+        }
+        let mut grid_shape = shape.clone();
+        grid_shape[0] = n * cols;
+        io::write_grid_png_cols(path, &grid, &grid_shape, cols)?;
+        eprintln!(
+            "progress grid (x̂_0 after steps {progress:?}) → {}",
+            path.display()
+        );
+    }
     let data = block_on(ctx.read(run.x_t()))?;
     if data.iter().any(|v| !v.is_finite()) {
         return Err(Error::Other(

@@ -1,11 +1,12 @@
-//! The reverse process on the GPU: DDPM ancestral sampling (paper Algorithm 2) and DDIM
-//! (Song et al. 2021, eq. 12), optionally with classifier-free guidance. Every step is one
+//! The reverse process on the GPU: DDPM ancestral sampling (paper Algorithm 2), DDIM
+//! (Song et al. 2021, eq. 12) and DPM-Solver++(2M) (Lu et al. 2022), optionally with
+//! classifier-free guidance. Every step is one
 //! submission of a pre-recorded program; the per-step inputs (timestep, coefficients, noise
 //! stream) are small uniform writes, so nothing blocks and nothing is allocated per step.
 //! After each step the caller may read (or draw) `x_t` and the predicted `x0`.
 
 use crate::diffusion::schedule::{
-    inference_timesteps, previous_timestep, step_coefficients, Sampler, Schedule, SchedulerConfig,
+    run_step_coefficients, sampler_timesteps, Sampler, Schedule, SchedulerConfig,
 };
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Program, Tensor};
@@ -13,7 +14,7 @@ use crate::model::config::UNetConfig;
 use crate::model::weights::Weights;
 use crate::ops::elementwise::concat_channels;
 use crate::ops::noise::NoiseOp;
-use crate::ops::sampler::{GuidanceOp, SamplerStepOp};
+use crate::ops::sampler::{GuidanceOp, GuidanceRescaleOp, SamplerStepOp};
 use crate::unet::UNet;
 
 /// What to sample.
@@ -32,6 +33,18 @@ pub struct SampleSettings {
     pub guidance: Option<f32>,
 }
 
+/// Refinements of classifier-free guidance (issue 10), all off by default as in diffusers.
+/// Set with [`SamplingRun::set_guidance_options`]; they only act on guided runs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GuidanceOptions {
+    /// Guidance rescale φ (Lin et al. 2024, eq. 15–16; diffusers `guidance_rescale`):
+    /// ε ← φ·ε_cfg·std(ε_c)/std(ε_cfg) + (1 − φ)·ε_cfg. 0 = off.
+    pub rescale: f64,
+    /// Guide only at timesteps t with lo ≤ t ≤ hi (Kynkäänniemi et al. 2024); elsewhere the
+    /// conditional output alone (w = 1). None = every step.
+    pub interval: Option<(usize, usize)>,
+}
+
 /// A sampling run in progress: the U-Net and the sampler kernels, planned once.
 pub struct SamplingRun {
     pub unet: UNet,
@@ -48,7 +61,8 @@ pub struct SamplingRun {
     init_program: Program,
     step_noise: NoiseOp,
     step_op: SamplerStepOp,
-    _guidance_op: Option<GuidanceOp>,
+    guidance_op: Option<(GuidanceOp, GuidanceRescaleOp)>,
+    guidance_options: GuidanceOptions,
     step_program: Program,
 }
 
@@ -68,7 +82,7 @@ impl SamplingRun {
             return Err(Error::config("the number of steps must be at least 1"));
         }
         let schedule = Schedule::new(scheduler)?;
-        let timesteps = inference_timesteps(scheduler, settings.steps)?;
+        let timesteps = sampler_timesteps(scheduler, settings.sampler, settings.steps)?;
         let guided =
             match (settings.guidance, config.num_class_embeds) {
                 (Some(w), Some(_)) => w != 1.0,
@@ -126,7 +140,9 @@ impl SamplingRun {
             let guided_out = ctx.zeros(&shape)?;
             let op = GuidanceOp::record(ctx, &mut step_program, &unet.output, &guided_out)?;
             op.set(ctx, settings.guidance.unwrap_or(1.0));
-            (guided_out, Some(op))
+            let rescale =
+                GuidanceRescaleOp::record(ctx, &mut step_program, &unet.output, &guided_out)?;
+            (guided_out, Some((op, rescale)))
         } else {
             (unet.output.clone(), None)
         };
@@ -149,9 +165,36 @@ impl SamplingRun {
             init_program,
             step_noise,
             step_op,
-            _guidance_op: guidance_op,
+            guidance_op,
+            guidance_options: GuidanceOptions::default(),
             step_program,
         })
+    }
+
+    /// Use these guidance refinements from the next step on (no effect on unguided runs).
+    pub fn set_guidance_options(
+        &mut self,
+        ctx: &GpuContext,
+        options: GuidanceOptions,
+    ) -> Result<()> {
+        if !(0.0..=1.0).contains(&options.rescale) {
+            return Err(Error::config(format!(
+                "guidance rescale must be between 0 and 1, got {}",
+                options.rescale
+            )));
+        }
+        if let Some((lo, hi)) = options.interval {
+            if lo > hi {
+                return Err(Error::config(format!(
+                    "guidance interval {lo}..{hi}: the start is after the end"
+                )));
+            }
+        }
+        if let Some((_, rescale)) = &self.guidance_op {
+            rescale.set(ctx, options.rescale as f32);
+        }
+        self.guidance_options = options;
+        Ok(())
     }
 
     /// Replace x_T (the seed's noise) with the caller's, e.g. a diffusers run's initial latents.
@@ -165,7 +208,8 @@ impl SamplingRun {
     }
 
     /// Jump to step `steps_done` with the given x_t (e.g. to replay one step of a reference
-    /// trajectory, or to resume a paused run).
+    /// trajectory, or to resume a paused run). DPM-Solver's multistep update also reads the
+    /// previous step's x̂_0 from [`Self::x0`]: set it with [`Self::set_previous_x0`].
     pub fn set_state(&mut self, ctx: &GpuContext, steps_done: usize, x_t: &[f32]) -> Result<()> {
         if steps_done > self.timesteps.len() {
             return Err(Error::Other(format!(
@@ -176,6 +220,11 @@ impl SamplingRun {
         ctx.write(&self.x, x_t)?;
         self.next = steps_done;
         Ok(())
+    }
+
+    /// Overwrite the x̂_0 buffer, which DPM-Solver++(2M) reads as the previous step's x̂_0.
+    pub fn set_previous_x0(&self, ctx: &GpuContext, x0: &[f32]) -> Result<()> {
+        ctx.write(&self.x0, x0)
     }
 
     /// Start again from x_T with another seed (same model, batch and settings).
@@ -216,19 +265,21 @@ impl SamplingRun {
         let Some(&t) = self.timesteps.get(self.next) else {
             return Ok(None);
         };
-        let prev = previous_timestep(
+        let coefficients = run_step_coefficients(
+            &self.schedule,
             &self.scheduler,
             self.settings.sampler,
             &self.timesteps,
             self.next,
         );
-        let coefficients = step_coefficients(
-            &self.schedule,
-            &self.scheduler,
-            self.settings.sampler,
-            t,
-            prev,
-        );
+        if let Some((op, _)) = &self.guidance_op {
+            let inside = match self.guidance_options.interval {
+                Some((lo, hi)) => (lo..=hi).contains(&t),
+                None => true,
+            };
+            let w = self.settings.guidance.unwrap_or(1.0);
+            op.set(ctx, if inside { w } else { 1.0 });
+        }
         let ts = vec![t as f32; self.unet.batch];
         ctx.write(&self.unet.timesteps, &ts)?;
         self.step_noise

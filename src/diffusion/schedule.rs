@@ -93,6 +93,12 @@ pub struct SchedulerConfig {
     pub steps_offset: usize,
     /// DDIM only: ᾱ used past the last step is 1 (true) or ᾱ_0 (false).
     pub set_alpha_to_one: bool,
+    /// Dynamic thresholding of x̂_0 (Saharia et al. 2022) instead of clipping.
+    pub thresholding: bool,
+    /// Its quantile of |x̂_0| (diffusers default 0.995).
+    pub dynamic_thresholding_ratio: f64,
+    /// Its largest threshold s (diffusers default 1.0, which makes it plain clipping).
+    pub sample_max_value: f64,
 }
 
 impl Default for SchedulerConfig {
@@ -110,6 +116,9 @@ impl Default for SchedulerConfig {
             timestep_spacing: TimestepSpacing::Leading,
             steps_offset: 0,
             set_alpha_to_one: true,
+            thresholding: false,
+            dynamic_thresholding_ratio: 0.995,
+            sample_max_value: 1.0,
         }
     }
 }
@@ -215,19 +224,16 @@ impl SchedulerConfig {
                 "trained_betas" if !v.is_null() => {
                     return Err(unsupported(k, &json!("[…]"), "null"));
                 }
-                "thresholding" if v != &Value::Bool(false) => {
-                    return Err(unsupported(k, v, "false"));
-                }
+                "thresholding" => c.thresholding = boolean(k, v)?,
+                "dynamic_thresholding_ratio" => c.dynamic_thresholding_ratio = num(k, v)?,
+                "sample_max_value" => c.sample_max_value = num(k, v)?,
                 "rescale_betas_zero_snr" if v != &Value::Bool(false) => {
                     return Err(unsupported(k, v, "false"));
                 }
                 // Harmless: null/false forms of the above, thresholding parameters (unused
                 // without thresholding) and keys of early (0.1-era) diffusers configs.
                 "trained_betas"
-                | "thresholding"
                 | "rescale_betas_zero_snr"
-                | "dynamic_thresholding_ratio"
-                | "sample_max_value"
                 | "tensor_format"
                 | "timestep_values" => {}
                 _ => {
@@ -257,6 +263,17 @@ impl SchedulerConfig {
                 self.beta_start, self.beta_end
             )));
         }
+        if self.thresholding
+            && !(self.dynamic_thresholding_ratio > 0.0
+                && self.dynamic_thresholding_ratio <= 1.0
+                && self.sample_max_value > 0.0)
+        {
+            return Err(Error::config(format!(
+                "scheduler_config.json: thresholding needs 0 < dynamic_thresholding_ratio ({}) <= 1 \
+                 and sample_max_value ({}) > 0",
+                self.dynamic_thresholding_ratio, self.sample_max_value
+            )));
+        }
         if self.clip_sample && self.clip_sample_range <= 0.0 {
             return Err(Error::config(format!(
                 "scheduler_config.json: `clip_sample_range` = {} must be > 0",
@@ -283,7 +300,12 @@ impl SchedulerConfig {
         m.insert("clip_sample".into(), json!(self.clip_sample));
         m.insert("clip_sample_range".into(), json!(self.clip_sample_range));
         m.insert("prediction_type".into(), json!(self.prediction_type.name()));
-        m.insert("thresholding".into(), json!(false));
+        m.insert("thresholding".into(), json!(self.thresholding));
+        m.insert(
+            "dynamic_thresholding_ratio".into(),
+            json!(self.dynamic_thresholding_ratio),
+        );
+        m.insert("sample_max_value".into(), json!(self.sample_max_value));
         m.insert(
             "timestep_spacing".into(),
             json!(self.timestep_spacing.name()),
@@ -429,6 +451,51 @@ pub enum Sampler {
     Ddpm,
     /// Song et al. 2021, eq. 12; η = 0 deterministic, η = 1 DDPM-like. `DDIMScheduler.step`.
     Ddim { eta: f64 },
+    /// DPM-Solver++(2M) (Lu et al. 2022), deterministic; diffusers'
+    /// `DPMSolverMultistepScheduler` defaults. See [`super::dpm_solver`].
+    DpmSolver,
+}
+
+impl Sampler {
+    /// The spacing DPM-Solver uses: `DPMSolverMultistepScheduler`'s own default, linspace
+    /// (whatever the DDPM config says; its spacing belongs to DDPM/DDIM).
+    pub const DPM_SOLVER_SPACING: TimestepSpacing = TimestepSpacing::Linspace;
+}
+
+/// The descending timesteps a run of `sampler` with `steps` steps visits.
+pub fn sampler_timesteps(
+    cfg: &SchedulerConfig,
+    sampler: Sampler,
+    steps: usize,
+) -> Result<Vec<usize>> {
+    match sampler {
+        Sampler::Ddpm | Sampler::Ddim { .. } => inference_timesteps(cfg, steps),
+        Sampler::DpmSolver => {
+            super::dpm_solver::dpm_solver_timesteps(cfg, Sampler::DPM_SOLVER_SPACING, steps)
+        }
+    }
+}
+
+/// The coefficients of step `index` of a run over `timesteps` (from [`sampler_timesteps`]).
+pub fn run_step_coefficients(
+    sched: &Schedule,
+    cfg: &SchedulerConfig,
+    sampler: Sampler,
+    timesteps: &[usize],
+    index: usize,
+) -> StepCoefficients {
+    match sampler {
+        Sampler::DpmSolver => {
+            super::dpm_solver::dpm_solver_coefficients(sched, cfg, timesteps, index)
+        }
+        _ => step_coefficients(
+            sched,
+            cfg,
+            sampler,
+            timesteps[index.min(timesteps.len().saturating_sub(1))],
+            previous_timestep(cfg, sampler, timesteps, index),
+        ),
+    }
 }
 
 /// The timestep a step from `timesteps[index]` lands on, as diffusers computes it: DDPM takes
@@ -441,7 +508,7 @@ pub fn previous_timestep(
     index: usize,
 ) -> Option<usize> {
     match sampler {
-        Sampler::Ddpm => timesteps.get(index + 1).copied(),
+        Sampler::Ddpm | Sampler::DpmSolver => timesteps.get(index + 1).copied(),
         Sampler::Ddim { .. } => {
             let t = *timesteps.get(index)?;
             let ratio = cfg.num_train_timesteps / timesteps.len().max(1);
@@ -452,7 +519,9 @@ pub fn previous_timestep(
 
 /// The coefficients of one sampler step from timestep `t` to `prev_t` (see
 /// [`StepCoefficients`]), reproducing diffusers' `DDPMScheduler.step` / `DDIMScheduler.step`
-/// (without thresholding; `use_clipped_model_output = false`). `t` must be below
+/// (without thresholding; `use_clipped_model_output = false`). For [`Sampler::DpmSolver`]
+/// this is its first-order step from `t` to `prev_t`, which is DDIM η = 0 without clipping
+/// (runs use [`run_step_coefficients`] for the multistep update). `t` must be below
 /// `num_train_timesteps` (as [`inference_timesteps`] guarantees); larger values are clamped.
 pub fn step_coefficients(
     sched: &Schedule,
@@ -472,10 +541,15 @@ pub fn step_coefficients(
         PredictionType::Sample => (0.0, 1.0, 1.0 / sb, -sa / sb),
         PredictionType::VPrediction => (sa, -sb, sb, sa),
     };
-    let clip = if cfg.clip_sample {
+    let clip = if cfg.clip_sample && sampler != Sampler::DpmSolver {
         cfg.clip_sample_range
     } else {
         0.0
+    };
+    let (threshold_ratio, threshold_max) = if cfg.thresholding {
+        (cfg.dynamic_thresholding_ratio, cfg.sample_max_value)
+    } else {
+        (0.0, 0.0)
     };
     let mut c = StepCoefficients {
         x0_from_xt,
@@ -483,6 +557,8 @@ pub fn step_coefficients(
         eps_from_xt,
         eps_from_model,
         clip,
+        threshold_ratio,
+        threshold_max,
         ..Default::default()
     };
     match sampler {
@@ -502,6 +578,11 @@ pub fn step_coefficients(
                 };
                 c.noise_scale = var.sqrt();
             }
+        }
+        Sampler::DpmSolver => {
+            let a_prev = prev_t.map(acp).unwrap_or(1.0);
+            c.prev_from_x0 = a_prev.sqrt();
+            c.prev_from_eps = (1.0 - a_prev).sqrt();
         }
         Sampler::Ddim { eta } => {
             let a_prev = prev_t.map(acp).unwrap_or(sched.final_alpha_cumprod);
@@ -988,7 +1069,10 @@ mod tests {
         };
         for (text, key) in [
             (r#"{"trained_betas": [0.1, 0.2]}"#, "trained_betas"),
-            (r#"{"thresholding": true}"#, "thresholding"),
+            (
+                r#"{"thresholding": true, "dynamic_thresholding_ratio": 1.5}"#,
+                "dynamic_thresholding_ratio",
+            ),
             (r#"{"variance_type": "learned_range"}"#, "variance_type"),
             (r#"{"beta_schedule": "sigmoid"}"#, "beta_schedule"),
             (r#"{"prediction_type": "x0"}"#, "prediction_type"),
