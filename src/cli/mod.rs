@@ -2,6 +2,7 @@
 //! print, read files and block; the engine below does none of that.
 
 mod io;
+mod nll;
 mod plot;
 mod train;
 
@@ -47,6 +48,9 @@ pub enum Command {
     /// Train a model (default: class-conditional MNIST digits) and write checkpoints in
     /// diffusers' layout that `sample` and the browser app load.
     Train(Box<train::TrainArgs>),
+    /// Bits/dim of images by the variational bound (Ho et al. 2020, eq. 5): prior KL, one KL
+    /// per timestep and the discretized decoder (eq. 13).
+    Nll(nll::NllArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -150,6 +154,7 @@ pub fn main() -> std::process::ExitCode {
         Some(Command::Predict(a)) => predict(a),
         Some(Command::Info(a)) => info(a),
         Some(Command::Bench(a)) => bench(a),
+        Some(Command::Nll(a)) => nll::nll(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

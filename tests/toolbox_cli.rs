@@ -1,0 +1,122 @@
+//! The toolbox commands (`nll`, `anomaly`, `inpaint`) end to end through the binary: they
+//! write what they promise, and bad input gives `error: …` and exit 1, never a panic.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::fixture;
+use safetensors::tensor::{Dtype, TensorView};
+
+fn kakusan(args: &[&str]) -> (bool, String, String) {
+    common::xdg();
+    let out = Command::new(env!("CARGO_BIN_EXE_kakusan"))
+        .args(args)
+        .output()
+        .expect("run kakusan");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !stderr.contains("panicked"),
+        "kakusan panicked on {args:?}:\n{stderr}"
+    );
+    if !out.status.success() {
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("error: "), "{args:?}: {stderr}");
+    }
+    (out.status.success(), stdout, stderr)
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("kakusan-toolbox-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// Write f32 tensors as safetensors.
+fn write_tensors(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, d)| d.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let views: Vec<(&str, TensorView)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((n, s, _), b)| (*n, TensorView::new(Dtype::F32, s.clone(), b).unwrap()))
+        .collect();
+    std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
+#[test]
+fn nll_writes_a_report_and_a_plot_and_refuses_bad_input() {
+    let dir = fixture("likelihood");
+    let tmp = tmpdir("nll");
+    let (report, plot) = (tmp.join("report.json"), tmp.join("terms.png"));
+    let input = dir.join("reference.safetensors");
+    let (ok, stdout, err) = kakusan(&[
+        "nll",
+        "--model",
+        p(&dir),
+        "--input",
+        p(&input),
+        "--seed",
+        "3",
+        "--out",
+        p(&report),
+        "--plot",
+        p(&plot),
+    ]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("bits/dim"), "{stdout}");
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let bpd: Vec<f64> = j["bits_per_dim"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(bpd.len(), 3);
+    assert_eq!(j["terms_mean"].as_array().unwrap().len(), 20);
+    // The total is the sum of its parts.
+    let sum: f64 = j["prior_mean"].as_f64().unwrap()
+        + j["terms_mean"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .sum::<f64>();
+    let mean = bpd.iter().sum::<f64>() / 3.0;
+    assert!((sum - mean).abs() < 1e-9 * mean, "{sum} vs {mean}");
+    assert!(std::fs::read(&plot).unwrap().starts_with(b"\x89PNG"));
+
+    // Off-grid pixels, a wrong shape, a missing tensor, a missing file, a label out of range.
+    let off_grid = tmp.join("off_grid.safetensors");
+    write_tensors(&off_grid, &[("sample", vec![1, 1, 8, 8], vec![0.5; 64])]);
+    let wrong_shape = tmp.join("wrong_shape.safetensors");
+    write_tensors(&wrong_shape, &[("sample", vec![1, 1, 4, 4], vec![1.0; 16])]);
+    let no_sample = tmp.join("no_sample.safetensors");
+    write_tensors(&no_sample, &[("x", vec![1, 1, 8, 8], vec![1.0; 64])]);
+    for (file, extra, says) in [
+        (&off_grid, None, "256-level grid"),
+        (&wrong_shape, None, "shape"),
+        (&no_sample, None, "no tensor `sample`"),
+        (&tmp.join("missing.safetensors"), None, "cannot read"),
+        (&input, Some("9"), "out of range"),
+    ] {
+        let mut args = vec!["nll", "--model", p(&dir), "--input", p(file)];
+        if let Some(k) = extra {
+            args.extend(["--class-label", k]);
+        }
+        let (ok, _, err) = kakusan(&args);
+        assert!(!ok, "{file:?} was accepted");
+        assert!(err.contains(says), "{file:?}: {err}");
+    }
+}
