@@ -120,3 +120,77 @@ fn nll_writes_a_report_and_a_plot_and_refuses_bad_input() {
         assert!(err.contains(says), "{file:?}: {err}");
     }
 }
+
+#[test]
+fn anomaly_scores_each_image_and_refuses_bad_input() {
+    let dir = fixture("likelihood");
+    let tmp = tmpdir("anomaly");
+    let out = tmp.join("scores.json");
+    // The tiny fixture model (T = 20) with a `kind` tensor: AUROC is reported.
+    let input = tmp.join("input.safetensors");
+    let x: Vec<f32> = (0..3 * 64)
+        .map(|i| ((i * 37) % 256) as f32 / 127.5 - 1.0)
+        .collect();
+    write_tensors(
+        &input,
+        &[
+            ("sample", vec![3, 1, 8, 8], x.clone()),
+            ("kind", vec![3], vec![0.0, 1.0, 2.0]),
+        ],
+    );
+    let (ok, stdout, err) = kakusan(&[
+        "anomaly",
+        "--model",
+        p(&dir),
+        "--input",
+        p(&input),
+        "--t",
+        "10",
+        "--steps",
+        "2",
+        "--repeats",
+        "2",
+        "--bits",
+        "--out",
+        p(&out),
+    ]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("AUROC"), "{stdout}");
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let scores = j["scores"].as_array().unwrap();
+    assert_eq!(scores.len(), 3);
+    assert!(scores.iter().all(|v| v.as_f64().unwrap() > 0.0));
+    assert_eq!(j["bits_per_dim"].as_array().unwrap().len(), 3);
+    assert_eq!(j["ddim_steps"], 2);
+
+    let bad_kind = tmp.join("bad_kind.safetensors");
+    write_tensors(
+        &bad_kind,
+        &[
+            ("sample", vec![3, 1, 8, 8], x.clone()),
+            ("kind", vec![2], vec![0.0, 1.0]),
+        ],
+    );
+    let off_grid = tmp.join("off_grid.safetensors");
+    write_tensors(&off_grid, &[("sample", vec![1, 1, 8, 8], vec![0.5; 64])]);
+    for (args, says) in [
+        (vec!["--input", p(&input), "--t", "20"], "outside"),
+        (
+            vec!["--input", p(&input), "--repeats", "0", "--t", "5"],
+            "at least 1",
+        ),
+        (vec!["--input", p(&bad_kind)], "kind"),
+        (
+            vec!["--input", p(&off_grid), "--bits", "--t", "5"],
+            "256-level grid",
+        ),
+        (vec!["--input", p(&dir.join("config.json"))], "safetensors"),
+    ] {
+        let mut all = vec!["anomaly", "--model", p(&dir)];
+        all.extend(args.iter().copied());
+        let (ok, _, err) = kakusan(&all);
+        assert!(!ok, "{args:?} was accepted");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}

@@ -331,3 +331,10 @@ pub fn read_class_labels(path: &Path, n: usize) -> Result<Option<Vec<u32>>> {
     let st = parse(path, &bytes)?;
     batch_labels(path, &st, n)
 }
+
+/// Whether a safetensors file holds a tensor called `name`.
+pub fn has_tensor(path: &Path, name: &str) -> Result<bool> {
+    let bytes = read(path)?;
+    let st = parse(path, &bytes)?;
+    Ok(tensor(path, &st, name)?.is_some())
+}

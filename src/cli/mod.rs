@@ -1,6 +1,7 @@
 //! The native command line: `sample`, `predict`, `info`, `bench`. Everything here may
 //! print, read files and block; the engine below does none of that.
 
+mod anomaly;
 mod io;
 mod nll;
 mod plot;
@@ -51,6 +52,9 @@ pub enum Command {
     /// Bits/dim of images by the variational bound (Ho et al. 2020, eq. 5): prior KL, one KL
     /// per timestep and the discretized decoder (eq. 13).
     Nll(nll::NllArgs),
+    /// Anomaly scores: noise each image to t (eq. 4), reconstruct with DDIM (eta 0) and score
+    /// the reconstruction error; AUROC when the input marks which images are real.
+    Anomaly(anomaly::AnomalyArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -155,6 +159,7 @@ pub fn main() -> std::process::ExitCode {
         Some(Command::Info(a)) => info(a),
         Some(Command::Bench(a)) => bench(a),
         Some(Command::Nll(a)) => nll::nll(a),
+        Some(Command::Anomaly(a)) => anomaly::anomaly(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

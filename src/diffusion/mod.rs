@@ -2,6 +2,7 @@
 //! sampler step reduces to a handful of scalar coefficients ([`StepCoefficients`]) that one
 //! WGSL kernel applies to every element.
 
+pub mod anomaly;
 pub mod likelihood;
 pub mod sampler;
 pub mod schedule;
