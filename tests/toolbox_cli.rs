@@ -194,3 +194,103 @@ fn anomaly_scores_each_image_and_refuses_bad_input() {
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }
+
+/// An 8-bit grayscale PNG.
+fn write_png(path: &Path, w: u32, h: u32, px: &[u8]) {
+    let f = std::fs::File::create(path).unwrap();
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(f), w, h);
+    enc.set_color(png::ColorType::Grayscale);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.write_header().unwrap().write_image_data(px).unwrap();
+}
+
+#[test]
+fn inpaint_keeps_known_pixels_and_refuses_bad_input() {
+    let dir = fixture("likelihood");
+    let tmp = tmpdir("inpaint");
+    let (image, mask) = (tmp.join("image.png"), tmp.join("mask.png"));
+    let px: Vec<u8> = (0..64).map(|i| ((i * 37) % 256) as u8).collect();
+    write_png(&image, 8, 8, &px);
+    // Keep the top half (white), fill the bottom half (black).
+    let m: Vec<u8> = (0..64).map(|i| if i < 32 { 255 } else { 0 }).collect();
+    write_png(&mask, 8, 8, &m);
+    let (grid, tensor) = (tmp.join("grid.png"), tmp.join("out.safetensors"));
+    let (ok, _, err) = kakusan(&[
+        "inpaint",
+        "--model",
+        p(&dir),
+        "--image",
+        p(&image),
+        "--mask",
+        p(&mask),
+        "--steps",
+        "4",
+        "--jump-length",
+        "2",
+        "--jump-n-sample",
+        "2",
+        "--class-label",
+        "1",
+        "--guidance",
+        "2",
+        "--out",
+        p(&grid),
+        "--out-tensor",
+        p(&tensor),
+    ]);
+    assert!(ok, "{err}");
+    assert!(std::fs::read(&grid).unwrap().starts_with(b"\x89PNG"));
+    let out = common::Reference::open(&tensor).get("sample");
+    assert_eq!(out.0, vec![1, 1, 8, 8]);
+    for i in 0..32 {
+        assert_eq!(out.1[i], px[i] as f32 / 127.5 - 1.0, "known pixel {i}");
+    }
+
+    // Missing mask, a mask of the wrong size, a wrong image shape, both masks, a mask
+    // outside [0, 1].
+    let small_mask = tmp.join("small_mask.png");
+    write_png(&small_mask, 4, 4, &[255; 16]);
+    let wrong_shape = tmp.join("wrong_shape.safetensors");
+    write_tensors(&wrong_shape, &[("image", vec![1, 1, 4, 4], vec![0.0; 16])]);
+    let with_mask = tmp.join("with_mask.safetensors");
+    write_tensors(
+        &with_mask,
+        &[
+            ("image", vec![1, 1, 8, 8], vec![0.0; 64]),
+            ("mask", vec![1, 1, 8, 8], vec![2.0; 64]),
+        ],
+    );
+    let bad_mask_shape = tmp.join("bad_mask_shape.safetensors");
+    write_tensors(
+        &bad_mask_shape,
+        &[
+            ("image", vec![1, 1, 8, 8], vec![0.0; 64]),
+            ("mask", vec![1, 1, 4, 4], vec![1.0; 16]),
+        ],
+    );
+    for (args, says) in [
+        (vec!["--image", p(&image)], "missing mask"),
+        (vec!["--image", p(&image), "--mask", p(&small_mask)], "4x4"),
+        (
+            vec!["--image", p(&wrong_shape), "--mask", p(&mask)],
+            "shape",
+        ),
+        (
+            vec!["--image", p(&with_mask), "--mask", p(&mask)],
+            "use one",
+        ),
+        (vec!["--image", p(&with_mask)], "outside [0, 1]"),
+        (vec!["--image", p(&bad_mask_shape)], "mask has shape"),
+        (
+            vec!["--image", p(&tmp.join("nope.png")), "--mask", p(&mask)],
+            "cannot read",
+        ),
+    ] {
+        let mut all = vec!["inpaint", "--model", p(&dir), "--steps", "2"];
+        all.extend(args.iter().copied());
+        all.extend(["--out", p(&grid)]);
+        let (ok, _, err) = kakusan(&all);
+        assert!(!ok, "{args:?} was accepted");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}

@@ -2,6 +2,7 @@
 //! print, read files and block; the engine below does none of that.
 
 mod anomaly;
+mod inpaint;
 mod io;
 mod nll;
 mod plot;
@@ -55,6 +56,9 @@ pub enum Command {
     /// Anomaly scores: noise each image to t (eq. 4), reconstruct with DDIM (eta 0) and score
     /// the reconstruction error; AUROC when the input marks which images are real.
     Anomaly(anomaly::AnomalyArgs),
+    /// Inpainting with RePaint (Lugmayr et al. 2022): fill the masked pixels, keep the rest
+    /// exactly.
+    Inpaint(Box<inpaint::InpaintArgs>),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -160,6 +164,7 @@ pub fn main() -> std::process::ExitCode {
         Some(Command::Bench(a)) => bench(a),
         Some(Command::Nll(a)) => nll::nll(a),
         Some(Command::Anomaly(a)) => anomaly::anomaly(a),
+        Some(Command::Inpaint(a)) => inpaint::inpaint(*a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -4,6 +4,7 @@
 
 pub mod anomaly;
 pub mod likelihood;
+pub mod repaint;
 pub mod sampler;
 pub mod schedule;
 
