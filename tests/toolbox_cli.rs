@@ -242,8 +242,8 @@ fn inpaint_keeps_known_pixels_and_refuses_bad_input() {
     assert!(std::fs::read(&grid).unwrap().starts_with(b"\x89PNG"));
     let out = common::Reference::open(&tensor).get("sample");
     assert_eq!(out.0, vec![1, 1, 8, 8]);
-    for i in 0..32 {
-        assert_eq!(out.1[i], px[i] as f32 / 127.5 - 1.0, "known pixel {i}");
+    for (i, (&got, &v)) in out.1.iter().zip(&px).take(32).enumerate() {
+        assert_eq!(got, v as f32 / 127.5 - 1.0, "known pixel {i}");
     }
 
     // Missing mask, a mask of the wrong size, a wrong image shape, both masks, a mask

@@ -55,6 +55,7 @@ pub struct ReconstructionRun {
 }
 
 impl ReconstructionRun {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         ctx: &GpuContext,
         config: &UNetConfig,

@@ -307,6 +307,7 @@ pub struct LikelihoodRun {
 impl LikelihoodRun {
     /// `x0`: N images `[N, C, H, W]` on the 256-level grid in [−1, 1] (checked);
     /// `class_labels`: one per image for class-conditional models.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         ctx: &GpuContext,
         config: &UNetConfig,
@@ -424,17 +425,17 @@ mod tests {
 
     #[test]
     fn erfc_matches_known_values() {
-        // Reference values: mpmath erfc at 30 digits.
+        // Reference values: Python's math.erfc.
         for (x, want) in [
             (0.0, 1.0),
             (0.5, 0.4795001221869535),
-            (1.0, 0.1572992070502851307),
+            (1.0, 0.15729920705028513),
             (1.9, 0.0072095707647425325),
-            (2.0, 0.004677734981047265838),
-            (3.0, 2.209049699858544137e-05),
-            (5.0, 1.537459794428034850e-12),
-            (10.0, 2.088487583762544757e-45),
-            (-1.0, 1.842700792949714869),
+            (2.0, 0.004677734981047265),
+            (3.0, 2.2090496998585438e-05),
+            (5.0, 1.5374597944280351e-12),
+            (10.0, 2.088487583762545e-45),
+            (-1.0, 1.842700792949715),
         ] {
             let got = erfc(x);
             assert!(

@@ -101,6 +101,7 @@ pub struct RepaintRun {
 impl RepaintRun {
     /// `image`: (N, C, H, W) in [−1, 1]; `mask`: (N, 1, H, W), 1 = keep, 0 = fill (values
     /// in between blend).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         ctx: &GpuContext,
         config: &UNetConfig,
