@@ -309,3 +309,32 @@ pub fn write_grid_png_cols(path: &Path, data: &[f32], shape: &[usize], cols: usi
     }
     write_png(path, gw, gh, c, &pixels)
 }
+
+/// A named f32 tensor of `rank` dimensions (float or int dtypes converted), for the toolbox
+/// commands (`nll`, `anomaly`, `inpaint`): (shape, values).
+pub fn read_named_tensor(
+    path: &Path,
+    name: &str,
+    what: &str,
+    rank: usize,
+) -> Result<(Vec<usize>, Vec<f32>)> {
+    let bytes = read(path)?;
+    let st = parse(path, &bytes)?;
+    let t = require(path, &st, name, what)?;
+    expect_rank(path, name, &t, rank)?;
+    Ok((t.shape().to_vec(), f32s(path, name, &t)?))
+}
+
+/// The optional `class_labels` [N] (int64) of a safetensors file.
+pub fn read_class_labels(path: &Path, n: usize) -> Result<Option<Vec<u32>>> {
+    let bytes = read(path)?;
+    let st = parse(path, &bytes)?;
+    batch_labels(path, &st, n)
+}
+
+/// Whether a safetensors file holds a tensor called `name`.
+pub fn has_tensor(path: &Path, name: &str) -> Result<bool> {
+    let bytes = read(path)?;
+    let st = parse(path, &bytes)?;
+    Ok(tensor(path, &st, name)?.is_some())
+}

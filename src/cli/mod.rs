@@ -1,10 +1,14 @@
-//! The native command line: `sample`, `predict`, `info`, `bench`. Everything here may
+//! The native command line: `train`, `sample`, `predict`, `info`, `bench`, `interpolate`,
+//! `nll`, `anomaly`, `inpaint`, `eval`, `lab`. Everything here may
 //! print, read files and block; the engine below does none of that.
 
+mod anomaly;
 mod eval;
+mod inpaint;
 mod interpolate;
 mod io;
 mod lab;
+mod nll;
 mod plot;
 mod train;
 
@@ -59,6 +63,15 @@ pub enum Command {
     /// Frames between two seeds (slerp of x_T, DDIM η = 0) or two images (noised to t with
     /// the same noise, mixed, denoised: the DDPM paper's Fig. 8), as one strip.
     Interpolate(interpolate::InterpolateArgs),
+    /// Bits/dim of images by the variational bound (Ho et al. 2020, eq. 5): prior KL, one KL
+    /// per timestep and the discretized decoder (eq. 13).
+    Nll(nll::NllArgs),
+    /// Anomaly scores: noise each image to t (eq. 4), reconstruct with DDIM (eta 0) and score
+    /// the reconstruction error; AUROC when the input marks which images are real.
+    Anomaly(anomaly::AnomalyArgs),
+    /// Inpainting with RePaint (Lugmayr et al. 2022): fill the masked pixels, keep the rest
+    /// exactly.
+    Inpaint(Box<inpaint::InpaintArgs>),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -294,6 +307,9 @@ pub fn main() -> std::process::ExitCode {
         Some(Command::Lab(a)) => lab::run(a),
         Some(Command::Eval(a)) => eval::eval(*a),
         Some(Command::Interpolate(a)) => interpolate::interpolate(a),
+        Some(Command::Nll(a)) => nll::nll(a),
+        Some(Command::Anomaly(a)) => anomaly::anomaly(a),
+        Some(Command::Inpaint(a)) => inpaint::inpaint(*a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -14,6 +14,8 @@ fn glyph(c: char) -> Option<[u8; 5]> {
         '8' => [7, 5, 7, 5, 7],
         '9' => [7, 5, 7, 1, 7],
         '.' => [0, 0, 0, 0, 2],
+        'b' => [4, 4, 7, 5, 7],
+        'i' => [2, 0, 2, 2, 2],
         'e' => [0, 7, 7, 4, 7],
         'l' => [6, 2, 2, 2, 7],
         'o' => [0, 7, 5, 5, 7],
@@ -65,6 +67,19 @@ fn decade_label(d: f32) -> String {
 /// y axis, light grid lines, decade labels, the first and last step on the x axis and the
 /// axis names. Returns (width, height, pixels).
 pub fn loss_curve(ys: &[f32], width: usize, height: usize) -> (usize, usize, Vec<u8>) {
+    curve(ys, width, height, "loss", "step", true)
+}
+
+/// [`loss_curve`] with other axis names, and the smoothed curve optional (without it the
+/// raw values are drawn in the dark colour).
+pub fn curve(
+    ys: &[f32],
+    width: usize,
+    height: usize,
+    y_name: &str,
+    x_name: &str,
+    smooth: bool,
+) -> (usize, usize, Vec<u8>) {
     let mut img = vec![255u8; width * height * 3];
     let (left, right, top, bottom) = (56usize, 16usize, 24usize, 34usize);
     let pw = width.saturating_sub(left + right).max(1);
@@ -109,7 +124,7 @@ pub fn loss_curve(ys: &[f32], width: usize, height: usize) -> (usize, usize, Vec
         draw_text(&mut put, &label, lx, y - 5, 2);
         decade += 1.0;
     }
-    draw_text(&mut put, "loss", left as i64, 4, 2);
+    draw_text(&mut put, y_name, left as i64, 4, 2);
     let base = top + ph + 6;
     draw_text(&mut put, "1", left as i64 - 2, base as i64, 2);
     let last = ys.len().to_string();
@@ -117,8 +132,8 @@ pub fn loss_curve(ys: &[f32], width: usize, height: usize) -> (usize, usize, Vec
     draw_text(&mut put, &last, (left + pw) as i64 - lw, base as i64, 2);
     draw_text(
         &mut put,
-        "step",
-        (left + pw / 2) as i64 - 16,
+        x_name,
+        (left + pw / 2) as i64 - text_width(x_name, 2) as i64 / 2,
         base as i64,
         2,
     );
@@ -148,9 +163,13 @@ pub fn loss_curve(ys: &[f32], width: usize, height: usize) -> (usize, usize, Vec
         .filter(|(_, v)| v.is_finite() && **v > 0.0)
         .map(|(i, &v)| (x_of(i), y_of(v)))
         .collect();
+    if !smooth {
+        line(&raw, [20, 70, 160]);
+        return (width, height, img);
+    }
     line(&raw, [170, 200, 235]);
     let mut ema = finite[0];
-    let smooth: Vec<(f32, f32)> = ys
+    let smoothed: Vec<(f32, f32)> = ys
         .iter()
         .enumerate()
         .filter(|(_, v)| v.is_finite() && **v > 0.0)
@@ -159,7 +178,7 @@ pub fn loss_curve(ys: &[f32], width: usize, height: usize) -> (usize, usize, Vec
             (x_of(i), y_of(ema))
         })
         .collect();
-    line(&smooth, [20, 70, 160]);
+    line(&smoothed, [20, 70, 160]);
     (width, height, img)
 }
 

@@ -3,6 +3,9 @@
 //! WGSL kernel applies to every element.
 
 pub mod dpm_solver;
+pub mod anomaly;
+pub mod likelihood;
+pub mod repaint;
 pub mod sampler;
 pub mod schedule;
 
