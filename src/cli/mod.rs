@@ -1,7 +1,7 @@
 //! The native command line: `sample`, `predict`, `info`, `bench`. Everything here may
 //! print, read files and block; the engine below does none of that.
 
-mod io;
+pub mod io;
 mod plot;
 mod train;
 

@@ -334,11 +334,19 @@ pub fn train(a: TrainArgs) -> Result<()> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
+    // The log must describe the checkpoint's run: a resume drops the steps logged after the
+    // checkpoint by a killed run (they are trained again) and a torn last line; a fresh run
+    // starts an empty log.
+    let metrics_path = out.join("metrics.jsonl");
+    let kept = match &saved {
+        Some((_, (state, _))) => metrics_up_to(&metrics_path, state.step),
+        None => String::new(),
+    };
+    write_text_atomic(&metrics_path, &kept)?;
     let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
         .append(true)
-        .open(out.join("metrics.jsonl"))
-        .map_err(|e| Error::file(out.join("metrics.jsonl").display(), e))?;
+        .open(&metrics_path)
+        .map_err(|e| Error::file(metrics_path.display(), e))?;
     let mut losses = read_losses(&out.join("metrics.jsonl"));
     let mut smoothed: Option<f64> = None;
     let mut x0 =
@@ -377,11 +385,12 @@ pub fn train(a: TrainArgs) -> Result<()> {
         bar.set_position(trainer.step);
         bar.set_message(format!("loss {s:.4}  {ips:.1} img/s"));
         let lr = crate::train::schedule::learning_rate(trainer.step - 1, &trainer.settings.lr);
-        let _ = writeln!(
-            metrics,
-            "{{\"step\":{},\"loss\":{loss},\"loss_smoothed\":{s:.6},\"grad_norm\":{grad_norm},\"lr\":{lr:e},\"images_per_s\":{ips:.3},\"elapsed_s\":{elapsed:.1}}}",
+        // One write per line, so a kill leaves at most one torn line at the end.
+        let line = format!(
+            "{{\"step\":{},\"loss\":{loss},\"loss_smoothed\":{s:.6},\"grad_norm\":{grad_norm},\"lr\":{lr:e},\"images_per_s\":{ips:.3},\"elapsed_s\":{elapsed:.1}}}\n",
             trainer.step
         );
+        let _ = metrics.write_all(line.as_bytes());
         if trainer.step % a.checkpoint_every == 0 {
             save(&ctx, &trainer, &sampler, &run, &scheduler, &out)?;
             plot_losses(&out, &losses)?;
@@ -512,15 +521,31 @@ fn save(
     let mut md = std::collections::HashMap::new();
     md.insert("kakusan_run".to_string(), meta);
     let bytes = safetensors::serialize(views, Some(md)).map_err(|e| Error::Other(e.to_string()))?;
-    // The state goes last: once it exists, the diffusers files beside it do too.
-    write_text_atomic(&out.join("config.json"), &trainer.graph.config.to_json())?;
-    write_text_atomic(&out.join("scheduler_config.json"), &scheduler.to_json())?;
-    write_bytes_atomic(
-        &out.join("diffusion_pytorch_model.safetensors"),
-        &save_weights(&ema)?,
-    )?;
-    write_bytes_atomic(&out.join(STATE_FILE), &bytes)?;
-    Ok(())
+    // All four files are written before any replaces its old version, so a failed write
+    // (disk full, read-only folder) leaves the previous checkpoint whole; the state is
+    // renamed last: once it exists, the diffusers files beside it do too.
+    let (config_json, scheduler_json) = (trainer.graph.config.to_json(), scheduler.to_json());
+    let weights = save_weights(&ema)?;
+    let (config_path, scheduler_path, weights_path, state_path) = (
+        out.join("config.json"),
+        out.join("scheduler_config.json"),
+        out.join("diffusion_pytorch_model.safetensors"),
+        out.join(STATE_FILE),
+    );
+    super::io::write_all_atomic(&[
+        (&config_path, config_json.as_bytes()),
+        (&scheduler_path, scheduler_json.as_bytes()),
+        (&weights_path, &weights),
+        (&state_path, &bytes),
+    ])
+    .map_err(|e| {
+        Error::Other(format!(
+            "cannot save the checkpoint of step {}: {e}; the previous checkpoint in {} (if any) \
+             is unchanged",
+            trainer.step,
+            out.display()
+        ))
+    })
 }
 
 fn read_state(path: &Path) -> Result<(RunState, SavedTensors)> {
@@ -562,6 +587,23 @@ fn read_state(path: &Path) -> Result<(RunState, SavedTensors)> {
         target.insert(rest.to_string(), view.shape().to_vec(), data)?;
     }
     Ok((run, t))
+}
+
+/// The complete lines of a metrics log whose step is at most `step`.
+fn metrics_up_to(path: &Path, step: u64) -> String {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return String::new();
+    };
+    let mut kept = String::new();
+    for line in text.split_inclusive('\n') {
+        let logged = serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v.get("step").and_then(|s| s.as_u64()));
+        if line.ends_with('\n') && logged.is_some_and(|s| s <= step) {
+            kept.push_str(line);
+        }
+    }
+    kept
 }
 
 fn read_losses(path: &Path) -> Vec<f32> {
@@ -623,10 +665,6 @@ fn sample_grid(
         8,
     )?;
     super::io::write_grid_png_cols(&out.join("samples.png"), &data, &shape, 8)
-}
-
-fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    super::io::write_atomic(path, bytes)
 }
 
 fn write_text_atomic(path: &Path, text: &str) -> Result<()> {
