@@ -90,6 +90,22 @@ fn f32s(path: &Path, name: &str, t: &TensorView) -> Result<Vec<f32>> {
     }
 }
 
+/// NaN or Inf in an input tensor is an error naming the tensor (the network would only
+/// pass it through to every output value).
+fn finite(path: &Path, name: &str, v: Vec<f32>) -> Result<Vec<f32>> {
+    let bad = v.iter().filter(|x| !x.is_finite()).count();
+    if bad > 0 {
+        return Err(Error::file(
+            path.display(),
+            format!(
+                "tensor {name} holds {bad} NaN or Inf values (of {})",
+                v.len()
+            ),
+        ));
+    }
+    Ok(v)
+}
+
 fn labels(path: &Path, name: &str, t: &TensorView) -> Result<Vec<u32>> {
     let b = t.data();
     let v: Vec<i64> = match t.dtype() {
@@ -160,7 +176,7 @@ pub fn init_noise_from_bytes(path: &Path, bytes: &[u8]) -> Result<InitNoise> {
     let t = require(path, &st, "init_noise", "x_T, [N,C,H,W]")?;
     expect_rank(path, "init_noise", &t, 4)?;
     let shape = t.shape().to_vec();
-    let data = f32s(path, "init_noise", &t)?;
+    let data = finite(path, "init_noise", f32s(path, "init_noise", &t)?)?;
     let class_labels = batch_labels(path, &st, shape[0])?;
     Ok(InitNoise {
         shape,
@@ -179,9 +195,9 @@ pub fn predict_input_from_bytes(path: &Path, bytes: &[u8]) -> Result<PredictInpu
     let s = require(path, &st, "sample", "the noisy input, [N,C,H,W] f32")?;
     expect_rank(path, "sample", &s, 4)?;
     let shape = s.shape().to_vec();
-    let sample = f32s(path, "sample", &s)?;
+    let sample = finite(path, "sample", f32s(path, "sample", &s)?)?;
     let t = require(path, &st, "timesteps", "one timestep per sample, [N]")?;
-    let timesteps = f32s(path, "timesteps", &t)?;
+    let timesteps = finite(path, "timesteps", f32s(path, "timesteps", &t)?)?;
     let timesteps = match timesteps.len() {
         1 => vec![timesteps[0]; shape[0]],
         n if n == shape[0] => timesteps,

@@ -226,6 +226,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         },
     };
 
+    check_settings(&run, &a)?;
     // Data first: a bad dataset is an error before any GPU work.
     let data = match &run.data {
         Some(p) => crate::data::load(Path::new(p), config.in_channels, config.sample_size)?,
@@ -354,7 +355,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let mut labels = vec![0u32; run.batch];
     let start = Instant::now();
     let start_step = trainer.step;
-    let mut last_good = trainer.step;
+    let mut last_good = saved.as_ref().map(|_| trainer.step);
     while trainer.step < run.total_steps {
         if stop.load(Ordering::SeqCst) {
             bar.suspend(|| eprintln!("interrupted: saving step {} …", trainer.step));
@@ -370,11 +371,17 @@ pub fn train(a: TrainArgs) -> Result<()> {
         let (loss, grad_norm) = block_on(trainer.read_stats(&ctx))?;
         if !loss.is_finite() || !grad_norm.is_finite() {
             bar.finish_and_clear();
+            let kept = match last_good {
+                Some(step) => format!(
+                    "The last good checkpoint (step {step}) is kept in {}",
+                    out.display()
+                ),
+                None => "No checkpoint was written".to_string(),
+            };
             return Err(Error::Other(format!(
-                "the loss became {loss} at step {} (gradient norm {grad_norm}); stopping. The last \
-                 good checkpoint (step {last_good}) is kept in {}; try a lower --lr",
+                "the loss became {loss} at step {} (gradient norm {grad_norm}); stopping. {kept}; \
+                 try a lower --lr",
                 trainer.step,
-                out.display()
             )));
         }
         losses.push(loss);
@@ -394,7 +401,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         if trainer.step % a.checkpoint_every == 0 {
             save(&ctx, &trainer, &sampler, &run, &scheduler, &out)?;
             plot_losses(&out, &losses)?;
-            last_good = trainer.step;
+            last_good = Some(trainer.step);
         }
         if a.sample_every > 0 && trainer.step % a.sample_every == 0 {
             bar.suspend(|| eprintln!("writing samples at step {} …", trainer.step));
@@ -442,6 +449,44 @@ pub fn train(a: TrainArgs) -> Result<()> {
         out.display(),
         out.display()
     );
+    Ok(())
+}
+
+/// Settings that cannot train (or would train something else than asked) are errors
+/// before any work: NaN, negative or out-of-range values.
+fn check_settings(run: &RunState, a: &TrainArgs) -> Result<()> {
+    let bad = |flag: &str, value: &dyn std::fmt::Display, want: &str| {
+        Err(Error::Other(format!("{flag} {value}: {want}")))
+    };
+    if a.checkpoint_every == 0 {
+        return bad("--checkpoint-every", &0, "must be at least 1");
+    }
+    if run.batch == 0 {
+        return bad("--batch", &0, "must be at least 1");
+    }
+    if !(run.lr.is_finite() && run.lr > 0.0) {
+        return bad("--lr", &run.lr, "must be a positive number");
+    }
+    if !(run.weight_decay.is_finite() && run.weight_decay >= 0.0) {
+        return bad("--weight-decay", &run.weight_decay, "must be 0 or more");
+    }
+    if !(0.0..1.0).contains(&run.ema_decay) {
+        return bad("--ema-decay", &run.ema_decay, "must be in [0, 1)");
+    }
+    if !(0.0..=1.0).contains(&run.label_dropout) {
+        return bad(
+            "--label-dropout",
+            &run.label_dropout,
+            "is a probability (0 to 1)",
+        );
+    }
+    // The sample grids' settings, checked now rather than after the first sample_every steps.
+    if a.sample_every > 0 {
+        if a.sample_steps == 0 {
+            return bad("--sample-steps", &0, "must be at least 1");
+        }
+        crate::diffusion::sampler::check_guidance(a.sample_guidance)?;
+    }
     Ok(())
 }
 
