@@ -11,7 +11,13 @@ use kakusan::model::config::UNetConfig;
 use kakusan::model::files::{Model, ModelFiles};
 
 /// Every target, by its folder name under `fuzz/corpus/`.
-pub const TARGETS: &[&str] = &["model_folder", "safetensors_inputs", "image", "idx", "cifar"];
+pub const TARGETS: &[&str] = &[
+    "model_folder",
+    "safetensors_inputs",
+    "image",
+    "idx",
+    "cifar",
+];
 
 /// Runs target `name` on `data`.
 pub fn run(name: &str, data: &[u8]) {
