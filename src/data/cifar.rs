@@ -72,7 +72,7 @@ pub(crate) fn class_names() -> Vec<String> {
 
 /// Loads one batch file's bytes into `b` (`f` only names the file in errors).
 pub(crate) fn load_bytes(f: &Path, bytes: &[u8], b: &mut Builder) -> Result<()> {
-    if bytes.is_empty() || bytes.len() % RECORD != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD) {
         return Err(Error::file(
             f.display(),
             format!(
