@@ -63,6 +63,95 @@ fn split3_round_trips() {
     );
 }
 
+/// Random (not coverage-guided) mutations of the seeds through every target, for when the
+/// libFuzzer build is not available: `FUZZ_ITERS=100000 cargo test --release --test
+/// fuzz_corpus -- --ignored mutate_seeds`. Panicking inputs are written to
+/// `fuzz/artifacts/<target>/mutated-*` (an OOM or hang still stops the test: run it under
+/// `timeout` and `ulimit -v`).
+#[test]
+#[ignore = "long; run by hand"]
+fn mutate_seeds() {
+    use rand::{Rng, SeedableRng};
+    let iters: usize = std::env::var("FUZZ_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let seed: u64 = std::env::var("FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let interesting: [&[u8]; 8] = [
+        &[0],
+        &[0xff],
+        &[0x7f],
+        &[0x80],
+        &[0xff, 0xff, 0xff, 0xff],
+        &[0, 0, 0, 0x80],
+        &[0xff, 0xff, 0xff, 0x7f],
+        &[0, 0, 0, 0, 0, 0, 0xf0, 0x7f],
+    ];
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut found = Vec::new();
+    for target in targets::TARGETS {
+        let seeds: Vec<Vec<u8>> = files_in(&fuzz_dir().join("corpus").join(target))
+            .iter()
+            .map(|f| std::fs::read(f).unwrap())
+            .collect();
+        let start = std::time::Instant::now();
+        for i in 0..iters {
+            let mut d = seeds[rng.random_range(0..seeds.len())].clone();
+            for _ in 0..rng.random_range(1..=8) {
+                let len = d.len().max(1);
+                match rng.random_range(0..6) {
+                    0 if !d.is_empty() => {
+                        let at = rng.random_range(0..d.len());
+                        d[at] ^= 1 << rng.random_range(0..8);
+                    }
+                    1 if !d.is_empty() => {
+                        let at = rng.random_range(0..d.len());
+                        d[at] = rng.random();
+                    }
+                    2 => {
+                        let v = interesting[rng.random_range(0..interesting.len())];
+                        let at = rng.random_range(0..len);
+                        for (k, b) in v.iter().enumerate() {
+                            if at + k < d.len() {
+                                d[at + k] = *b;
+                            }
+                        }
+                    }
+                    3 => d.truncate(rng.random_range(0..len)),
+                    4 if !d.is_empty() => {
+                        let at = rng.random_range(0..d.len());
+                        let n = rng.random_range(1..=16.min(d.len() - at));
+                        d.drain(at..at + n);
+                    }
+                    _ => {
+                        let at = rng.random_range(0..=d.len());
+                        let n = rng.random_range(1..=16);
+                        let fill: Vec<u8> = (0..n).map(|_| rng.random()).collect();
+                        d.splice(at..at, fill);
+                    }
+                }
+            }
+            if std::panic::catch_unwind(|| targets::run(target, &d)).is_err() {
+                let dir = fuzz_dir().join("artifacts").join(target);
+                std::fs::create_dir_all(&dir).unwrap();
+                let path = dir.join(format!("mutated-{seed}-{i}"));
+                std::fs::write(&path, &d).unwrap();
+                found.push(path.display().to_string());
+            }
+        }
+        eprintln!(
+            "{target}: {iters} mutated inputs in {:.1} s",
+            start.elapsed().as_secs_f64()
+        );
+    }
+    let _ = std::panic::take_hook();
+    assert!(found.is_empty(), "panicking inputs: {found:#?}");
+}
+
 // ---- seeds ----
 
 const TINY_CONFIG: &str = r#"{"_class_name": "UNet2DModel", "act_fn": "silu",

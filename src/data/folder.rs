@@ -106,6 +106,19 @@ fn decode_png(bytes: &[u8]) -> std::result::Result<Planar, String> {
 fn decode_jpeg(bytes: &[u8]) -> std::result::Result<Planar, String> {
     let mut dec = jpeg_decoder::Decoder::new(bytes);
     dec.set_max_decoding_buffer_size(MAX_DECODED_BYTES);
+    // The decoder sizes its per-component buffers from the header before that limit is
+    // checked (a 65535x65535 header aborted on a 4 GB allocation), so check the header.
+    dec.read_info().map_err(|e| format!("JPEG: {e}"))?;
+    if let Some(i) = dec.info() {
+        if i.width as usize * i.height as usize * 4 > MAX_DECODED_BYTES {
+            return Err(format!(
+                "JPEG: {}x{} is too large to decode (at most {} pixels)",
+                i.width,
+                i.height,
+                MAX_DECODED_BYTES / 4
+            ));
+        }
+    }
     let pixels = dec.decode().map_err(|e| format!("JPEG: {e}"))?;
     let info = dec.info().ok_or("JPEG: no image information")?;
     let (h, w) = (info.height as usize, info.width as usize);

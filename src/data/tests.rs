@@ -319,3 +319,16 @@ fn huge_png_header_is_refused() {
     let e = folder::decode(&bytes).unwrap_err();
     assert!(e.contains("60000x60000 is too large"), "{e}");
 }
+
+/// A JPEG header claiming 65535x65535 (found by the seed mutation test): the decoder used
+/// to abort the process on a 4 GB allocation.
+#[test]
+fn huge_jpeg_header_is_refused() {
+    let bytes = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/regressions/image/jpeg_65535x65535_header"
+    ))
+    .unwrap();
+    let e = folder::decode(&bytes).unwrap_err();
+    assert!(e.contains("65535x65535 is too large"), "{e}");
+}
