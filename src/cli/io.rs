@@ -90,6 +90,22 @@ fn f32s(path: &Path, name: &str, t: &TensorView) -> Result<Vec<f32>> {
     }
 }
 
+/// NaN or Inf in an input tensor is an error naming the tensor (the network would only
+/// pass it through to every output value).
+fn finite(path: &Path, name: &str, v: Vec<f32>) -> Result<Vec<f32>> {
+    let bad = v.iter().filter(|x| !x.is_finite()).count();
+    if bad > 0 {
+        return Err(Error::file(
+            path.display(),
+            format!(
+                "tensor {name} holds {bad} NaN or Inf values (of {})",
+                v.len()
+            ),
+        ));
+    }
+    Ok(v)
+}
+
 fn labels(path: &Path, name: &str, t: &TensorView) -> Result<Vec<u32>> {
     let b = t.data();
     let v: Vec<i64> = match t.dtype() {
@@ -151,12 +167,16 @@ fn batch_labels(path: &Path, st: &SafeTensors, n: usize) -> Result<Option<Vec<u3
 }
 
 pub fn read_init_noise(path: &Path) -> Result<InitNoise> {
-    let bytes = read(path)?;
-    let st = parse(path, &bytes)?;
+    init_noise_from_bytes(path, &read(path)?)
+}
+
+/// [`read_init_noise`] on the file's bytes (`path` only names the file in errors).
+pub fn init_noise_from_bytes(path: &Path, bytes: &[u8]) -> Result<InitNoise> {
+    let st = parse(path, bytes)?;
     let t = require(path, &st, "init_noise", "x_T, [N,C,H,W]")?;
     expect_rank(path, "init_noise", &t, 4)?;
     let shape = t.shape().to_vec();
-    let data = f32s(path, "init_noise", &t)?;
+    let data = finite(path, "init_noise", f32s(path, "init_noise", &t)?)?;
     let class_labels = batch_labels(path, &st, shape[0])?;
     Ok(InitNoise {
         shape,
@@ -166,14 +186,18 @@ pub fn read_init_noise(path: &Path) -> Result<InitNoise> {
 }
 
 pub fn read_predict_input(path: &Path) -> Result<PredictInput> {
-    let bytes = read(path)?;
-    let st = parse(path, &bytes)?;
+    predict_input_from_bytes(path, &read(path)?)
+}
+
+/// [`read_predict_input`] on the file's bytes (`path` only names the file in errors).
+pub fn predict_input_from_bytes(path: &Path, bytes: &[u8]) -> Result<PredictInput> {
+    let st = parse(path, bytes)?;
     let s = require(path, &st, "sample", "the noisy input, [N,C,H,W] f32")?;
     expect_rank(path, "sample", &s, 4)?;
     let shape = s.shape().to_vec();
-    let sample = f32s(path, "sample", &s)?;
+    let sample = finite(path, "sample", f32s(path, "sample", &s)?)?;
     let t = require(path, &st, "timesteps", "one timestep per sample, [N]")?;
-    let timesteps = f32s(path, "timesteps", &t)?;
+    let timesteps = finite(path, "timesteps", f32s(path, "timesteps", &t)?)?;
     let timesteps = match timesteps.len() {
         1 => vec![timesteps[0]; shape[0]],
         n if n == shape[0] => timesteps,
@@ -206,20 +230,51 @@ pub fn write_tensor(path: &Path, name: &str, data: &[f32], shape: &[usize]) -> R
 /// Write a file so that a kill at any moment leaves either the old or the new file: write
 /// a temporary file beside it, flush it to disk, then rename it over the target.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
+    write_all_atomic(&[(path, bytes)])
+}
+
+/// The temporary name a file is written under before it is renamed into place.
+pub fn temp_path(path: &Path) -> std::path::PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.partial"));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
+    path.with_file_name(format!(".{name}.partial"))
+}
+
+/// Write several files, each to a temporary name flushed to disk first; only when all are
+/// written are they renamed into place, in the given order (so the last file appears
+/// last). A failed write (disk full, read-only folder) removes the temporary files and
+/// leaves every old file untouched; a kill leaves each file either old or new.
+pub fn write_all_atomic(files: &[(&Path, &[u8])]) -> Result<()> {
+    use std::io::Write;
+    let temps: Vec<_> = files.iter().map(|(p, _)| temp_path(p)).collect();
+    let remove_temps = || {
+        for t in &temps {
+            let _ = std::fs::remove_file(t);
+        }
     };
-    write().map_err(|e| Error::file(tmp.display(), format!("cannot write: {e}")))?;
-    std::fs::rename(&tmp, path)
-        .map_err(|e| Error::file(path.display(), format!("cannot write: {e}")))
+    for ((path, bytes), tmp) in files.iter().zip(&temps) {
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()
+        };
+        if let Err(e) = write() {
+            remove_temps();
+            return Err(Error::file(
+                path.display(),
+                format!("cannot write: {e} (the previous file, if any, is kept)"),
+            ));
+        }
+    }
+    for ((path, _), tmp) in files.iter().zip(&temps) {
+        if let Err(e) = std::fs::rename(tmp, path) {
+            remove_temps();
+            return Err(Error::file(path.display(), format!("cannot write: {e}")));
+        }
+    }
+    Ok(())
 }
 
 /// Encode 8-bit pixels (1 or 3 channels, interleaved) as PNG and write them atomically.

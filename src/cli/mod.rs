@@ -6,7 +6,7 @@ mod anomaly;
 mod eval;
 mod inpaint;
 mod interpolate;
-mod io;
+pub mod io;
 mod lab;
 mod nll;
 mod plot;

@@ -226,6 +226,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         },
     };
 
+    check_settings(&run, &a)?;
     // Data first: a bad dataset is an error before any GPU work.
     let data = match &run.data {
         Some(p) => crate::data::load(Path::new(p), config.in_channels, config.sample_size)?,
@@ -334,11 +335,19 @@ pub fn train(a: TrainArgs) -> Result<()> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
+    // The log must describe the checkpoint's run: a resume drops the steps logged after the
+    // checkpoint by a killed run (they are trained again) and a torn last line; a fresh run
+    // starts an empty log.
+    let metrics_path = out.join("metrics.jsonl");
+    let kept = match &saved {
+        Some((_, (state, _))) => metrics_up_to(&metrics_path, state.step),
+        None => String::new(),
+    };
+    write_text_atomic(&metrics_path, &kept)?;
     let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
         .append(true)
-        .open(out.join("metrics.jsonl"))
-        .map_err(|e| Error::file(out.join("metrics.jsonl").display(), e))?;
+        .open(&metrics_path)
+        .map_err(|e| Error::file(metrics_path.display(), e))?;
     let mut losses = read_losses(&out.join("metrics.jsonl"));
     let mut smoothed: Option<f64> = None;
     let mut x0 =
@@ -346,7 +355,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let mut labels = vec![0u32; run.batch];
     let start = Instant::now();
     let start_step = trainer.step;
-    let mut last_good = trainer.step;
+    let mut last_good = saved.as_ref().map(|_| trainer.step);
     while trainer.step < run.total_steps {
         if stop.load(Ordering::SeqCst) {
             bar.suspend(|| eprintln!("interrupted: saving step {} …", trainer.step));
@@ -362,11 +371,17 @@ pub fn train(a: TrainArgs) -> Result<()> {
         let (loss, grad_norm) = block_on(trainer.read_stats(&ctx))?;
         if !loss.is_finite() || !grad_norm.is_finite() {
             bar.finish_and_clear();
+            let kept = match last_good {
+                Some(step) => format!(
+                    "The last good checkpoint (step {step}) is kept in {}",
+                    out.display()
+                ),
+                None => "No checkpoint was written".to_string(),
+            };
             return Err(Error::Other(format!(
-                "the loss became {loss} at step {} (gradient norm {grad_norm}); stopping. The last \
-                 good checkpoint (step {last_good}) is kept in {}; try a lower --lr",
+                "the loss became {loss} at step {} (gradient norm {grad_norm}); stopping. {kept}; \
+                 try a lower --lr",
                 trainer.step,
-                out.display()
             )));
         }
         losses.push(loss);
@@ -377,15 +392,16 @@ pub fn train(a: TrainArgs) -> Result<()> {
         bar.set_position(trainer.step);
         bar.set_message(format!("loss {s:.4}  {ips:.1} img/s"));
         let lr = crate::train::schedule::learning_rate(trainer.step - 1, &trainer.settings.lr);
-        let _ = writeln!(
-            metrics,
-            "{{\"step\":{},\"loss\":{loss},\"loss_smoothed\":{s:.6},\"grad_norm\":{grad_norm},\"lr\":{lr:e},\"images_per_s\":{ips:.3},\"elapsed_s\":{elapsed:.1}}}",
+        // One write per line, so a kill leaves at most one torn line at the end.
+        let line = format!(
+            "{{\"step\":{},\"loss\":{loss},\"loss_smoothed\":{s:.6},\"grad_norm\":{grad_norm},\"lr\":{lr:e},\"images_per_s\":{ips:.3},\"elapsed_s\":{elapsed:.1}}}\n",
             trainer.step
         );
+        let _ = metrics.write_all(line.as_bytes());
         if trainer.step % a.checkpoint_every == 0 {
             save(&ctx, &trainer, &sampler, &run, &scheduler, &out)?;
             plot_losses(&out, &losses)?;
-            last_good = trainer.step;
+            last_good = Some(trainer.step);
         }
         if a.sample_every > 0 && trainer.step % a.sample_every == 0 {
             bar.suspend(|| eprintln!("writing samples at step {} …", trainer.step));
@@ -433,6 +449,44 @@ pub fn train(a: TrainArgs) -> Result<()> {
         out.display(),
         out.display()
     );
+    Ok(())
+}
+
+/// Settings that cannot train (or would train something else than asked) are errors
+/// before any work: NaN, negative or out-of-range values.
+fn check_settings(run: &RunState, a: &TrainArgs) -> Result<()> {
+    let bad = |flag: &str, value: &dyn std::fmt::Display, want: &str| {
+        Err(Error::Other(format!("{flag} {value}: {want}")))
+    };
+    if a.checkpoint_every == 0 {
+        return bad("--checkpoint-every", &0, "must be at least 1");
+    }
+    if run.batch == 0 {
+        return bad("--batch", &0, "must be at least 1");
+    }
+    if !(run.lr.is_finite() && run.lr > 0.0) {
+        return bad("--lr", &run.lr, "must be a positive number");
+    }
+    if !(run.weight_decay.is_finite() && run.weight_decay >= 0.0) {
+        return bad("--weight-decay", &run.weight_decay, "must be 0 or more");
+    }
+    if !(0.0..1.0).contains(&run.ema_decay) {
+        return bad("--ema-decay", &run.ema_decay, "must be in [0, 1)");
+    }
+    if !(0.0..=1.0).contains(&run.label_dropout) {
+        return bad(
+            "--label-dropout",
+            &run.label_dropout,
+            "is a probability (0 to 1)",
+        );
+    }
+    // The sample grids' settings, checked now rather than after the first sample_every steps.
+    if a.sample_every > 0 {
+        if a.sample_steps == 0 {
+            return bad("--sample-steps", &0, "must be at least 1");
+        }
+        crate::diffusion::sampler::check_guidance(a.sample_guidance)?;
+    }
     Ok(())
 }
 
@@ -512,15 +566,31 @@ fn save(
     let mut md = std::collections::HashMap::new();
     md.insert("kakusan_run".to_string(), meta);
     let bytes = safetensors::serialize(views, Some(md)).map_err(|e| Error::Other(e.to_string()))?;
-    // The state goes last: once it exists, the diffusers files beside it do too.
-    write_text_atomic(&out.join("config.json"), &trainer.graph.config.to_json())?;
-    write_text_atomic(&out.join("scheduler_config.json"), &scheduler.to_json())?;
-    write_bytes_atomic(
-        &out.join("diffusion_pytorch_model.safetensors"),
-        &save_weights(&ema)?,
-    )?;
-    write_bytes_atomic(&out.join(STATE_FILE), &bytes)?;
-    Ok(())
+    // All four files are written before any replaces its old version, so a failed write
+    // (disk full, read-only folder) leaves the previous checkpoint whole; the state is
+    // renamed last: once it exists, the diffusers files beside it do too.
+    let (config_json, scheduler_json) = (trainer.graph.config.to_json(), scheduler.to_json());
+    let weights = save_weights(&ema)?;
+    let (config_path, scheduler_path, weights_path, state_path) = (
+        out.join("config.json"),
+        out.join("scheduler_config.json"),
+        out.join("diffusion_pytorch_model.safetensors"),
+        out.join(STATE_FILE),
+    );
+    super::io::write_all_atomic(&[
+        (&config_path, config_json.as_bytes()),
+        (&scheduler_path, scheduler_json.as_bytes()),
+        (&weights_path, &weights),
+        (&state_path, &bytes),
+    ])
+    .map_err(|e| {
+        Error::Other(format!(
+            "cannot save the checkpoint of step {}: {e}; the previous checkpoint in {} (if any) \
+             is unchanged",
+            trainer.step,
+            out.display()
+        ))
+    })
 }
 
 fn read_state(path: &Path) -> Result<(RunState, SavedTensors)> {
@@ -562,6 +632,23 @@ fn read_state(path: &Path) -> Result<(RunState, SavedTensors)> {
         target.insert(rest.to_string(), view.shape().to_vec(), data)?;
     }
     Ok((run, t))
+}
+
+/// The complete lines of a metrics log whose step is at most `step`.
+fn metrics_up_to(path: &Path, step: u64) -> String {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return String::new();
+    };
+    let mut kept = String::new();
+    for line in text.split_inclusive('\n') {
+        let logged = serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v.get("step").and_then(|s| s.as_u64()));
+        if line.ends_with('\n') && logged.is_some_and(|s| s <= step) {
+            kept.push_str(line);
+        }
+    }
+    kept
 }
 
 fn read_losses(path: &Path) -> Vec<f32> {
@@ -623,10 +710,6 @@ fn sample_grid(
         8,
     )?;
     super::io::write_grid_png_cols(&out.join("samples.png"), &data, &shape, 8)
-}
-
-fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    super::io::write_atomic(path, bytes)
 }
 
 fn write_text_atomic(path: &Path, text: &str) -> Result<()> {

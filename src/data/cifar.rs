@@ -47,31 +47,7 @@ pub(crate) fn find_batches(dir: &Path) -> Vec<PathBuf> {
 pub(crate) fn load(files: &[PathBuf], b: &mut Builder) -> Result<Vec<String>> {
     for f in files {
         let bytes = std::fs::read(f).map_err(|e| Error::file(f.display(), e))?;
-        if bytes.is_empty() || bytes.len() % RECORD != 0 {
-            return Err(Error::file(
-                f.display(),
-                format!(
-                    "{} bytes is not a whole number of CIFAR-10 records ({RECORD} bytes: \
-                     1 label + 3072 pixels); CIFAR-100 and the Python pickles are not supported",
-                    bytes.len()
-                ),
-            ));
-        }
-        for rec in bytes.chunks_exact(RECORD) {
-            if rec[0] >= 10 {
-                return Err(Error::file(
-                    f.display(),
-                    format!("label {} is not a CIFAR-10 class (0..9)", rec[0]),
-                ));
-            }
-            let img = Planar {
-                c: 3,
-                h: SIDE,
-                w: SIDE,
-                data: rec[1..].to_vec(),
-            };
-            b.push(&img, rec[0] as u32);
-        }
+        load_bytes(f, &bytes, b)?;
     }
     // Class names from batches.meta.txt beside the first file, when it lists ten.
     let meta = files
@@ -86,5 +62,40 @@ pub(crate) fn load(files: &[PathBuf], b: &mut Builder) -> Result<Vec<String>> {
                 .collect::<Vec<_>>()
         })
         .filter(|names| names.len() == 10);
-    Ok(meta.unwrap_or_else(|| CLASSES.iter().map(|s| s.to_string()).collect()))
+    Ok(meta.unwrap_or_else(class_names))
+}
+
+/// The default class names.
+pub(crate) fn class_names() -> Vec<String> {
+    CLASSES.iter().map(|s| s.to_string()).collect()
+}
+
+/// Loads one batch file's bytes into `b` (`f` only names the file in errors).
+pub(crate) fn load_bytes(f: &Path, bytes: &[u8], b: &mut Builder) -> Result<()> {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD) {
+        return Err(Error::file(
+            f.display(),
+            format!(
+                "{} bytes is not a whole number of CIFAR-10 records ({RECORD} bytes: \
+                 1 label + 3072 pixels); CIFAR-100 and the Python pickles are not supported",
+                bytes.len()
+            ),
+        ));
+    }
+    for rec in bytes.chunks_exact(RECORD) {
+        if rec[0] >= 10 {
+            return Err(Error::file(
+                f.display(),
+                format!("label {} is not a CIFAR-10 class (0..9)", rec[0]),
+            ));
+        }
+        let img = Planar {
+            c: 3,
+            h: SIDE,
+            w: SIDE,
+            data: rec[1..].to_vec(),
+        };
+        b.push(&img, rec[0] as u32);
+    }
+    Ok(())
 }

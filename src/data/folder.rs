@@ -50,6 +50,11 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
+/// The largest decoded image accepted (256 MiB, e.g. 8192×8192 RGBA): a corrupt or hostile
+/// header can claim up to 2³¹×2³¹ pixels, and a training image is resized to the model's
+/// few dozen pixels anyway.
+const MAX_DECODED_BYTES: usize = 1 << 28;
+
 /// Decodes a PNG or JPEG (chosen by content, not extension) to grey or RGB planes.
 pub(crate) fn decode(bytes: &[u8]) -> std::result::Result<Planar, String> {
     if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
@@ -67,6 +72,13 @@ fn decode_png(bytes: &[u8]) -> std::result::Result<Planar, String> {
     dec.set_transformations(png::Transformations::normalize_to_color8());
     let mut reader = dec.read_info().map_err(|e| format!("PNG: {e}"))?;
     let size = reader.output_buffer_size().ok_or("PNG: image too large")?;
+    if size > MAX_DECODED_BYTES {
+        let i = reader.info();
+        return Err(format!(
+            "PNG: {}x{} is too large to decode ({size} bytes; at most {MAX_DECODED_BYTES})",
+            i.width, i.height
+        ));
+    }
     let mut buf = vec![0u8; size];
     let info = reader
         .next_frame(&mut buf)
@@ -93,6 +105,20 @@ fn decode_png(bytes: &[u8]) -> std::result::Result<Planar, String> {
 
 fn decode_jpeg(bytes: &[u8]) -> std::result::Result<Planar, String> {
     let mut dec = jpeg_decoder::Decoder::new(bytes);
+    dec.set_max_decoding_buffer_size(MAX_DECODED_BYTES);
+    // The decoder sizes its per-component buffers from the header before that limit is
+    // checked (a 65535x65535 header aborted on a 4 GB allocation), so check the header.
+    dec.read_info().map_err(|e| format!("JPEG: {e}"))?;
+    if let Some(i) = dec.info() {
+        if i.width as usize * i.height as usize * 4 > MAX_DECODED_BYTES {
+            return Err(format!(
+                "JPEG: {}x{} is too large to decode (at most {} pixels)",
+                i.width,
+                i.height,
+                MAX_DECODED_BYTES / 4
+            ));
+        }
+    }
     let pixels = dec.decode().map_err(|e| format!("JPEG: {e}"))?;
     let info = dec.info().ok_or("JPEG: no image information")?;
     let (h, w) = (info.height as usize, info.width as usize);

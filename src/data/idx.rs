@@ -10,6 +10,11 @@ use std::path::{Path, PathBuf};
 /// Reads a whole file, gunzipping it when it starts with the gzip magic.
 pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).map_err(|e| Error::file(path.display(), e))?;
+    gunzip_if_gzip(path, bytes)
+}
+
+/// The bytes themselves, or their gunzipped content when they start with the gzip magic.
+pub(crate) fn gunzip_if_gzip(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>> {
     if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&bytes[..])
@@ -97,7 +102,28 @@ pub(crate) fn find_images(dir: &Path) -> Option<PathBuf> {
 /// Loads an IDX images file (and its labels file, when one is beside it) into `b`; returns
 /// whether labels were found.
 pub(crate) fn load(images: &Path, b: &mut Builder) -> Result<bool> {
-    let (dims, data) = parse(images, &read_maybe_gz(images)?)?;
+    let image_bytes = read_maybe_gz(images)?;
+    let labels = match labels_for(images) {
+        Some(lp) => Some((read_maybe_gz(&lp)?, lp)),
+        None => None,
+    };
+    load_bytes(
+        images,
+        &image_bytes,
+        labels.as_ref().map(|(l, p)| (p.as_path(), &l[..])),
+        b,
+    )
+}
+
+/// [`load`] on bytes already read (and gunzipped): the images file, and the labels file
+/// with its path, if any. Paths only name the files in errors.
+pub(crate) fn load_bytes(
+    images: &Path,
+    image_bytes: &[u8],
+    labels: Option<(&Path, &[u8])>,
+    b: &mut Builder,
+) -> Result<bool> {
+    let (dims, data) = parse(images, image_bytes)?;
     let (n, h, w, c) = match dims[..] {
         [n, h, w] => (n, h, w, 1),
         [n, h, w, c] if c == 1 || c == 3 => (n, h, w, c),
@@ -111,9 +137,9 @@ pub(crate) fn load(images: &Path, b: &mut Builder) -> Result<bool> {
     if n == 0 || h == 0 || w == 0 {
         return Err(Error::file(images.display(), "IDX file holds no images"));
     }
-    let labels = match labels_for(images) {
-        Some(lp) => {
-            let (ld, l) = parse(&lp, &read_maybe_gz(&lp)?)?;
+    let labels = match labels {
+        Some((lp, label_bytes)) => {
+            let (ld, l) = parse(lp, label_bytes)?;
             if ld != [n] {
                 return Err(Error::file(
                     lp.display(),

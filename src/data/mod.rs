@@ -347,6 +347,52 @@ pub fn load(path: &Path, channels: usize, size: [usize; 2]) -> Result<Dataset> {
     ))
 }
 
+/// Decodes one PNG or JPEG (by content) to grey or RGB planes: what an image folder's
+/// loader does with each file (the error is the reason it would be skipped).
+pub fn decode_image(bytes: &[u8]) -> std::result::Result<image::Planar, String> {
+    folder::decode(bytes)
+}
+
+/// An MNIST IDX dataset from the bytes of its images file and, optionally, its labels file
+/// (either may be gzip'd), converted like [`load`]; `what` names the data in errors.
+pub fn idx_from_bytes(
+    what: &str,
+    images: &[u8],
+    labels: Option<&[u8]>,
+    channels: usize,
+    size: [usize; 2],
+) -> Result<Dataset> {
+    let mut b = Builder::new(channels, size)?;
+    let images_path = Path::new(what);
+    let labels_path = images_path.with_extension("labels");
+    let images = idx::gunzip_if_gzip(images_path, images.to_vec())?;
+    let labels = match labels {
+        Some(l) => Some(idx::gunzip_if_gzip(&labels_path, l.to_vec())?),
+        None => None,
+    };
+    let labeled = idx::load_bytes(
+        images_path,
+        &images,
+        labels.as_deref().map(|l| (labels_path.as_path(), l)),
+        &mut b,
+    )?;
+    let names = labeled.then(|| digit_names(&b.labels));
+    b.finish(what, names)
+}
+
+/// A CIFAR-10 dataset from the bytes of one binary batch file, converted like [`load`];
+/// `what` names the data in errors.
+pub fn cifar_from_bytes(
+    what: &str,
+    batch: &[u8],
+    channels: usize,
+    size: [usize; 2],
+) -> Result<Dataset> {
+    let mut b = Builder::new(channels, size)?;
+    cifar::load_bytes(Path::new(what), batch, &mut b)?;
+    b.finish(what, Some(cifar::class_names()))
+}
+
 /// "0", "1", … for the classes of numerically labeled data (IDX).
 fn digit_names(labels: &[u32]) -> Vec<String> {
     let k = labels.iter().max().map_or(1, |&m| m as usize + 1);

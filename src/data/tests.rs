@@ -306,3 +306,29 @@ fn batch_sampler_is_deterministic_and_resumes() {
     assert!(BatchSampler::new(0, 4, 1).is_err());
     assert!(BatchSampler::from_state(10, 4, [1, 0, 11]).is_err());
 }
+
+/// A PNG header claiming 60000x60000 RGBA (14 GB decoded) is refused before allocating;
+/// it used to allocate the whole buffer and fail only on the missing data.
+#[test]
+fn huge_png_header_is_refused() {
+    let bytes = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/regressions/image/png_60000x60000_header"
+    ))
+    .unwrap();
+    let e = folder::decode(&bytes).unwrap_err();
+    assert!(e.contains("60000x60000 is too large"), "{e}");
+}
+
+/// A JPEG header claiming 65535x65535 (found by the seed mutation test): the decoder used
+/// to abort the process on a 4 GB allocation.
+#[test]
+fn huge_jpeg_header_is_refused() {
+    let bytes = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/regressions/image/jpeg_65535x65535_header"
+    ))
+    .unwrap();
+    let e = folder::decode(&bytes).unwrap_err();
+    assert!(e.contains("65535x65535 is too large"), "{e}");
+}

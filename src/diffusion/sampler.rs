@@ -66,6 +66,22 @@ pub struct SamplingRun {
     step_program: Program,
 }
 
+/// The largest guidance scale |w| accepted: typical values are 1–10, and far beyond this the
+/// guided ε overflows f32 (the samples would be NaN or only the clipping would remain).
+pub const MAX_GUIDANCE: f32 = 1000.0;
+
+/// A classifier-free guidance scale must be finite with |w| ≤ [`MAX_GUIDANCE`] (w = 1: no
+/// guidance, 0: unconditional, negative: away from the class).
+pub fn check_guidance(w: f32) -> Result<()> {
+    if !(w.is_finite() && w.abs() <= MAX_GUIDANCE) {
+        return Err(Error::config(format!(
+            "guidance scale {w}: must be a number between -{MAX_GUIDANCE} and {MAX_GUIDANCE} \
+             (typically 1 to 10)"
+        )));
+    }
+    Ok(())
+}
+
 impl SamplingRun {
     pub fn new(
         ctx: &GpuContext,
@@ -80,6 +96,17 @@ impl SamplingRun {
         }
         if settings.steps == 0 {
             return Err(Error::config("the number of steps must be at least 1"));
+        }
+        if let Sampler::Ddim { eta } = settings.sampler {
+            // η > 1 asks for more noise than the step has variance (diffusers returns NaN).
+            if !(0.0..=1.0).contains(&eta) {
+                return Err(Error::config(format!(
+                    "DDIM eta = {eta}: must be between 0 (deterministic) and 1 (DDPM-like noise)"
+                )));
+            }
+        }
+        if let Some(w) = settings.guidance {
+            check_guidance(w)?;
         }
         let schedule = Schedule::new(scheduler)?;
         let timesteps = sampler_timesteps(scheduler, settings.sampler, settings.steps)?;

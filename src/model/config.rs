@@ -348,6 +348,60 @@ impl UNetConfig {
                 return Err(Error::config(format!("config.json: `{name}` must be > 0")));
             }
         }
+        // Sizes far beyond any real UNet2DModel (diffusers' largest use ≤ 1280 channels, ≤ 1024
+        // pixels, ≤ 6 levels): bounded so that shapes, parameter and FLOP counts cannot
+        // overflow and a nonsense file fails here instead of hanging in a 10⁹-layer loop.
+        const MAX_LEVELS: usize = 8;
+        const MAX_LAYERS: usize = 16;
+        const MAX_SIZE: usize = 8192;
+        if n > MAX_LEVELS {
+            return Err(Error::config(format!(
+                "config.json: {n} entries in `block_out_channels`; at most {MAX_LEVELS} are supported"
+            )));
+        }
+        if self.layers_per_block > MAX_LAYERS {
+            return Err(Error::config(format!(
+                "config.json: `layers_per_block` = {} is more than the {MAX_LAYERS} supported",
+                self.layers_per_block
+            )));
+        }
+        // Channels first: the default time embedding is 4 × block_out_channels[0].
+        let channels = self
+            .block_out_channels
+            .iter()
+            .map(|&c| ("block_out_channels", c, MAX_SIZE));
+        let sizes = [
+            ("in_channels", self.in_channels),
+            ("out_channels", self.out_channels),
+            ("norm_num_groups", self.norm_num_groups),
+            ("sample_size", self.sample_size[0]),
+            ("sample_size", self.sample_size[1]),
+            ("attention_head_dim", self.attention_head_dim.unwrap_or(1)),
+            (
+                "attn_norm_num_groups",
+                self.attn_norm_num_groups.unwrap_or(1),
+            ),
+        ]
+        .map(|(name, v)| (name, v, MAX_SIZE));
+        for (name, v, max) in channels.chain(sizes) {
+            if v > max {
+                return Err(Error::config(format!(
+                    "config.json: `{name}` = {v} is larger than the {max} supported"
+                )));
+            }
+        }
+        if self.time_embed_dim() > 4 * MAX_SIZE {
+            return Err(Error::config(format!(
+                "config.json: `time_embedding_dim` = {} is larger than the {} supported",
+                self.time_embed_dim(),
+                4 * MAX_SIZE
+            )));
+        }
+        if self.num_class_embeds.is_some_and(|k| k > 1 << 20) {
+            return Err(Error::config(
+                "config.json: `num_class_embeds` is larger than the 1048576 supported",
+            ));
+        }
         if self.attn_norm_num_groups == Some(0) || self.attention_head_dim == Some(0) {
             return Err(Error::config(
                 "config.json: `attn_norm_num_groups` and `attention_head_dim` must be > 0",
@@ -713,5 +767,51 @@ mod tests {
         // Head dim divides: 64 channels with head dim 16 → 4 heads.
         let c = UNetConfig::from_json(&with(&[("attention_head_dim", json!(16))])).unwrap();
         assert_eq!(c.heads(256), 16);
+    }
+
+    /// Found by probing `kakusan info` with absurd sizes: overflowing multiplications
+    /// (panics in debug builds), a shift past 64 bits, a 10⁹-iteration loop.
+    #[test]
+    fn absurd_sizes_are_errors() {
+        let base: Value = serde_json::from_str(CIFAR_CONFIG).unwrap();
+        let with = |pairs: &[(&str, Value)]| {
+            let mut b = base.clone();
+            for (k, v) in pairs {
+                b[*k] = v.clone();
+            }
+            b.to_string()
+        };
+        let many = 70;
+        for (pairs, field) in [
+            (vec![("sample_size", json!(1u64 << 50))], "sample_size"),
+            (
+                vec![("block_out_channels", json!([1u64 << 62, 128, 256, 256]))],
+                "block_out_channels",
+            ),
+            (vec![("in_channels", json!(1u64 << 62))], "in_channels"),
+            (
+                vec![("layers_per_block", json!(1_000_000_000))],
+                "layers_per_block",
+            ),
+            (
+                vec![("time_embedding_dim", json!(1u64 << 40))],
+                "time_embedding_dim",
+            ),
+            (
+                vec![("num_class_embeds", json!(1u64 << 40))],
+                "num_class_embeds",
+            ),
+            (
+                vec![
+                    ("block_out_channels", json!(vec![32; many])),
+                    ("down_block_types", json!(vec!["DownBlock2D"; many])),
+                    ("up_block_types", json!(vec!["UpBlock2D"; many])),
+                ],
+                "block_out_channels",
+            ),
+        ] {
+            let m = err(&with(&pairs));
+            assert!(m.contains(field) && m.contains("supported"), "{m}");
+        }
     }
 }

@@ -368,10 +368,24 @@ pub fn load_weights(bytes: &[u8], cfg: &UNetConfig) -> Result<Weights> {
         )));
     }
     let mut w = Weights::new();
+    let mut non_finite = vec![];
     for (name, shape) in expected {
         let (orig, t) = &found[&name];
         let data = to_f32(orig, t)?;
+        let bad = data.iter().filter(|x| !x.is_finite()).count();
+        if bad > 0 {
+            non_finite.push(format!("{orig} ({bad} of {})", data.len()));
+        }
         w.tensors.insert(name, (shape, data));
+    }
+    // NaN/Inf weights (a diverged training run, a broken conversion) would only show up as
+    // NaN samples after a whole sampling run; name the tensors instead.
+    if !non_finite.is_empty() {
+        return Err(Error::weights(format!(
+            "{} tensors hold NaN or Inf values: {}",
+            non_finite.len(),
+            list(&non_finite, 8)
+        )));
     }
     Ok(w)
 }
