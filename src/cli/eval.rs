@@ -40,6 +40,10 @@ pub struct EvalArgs {
     /// DDIM's eta: 0 = deterministic, 1 = DDPM-like noise.
     #[arg(long, default_value_t = 0.0)]
     pub eta: f64,
+    /// Override scheduler_config.json's `clip_sample` (x̂_0 clamped to ±clip_sample_range
+    /// inside DDPM/DDIM steps), e.g. `--clip-sample false`.
+    #[arg(long)]
+    pub clip_sample: Option<bool>,
     /// Classifier-free guidance scale w [default: none, i.e. the conditional model alone (= w 1)].
     #[arg(long)]
     pub guidance: Option<f32>,
@@ -87,7 +91,8 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         .model
         .as_deref()
         .ok_or_else(|| Error::config("--model is required"))?;
-    let model = super::load(dir)?;
+    let mut model = super::load(dir)?;
+    super::override_scheduler(&mut model.scheduler, a.clip_sample, None, None)?;
     let c = &model.config;
     if c.in_channels != 1 || c.sample_size != [28, 28] || c.num_class_embeds != Some(11) {
         return Err(Error::config(format!(
@@ -117,6 +122,11 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     let (sampler, default_steps, name) = match a.sampler {
         SamplerName::Ddpm => (Sampler::Ddpm, t, "ddpm"),
         SamplerName::Ddim => (Sampler::Ddim { eta: a.eta }, 50.min(t), "ddim"),
+        SamplerName::DpmSolver => (
+            Sampler::DpmSolver,
+            20.min(t.saturating_sub(1)).max(1),
+            "dpm-solver",
+        ),
     };
     let steps = a.steps.unwrap_or(default_steps);
     let ctx = super::gpu()?;

@@ -2,8 +2,8 @@
 //! sampler step reduces to a handful of scalar coefficients ([`StepCoefficients`]) that one
 //! WGSL kernel applies to every element.
 
-pub mod dpm_solver;
 pub mod anomaly;
+pub mod dpm_solver;
 pub mod likelihood;
 pub mod repaint;
 pub mod sampler;
