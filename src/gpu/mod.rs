@@ -121,16 +121,25 @@ impl Program {
     }
 }
 
-/// A shader's WGSL: the embedded text, or natively, when `KAKUSAN_SHADER_DIR` is set, the
-/// file of the same name in that folder (for editing kernels and timing them with
-/// `kakusan bench --profile` without rebuilding).
+/// A shader's WGSL as compiled: the embedded text, or natively, when `KAKUSAN_SHADER_DIR` is
+/// set, the files of the same names in that folder (`<name>.wgsl` and `lib/<snippet>.wgsl`;
+/// each one missing there is taken from the embedded copy), assembled like the embedded text
+/// (for editing kernels and timing them with `kakusan bench --profile` without rebuilding).
 fn shader_text(shader: &ShaderSource) -> std::borrow::Cow<'static, str> {
     #[cfg(not(target_arch = "wasm32"))]
     if let Some(dir) = std::env::var_os("KAKUSAN_SHADER_DIR") {
-        let path = std::path::Path::new(&dir).join(format!("{}.wgsl", shader.name));
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            return text.into();
-        }
+        let dir = std::path::Path::new(&dir);
+        let read = |rel: String, embedded: &'static str| {
+            std::fs::read_to_string(dir.join(rel)).unwrap_or_else(|_| embedded.to_string())
+        };
+        let body = read(format!("{}.wgsl", shader.name), shader.body);
+        let snippets: Vec<(&str, String)> = shader
+            .snippets
+            .iter()
+            .map(|s| (s.name, read(format!("lib/{}.wgsl", s.name), s.source)))
+            .collect();
+        return crate::shaders::assemble(&body, snippets.iter().map(|(n, t)| (*n, t.as_str())))
+            .into();
     }
     shader.source.into()
 }
