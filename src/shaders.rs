@@ -43,6 +43,25 @@ pub fn assemble<'a>(body: &str, snippets: impl IntoIterator<Item = (&'a str, &'a
     out
 }
 
+impl ShaderSource {
+    /// The module assembled from the files in `dir` (the native `KAKUSAN_SHADER_DIR`
+    /// override): `dir/<name>.wgsl` and `dir/lib/<snippet>.wgsl` for each listed snippet; a
+    /// file missing there is taken from the embedded copy.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_from_dir(&self, dir: &std::path::Path) -> String {
+        let read = |rel: String, embedded: &str| {
+            std::fs::read_to_string(dir.join(rel)).unwrap_or_else(|_| embedded.to_string())
+        };
+        let body = read(format!("{}.wgsl", self.name), self.body);
+        let snippets: Vec<(&str, String)> = self
+            .snippets
+            .iter()
+            .map(|s| (s.name, read(format!("lib/{}.wgsl", s.name), s.source)))
+            .collect();
+        assemble(&body, snippets.iter().map(|(n, t)| (*n, t.as_str())))
+    }
+}
+
 macro_rules! snippets {
     ($($ident:ident => $file:literal),* $(,)?) => {
         $(pub static $ident: Snippet = Snippet {
@@ -180,6 +199,28 @@ mod tests {
             );
             assert_eq!(s.source.len() > s.body.len(), !s.snippets.is_empty());
         }
+    }
+
+    /// The `KAKUSAN_SHADER_DIR` override reads snippets from `dir/lib/` as well as bodies
+    /// from `dir/`, and falls back to the embedded copy of each file it does not find.
+    #[test]
+    fn override_dir_assembles_bodies_and_snippets() {
+        let dir = std::env::temp_dir().join(format!("kakusan-shader-dir-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("lib")).unwrap();
+        assert_eq!(SOFTMAX.read_from_dir(&dir), SOFTMAX.source);
+        let sum = WORKGROUP_SUM
+            .source
+            .replace("var t = identity;", "var t = identity * 2.0;");
+        assert_ne!(sum, WORKGROUP_SUM.source);
+        std::fs::write(dir.join("lib/workgroup_sum.wgsl"), &sum).unwrap();
+        let body = SOFTMAX
+            .body
+            .replace("x[base + c] = exp", "x[base + c] = 0.5 * exp");
+        std::fs::write(dir.join("softmax.wgsl"), &body).unwrap();
+        let got = SOFTMAX.read_from_dir(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(got, assemble(&body, [("workgroup_sum", sum.as_str())]));
+        validate("softmax.wgsl (from the override dir)", &got);
     }
 
     /// A shader that forgets a snippet it relies on fails validation (the test above can fail).

@@ -122,24 +122,12 @@ impl Program {
 }
 
 /// A shader's WGSL as compiled: the embedded text, or natively, when `KAKUSAN_SHADER_DIR` is
-/// set, the files of the same names in that folder (`<name>.wgsl` and `lib/<snippet>.wgsl`;
-/// each one missing there is taken from the embedded copy), assembled like the embedded text
-/// (for editing kernels and timing them with `kakusan bench --profile` without rebuilding).
+/// set, the files in that folder assembled the same way ([`ShaderSource::read_from_dir`]; for
+/// editing kernels and timing them with `kakusan bench --profile` without rebuilding).
 fn shader_text(shader: &ShaderSource) -> std::borrow::Cow<'static, str> {
     #[cfg(not(target_arch = "wasm32"))]
     if let Some(dir) = std::env::var_os("KAKUSAN_SHADER_DIR") {
-        let dir = std::path::Path::new(&dir);
-        let read = |rel: String, embedded: &'static str| {
-            std::fs::read_to_string(dir.join(rel)).unwrap_or_else(|_| embedded.to_string())
-        };
-        let body = read(format!("{}.wgsl", shader.name), shader.body);
-        let snippets: Vec<(&str, String)> = shader
-            .snippets
-            .iter()
-            .map(|s| (s.name, read(format!("lib/{}.wgsl", s.name), s.source)))
-            .collect();
-        return crate::shaders::assemble(&body, snippets.iter().map(|(n, t)| (*n, t.as_str())))
-            .into();
+        return shader.read_from_dir(std::path::Path::new(&dir)).into();
     }
     shader.source.into()
 }
