@@ -14,7 +14,8 @@ fn main() {}
 /// set in the environment.` when the variable is unset or not an absolute path: harmless, but
 /// on a successful run it reads like a failure. So when the user has no usable runtime
 /// directory, the process gets a private one (mode 0700, like mktemp -d) in the temp dir,
-/// removed again when `main` returns.
+/// removed again when `main` returns (an exit through `std::process::exit`, as clap's for
+/// `--help` and usage errors, leaves the empty directory in the temp dir).
 #[cfg(all(unix, not(target_arch = "wasm32")))]
 mod runtime_dir {
     use std::os::unix::fs::DirBuilderExt;
