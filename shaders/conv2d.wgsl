@@ -4,14 +4,14 @@
 // im2col is never materialised: the B tile is gathered from x on the fly (zero padding =
 // masked loads), so the only extra memory traffic is the redundancy of the gather itself.
 //
-// Tiling as in matmul.wgsl: 8 x WM threads, (8·WM)x128 output tile (Cout x pixels), 8x16
-// register tile per thread, K step 16 staged as vec4s in workgroup memory. All loads are
-// clamped and masked (select, not branches), so any size works. Entry points conv2d (WM = 8,
-// 64 rows), conv2d_m32 and conv2d_m16 share conv2d_tile(): small Cout (the MNIST model's 32
-// channels, conv_out's 1) would otherwise leave most of a 64-row tile masked. They are
-// separate entry points with literal WM rather than override constants so that the
-// workgroup size and loop bounds are compile-time constants everywhere (the workgroup arrays
-// are sized for the largest variant).
+// Tiling: shaders/lib/gemm_tile.wgsl (appended): 8 x WM threads, (8·WM)x128 output tile
+// (Cout x pixels), 8x16 register tile per thread, K step 16 staged as vec4s in workgroup
+// memory. All loads are clamped and masked (select, not branches), so any size works. Entry
+// points conv2d (WM = 8, 64 rows), conv2d_m32 and conv2d_m16 share conv2d_tile(): small Cout
+// (the MNIST model's 32 channels, conv_out's 1) would otherwise leave most of a 64-row tile
+// masked. They are separate entry points with literal WM rather than override constants so
+// that the workgroup size and loop bounds are compile-time constants everywhere (the
+// workgroup arrays are sized for the largest variant).
 //
 // Grid: x/y = the pixel tile as a linear index (wg.x + wg.y * num_workgroups.x, see
 // gpu::grid_1d), z = the Cout tile.
@@ -56,22 +56,6 @@ struct Params {
 // out: (N, Cout, Ho, Wo)
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;
 
-const BN: u32 = 128u;
-const BK: u32 = 16u;
-
-// [BK][BM / 4] (weights, BM <= 64) and [BK][BN / 4] (im2col)
-var<workgroup> tile_a: array<vec4<f32>, 256>;
-var<workgroup> tile_b: array<vec4<f32>, 512>;
-
-// floor(k / d) for k < 2^24 without an integer division (which SIMD CPUs such as llvmpipe
-// run one lane at a time): a float estimate, then one correction step each way.
-fn div_small(k: u32, d: u32, inv_d: f32) -> u32 {
-    var q = u32(f32(k) * inv_d);
-    q = select(q, q - 1u, q * d > k);
-    q = select(q, q + 1u, (q + 1u) * d <= k);
-    return q;
-}
-
 fn load_x(i: u32, ok: bool) -> f32 {
     return select(0.0, x[select(0u, i, ok)], ok);
 }
@@ -80,29 +64,21 @@ fn load_w(i: u32, ok: bool) -> f32 {
     return select(0.0, weight[select(0u, i, ok)], ok);
 }
 
-fn store1(co: u32, n: u32, v: f32, inv_hw: f32) {
+// The epilogue for gemm_tile.wgsl: 1 / (Ho·Wo) for div_small.
+struct Epilogue {
+    inv_hw: f32,
+}
+
+fn tile_store1(e: Epilogue, co: u32, n: u32, v: f32) {
     if (n >= p.ncols) { return; }
     let hw = p.ho * p.wo;
-    let b = div_small(n, hw, inv_hw);
+    let b = div_small(n, hw, e.inv_hw);
     let o = (b * p.cout + co) * hw + (n - b * hw);
     var r = v;
     if ((p.flags & 1u) != 0u) { r += bias[co]; }
     if ((p.flags & 2u) != 0u) { r += channel_bias[b * p.cout + co]; }
     if ((p.flags & 4u) != 0u) { r += residual[o]; }
     out[o] = r * p.out_scale;
-}
-
-// Output channel co, pixel columns n .. n+8 of the thread's register tile.
-fn store_row(co: u32, n: u32, v0: vec4<f32>, v1: vec4<f32>, inv_hw: f32) {
-    if (co >= p.cout) { return; }
-    store1(co, n, v0.x, inv_hw);
-    store1(co, n + 1u, v0.y, inv_hw);
-    store1(co, n + 2u, v0.z, inv_hw);
-    store1(co, n + 3u, v0.w, inv_hw);
-    store1(co, n + 4u, v1.x, inv_hw);
-    store1(co, n + 5u, v1.y, inv_hw);
-    store1(co, n + 6u, v1.z, inv_hw);
-    store1(co, n + 7u, v1.w, inv_hw);
 }
 
 // The four im2col columns (pixels) c .. c+4 one loader stages, decomposed once per thread:
@@ -139,140 +115,58 @@ fn gather(c: Cols, kok: bool, ci: u32, ky: u32, kx: u32) -> vec4<f32> {
                      load_x(xi.w, ok.w));
 }
 
-// One K step of the register-tiled product: thread (tx, ty) owns rows 8 ty .. +8 and
-// columns 16 tx .. +16 of the tile; bm4 = BM / 4. Constant indices only, so that the
-// accumulators stay in registers.
-fn mac_tile(acc: ptr<function, array<vec4<f32>, 32>>, tx: u32, ty: u32, bm4: u32) {
-    for (var kk = 0u; kk < BK; kk++) {
-        let a0 = tile_a[kk * bm4 + 2u * ty];
-        let a1 = tile_a[kk * bm4 + 2u * ty + 1u];
-        let b0 = tile_b[kk * 32u + 4u * tx];
-        let b1 = tile_b[kk * 32u + 4u * tx + 1u];
-        let b2 = tile_b[kk * 32u + 4u * tx + 2u];
-        let b3 = tile_b[kk * 32u + 4u * tx + 3u];
-        (*acc)[0] += a0.x * b0;
-        (*acc)[1] += a0.x * b1;
-        (*acc)[2] += a0.x * b2;
-        (*acc)[3] += a0.x * b3;
-        (*acc)[4] += a0.y * b0;
-        (*acc)[5] += a0.y * b1;
-        (*acc)[6] += a0.y * b2;
-        (*acc)[7] += a0.y * b3;
-        (*acc)[8] += a0.z * b0;
-        (*acc)[9] += a0.z * b1;
-        (*acc)[10] += a0.z * b2;
-        (*acc)[11] += a0.z * b3;
-        (*acc)[12] += a0.w * b0;
-        (*acc)[13] += a0.w * b1;
-        (*acc)[14] += a0.w * b2;
-        (*acc)[15] += a0.w * b3;
-        (*acc)[16] += a1.x * b0;
-        (*acc)[17] += a1.x * b1;
-        (*acc)[18] += a1.x * b2;
-        (*acc)[19] += a1.x * b3;
-        (*acc)[20] += a1.y * b0;
-        (*acc)[21] += a1.y * b1;
-        (*acc)[22] += a1.y * b2;
-        (*acc)[23] += a1.y * b3;
-        (*acc)[24] += a1.z * b0;
-        (*acc)[25] += a1.z * b1;
-        (*acc)[26] += a1.z * b2;
-        (*acc)[27] += a1.z * b3;
-        (*acc)[28] += a1.w * b0;
-        (*acc)[29] += a1.w * b1;
-        (*acc)[30] += a1.w * b2;
-        (*acc)[31] += a1.w * b3;
-    }
-}
-
 // The whole tile with wm threads along M (BM = 8 wm rows, 8 wm threads).
 fn conv2d_tile(wm: u32, wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>, li: u32) {
     let n_tile = wg.x + wg.y * nwg.x;
     // Uniform across the workgroup, so returning before the barriers is allowed.
     if (n_tile >= p.n_tiles) { return; }
-    let bm = 8u * wm;
-    let bm4 = 2u * wm;
-    let threads = 8u * wm;
-    let m0 = wg.z * bm;
+    let t = tile_threads(wm, lid, li);
+    let m0 = wg.z * 8u * wm;
     let n0 = n_tile * BN;
 
-    // Loaders: thread li stages the weights' vec4 group lc (4 consecutive output channels)
-    // of K rows lr, lr+4, ... (bm4 groups x 16 rows = 4 per thread), and im2col's vec4 group
-    // bc (4 consecutive pixels) of K rows br, br+bstep, ...; with 16 threads, groups bc and
-    // bc + 16 of every row.
-    let lc = li % bm4;
-    let lr = li / bm4;
-    let bc = li % 32u;
-    let br = li / 32u;
-    let bstep = max(threads / 32u, 1u);
-    let two_groups = threads < 32u;
-
     // The loaders' pixel columns do not change along K: decompose them once.
-    let c0 = cols_at(n0 + 4u * bc);
-    let c1 = cols_at(n0 + 4u * bc + 64u);
+    let c0 = cols_at(n0 + 4u * t.bc);
+    let c1 = cols_at(n0 + 4u * t.bc + 64u);
     let khw = p.kh * p.kw;
     let inv_khw = 1.0 / f32(khw);
     let inv_kw = 1.0 / f32(p.kw);
 
     // The loader's four weight rows (output channels).
-    let rows = vec4<u32>(m0 + 4u * lc) + vec4<u32>(0u, 1u, 2u, 3u);
+    let rows = vec4<u32>(m0 + 4u * t.lc) + vec4<u32>(0u, 1u, 2u, 3u);
     let row_ok = rows < vec4<u32>(p.cout);
     let w_base = rows * vec4<u32>(p.kdim);
 
-    // Compute: thread (tx, ty) owns output channels m0 + 8 ty .. +8, pixels n0 + 16 tx .. +16.
-    let tx = lid.x;
-    let ty = lid.y;
     // Zero-initialized (WGSL function variables are).
     var acc: array<vec4<f32>, 32>;
 
     for (var k0 = 0u; k0 < p.kdim; k0 += BK) {
         // Weights W[rows, k].
         for (var j = 0u; j < 4u; j++) {
-            let kk = lr + 4u * j;
+            let kk = t.lr + 4u * j;
             let k = k0 + kk;
             let wok = row_ok & vec4<bool>(k < p.kdim);
             let wi4 = w_base + vec4<u32>(k);
-            tile_a[kk * bm4 + lc] = vec4<f32>(load_w(wi4.x, wok.x), load_w(wi4.y, wok.y),
-                                              load_w(wi4.z, wok.z), load_w(wi4.w, wok.w));
+            tile_a[kk * t.bm4 + t.lc] = vec4<f32>(load_w(wi4.x, wok.x), load_w(wi4.y, wok.y),
+                                                  load_w(wi4.z, wok.z), load_w(wi4.w, wok.w));
         }
         // im2col[k, cols] with k = (ci, ky, kx).
-        for (var j = 0u; j < 16u / bstep; j++) {
-            let kk = br + bstep * j;
+        for (var j = 0u; j < 16u / t.bstep; j++) {
+            let kk = t.br + t.bstep * j;
             let k = k0 + kk;
             let ci = div_small(k, khw, inv_khw);
             let r = k - ci * khw;
             let ky = div_small(r, p.kw, inv_kw);
             let kx = r - ky * p.kw;
             let kok = k < p.kdim;
-            tile_b[kk * 32u + bc] = gather(c0, kok, ci, ky, kx);
-            if (two_groups) {
-                tile_b[kk * 32u + bc + 16u] = gather(c1, kok, ci, ky, kx);
+            tile_b[kk * 32u + t.bc] = gather(c0, kok, ci, ky, kx);
+            if (t.two_groups) {
+                tile_b[kk * 32u + t.bc + 16u] = gather(c1, kok, ci, ky, kx);
             }
         }
-        workgroupBarrier();
-        mac_tile(&acc, tx, ty, bm4);
-        workgroupBarrier();
+        mac_staged(&acc, t);
     }
 
-    let co = m0 + 8u * ty;
-    let n = n0 + 16u * tx;
-    let inv_hw = 1.0 / f32(p.ho * p.wo);
-    store_row(co + 0u, n, acc[0], acc[1], inv_hw);
-    store_row(co + 0u, n + 8u, acc[2], acc[3], inv_hw);
-    store_row(co + 1u, n, acc[4], acc[5], inv_hw);
-    store_row(co + 1u, n + 8u, acc[6], acc[7], inv_hw);
-    store_row(co + 2u, n, acc[8], acc[9], inv_hw);
-    store_row(co + 2u, n + 8u, acc[10], acc[11], inv_hw);
-    store_row(co + 3u, n, acc[12], acc[13], inv_hw);
-    store_row(co + 3u, n + 8u, acc[14], acc[15], inv_hw);
-    store_row(co + 4u, n, acc[16], acc[17], inv_hw);
-    store_row(co + 4u, n + 8u, acc[18], acc[19], inv_hw);
-    store_row(co + 5u, n, acc[20], acc[21], inv_hw);
-    store_row(co + 5u, n + 8u, acc[22], acc[23], inv_hw);
-    store_row(co + 6u, n, acc[24], acc[25], inv_hw);
-    store_row(co + 6u, n + 8u, acc[26], acc[27], inv_hw);
-    store_row(co + 7u, n, acc[28], acc[29], inv_hw);
-    store_row(co + 7u, n + 8u, acc[30], acc[31], inv_hw);
+    store_tile(Epilogue(1.0 / f32(p.ho * p.wo)), &acc, t, m0, n0, p.cout);
 }
 
 @compute @workgroup_size(8, 8)

@@ -1,9 +1,9 @@
 // Gradients of the 2-D convolution out = conv2d(x, W, stride, padding) · scale, as implicit
-// GEMMs tiled exactly like the forward (shaders/conv2d.wgsl): 8 x WM threads, (8·WM)x128
-// output tile, 8x16 register tile per thread, K step 16 staged as vec4s in workgroup memory,
-// all loads clamped and masked (select, not branches), so any size works. As in the forward,
-// each GEMM has entry points for WM = 8, 4, 2 (64-, 32- and 16-row tiles; suffixes none,
-// _m32, _m16) sharing one function, chosen by the launcher from M.
+// GEMMs tiled like the forward (shaders/lib/gemm_tile.wgsl, appended): 8 x WM threads,
+// (8·WM)x128 output tile, 8x16 register tile per thread, K step 16 staged as vec4s in
+// workgroup memory, all loads clamped and masked (select, not branches), so any size works.
+// As in the forward, each GEMM has entry points for WM = 8, 4, 2 (64-, 32- and 16-row tiles;
+// suffixes none, _m32, _m16) sharing one function, chosen by the launcher from M.
 //
 // conv2d_backward_input (the transposed convolution):
 //   dx[b, ci, iy, ix] = scale · Σ_{co, ky, kx} W[co, ci, ky, kx] · dout[b, co, oy, ox]
@@ -85,73 +85,12 @@ struct Params {
 //      reduce: dw (Cout, Cin, KH, KW)
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-const BN: u32 = 128u;
-const BK: u32 = 16u;
-
-// [BK][BM / 4] (BM <= 64) and [BK][BN / 4]
-var<workgroup> tile_a: array<vec4<f32>, 256>;
-var<workgroup> tile_b: array<vec4<f32>, 512>;
-
-// floor(k / d) for k < 2^24 without an integer division (see conv2d.wgsl).
-fn div_small(k: u32, d: u32, inv_d: f32) -> u32 {
-    var q = u32(f32(k) * inv_d);
-    q = select(q, q - 1u, q * d > k);
-    q = select(q, q + 1u, (q + 1u) * d <= k);
-    return q;
-}
-
 fn ld0(i: u32, ok: bool) -> f32 {
     return select(0.0, in0[select(0u, i, ok)], ok);
 }
 
 fn ld1(i: u32, ok: bool) -> f32 {
     return select(0.0, in1[select(0u, i, ok)], ok);
-}
-
-// One K step of the register-tiled product from the staged tiles: thread (tx, ty) owns rows
-// 8 ty .. +8 and columns 16 tx .. +16 of the workgroup's tile; bm4 = BM / 4. Constant
-// indices only, so the accumulators stay in registers.
-fn mac_tile(acc: ptr<function, array<vec4<f32>, 32>>, tx: u32, ty: u32, bm4: u32) {
-    for (var kk = 0u; kk < BK; kk++) {
-        let a0 = tile_a[kk * bm4 + 2u * ty];
-        let a1 = tile_a[kk * bm4 + 2u * ty + 1u];
-        let b0 = tile_b[kk * 32u + 4u * tx];
-        let b1 = tile_b[kk * 32u + 4u * tx + 1u];
-        let b2 = tile_b[kk * 32u + 4u * tx + 2u];
-        let b3 = tile_b[kk * 32u + 4u * tx + 3u];
-        (*acc)[0] += a0.x * b0;
-        (*acc)[1] += a0.x * b1;
-        (*acc)[2] += a0.x * b2;
-        (*acc)[3] += a0.x * b3;
-        (*acc)[4] += a0.y * b0;
-        (*acc)[5] += a0.y * b1;
-        (*acc)[6] += a0.y * b2;
-        (*acc)[7] += a0.y * b3;
-        (*acc)[8] += a0.z * b0;
-        (*acc)[9] += a0.z * b1;
-        (*acc)[10] += a0.z * b2;
-        (*acc)[11] += a0.z * b3;
-        (*acc)[12] += a0.w * b0;
-        (*acc)[13] += a0.w * b1;
-        (*acc)[14] += a0.w * b2;
-        (*acc)[15] += a0.w * b3;
-        (*acc)[16] += a1.x * b0;
-        (*acc)[17] += a1.x * b1;
-        (*acc)[18] += a1.x * b2;
-        (*acc)[19] += a1.x * b3;
-        (*acc)[20] += a1.y * b0;
-        (*acc)[21] += a1.y * b1;
-        (*acc)[22] += a1.y * b2;
-        (*acc)[23] += a1.y * b3;
-        (*acc)[24] += a1.z * b0;
-        (*acc)[25] += a1.z * b1;
-        (*acc)[26] += a1.z * b2;
-        (*acc)[27] += a1.z * b3;
-        (*acc)[28] += a1.w * b0;
-        (*acc)[29] += a1.w * b1;
-        (*acc)[30] += a1.w * b2;
-        (*acc)[31] += a1.w * b3;
-    }
 }
 
 // ---- input gradient -------------------------------------------------------------------
@@ -169,16 +108,22 @@ fn dx_store1(ci: u32, col: u32, v: f32, inv_hwc: f32, inv_wc: f32) {
     out[o] = v * p.scale + old;
 }
 
-fn dx_store_row(ci: u32, col: u32, v0: vec4<f32>, v1: vec4<f32>, inv_hwc: f32, inv_wc: f32) {
-    if (ci >= p.m) { return; }
-    dx_store1(ci, col, v0.x, inv_hwc, inv_wc);
-    dx_store1(ci, col + 1u, v0.y, inv_hwc, inv_wc);
-    dx_store1(ci, col + 2u, v0.z, inv_hwc, inv_wc);
-    dx_store1(ci, col + 3u, v0.w, inv_hwc, inv_wc);
-    dx_store1(ci, col + 4u, v1.x, inv_hwc, inv_wc);
-    dx_store1(ci, col + 5u, v1.y, inv_hwc, inv_wc);
-    dx_store1(ci, col + 6u, v1.z, inv_hwc, inv_wc);
-    dx_store1(ci, col + 7u, v1.w, inv_hwc, inv_wc);
+// The epilogue for gemm_tile.wgsl: which gradient (dW or dx) and what its stores need.
+struct Epilogue {
+    weight: bool,
+    // dW: the K split's offset in the partials.
+    ob: u32,
+    // dx: 1 / (class pixels per image), 1 / (class columns), for div_small.
+    inv_hwc: f32,
+    inv_wc: f32,
+}
+
+fn tile_store1(e: Epilogue, m: u32, n: u32, v: f32) {
+    if (e.weight) {
+        dw_store1(e.ob, m, n, v);
+    } else {
+        dx_store1(m, n, v, e.inv_hwc, e.inv_wc);
+    }
 }
 
 // The loader's four class pixels c .. c+4 (b, yc, xc), fixed along K, as (qy, qx): the
@@ -219,20 +164,13 @@ fn input_tile(wm: u32, wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>, li: u32) {
     let n_tile = wg.x + wg.y * nwg.x;
     // Uniform across the workgroup, so returning before the barriers is allowed.
     if (n_tile >= p.n_tiles) { return; }
-    let bm4 = 2u * wm;
-    let threads = 8u * wm;
+    let t = tile_threads(wm, lid, li);
     let m0 = wg.z * 8u * wm;
     let n0 = n_tile * BN;
     // Loaders as in conv2d.wgsl: weights group lc of rows lr + 4 j; dout group bc (and
     // bc + 16 with 16 threads) of rows br + bstep j.
-    let lc = li % bm4;
-    let lr = li / bm4;
-    let bc = li % 32u;
-    let br = li / 32u;
-    let bstep = max(threads / 32u, 1u);
-    let two_groups = threads < 32u;
-    let c0 = in_cols(n0 + 4u * bc);
-    let c1 = in_cols(n0 + 4u * bc + 64u);
+    let c0 = in_cols(n0 + 4u * t.bc);
+    let c1 = in_cols(n0 + 4u * t.bc + 64u);
     let taps = p.taps_y * p.taps_x;
     let inv_taps = 1.0 / f32(max(taps, 1u));
     let inv_tx = 1.0 / f32(max(p.taps_x, 1u));
@@ -240,17 +178,15 @@ fn input_tile(wm: u32, wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>, li: u32) {
 
     // The loader's four weight rows (input channels): W[co, ci, ky, kx] at
     // (co·Cin + ci)·KHW + ky·KW + kx.
-    let rows = vec4<u32>(m0 + 4u * lc) + vec4<u32>(0u, 1u, 2u, 3u);
+    let rows = vec4<u32>(m0 + 4u * t.lc) + vec4<u32>(0u, 1u, 2u, 3u);
     let row_ok = rows < vec4<u32>(p.m);
     let w_row = rows * vec4<u32>(khw);
 
-    let tx = lid.x;
-    let ty = lid.y;
     var acc: array<vec4<f32>, 32>;
 
     for (var k0 = 0u; k0 < p.k; k0 += BK) {
         for (var j = 0u; j < 4u; j++) {
-            let kk = lr + 4u * j;
+            let kk = t.lr + 4u * j;
             let k = k0 + kk;
             let co = div_small(k, taps, inv_taps);
             let r = k - co * taps;
@@ -259,47 +195,27 @@ fn input_tile(wm: u32, wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>, li: u32) {
             let wr = (p.ky0 + p.stride * t_y) * p.kw + p.kx0 + p.stride * t_x;
             let wok = row_ok & vec4<bool>(k < p.k);
             let wi4 = w_row + vec4<u32>(co * p.cin * khw + wr);
-            tile_a[kk * bm4 + lc] = vec4<f32>(ld1(wi4.x, wok.x), ld1(wi4.y, wok.y),
-                                              ld1(wi4.z, wok.z), ld1(wi4.w, wok.w));
+            tile_a[kk * t.bm4 + t.lc] = vec4<f32>(ld1(wi4.x, wok.x), ld1(wi4.y, wok.y),
+                                                  ld1(wi4.z, wok.z), ld1(wi4.w, wok.w));
         }
-        for (var j = 0u; j < 16u / bstep; j++) {
-            let kk = br + bstep * j;
+        for (var j = 0u; j < 16u / t.bstep; j++) {
+            let kk = t.br + t.bstep * j;
             let k = k0 + kk;
             let co = div_small(k, taps, inv_taps);
             let r = k - co * taps;
             let t_y = div_small(r, p.taps_x, inv_tx);
             let t_x = r - t_y * p.taps_x;
             let kok = k < p.k;
-            tile_b[kk * 32u + bc] = in_gather(c0, kok, co, t_y, t_x);
-            if (two_groups) {
-                tile_b[kk * 32u + bc + 16u] = in_gather(c1, kok, co, t_y, t_x);
+            tile_b[kk * 32u + t.bc] = in_gather(c0, kok, co, t_y, t_x);
+            if (t.two_groups) {
+                tile_b[kk * 32u + t.bc + 16u] = in_gather(c1, kok, co, t_y, t_x);
             }
         }
-        workgroupBarrier();
-        mac_tile(&acc, tx, ty, bm4);
-        workgroupBarrier();
+        mac_staged(&acc, t);
     }
 
-    let ci = m0 + 8u * ty;
-    let n = n0 + 16u * tx;
-    let inv_hwc = 1.0 / f32(max(p.hc * p.wc, 1u));
-    let inv_wc = 1.0 / f32(max(p.wc, 1u));
-    dx_store_row(ci + 0u, n, acc[0], acc[1], inv_hwc, inv_wc);
-    dx_store_row(ci + 0u, n + 8u, acc[2], acc[3], inv_hwc, inv_wc);
-    dx_store_row(ci + 1u, n, acc[4], acc[5], inv_hwc, inv_wc);
-    dx_store_row(ci + 1u, n + 8u, acc[6], acc[7], inv_hwc, inv_wc);
-    dx_store_row(ci + 2u, n, acc[8], acc[9], inv_hwc, inv_wc);
-    dx_store_row(ci + 2u, n + 8u, acc[10], acc[11], inv_hwc, inv_wc);
-    dx_store_row(ci + 3u, n, acc[12], acc[13], inv_hwc, inv_wc);
-    dx_store_row(ci + 3u, n + 8u, acc[14], acc[15], inv_hwc, inv_wc);
-    dx_store_row(ci + 4u, n, acc[16], acc[17], inv_hwc, inv_wc);
-    dx_store_row(ci + 4u, n + 8u, acc[18], acc[19], inv_hwc, inv_wc);
-    dx_store_row(ci + 5u, n, acc[20], acc[21], inv_hwc, inv_wc);
-    dx_store_row(ci + 5u, n + 8u, acc[22], acc[23], inv_hwc, inv_wc);
-    dx_store_row(ci + 6u, n, acc[24], acc[25], inv_hwc, inv_wc);
-    dx_store_row(ci + 6u, n + 8u, acc[26], acc[27], inv_hwc, inv_wc);
-    dx_store_row(ci + 7u, n, acc[28], acc[29], inv_hwc, inv_wc);
-    dx_store_row(ci + 7u, n + 8u, acc[30], acc[31], inv_hwc, inv_wc);
+    let e = Epilogue(false, 0u, 1.0 / f32(max(p.hc * p.wc, 1u)), 1.0 / f32(max(p.wc, 1u)));
+    store_tile(e, &acc, t, m0, n0, p.m);
 }
 
 // ---- weight gradient ------------------------------------------------------------------
@@ -315,18 +231,6 @@ fn dw_store1(ob: u32, co: u32, col: u32, v: f32) {
     var old = 0.0;
     if ((p.flags & 1u) != 0u) { old = out[o]; }
     out[o] = v * p.scale + old;
-}
-
-fn dw_store_row(ob: u32, co: u32, col: u32, v0: vec4<f32>, v1: vec4<f32>) {
-    if (co >= p.m) { return; }
-    dw_store1(ob, co, col, v0.x);
-    dw_store1(ob, co, col + 1u, v0.y);
-    dw_store1(ob, co, col + 2u, v0.z);
-    dw_store1(ob, co, col + 3u, v0.w);
-    dw_store1(ob, co, col + 4u, v1.x);
-    dw_store1(ob, co, col + 5u, v1.y);
-    dw_store1(ob, co, col + 6u, v1.z);
-    dw_store1(ob, co, col + 7u, v1.w);
 }
 
 // The loader's four columns c .. c+4 = (ci, ky, kx), fixed along K: the tap offsets and
@@ -366,7 +270,7 @@ fn w_gather(c: WCols, kok: bool, b: u32, oy: u32, ox: u32) -> vec4<f32> {
 fn weight_tile(wm: u32, wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>, li: u32) {
     let n_tile = wg.x + wg.y * nwg.x;
     if (n_tile >= p.n_tiles) { return; }
-    let bm4 = 2u * wm;
+    let t = tile_threads(wm, lid, li);
     let threads = 8u * wm;
     let m_tile = wg.z % p.m_tiles;
     let split = wg.z / p.m_tiles;
@@ -384,17 +288,10 @@ fn weight_tile(wm: u32, wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>, li: u32) 
     let akk = li % 16u;
     let ag = li / 16u;
     let astep = threads / 16u;
-    // B loader (x gather): vec4 group bc of columns (ci, ky, kx), K rows br, br+bstep, ...;
-    // with 16 threads, groups bc and bc + 16 of every row.
-    let bc = li % 32u;
-    let br = li / 32u;
-    let bstep = max(threads / 32u, 1u);
-    let two_groups = threads < 32u;
-    let c0 = w_cols(n0 + 4u * bc);
-    let c1 = w_cols(n0 + 4u * bc + 64u);
+    // B loader (x gather): vec4 group bc of columns (ci, ky, kx), as in tile_threads.
+    let c0 = w_cols(n0 + 4u * t.bc);
+    let c1 = w_cols(n0 + 4u * t.bc + 64u);
 
-    let tx = lid.x;
-    let ty = lid.y;
     var acc: array<vec4<f32>, 32>;
 
     for (var k0 = k_begin; k0 < k_end; k0 += BK) {
@@ -408,47 +305,27 @@ fn weight_tile(wm: u32, wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>, li: u32) 
                 let rows = vec4<u32>(m0 + 4u * g) + vec4<u32>(0u, 1u, 2u, 3u);
                 let ok = (rows < vec4<u32>(p.m)) & vec4<bool>(kok);
                 let di = vec4<u32>(base) + rows * vec4<u32>(hw_out);
-                tile_a[akk * bm4 + g] = vec4<f32>(ld1(di.x, ok.x), ld1(di.y, ok.y),
-                                                  ld1(di.z, ok.z), ld1(di.w, ok.w));
+                tile_a[akk * t.bm4 + g] = vec4<f32>(ld1(di.x, ok.x), ld1(di.y, ok.y),
+                                                    ld1(di.z, ok.z), ld1(di.w, ok.w));
             }
         }
-        for (var j = 0u; j < 16u / bstep; j++) {
-            let kk = br + bstep * j;
+        for (var j = 0u; j < 16u / t.bstep; j++) {
+            let kk = t.br + t.bstep * j;
             let k = k0 + kk;
             let b = div_small(k, hw_out, inv_hwo);
             let pix = k - b * hw_out;
             let oy = div_small(pix, p.wo, inv_wo);
             let ox = pix - oy * p.wo;
             let kok = k < k_end;
-            tile_b[kk * 32u + bc] = w_gather(c0, kok, b, oy, ox);
-            if (two_groups) {
-                tile_b[kk * 32u + bc + 16u] = w_gather(c1, kok, b, oy, ox);
+            tile_b[kk * 32u + t.bc] = w_gather(c0, kok, b, oy, ox);
+            if (t.two_groups) {
+                tile_b[kk * 32u + t.bc + 16u] = w_gather(c1, kok, b, oy, ox);
             }
         }
-        workgroupBarrier();
-        mac_tile(&acc, tx, ty, bm4);
-        workgroupBarrier();
+        mac_staged(&acc, t);
     }
 
-    let ob = split * p.m * p.n;
-    let co = m0 + 8u * ty;
-    let n = n0 + 16u * tx;
-    dw_store_row(ob, co + 0u, n, acc[0], acc[1]);
-    dw_store_row(ob, co + 0u, n + 8u, acc[2], acc[3]);
-    dw_store_row(ob, co + 1u, n, acc[4], acc[5]);
-    dw_store_row(ob, co + 1u, n + 8u, acc[6], acc[7]);
-    dw_store_row(ob, co + 2u, n, acc[8], acc[9]);
-    dw_store_row(ob, co + 2u, n + 8u, acc[10], acc[11]);
-    dw_store_row(ob, co + 3u, n, acc[12], acc[13]);
-    dw_store_row(ob, co + 3u, n + 8u, acc[14], acc[15]);
-    dw_store_row(ob, co + 4u, n, acc[16], acc[17]);
-    dw_store_row(ob, co + 4u, n + 8u, acc[18], acc[19]);
-    dw_store_row(ob, co + 5u, n, acc[20], acc[21]);
-    dw_store_row(ob, co + 5u, n + 8u, acc[22], acc[23]);
-    dw_store_row(ob, co + 6u, n, acc[24], acc[25]);
-    dw_store_row(ob, co + 6u, n + 8u, acc[26], acc[27]);
-    dw_store_row(ob, co + 7u, n, acc[28], acc[29]);
-    dw_store_row(ob, co + 7u, n + 8u, acc[30], acc[31]);
+    store_tile(Epilogue(true, split * p.m * p.n, 0.0, 0.0), &acc, t, m0, n0, p.m);
 }
 
 // ---- entry points (64-, 32- and 16-row tiles) ------------------------------------

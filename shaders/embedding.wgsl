@@ -4,7 +4,8 @@
 // arguments here reach thousands of radians. So we reduce ourselves: k = round(x·2/π),
 // r = x − k·π/2 with π/2 split into three f32 constants (Cody & Waite 1980; the first two
 // have few enough significant bits that k·P1 and k·P2 are exact for |k| < 4096, i.e.
-// |x| < ~6400), then Taylor polynomials on |r| <= π/4 (truncation < 2e-9) and the quadrant.
+// |x| < ~6400), then Taylor polynomials on |r| <= π/4 (truncation < 2e-9; shaders/lib/
+// trig_poly.wgsl, appended) and the quadrant.
 
 struct Params {
     // Output elements: N * dim.
@@ -31,21 +32,6 @@ const PIO2_1: f32 = 1.5703125;
 const PIO2_2: f32 = 4.837512969970703125e-4;
 const PIO2_3: f32 = 7.549789948768648e-8;
 const TWO_OVER_PI: f32 = 0.6366197723675814;
-
-// sin(r), cos(r) for |r| <= ~π/4 (+ a little slack for k rounding): Taylor series.
-fn sin_poly(r: f32) -> f32 {
-    let z = r * r;
-    let p = -1.0 / 6.0 + z * (1.0 / 120.0 + z * (-1.0 / 5040.0 + z * (1.0 / 362880.0
-        + z * (-1.0 / 39916800.0))));
-    return r + r * z * p;
-}
-
-fn cos_poly(r: f32) -> f32 {
-    let z = r * r;
-    let p = 1.0 / 24.0 + z * (-1.0 / 720.0 + z * (1.0 / 40320.0 + z * (-1.0 / 3628800.0
-        + z * (1.0 / 479001600.0))));
-    return 1.0 - 0.5 * z + z * z * p;
-}
 
 // (sin x, cos x) with range reduction to [-π/4, π/4] and the quadrant k mod 4.
 fn sincos(x: f32) -> vec2<f32> {

@@ -5,9 +5,9 @@
 //   dx   = rstd · (γ·dz − mean_group(γ·dz) − x̂ · mean_group(γ·dz·x̂)).
 // Two entry points, recorded as two dispatches:
 //   group_norm_backward_dx: one workgroup of 64 threads per (n, g). It recomputes μ and rstd
-//     exactly as the forward does (two-pass, see group_norm.wgsl), reduces each channel's
-//     Σdz and Σdz·x̂ over H·W (written to scratch as per-(n, c) partials), builds the group
-//     sums from them, then writes dx.
+//     exactly as the forward does (shaders/lib/group_norm_stats.wgsl, appended), reduces
+//     each channel's Σdz and Σdz·x̂ over H·W (written to scratch as per-(n, c) partials),
+//     builds the group sums from them, then writes dx.
 //   group_norm_backward_params: one thread per channel sums the partials over n in a fixed
 //     order, so dγ and dβ are deterministic (no atomics).
 
@@ -52,44 +52,6 @@ struct Params {
 // dbeta: (C), overwritten
 @group(0) @binding(8) var<storage, read_write> dbeta: array<f32>;
 
-// 64 threads per workgroup, not 256: a CPU adapter (llvmpipe) runs a workgroup as one
-// coroutine per 8 lanes that all switch at every barrier, and with 256 threads the barriers
-// cost more than the arithmetic (group norm backward went 1284 → 355 ms per training step of
-// the MNIST preset, forward 308 → 126 ms); on GPUs 64 keeps occupancy via the N·G workgroups.
-const WG: u32 = 64u;
-
-var<workgroup> red_a: array<f32, 64>;
-var<workgroup> red_b: array<f32, 64>;
-var<workgroup> red2_a: array<f32, 8>;
-var<workgroup> red2_b: array<f32, 8>;
-
-// Sum a and b over the workgroup; every thread gets the totals back. Two levels of 8 with two
-// barriers. No trailing barrier is needed before the next call: red_a/red_b are last read
-// before the second barrier, red2_a/red2_b are next written after the next call's first one.
-fn reduce2(lid: u32, a: f32, b: f32) -> vec2<f32> {
-    red_a[lid] = a;
-    red_b[lid] = b;
-    workgroupBarrier();
-    if (lid < 8u) {
-        var sa = 0.0;
-        var sb = 0.0;
-        for (var k = 0u; k < 8u; k = k + 1u) {
-            sa = sa + red_a[lid * 8u + k];
-            sb = sb + red_b[lid * 8u + k];
-        }
-        red2_a[lid] = sa;
-        red2_b[lid] = sb;
-    }
-    workgroupBarrier();
-    var ta = 0.0;
-    var tb = 0.0;
-    for (var k = 0u; k < 8u; k = k + 1u) {
-        ta = ta + red2_a[k];
-        tb = tb + red2_b[k];
-    }
-    return vec2<f32>(ta, tb);
-}
-
 // dz = dy · dy/dz for element i of channel c, given x̂.
 fn dz_of(i: u32, c: u32, xh: f32) -> f32 {
     let d = dout[i];
@@ -111,22 +73,10 @@ fn group_norm_backward_dx(@builtin(workgroup_id) wg: vec3<u32>,
     let inv_m = 1.0 / f32(m);
 
     // Statistics, the same operations as the forward kernel.
-    var s0 = 0.0;
-    for (var i = lid; i < m; i = i + WG) {
-        s0 = s0 + x[base + i];
-    }
-    let m1 = reduce2(lid, s0, 0.0).x * inv_m;
-    var s1 = 0.0;
-    var s2 = 0.0;
-    for (var i = lid; i < m; i = i + WG) {
-        let d = x[base + i] - m1;
-        s1 = s1 + d;
-        s2 = s2 + d * d;
-    }
-    let t = reduce2(lid, s1, s2);
-    let m_lo = t.x * inv_m;
-    let var_ = max(t.y * inv_m - m_lo * m_lo, 0.0);
-    let rstd = 1.0 / sqrt(var_ + p.eps);
+    let st = group_stats(lid, base, m, p.eps);
+    let m1 = st.m1;
+    let m_lo = st.m_lo;
+    let rstd = st.rstd;
 
     // Per-channel sums of dz and dz·x̂; the group sums of γ·dz and γ·dz·x̂ follow from them.
     let n = gi / p.groups;
@@ -144,7 +94,7 @@ fn group_norm_backward_dx(@builtin(workgroup_id) wg: vec3<u32>,
             a = a + dz;
             b = b + dz * xh;
         }
-        let r = reduce2(lid, a, b);
+        let r = workgroup_sum2(lid, a, b);
         if (lid == 0u) {
             scratch[n * p.channels + c] = r.y;
             scratch[(p.batch + n) * p.channels + c] = r.x;

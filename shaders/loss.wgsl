@@ -1,6 +1,7 @@
 // Training-side diffusion kernels: the forward process q(x_t | x_0) with the regression
 // target (Ho et al. 2020, eq. 4; v-prediction, Salimans & Ho 2022), and the mean squared
-// error L_simple (eq. 14) with its gradient, reduced deterministically in two passes.
+// error L_simple (eq. 14) with its gradient, reduced deterministically in two passes (the
+// 64-thread sums of shaders/lib/workgroup_sum.wgsl, appended).
 //
 // All entry points share one set of bindings (a browser may reject two variables on one
 // binding); unused read-only slots are filled with repeats.
@@ -29,29 +30,14 @@ struct Params {
 // out1: q_sample: target (N, C, H, W); mse_partials: partials (P)
 @group(0) @binding(5) var<storage, read_write> out1: array<f32>;
 
-const WG: u32 = 256u;
 // Elements per workgroup in mse_partials (must match loss.rs).
 const CHUNK: u32 = 2048u;
-
-var<workgroup> red: array<f32, 256>;
-
-fn reduce(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            red[lid] = red[lid] + red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    return red[0];
-}
 
 // x_t = sqrt(ab) x0 + sqrt(1 - ab) eps; target = eps | sqrt(ab) eps - sqrt(1 - ab) x0 | x0.
 @compute @workgroup_size(256)
 fn q_sample(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
-    let i = (wg.x + wg.y * nwg.x) * WG + lid;
+    let i = (wg.x + wg.y * nwg.x) * 256u + lid;
     if (i >= p.numel) { return; }
     let n = i / p.inner;
     let a = in2[2u * n];
@@ -70,7 +56,7 @@ fn q_sample(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
 
 // dpred = scale * (pred - target) with scale = 2 / numel; partials[w] = sum of
 // (pred - target)^2 over elements [w*CHUNK, (w+1)*CHUNK), in a fixed order.
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn mse_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
     let w = wg.x + wg.y * nwg.x;
@@ -85,20 +71,20 @@ fn mse_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
             acc = acc + d * d;
         }
     }
-    let total = reduce(lid, acc);
+    let total = workgroup_sum(lid, acc);
     if (lid == 0u && base < p.numel) {
         out1[w] = total;
     }
 }
 
 // One workgroup: loss = sum(partials) / numel.
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn mse_finalize(@builtin(local_invocation_index) lid: u32) {
     var acc = 0.0;
     for (var i = lid; i < p.inner; i = i + WG) {
         acc = acc + in0[i];
     }
-    let total = reduce(lid, acc);
+    let total = workgroup_sum(lid, acc);
     if (lid == 0u) {
         out0[0] = total * p.scale;
     }

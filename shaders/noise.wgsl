@@ -7,7 +7,9 @@
 // The block's 4 words (r0, r1, r2, r3) give the normals of elements 4b..4b+3: (r0, r1) and
 // (r2, r3) are Box–Muller pairs, radius from the first word, angle from the second.
 // ln and sin/cos are our own (bit-level exponent split + atanh series; exact quarter-turn
-// reduction + Taylor polynomials) so that backends agree to a few f32 ulps.
+// reduction + Taylor polynomials) so that backends agree to a few f32 ulps. Appended by
+// src/shaders.rs: Philox from shaders/lib/philox.wgsl, the polynomials from
+// shaders/lib/trig_poly.wgsl.
 
 struct Params {
     seed_lo: u32,
@@ -20,41 +22,6 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 // out: (numel) — f32 normals (stored as bit patterns) or, for philox_raw, raw u32 words
 @group(0) @binding(1) var<storage, read_write> out: array<u32>;
-
-const PHILOX_M0: u32 = 0xD2511F53u;
-const PHILOX_M1: u32 = 0xCD9E8D57u;
-const PHILOX_W0: u32 = 0x9E3779B9u;
-const PHILOX_W1: u32 = 0xBB67AE85u;
-
-// High 32 bits of the 64-bit product a·b, from 16-bit halves (WGSL has no u64).
-fn mulhi(a: u32, b: u32) -> u32 {
-    let al = a & 0xFFFFu;
-    let ah = a >> 16u;
-    let bl = b & 0xFFFFu;
-    let bh = b >> 16u;
-    let ll = al * bl;
-    let lh = al * bh;
-    let hl = ah * bl;
-    let hh = ah * bh;
-    let mid = (ll >> 16u) + (lh & 0xFFFFu) + (hl & 0xFFFFu);
-    return hh + (lh >> 16u) + (hl >> 16u) + (mid >> 16u);
-}
-
-fn philox4x32_10(ctr_in: vec4<u32>, key_in: vec2<u32>) -> vec4<u32> {
-    var c = ctr_in;
-    var k = key_in;
-    for (var round = 0u; round < 10u; round = round + 1u) {
-        if (round > 0u) {
-            k = k + vec2<u32>(PHILOX_W0, PHILOX_W1);
-        }
-        let hi0 = mulhi(PHILOX_M0, c.x);
-        let lo0 = PHILOX_M0 * c.x;
-        let hi1 = mulhi(PHILOX_M1, c.z);
-        let lo1 = PHILOX_M1 * c.z;
-        c = vec4<u32>(hi1 ^ c.y ^ k.x, lo1, hi0 ^ c.w ^ k.y, lo0);
-    }
-    return c;
-}
 
 const LN2_HI: f32 = 0.693145751953125;
 const LN2_LO: f32 = 1.4286068e-6;
@@ -76,20 +43,6 @@ fn ln(u: f32) -> f32 {
     let poly = 2.0 * s + 2.0 * s * z * (1.0 / 3.0 + z * (1.0 / 5.0 + z * (1.0 / 7.0 + z * (1.0 / 9.0))));
     let ef = f32(e);
     return ef * LN2_HI + (ef * LN2_LO + poly);
-}
-
-fn sin_poly(r: f32) -> f32 {
-    let z = r * r;
-    let q = -1.0 / 6.0 + z * (1.0 / 120.0 + z * (-1.0 / 5040.0 + z * (1.0 / 362880.0
-        + z * (-1.0 / 39916800.0))));
-    return r + r * z * q;
-}
-
-fn cos_poly(r: f32) -> f32 {
-    let z = r * r;
-    let q = 1.0 / 24.0 + z * (-1.0 / 720.0 + z * (1.0 / 40320.0 + z * (-1.0 / 3628800.0
-        + z * (1.0 / 479001600.0))));
-    return 1.0 - 0.5 * z + z * z * q;
 }
 
 // (cos 2πv, sin 2πv) for v in [0, 1): v − q/4 is exact, so the reduction adds no error.
@@ -118,7 +71,7 @@ fn block_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
 }
 
 fn block_words(b: u32) -> vec4<u32> {
-    return philox4x32_10(vec4<u32>(b, p.stream, 0u, 0u), vec2<u32>(p.seed_lo, p.seed_hi));
+    return philox_block(b, p.stream, p.seed_lo, p.seed_hi);
 }
 
 // One thread per block of 4 elements.

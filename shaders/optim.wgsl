@@ -1,6 +1,7 @@
 // Optimizer kernels: global gradient norm (partial sums of squares, then one final reduce
-// into [norm, clip factor]), fused AdamW with the clip factor applied to the gradient, and
-// the EMA of the weights. One dispatch per parameter tensor; element counts come from
+// into [norm, clip factor], both with the 64-thread sums of shaders/lib/workgroup_sum.wgsl,
+// appended), fused AdamW with the clip factor applied to the gradient, and the EMA of the
+// weights. One dispatch per parameter tensor; element counts come from
 // arrayLength (the launchers check every buffer holds exactly its tensor), so one uniform
 // buffer of per-step values serves every tensor.
 //
@@ -40,27 +41,12 @@ struct Params {
 // z: adamw: second moment v (numel)
 @group(0) @binding(5) var<storage, read_write> z: array<f32>;
 
-const WG: u32 = 256u;
 // Elements per workgroup in sumsq_partials (must match optim.rs).
 const CHUNK: u32 = 2048u;
 
-var<workgroup> red: array<f32, 256>;
-
-fn reduce(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            red[lid] = red[lid] + red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    return red[0];
-}
-
 // partials[offset + w] = sum of g^2 over elements [w*CHUNK, (w+1)*CHUNK) of one grad tensor.
 // Fixed order, so the result is deterministic.
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn sumsq_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
     let w = wg.x + wg.y * nwg.x;
@@ -75,7 +61,7 @@ fn sumsq_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
             acc = acc + g * g;
         }
     }
-    let total = reduce(lid, acc);
+    let total = workgroup_sum(lid, acc);
     if (lid == 0u && base < n) {
         x[p.offset + w] = total;
     }
@@ -83,13 +69,13 @@ fn sumsq_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 
 // One workgroup: x = [norm, min(1, max_norm / (norm + 1e-6))] from the p.offset partials
 // in a (torch.nn.utils.clip_grad_norm_).
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn grad_norm_finalize(@builtin(local_invocation_index) lid: u32) {
     var acc = 0.0;
     for (var i = lid; i < p.offset; i = i + WG) {
         acc = acc + a[i];
     }
-    let total = reduce(lid, acc);
+    let total = workgroup_sum(lid, acc);
     if (lid == 0u) {
         let norm = sqrt(total);
         x[0] = norm;
@@ -115,7 +101,7 @@ fn adamw_step(i: u32, decay: bool) {
 @compute @workgroup_size(256)
 fn adamw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
-    let i = (wg.x + wg.y * nwg.x) * WG + lid;
+    let i = (wg.x + wg.y * nwg.x) * 256u + lid;
     if (i >= arrayLength(&x)) { return; }
     adamw_step(i, true);
 }
@@ -124,7 +110,7 @@ fn adamw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
 @compute @workgroup_size(256)
 fn adamw_no_decay(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
-    let i = (wg.x + wg.y * nwg.x) * WG + lid;
+    let i = (wg.x + wg.y * nwg.x) * 256u + lid;
     if (i >= arrayLength(&x)) { return; }
     adamw_step(i, false);
 }
@@ -133,7 +119,7 @@ fn adamw_no_decay(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 @compute @workgroup_size(256)
 fn ema(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
        @builtin(local_invocation_index) lid: u32) {
-    let i = (wg.x + wg.y * nwg.x) * WG + lid;
+    let i = (wg.x + wg.y * nwg.x) * 256u + lid;
     if (i >= arrayLength(&x)) { return; }
     let e = x[i];
     x[i] = e - p.s0 * (e - a[i]);

@@ -1,5 +1,6 @@
 // Deterministic reductions: every sum has a fixed order (per-thread strided partial sums,
-// then a workgroup sum in a fixed order), so results are bit-identical from run to run. No float atomics.
+// then the 64-thread workgroup sum of shaders/lib/workgroup_sum.wgsl, appended), so results
+// are bit-identical from run to run. No float atomics.
 //
 // sum_axes: view x as (A, B, C); out[b] = scale · Σ_{a, c} x[a, b, c] (+ old out[b]).
 //   One workgroup per b (linear index wg.x + wg.y · num_workgroups.x, see gpu::grid_1d).
@@ -26,32 +27,6 @@ struct Params {
 // out: (B) for sum_axes; (groups) partial sums for sum_squares_partial
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
-// 64 threads, two-level sums with two barriers: on CPU adapters (llvmpipe) barriers across a
-// 256-thread workgroup cost more than the arithmetic (see group_norm.wgsl).
-const WG: u32 = 64u;
-
-var<workgroup> partial: array<f32, 64>;
-var<workgroup> partial8: array<f32, 8>;
-
-// Sum of the workgroup's 64 partials in a fixed order; every invocation must call it.
-fn tree_sum(li: u32, v: f32) -> f32 {
-    partial[li] = v;
-    workgroupBarrier();
-    if (li < 8u) {
-        var s = 0.0;
-        for (var k = 0u; k < 8u; k++) {
-            s += partial[li * 8u + k];
-        }
-        partial8[li] = s;
-    }
-    workgroupBarrier();
-    var t = 0.0;
-    for (var k = 0u; k < 8u; k++) {
-        t += partial8[k];
-    }
-    return t;
-}
-
 @compute @workgroup_size(64)
 fn sum_axes(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) li: u32) {
@@ -75,7 +50,7 @@ fn sum_axes(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
             s += x[(ai * p.b + bi) * p.c + (j - ai * p.c)];
         }
     }
-    let total = tree_sum(li, s);
+    let total = workgroup_sum(li, s);
     if (li == 0u) {
         var old = 0.0;
         if ((p.flags & 1u) != 0u) { old = out[bi]; }
@@ -96,7 +71,7 @@ fn sum_squares_partial(@builtin(workgroup_id) wg: vec3<u32>,
         let v = x[i];
         s += v * v;
     }
-    let total = tree_sum(li, s);
+    let total = workgroup_sum(li, s);
     if (li == 0u) {
         out[g] = total;
     }

@@ -1,8 +1,8 @@
 // Numerically stable softmax over contiguous rows, in place: x[r, :] = exp(x - max) / sum.
 // One workgroup of 64 threads per row; each thread strides over the row, then the
-// workgroup reduces (max, then sum) through workgroup memory in two levels of 8 (two
-// barriers each: barriers are what costs on CPU adapters, see group_norm.wgsl). The row's max is
-// subtracted before exp, so large-magnitude logits (attention scores) cannot overflow.
+// workgroup reduces (max, then sum) with shaders/lib/workgroup_sum.wgsl (appended). The
+// row's max is subtracted before exp, so large-magnitude logits (attention scores) cannot
+// overflow.
 //
 // Grid: the row index is wg.x + wg.y * num_workgroups.x (see gpu::grid_1d).
 
@@ -17,33 +17,6 @@ struct Params {
 // x: (rows, cols), rewritten in place
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
 
-const WG: u32 = 64u;
-
-var<workgroup> red: array<f32, 64>;
-var<workgroup> red8: array<f32, 8>;
-
-// Max (is_max) or sum of v over the workgroup, in a fixed order; every thread gets it.
-// Each call ends with everyone having read red8, so consecutive calls need no extra barrier
-// (red is read before the second barrier, red8 written after the next call's first).
-fn reduce(li: u32, v: f32, is_max: bool) -> f32 {
-    red[li] = v;
-    workgroupBarrier();
-    if (li < 8u) {
-        var a = red[li * 8u];
-        for (var k = 1u; k < 8u; k++) {
-            let b = red[li * 8u + k];
-            a = select(a + b, max(a, b), is_max);
-        }
-        red8[li] = a;
-    }
-    workgroupBarrier();
-    var t = red8[0];
-    for (var k = 1u; k < 8u; k++) {
-        t = select(t + red8[k], max(t, red8[k]), is_max);
-    }
-    return t;
-}
-
 @compute @workgroup_size(64)
 fn softmax_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) li: u32) {
@@ -57,14 +30,14 @@ fn softmax_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
     for (var c = li; c < p.cols; c += WG) {
         m = max(m, x[base + c]);
     }
-    let row_max = reduce(li, m, true);
+    let row_max = workgroup_max(li, m);
 
     // Sum of exp(x - max): every term is in (0, 1], and the max's term is exactly 1.
     var sum = 0.0;
     for (var c = li; c < p.cols; c += WG) {
         sum += exp(x[base + c] - row_max);
     }
-    let inv = 1.0 / reduce(li, sum, false);
+    let inv = 1.0 / workgroup_sum(li, sum);
 
     for (var c = li; c < p.cols; c += WG) {
         x[base + c] = exp(x[base + c] - row_max) * inv;

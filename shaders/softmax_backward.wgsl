@@ -2,7 +2,7 @@
 //   dS = P ⊙ (dP − rowsum(dP ⊙ P)),
 // P the forward output (the attention probabilities), dP its gradient. One workgroup of 64
 // threads per row; each thread strides over the row, then the workgroup sums the dot
-// product through workgroup memory.
+// product (shaders/lib/workgroup_sum.wgsl, appended).
 //
 // Grid: the row index is wg.x + wg.y * num_workgroups.x (see gpu::grid_1d).
 
@@ -19,12 +19,6 @@ struct Params {
 // grad: (rows, cols) — in: dP; out: dS (in place)
 @group(0) @binding(2) var<storage, read_write> grad: array<f32>;
 
-// 64 threads and a two-level sum (see softmax.wgsl).
-const WG: u32 = 64u;
-
-var<workgroup> red: array<f32, 64>;
-var<workgroup> red8: array<f32, 8>;
-
 @compute @workgroup_size(64)
 fn softmax_rows_backward(@builtin(workgroup_id) wg: vec3<u32>,
                          @builtin(num_workgroups) nwg: vec3<u32>,
@@ -38,20 +32,7 @@ fn softmax_rows_backward(@builtin(workgroup_id) wg: vec3<u32>,
     for (var c = li; c < p.cols; c += WG) {
         dot += grad[base + c] * probs[base + c];
     }
-    red[li] = dot;
-    workgroupBarrier();
-    if (li < 8u) {
-        var a = 0.0;
-        for (var k = 0u; k < 8u; k++) {
-            a += red[li * 8u + k];
-        }
-        red8[li] = a;
-    }
-    workgroupBarrier();
-    var total = 0.0;
-    for (var k = 0u; k < 8u; k++) {
-        total += red8[k];
-    }
+    let total = workgroup_sum(li, dot);
 
     // Each thread rewrites only the elements it read, so no barrier is needed before this.
     for (var c = li; c < p.cols; c += WG) {

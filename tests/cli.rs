@@ -143,6 +143,45 @@ fn bench_times_a_training_step_and_profiles_it() {
     assert!(err.contains("/nonexistent/model"), "{err}");
 }
 
+/// Without XDG_RUNTIME_DIR, Mesa's Vulkan loader prints `error: XDG_RUNTIME_DIR is invalid or
+/// not set`; the binary gives itself a private runtime dir first, so a successful run on a
+/// software (or any) adapter prints no `error:` line. The test also fails if the dir leaks.
+#[test]
+fn successful_run_without_xdg_runtime_dir_prints_no_error() {
+    let tmp = tmpdir("no-xdg");
+    let out = Command::new(env!("CARGO_BIN_EXE_kakusan"))
+        .args([
+            "sample",
+            "--model",
+            p(&fixture("pad0")),
+            "--sampler",
+            "ddim",
+            "--steps",
+            "1",
+            "-n",
+            "1",
+            "--out",
+            p(&tmp.join("grid.png")),
+        ])
+        .env_remove("XDG_RUNTIME_DIR")
+        .env("TMPDIR", &tmp)
+        .output()
+        .expect("run kakusan");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stderr.lines().any(|l| l.contains("error:")),
+        "a successful run printed an error line:\n{stderr}"
+    );
+    // The private runtime dir (made in TMPDIR) is removed again.
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("kakusan-runtime-"))
+        .collect();
+    assert!(left.is_empty(), "runtime dir left behind: {left:?}");
+}
+
 #[test]
 fn missing_model_folder_is_a_clear_error() {
     let (ok, _, err) = kakusan(&["sample", "--model", "/nonexistent/model", "-n", "1"]);

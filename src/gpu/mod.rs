@@ -121,16 +121,13 @@ impl Program {
     }
 }
 
-/// A shader's WGSL: the embedded text, or natively, when `KAKUSAN_SHADER_DIR` is set, the
-/// file of the same name in that folder (for editing kernels and timing them with
-/// `kakusan bench --profile` without rebuilding).
+/// A shader's WGSL as compiled: the embedded text, or natively, when `KAKUSAN_SHADER_DIR` is
+/// set, the files in that folder assembled the same way ([`ShaderSource::read_from_dir`]; for
+/// editing kernels and timing them with `kakusan bench --profile` without rebuilding).
 fn shader_text(shader: &ShaderSource) -> std::borrow::Cow<'static, str> {
     #[cfg(not(target_arch = "wasm32"))]
     if let Some(dir) = std::env::var_os("KAKUSAN_SHADER_DIR") {
-        let path = std::path::Path::new(&dir).join(format!("{}.wgsl", shader.name));
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            return text.into();
-        }
+        return shader.read_from_dir(std::path::Path::new(&dir)).into();
     }
     shader.source.into()
 }
