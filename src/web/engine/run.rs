@@ -289,7 +289,8 @@ pub fn step_once() {
     let out = with_engine(|e| e.step().map(|r| (r, e.t_train())));
     match out {
         Some(Ok((Some((t, done, total)), t_train))) => {
-            if !show_step(ui, t, done, total, t_train, None) {
+            let finished = show_step(ui, t, done, total, t_train, None);
+            if !finished {
                 set_state(RunState::Paused);
                 ui.status.set(format!("Paused at t = {t}/{t_train}"));
             }

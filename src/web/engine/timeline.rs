@@ -58,7 +58,7 @@ impl Timeline {
 
     /// Whether step `done` of `total` is recorded.
     pub fn due(&self, done: usize, total: usize) -> bool {
-        done % self.record_every == 0 || done == total
+        done.is_multiple_of(self.record_every) || done == total
     }
 
     pub fn following(&self) -> bool {
