@@ -6,6 +6,9 @@
 //! compiles to nothing: the native tests cover the same kernels on llvmpipe.
 #![cfg(target_arch = "wasm32")]
 
+mod common;
+
+use common::{rel_l2, Reference};
 use kakusan::gpu::{GpuContext, Program};
 use kakusan::ops::elementwise;
 use wasm_bindgen_test::*;
@@ -48,7 +51,7 @@ async fn elementwise_add_on_webgpu() {
 struct Fixture {
     name: &'static str,
     files: kakusan::model::ModelFiles,
-    reference: &'static [u8],
+    reference: Reference,
 }
 
 macro_rules! fixture {
@@ -67,7 +70,11 @@ macro_rules! fixture {
                     include_str!(concat!("fixtures/", $name, "/scheduler_config.json")).to_string(),
                 ),
             },
-            reference: include_bytes!(concat!("fixtures/", $name, "/reference.safetensors")),
+            reference: Reference::from_bytes(include_bytes!(concat!(
+                "fixtures/",
+                $name,
+                "/reference.safetensors"
+            ))),
         }
     };
 }
@@ -86,56 +93,6 @@ fn fixtures() -> Vec<Fixture> {
 /// Chaotic random-weight DDIM chains (see tests/diffusers_parity.rs): U-Net call only.
 const CHAOTIC: &[&str] = &["attn", "legacy"];
 
-impl Fixture {
-    fn has(&self, name: &str) -> bool {
-        safetensors::SafeTensors::deserialize(self.reference)
-            .unwrap()
-            .tensor(name)
-            .is_ok()
-    }
-    /// A reference tensor as f32 (stored as F32 or I64).
-    fn get(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
-        let st = safetensors::SafeTensors::deserialize(self.reference).unwrap();
-        let t = st
-            .tensor(name)
-            .unwrap_or_else(|_| panic!("{}: no {name}", self.name));
-        let v = match t.dtype() {
-            safetensors::Dtype::F32 => t
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            safetensors::Dtype::I64 => t
-                .data()
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
-                .collect(),
-            other => panic!("{name}: unexpected dtype {other:?}"),
-        };
-        (t.shape().to_vec(), v)
-    }
-    fn labels(&self) -> Option<Vec<u32>> {
-        self.has("class_labels").then(|| {
-            self.get("class_labels")
-                .1
-                .iter()
-                .map(|&l| l as u32)
-                .collect()
-        })
-    }
-}
-
-fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let num: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
-        .sum();
-    let den: f64 = want.iter().map(|&b| (b as f64).powi(2)).sum();
-    (num / den).sqrt()
-}
-
 /// One full U-Net call per fixture on WebGPU against diffusers, same tolerance as natively:
 /// relative L2 ≤ 1e-4.
 #[wasm_bindgen_test]
@@ -146,12 +103,13 @@ async fn unet_forward_matches_diffusers_on_webgpu() {
     let ctx = GpuContext::new().await.unwrap();
     for f in fixtures() {
         let model = Model::from_files(&f.files).expect("fixture model loads");
-        let (shape, sample) = f.get("sample");
-        let (_, timesteps) = f.get("timesteps");
-        let (_, want) = f.get("unet_out");
+        let r = &f.reference;
+        let (shape, sample) = r.get("sample");
+        let (_, timesteps) = r.get("timesteps");
+        let (_, want) = r.get("unet_out");
         let unet = UNet::new(&ctx, &model.config, &model.weights, shape[0]).unwrap();
         let got = unet
-            .predict(&ctx, &sample, &timesteps, f.labels().as_deref())
+            .predict(&ctx, &sample, &timesteps, r.class_labels().as_deref())
             .await
             .unwrap();
         let err = rel_l2(&got, &want);
@@ -177,9 +135,10 @@ async fn ddim_20_steps_matches_diffusers_on_webgpu() {
         .filter(|f| !CHAOTIC.contains(&f.name))
     {
         let model = Model::from_files(&f.files).unwrap();
-        let (shape, init) = f.get("init_noise");
+        let r = &f.reference;
+        let (shape, init) = r.get("init_noise");
         let mut cases = vec![(None, "ddim_x0")];
-        if f.has("ddim_cfg_x0") {
+        if r.has("ddim_cfg_x0") {
             cases.push((Some(2.5), "ddim_cfg_x0"));
         }
         for (guidance, reference) in cases {
@@ -193,7 +152,7 @@ async fn ddim_20_steps_matches_diffusers_on_webgpu() {
                     steps: 20,
                     seed: 0,
                     batch: shape[0],
-                    class_labels: f.labels(),
+                    class_labels: r.class_labels(),
                     guidance,
                 },
             )
@@ -201,7 +160,7 @@ async fn ddim_20_steps_matches_diffusers_on_webgpu() {
             run.set_initial_noise(&ctx, &init).unwrap();
             while run.step(&ctx).unwrap().is_some() {}
             let got = ctx.read(run.x_t()).await.unwrap();
-            let err = rel_l2(&got, &f.get(reference).1);
+            let err = rel_l2(&got, &r.get(reference).1);
             assert!(
                 err <= 1e-3,
                 "{}: {reference} on WebGPU: relative L2 error {err:e} > 1e-3",

@@ -83,7 +83,7 @@ pub fn after_mount() {
         let lose = Closure::<dyn Fn()>::new(engine::simulate_device_loss);
         let _ = js_sys::Reflect::set(&w, &"kakusanSimulateDeviceLoss".into(), lose.as_ref());
         lose.forget();
-        let cb = Closure::<dyn FnMut()>::new(engine::on_resize);
+        let cb = Closure::<dyn FnMut()>::new(engine::redraw);
         let _ = w.add_event_listener_with_callback("resize", cb.as_ref().unchecked_ref());
         cb.forget();
     }
@@ -95,7 +95,7 @@ pub fn after_mount() {
             .flatten()
     });
     if let Some(canvas_box) = canvas_box {
-        let cb = Closure::<dyn FnMut()>::new(engine::on_resize);
+        let cb = Closure::<dyn FnMut()>::new(engine::redraw);
         if let Ok(observer) = web_sys::ResizeObserver::new(cb.as_ref().unchecked_ref()) {
             observer.observe(&canvas_box);
             // Lives as long as the page.

@@ -1,8 +1,10 @@
 //! The browser app (Leptos, client-side rendering): watch DDPM/DDIM denoise live on WebGPU
 //! and explore the forward process. Built with `trunk build --release` (see docs/web.md).
 //!
-//! - [`engine`]: the shared wgpu device, the sampling run, timeline frames, animation loop,
-//!   model loading and the benchmark.
+//! - [`engine`]: the page's GPU side, one file per concern: the GPU session (device,
+//!   canvas, device loss), the sampling run and its animation loop, the timeline, model
+//!   loading, the benchmark and the snapshot (see its module doc for who owns what).
+//! - [`loader`]: getting model files into the page (fetch with progress, picked files).
 //! - [`present`]: the render pipeline that draws x_t and x̂_0 straight from GPU buffers.
 //! - [`forward`], [`plots`]: the forward-process explorer and SVG plots (CPU only).
 //! - [`app`]: the page (components, controls with the contract's DOM ids).

@@ -1,6 +1,8 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests, native and in the browser (tests/web_smoke.rs
+//! reads the same references from bytes embedded in its binary: no file system there).
 #![allow(dead_code)]
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::Dtype;
@@ -14,13 +16,21 @@ pub fn fixture(name: &str) -> PathBuf {
 
 /// All tensors of a safetensors file as f32 (ints converted), with shapes.
 pub struct Reference {
-    bytes: Vec<u8>,
+    bytes: Cow<'static, [u8]>,
 }
 
 impl Reference {
     pub fn open(path: &Path) -> Self {
         Reference {
-            bytes: std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+            bytes: Cow::Owned(
+                std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+            ),
+        }
+    }
+    /// A safetensors file's bytes, e.g. from `include_bytes!`.
+    pub fn from_bytes(bytes: &'static [u8]) -> Self {
+        Reference {
+            bytes: Cow::Borrowed(bytes),
         }
     }
     pub fn has(&self, name: &str) -> bool {
@@ -47,6 +57,16 @@ impl Reference {
             other => panic!("{name}: unexpected dtype {other:?}"),
         };
         (t.shape().to_vec(), v)
+    }
+    /// The `class_labels` tensor, if the reference has one.
+    pub fn class_labels(&self) -> Option<Vec<u32>> {
+        self.has("class_labels").then(|| {
+            self.get("class_labels")
+                .1
+                .iter()
+                .map(|&l| l as u32)
+                .collect()
+        })
     }
 }
 
