@@ -5,7 +5,7 @@ use leptos::prelude::*;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
-use crate::web::engine::{self, RunState, Settings, Ui};
+use crate::web::engine::{self, RunState, SamplerKind, Settings, Ui};
 use crate::web::forward::{self, Image};
 use crate::web::plots::{self, Series};
 
@@ -160,13 +160,22 @@ fn ReversePanel(ui: Ui) -> impl IntoView {
                     <div class="fields">
                         <label for="sampler">"Sampler"</label>
                         <select id="sampler"
-                            prop:value=move || if ui.settings.get().ddim { "ddim" } else { "ddpm" }
+                            prop:value=move || ui.settings.get().sampler.key()
                             on:change=move |ev| {
                                 let v = event_target_value(&ev);
-                                update_settings(ui, |s| s.ddim = v == "ddim");
+                                update_settings(ui, |s| {
+                                    let kind = SamplerKind::from_key(&v);
+                                    // DPM-Solver++ is a few-step solver: from DDPM's 1000
+                                    // steps, start at its usual 20.
+                                    if kind == SamplerKind::DpmSolver && s.steps > 100 {
+                                        s.steps = 20;
+                                    }
+                                    s.sampler = kind;
+                                });
                             }>
                             <option value="ddpm">"DDPM (ancestral)"</option>
                             <option value="ddim">"DDIM"</option>
+                            <option value="dpm-solver">"DPM-Solver++ (2M)"</option>
                         </select>
                         <label for="steps">"Steps"</label>
                         <input id="steps" type="number" min="1" inputmode="numeric"
@@ -179,7 +188,7 @@ fn ReversePanel(ui: Ui) -> impl IntoView {
                             }/>
                         <label for="eta">"η (DDIM noise)"</label>
                         <input id="eta" type="number" min="0" max="1" step="0.1"
-                            disabled=move || !ui.settings.get().ddim
+                            disabled=move || ui.settings.get().sampler != SamplerKind::Ddim
                             prop:value=move || ui.settings.get().eta.to_string()
                             on:change=move |ev| {
                                 let v: f64 = parse_or(&event_target_value(&ev), 0.0);

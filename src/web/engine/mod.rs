@@ -35,7 +35,9 @@ use crate::Error;
 
 pub use bench::bench_mode;
 pub use loading::{load_from_files, load_from_url, ModelInfo, NO_DEFAULT_MODEL};
-pub use run::{apply_settings, pause, play, restart, step_once, toggle_play, RunState, Settings};
+pub use run::{
+    apply_settings, pause, play, restart, step_once, toggle_play, RunState, SamplerKind, Settings,
+};
 pub use session::{has_webgpu, restart_device, simulate_device_loss, NO_WEBGPU};
 pub use snapshot::snapshot;
 pub use timeline::{redraw, scrub, MAX_FRAMES};
@@ -199,7 +201,10 @@ pub async fn start(canvas: web_sys::HtmlCanvasElement) {
         s.steps = v;
     }
     if let Some(v) = query_param("sampler") {
-        s.ddim = v.eq_ignore_ascii_case("ddim");
+        s.sampler = run::SamplerKind::from_key(&v);
+        if s.sampler == run::SamplerKind::DpmSolver && query_param("steps").is_none() {
+            s.steps = 20;
+        }
     }
     if let Some(v) = query_param("batch").and_then(|v| v.parse::<usize>().ok()) {
         s.batch = v.clamp(1, 64);

@@ -36,10 +36,41 @@ impl RunState {
     }
 }
 
+/// Which reverse process the page runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SamplerKind {
+    /// Ancestral sampling, paper Algorithm 2.
+    Ddpm,
+    /// DDIM (Song et al. 2021) with the page's η.
+    Ddim,
+    /// DPM-Solver++(2M) (Lu et al. 2022), diffusers' defaults.
+    DpmSolver,
+}
+
+impl SamplerKind {
+    /// The value used in the page's `<select>` and in `?sampler=`.
+    pub fn key(self) -> &'static str {
+        match self {
+            SamplerKind::Ddpm => "ddpm",
+            SamplerKind::Ddim => "ddim",
+            SamplerKind::DpmSolver => "dpm-solver",
+        }
+    }
+
+    /// The inverse of [`SamplerKind::key`]; anything else is DDPM.
+    pub fn from_key(v: &str) -> Self {
+        match v.to_ascii_lowercase().as_str() {
+            "ddim" => SamplerKind::Ddim,
+            "dpm-solver" | "dpmsolver" | "dpm" => SamplerKind::DpmSolver,
+            _ => SamplerKind::Ddpm,
+        }
+    }
+}
+
 /// The sampling controls.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
-    pub ddim: bool,
+    pub sampler: SamplerKind,
     pub steps: usize,
     pub eta: f64,
     pub seed: u64,
@@ -52,7 +83,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            ddim: false,
+            sampler: SamplerKind::Ddpm,
             steps: 1000,
             eta: 0.0,
             seed: 0,
@@ -96,10 +127,10 @@ impl Engine {
     fn build_run(&mut self, model: &Model, s: &Settings) -> crate::Result<()> {
         self.live = None;
         self.timeline.clear();
-        let sampler = if s.ddim {
-            Sampler::Ddim { eta: s.eta }
-        } else {
-            Sampler::Ddpm
+        let sampler = match s.sampler {
+            SamplerKind::Ddpm => Sampler::Ddpm,
+            SamplerKind::Ddim => Sampler::Ddim { eta: s.eta },
+            SamplerKind::DpmSolver => Sampler::DpmSolver,
         };
         let class_labels = match (model.config.num_class_embeds, s.class) {
             (Some(_), Some(c)) => Some(vec![c; s.batch]),
