@@ -238,7 +238,9 @@ async function panelState(page) {
 
 async function shot(page, name) {
   const file = path.join(OUT, `${name}.png`);
-  await page.screenshot({ path: file });
+  // A page that is animating a run on SwiftShader renders a frame only every few seconds on a
+  // busy 2-core machine; 30 s (Playwright's default) timed out there once (check h).
+  await page.screenshot({ path: file, timeout: 90000 });
   return file;
 }
 /**
@@ -531,6 +533,34 @@ check("f", "default page loads the shipped MNIST model; a 4-step DDIM run of cla
     const st = imageStats(after);
     log(`  4 DDIM steps of the shipped model in ${(ms / 1000).toFixed(1)} s; canvas: ${fmtStats(st)}`);
     if (st.std < MIN_STD || st.colours < MIN_COLOURS) fail(`canvas is blank (${fmtStats(st)})`);
+    failOnPanic(page);
+  } finally {
+    await page.context_.close();
+  }
+});
+
+check("j", "DPM-Solver++ from the sampler menu: a 4-step run of the shipped model, class 3, finishes", async ({ browser, base }) => {
+  const page = await openPage(browser, base);
+  try {
+    await waitLoaded(page, "mnist");
+    await setValue(page, "#sampler", "dpm-solver");
+    await sleep(300);
+    // Switching from DDPM's 1000 steps to the few-step solver sets its usual 20.
+    const steps = Number(await page.locator("#steps").inputValue());
+    log(`  #steps after choosing DPM-Solver++: ${steps}`);
+    if (steps !== 20) fail(`#steps is ${steps}, expected 20 after switching to DPM-Solver++`);
+    if (!(await page.locator("#eta").isDisabled())) fail("#eta should be disabled for DPM-Solver++");
+    await setValue(page, "#steps", 4);
+    await setValue(page, "#batch", 1);
+    await setValue(page, "#class", 3);
+    await sleep(300);
+    const ms = await runToDone(page);
+    const after = await stableShot(page, "#reverse-canvas", "j-dpm-solver-canvas");
+    await shot(page, "j-dpm-solver");
+    const st = imageStats(after);
+    log(`  4 DPM-Solver++ steps in ${(ms / 1000).toFixed(1)} s; canvas: ${fmtStats(st)}`);
+    if (st.std < MIN_STD || st.colours < MIN_COLOURS) fail(`canvas is blank (${fmtStats(st)})`);
+    if (await errorText(page)) fail(`#error visible: ${await errorText(page)}`);
     failOnPanic(page);
   } finally {
     await page.context_.close();
