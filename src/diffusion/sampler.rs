@@ -6,7 +6,8 @@
 //! After each step the caller may read (or draw) `x_t` and the predicted `x0`.
 
 use crate::diffusion::schedule::{
-    run_step_coefficients, sampler_timesteps, Sampler, Schedule, SchedulerConfig,
+    run_step_coefficients, sampler_timesteps, with_clipped_model_output, Sampler, Schedule,
+    SchedulerConfig,
 };
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Program, Tensor};
@@ -63,6 +64,8 @@ pub struct SamplingRun {
     step_op: SamplerStepOp,
     guidance_op: Option<(GuidanceOp, GuidanceRescaleOp)>,
     guidance_options: GuidanceOptions,
+    /// DDIM only: re-derive ε̂ from the clipped x̂_0 (diffusers' `use_clipped_model_output`).
+    use_clipped_model_output: bool,
     step_program: Program,
 }
 
@@ -194,6 +197,7 @@ impl SamplingRun {
             step_op,
             guidance_op,
             guidance_options: GuidanceOptions::default(),
+            use_clipped_model_output: false,
             step_program,
         })
     }
@@ -221,6 +225,20 @@ impl SamplingRun {
             rescale.set(ctx, options.rescale as f32);
         }
         self.guidance_options = options;
+        Ok(())
+    }
+
+    /// DDIM's `use_clipped_model_output` (diffusers' `DDIMScheduler.step` argument; off by
+    /// default as there): from the next step on, the update uses ε̂ re-derived from the
+    /// clipped x̂_0 instead of the model's ε̂ (see [`with_clipped_model_output`]). No effect
+    /// when `clip_sample` and thresholding are off. Only DDIM has it.
+    pub fn set_use_clipped_model_output(&mut self, on: bool) -> Result<()> {
+        if on && !matches!(self.settings.sampler, Sampler::Ddim { .. }) {
+            return Err(Error::config(
+                "use_clipped_model_output only applies to the DDIM sampler",
+            ));
+        }
+        self.use_clipped_model_output = on;
         Ok(())
     }
 
@@ -299,6 +317,12 @@ impl SamplingRun {
             &self.timesteps,
             self.next,
         );
+        let coefficients = if self.use_clipped_model_output {
+            let last = self.schedule.alphas_cumprod.len() - 1;
+            with_clipped_model_output(coefficients, self.schedule.alphas_cumprod[t.min(last)])
+        } else {
+            coefficients
+        };
         if let Some((op, _)) = &self.guidance_op {
             let inside = match self.guidance_options.interval {
                 Some((lo, hi)) => (lo..=hi).contains(&t),
