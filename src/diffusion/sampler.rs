@@ -341,3 +341,75 @@ impl SamplingRun {
         Ok(Some(t))
     }
 }
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+    use crate::gpu::block_on;
+    use crate::gpu::test_util::ctx;
+    use crate::model::{read_model_dir, Model};
+
+    /// A 2-step run of the tiny class-conditional fixture (clip_sample: true).
+    fn run(
+        ctx: &GpuContext,
+        model: &Model,
+        scheduler: &SchedulerConfig,
+        sampler: Sampler,
+        use_clipped: bool,
+    ) -> Result<Vec<f32>> {
+        let mut run = SamplingRun::new(
+            ctx,
+            &model.config,
+            &model.weights,
+            scheduler,
+            SampleSettings {
+                sampler,
+                steps: 2,
+                seed: 5,
+                batch: 2,
+                class_labels: Some(vec![1, 7]),
+                guidance: None,
+            },
+        )?;
+        run.set_use_clipped_model_output(use_clipped)?;
+        while run.step(ctx)?.is_some() {}
+        block_on(ctx.read(run.x_t()))
+    }
+
+    /// `use_clipped_model_output` changes a clipped DDIM run, leaves an unclipped one
+    /// bit-identical, and is refused for the other samplers.
+    #[test]
+    fn clipped_model_output_in_a_run() {
+        let ctx = ctx();
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/class_cond");
+        let model = Model::from_files(&read_model_dir(std::path::Path::new(dir)).unwrap()).unwrap();
+        let ddim = Sampler::Ddim { eta: 0.0 };
+        let clip = model.scheduler.clone();
+        assert!(clip.clip_sample);
+        let max_diff = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max)
+        };
+        let plain = run(&ctx, &model, &clip, ddim, false).unwrap();
+        let rederived = run(&ctx, &model, &clip, ddim, true).unwrap();
+        let d = max_diff(&plain, &rederived);
+        assert!(
+            d > 1e-3,
+            "the fixture clips x̂_0, so ε̂ re-derivation must matter ({d})"
+        );
+        let off = SchedulerConfig {
+            clip_sample: false,
+            ..clip.clone()
+        };
+        assert_eq!(
+            run(&ctx, &model, &off, ddim, false).unwrap(),
+            run(&ctx, &model, &off, ddim, true).unwrap()
+        );
+        for sampler in [Sampler::Ddpm, Sampler::DpmSolver] {
+            let e = run(&ctx, &model, &clip, sampler, true).unwrap_err();
+            assert!(e.to_string().contains("only applies to the DDIM"), "{e}");
+        }
+    }
+}
