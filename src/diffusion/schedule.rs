@@ -1065,7 +1065,7 @@ mod tests {
     /// `DDIMScheduler.step(m, t, x, eta, use_clipped_model_output=True, variance_noise=z)`.
     #[test]
     fn ddim_clipped_model_output_matches_diffusers() {
-        let cases: [(SchedulerConfig, f64, usize, usize, [f64; 6], [f64; 6]); 2] = [
+        let cases = [
             // ε-prediction, clip ±1, η = 0, leading 50 steps: t = 780 → 760.
             (
                 SchedulerConfig::default(),
