@@ -44,6 +44,10 @@ pub struct EvalArgs {
     /// inside DDPM/DDIM steps), e.g. `--clip-sample false`.
     #[arg(long)]
     pub clip_sample: Option<bool>,
+    /// DDIM only: re-derive ε̂ from the clipped x̂_0 in each step (diffusers'
+    /// `use_clipped_model_output`, default off as there).
+    #[arg(long)]
+    pub use_clipped_model_output: bool,
     /// Classifier-free guidance scale w [default: none, i.e. the conditional model alone (= w 1)].
     #[arg(long)]
     pub guidance: Option<f32>,
@@ -93,6 +97,11 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         .ok_or_else(|| Error::config("--model is required"))?;
     let mut model = super::load(dir)?;
     super::override_scheduler(&mut model.scheduler, a.clip_sample, None, None)?;
+    if a.use_clipped_model_output && !matches!(a.sampler, SamplerName::Ddim) {
+        return Err(Error::config(
+            "--use-clipped-model-output only applies to --sampler ddim",
+        ));
+    }
     let c = &model.config;
     if c.in_channels != 1 || c.sample_size != [28, 28] || c.num_class_embeds != Some(11) {
         return Err(Error::config(format!(
@@ -161,6 +170,8 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         steps,
         eta: matches!(a.sampler, SamplerName::Ddim).then_some(a.eta),
         guidance: a.guidance,
+        clip_sample: model.scheduler.clip_sample,
+        use_clipped_model_output: a.use_clipped_model_output,
         n: a.num,
         seed: a.seed,
         accuracy,
@@ -192,6 +203,9 @@ struct Report {
     steps: usize,
     eta: Option<f64>,
     guidance: Option<f32>,
+    /// The scheduler's `clip_sample` after `--clip-sample`.
+    clip_sample: bool,
+    use_clipped_model_output: bool,
     n: usize,
     seed: u64,
     /// Fraction of samples the classifier labels as the class they were sampled for.
@@ -215,8 +229,18 @@ struct Report {
 fn print_report(r: &Report) {
     let g = r.guidance.map_or("none".to_string(), |g| g.to_string());
     println!(
-        "model {}: {} {} steps, guidance {g}, n {}, seed {}",
-        r.model, r.sampler, r.steps, r.n, r.seed
+        "model {}: {} {} steps, guidance {g}, clip_sample {}{}, n {}, seed {}",
+        r.model,
+        r.sampler,
+        r.steps,
+        r.clip_sample,
+        if r.use_clipped_model_output {
+            ", use_clipped_model_output"
+        } else {
+            ""
+        },
+        r.n,
+        r.seed
     );
     println!(
         "class accuracy   {:.1}%  (the classifier on {} real held-out digits: {:.1}%)",
@@ -286,6 +310,7 @@ fn sample_all(
                 guidance: a.guidance.filter(|&w| w != 1.0),
             },
         )?;
+        run.set_use_clipped_model_output(a.use_clipped_model_output)?;
         while run.step(ctx)?.is_some() {
             block_on(ctx.finish())?;
             bar.inc(1);

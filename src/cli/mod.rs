@@ -134,6 +134,10 @@ pub struct SampleArgs {
     /// (docs/sampling.md).
     #[arg(long)]
     pub clip_sample: Option<bool>,
+    /// DDIM only: re-derive ε̂ from the clipped x̂_0 in each step (diffusers'
+    /// `use_clipped_model_output`; default off as there). See docs/sampling.md.
+    #[arg(long)]
+    pub use_clipped_model_output: bool,
     /// Dynamic thresholding of x̂_0 (Saharia et al. 2022) with this quantile of |x̂_0|, e.g.
     /// 0.995, instead of clipping [default: scheduler_config.json's `thresholding`, off].
     #[arg(long)]
@@ -392,6 +396,7 @@ fn sample(a: SampleArgs) -> Result<()> {
         run.set_initial_noise(&ctx, &init.data)?;
     }
     run.set_guidance_options(&ctx, guidance_options)?;
+    run.set_use_clipped_model_output(a.use_clipped_model_output)?;
     let bar = indicatif::ProgressBar::new(run.timesteps().len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(

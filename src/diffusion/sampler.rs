@@ -6,7 +6,8 @@
 //! After each step the caller may read (or draw) `x_t` and the predicted `x0`.
 
 use crate::diffusion::schedule::{
-    run_step_coefficients, sampler_timesteps, Sampler, Schedule, SchedulerConfig,
+    run_step_coefficients, sampler_timesteps, with_clipped_model_output, Sampler, Schedule,
+    SchedulerConfig,
 };
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Program, Tensor};
@@ -63,6 +64,8 @@ pub struct SamplingRun {
     step_op: SamplerStepOp,
     guidance_op: Option<(GuidanceOp, GuidanceRescaleOp)>,
     guidance_options: GuidanceOptions,
+    /// DDIM only: re-derive ε̂ from the clipped x̂_0 (diffusers' `use_clipped_model_output`).
+    use_clipped_model_output: bool,
     step_program: Program,
 }
 
@@ -194,6 +197,7 @@ impl SamplingRun {
             step_op,
             guidance_op,
             guidance_options: GuidanceOptions::default(),
+            use_clipped_model_output: false,
             step_program,
         })
     }
@@ -221,6 +225,20 @@ impl SamplingRun {
             rescale.set(ctx, options.rescale as f32);
         }
         self.guidance_options = options;
+        Ok(())
+    }
+
+    /// DDIM's `use_clipped_model_output` (diffusers' `DDIMScheduler.step` argument; off by
+    /// default as there): from the next step on, the update uses ε̂ re-derived from the
+    /// clipped x̂_0 instead of the model's ε̂ (see [`with_clipped_model_output`]). No effect
+    /// when `clip_sample` and thresholding are off. Only DDIM has it.
+    pub fn set_use_clipped_model_output(&mut self, on: bool) -> Result<()> {
+        if on && !matches!(self.settings.sampler, Sampler::Ddim { .. }) {
+            return Err(Error::config(
+                "use_clipped_model_output only applies to the DDIM sampler",
+            ));
+        }
+        self.use_clipped_model_output = on;
         Ok(())
     }
 
@@ -299,6 +317,12 @@ impl SamplingRun {
             &self.timesteps,
             self.next,
         );
+        let coefficients = if self.use_clipped_model_output {
+            let last = self.schedule.alphas_cumprod.len() - 1;
+            with_clipped_model_output(coefficients, self.schedule.alphas_cumprod[t.min(last)])
+        } else {
+            coefficients
+        };
         if let Some((op, _)) = &self.guidance_op {
             let inside = match self.guidance_options.interval {
                 Some((lo, hi)) => (lo..=hi).contains(&t),
@@ -315,5 +339,77 @@ impl SamplingRun {
         ctx.run(&self.step_program)?;
         self.next += 1;
         Ok(Some(t))
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+    use crate::gpu::block_on;
+    use crate::gpu::test_util::ctx;
+    use crate::model::{read_model_dir, Model};
+
+    /// A 2-step run of the tiny class-conditional fixture (clip_sample: true).
+    fn run(
+        ctx: &GpuContext,
+        model: &Model,
+        scheduler: &SchedulerConfig,
+        sampler: Sampler,
+        use_clipped: bool,
+    ) -> Result<Vec<f32>> {
+        let mut run = SamplingRun::new(
+            ctx,
+            &model.config,
+            &model.weights,
+            scheduler,
+            SampleSettings {
+                sampler,
+                steps: 2,
+                seed: 5,
+                batch: 2,
+                class_labels: Some(vec![1, 7]),
+                guidance: None,
+            },
+        )?;
+        run.set_use_clipped_model_output(use_clipped)?;
+        while run.step(ctx)?.is_some() {}
+        block_on(ctx.read(run.x_t()))
+    }
+
+    /// `use_clipped_model_output` changes a clipped DDIM run, leaves an unclipped one
+    /// bit-identical, and is refused for the other samplers.
+    #[test]
+    fn clipped_model_output_in_a_run() {
+        let ctx = ctx();
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/class_cond");
+        let model = Model::from_files(&read_model_dir(std::path::Path::new(dir)).unwrap()).unwrap();
+        let ddim = Sampler::Ddim { eta: 0.0 };
+        let clip = model.scheduler.clone();
+        assert!(clip.clip_sample);
+        let max_diff = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max)
+        };
+        let plain = run(&ctx, &model, &clip, ddim, false).unwrap();
+        let rederived = run(&ctx, &model, &clip, ddim, true).unwrap();
+        let d = max_diff(&plain, &rederived);
+        assert!(
+            d > 1e-3,
+            "the fixture clips x̂_0, so ε̂ re-derivation must matter ({d})"
+        );
+        let off = SchedulerConfig {
+            clip_sample: false,
+            ..clip.clone()
+        };
+        assert_eq!(
+            run(&ctx, &model, &off, ddim, false).unwrap(),
+            run(&ctx, &model, &off, ddim, true).unwrap()
+        );
+        for sampler in [Sampler::Ddpm, Sampler::DpmSolver] {
+            let e = run(&ctx, &model, &clip, sampler, true).unwrap_err();
+            assert!(e.to_string().contains("only applies to the DDIM"), "{e}");
+        }
     }
 }

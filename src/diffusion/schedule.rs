@@ -599,6 +599,29 @@ pub fn step_coefficients(
     c
 }
 
+/// diffusers' `DDIMScheduler.step(..., use_clipped_model_output=True)` applied to DDIM step
+/// coefficients `c` at a timestep with ᾱ_t = `alpha_cumprod_t`: ε̂ is re-derived from the
+/// clipped (or thresholded) x̂_0 by inverting x_t = √ᾱ_t·x̂_0 + √(1−ᾱ_t)·ε̂ (Ho et al. 2020,
+/// eq. 4), ε̂ = (x_t − √ᾱ_t·x̂_0)/√(1−ᾱ_t), so the update of eq. 12 stays consistent with the
+/// clipped x̂_0 (diffusers' default keeps the model's unclipped ε̂). That is still linear in
+/// (x_t, clipped x̂_0): the ε̂ weight moves onto `prev_from_xt` and `prev_from_x0`. Without
+/// clipping or thresholding the re-derived ε̂ equals the model's, and `c` is returned
+/// unchanged (bit-identical steps).
+pub fn with_clipped_model_output(c: StepCoefficients, alpha_cumprod_t: f64) -> StepCoefficients {
+    if (c.clip <= 0.0 && c.threshold_ratio <= 0.0) || c.prev_from_eps == 0.0 {
+        return c;
+    }
+    let (sa, sb) = (alpha_cumprod_t.sqrt(), (1.0 - alpha_cumprod_t).sqrt());
+    StepCoefficients {
+        eps_from_xt: 0.0,
+        eps_from_model: 0.0,
+        prev_from_xt: c.prev_from_xt + c.prev_from_eps / sb,
+        prev_from_x0: c.prev_from_x0 - c.prev_from_eps * sa / sb,
+        prev_from_eps: 0.0,
+        ..c
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1036,6 +1059,119 @@ mod tests {
                 0.12707838416099548,
             ],
         );
+    }
+
+    /// One DDIM step with `use_clipped_model_output` against diffusers 0.42.1 float32
+    /// `DDIMScheduler.step(m, t, x, eta, use_clipped_model_output=True, variance_noise=z)`.
+    #[test]
+    fn ddim_clipped_model_output_matches_diffusers() {
+        let cases = [
+            // ε-prediction, clip ±1, η = 0, leading 50 steps: t = 780 → 760.
+            (
+                SchedulerConfig::default(),
+                0.0,
+                50,
+                10,
+                [0.0; 6],
+                [
+                    0.30757710337638855,
+                    -1.207235336303711,
+                    2.506741523742676,
+                    0.05767205357551575,
+                    -0.7074251174926758,
+                    1.9069693088531494,
+                ],
+            ),
+            // v-prediction, clip ±0.5, η = 0.5, 25 steps with steps_offset 1: t = 761 → 721.
+            (
+                SchedulerConfig {
+                    prediction_type: PredictionType::VPrediction,
+                    clip_sample_range: 0.5,
+                    steps_offset: 1,
+                    ..Default::default()
+                },
+                0.5,
+                25,
+                5,
+                [
+                    0.8032760620117188,
+                    0.17483338713645935,
+                    0.08897809684276581,
+                    -0.6137180328369141,
+                    0.04618244990706444,
+                    -1.3682591915130615,
+                ],
+                [
+                    0.5605355501174927,
+                    -1.0810269117355347,
+                    2.370835781097412,
+                    -0.14796534180641174,
+                    -0.6459692120552063,
+                    1.317786693572998,
+                ],
+            ),
+        ];
+        for (cfg, eta, steps, index, z, want) in cases {
+            let s = Schedule::new(&cfg).unwrap();
+            let ts = inference_timesteps(&cfg, steps).unwrap();
+            let ddim = Sampler::Ddim { eta };
+            let plain = run_step_coefficients(&s, &cfg, ddim, &ts, index);
+            let c = with_clipped_model_output(plain, s.alphas_cumprod[ts[index]]);
+            let got = apply(&c, &X, &M, &z);
+            let unclipped_eps = apply(&plain, &X, &M, &z);
+            let mut differs = false;
+            for i in 0..6 {
+                assert!(
+                    (got[i] - want[i]).abs() <= 2e-6,
+                    "t={} [{i}]: {} vs {}",
+                    ts[index],
+                    got[i],
+                    want[i]
+                );
+                differs |= (unclipped_eps[i] - want[i]).abs() > 1e-2;
+            }
+            // The data clip, so diffusers' default step (unclipped ε̂) is far from this one.
+            assert!(differs, "{unclipped_eps:?}");
+        }
+    }
+
+    /// The re-derived step equals the diffusers formula computed by hand in f64, and without
+    /// clipping it is exactly the plain DDIM step.
+    #[test]
+    fn clipped_model_output_is_the_formula() {
+        let cfg = SchedulerConfig::default();
+        let s = Schedule::new(&cfg).unwrap();
+        let (t, prev, eta) = (600, 560, 0.3);
+        let z = [0.5, -1.0, 0.25, 2.0, -0.75, 0.1];
+        let c = with_clipped_model_output(
+            step_coefficients(&s, &cfg, Sampler::Ddim { eta }, t, Some(prev)),
+            s.alphas_cumprod[t],
+        );
+        let (a_t, a_prev) = (s.alphas_cumprod[t], s.alphas_cumprod[prev]);
+        let sigma = eta * ((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev)).sqrt();
+        let mut clipped = 0;
+        for (i, g) in apply(&c, &X, &M, &z).iter().enumerate() {
+            let x0 = (X[i] - (1.0 - a_t).sqrt() * M[i]) / a_t.sqrt();
+            clipped += usize::from(x0.abs() > 1.0);
+            let x0 = x0.clamp(-1.0, 1.0);
+            let eps = (X[i] - a_t.sqrt() * x0) / (1.0 - a_t).sqrt();
+            let want =
+                a_prev.sqrt() * x0 + (1.0 - a_prev - sigma * sigma).sqrt() * eps + sigma * z[i];
+            assert!((g - want).abs() <= 1e-12, "[{i}]: {g} vs {want}");
+        }
+        assert!(clipped >= 2, "the data should exercise clipping");
+        // Clip off: the same coefficients, hence bit-identical steps (also for thresholding
+        // off and DDPM-style coefficients without an ε̂ term).
+        let off = SchedulerConfig {
+            clip_sample: false,
+            ..Default::default()
+        };
+        for eta in [0.0, 0.3, 1.0] {
+            let plain = step_coefficients(&s, &off, Sampler::Ddim { eta }, t, Some(prev));
+            assert_eq!(with_clipped_model_output(plain, a_t), plain);
+        }
+        let ddpm = step_coefficients(&s, &cfg, Sampler::Ddpm, t, Some(prev));
+        assert_eq!(with_clipped_model_output(ddpm, a_t), ddpm);
     }
 
     #[test]
