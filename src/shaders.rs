@@ -130,6 +130,8 @@ shaders! {
     MLP => "mlp",
     MLP_UPDATE => "mlp_update",
     LAB_SCORE => "lab_score",
+    LAB_FIELD => "lab_field",
+    LAB_BLIT => "lab_blit",
     CROSS_ENTROPY => "cross_entropy",
 }
 

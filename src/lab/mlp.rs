@@ -345,6 +345,64 @@ pub async fn eval_eps(
     Ok(v.chunks(2).map(|c| [c[0], c[1]]).collect())
 }
 
+/// Record `eval_forward` (ε_θ for the rows of `rows`, (B, 4) = (x, y, t, class), into `out`,
+/// (B, 2)) with its uniforms in `uniforms` (written by [`write_eval_uniforms`]) and three
+/// `scratch` tensors the kernel binds but does not use: recording creates no buffer, and the
+/// rows can be rewritten between runs (the field views evaluate a grid at a changing t).
+/// `scratch[0]` needs at least 4 elements.
+#[allow(clippy::too_many_arguments)]
+pub fn record_eval_forward(
+    ctx: &GpuContext,
+    program: &mut Program,
+    params: &Tensor,
+    num_classes: usize,
+    rows: &Tensor,
+    out: &Tensor,
+    uniforms: &wgpu::Buffer,
+    scratch: &[Tensor; 3],
+) -> Result<()> {
+    check_params(params, num_classes)?;
+    let b = rows.numel() / 4;
+    if rows.shape != [b, 4] || out.shape != [b, 2] {
+        return Err(Error::shape(format!(
+            "lab mlp: rows {:?} must be (B, 4) and out {:?} (B, 2)",
+            rows.shape, out.shape
+        )));
+    }
+    ctx.record(
+        program,
+        DispatchDesc {
+            label: "lab eval_forward",
+            shader: &MLP,
+            entry: "eval_forward",
+            constants: &[],
+            params: Params::Buffer(uniforms),
+            inputs: &[
+                &params.buffer,
+                &rows.buffer,
+                &scratch[0].buffer,
+                &scratch[0].buffer,
+            ],
+            outputs: &[&scratch[1].buffer, &scratch[2].buffer, &out.buffer],
+            workgroups: tile_grid(b)?,
+        },
+    )
+}
+
+/// The uniforms of [`record_eval_forward`] for `batch` rows, into a buffer made with
+/// `ctx.uniform_buffer(EVAL_UNIFORM_BYTES)`.
+pub fn write_eval_uniforms(ctx: &GpuContext, buf: &wgpu::Buffer, batch: usize, num_classes: usize) {
+    let uni = MlpUniforms {
+        batch: batch as u32,
+        null_class: num_classes as u32,
+        ..Default::default()
+    };
+    ctx.queue.write_buffer(buf, 0, bytemuck::bytes_of(&uni));
+}
+
+/// Bytes of the uniforms of [`record_eval_forward`].
+pub const EVAL_UNIFORM_BYTES: usize = std::mem::size_of::<MlpUniforms>();
+
 /// L_simple and its gradient for given rows, on the GPU (`given_fwd_bwd` + `grads_only`):
 /// the fused training kernels on a batch chosen by the caller (tests, fixtures).
 pub async fn loss_and_grad_gpu(

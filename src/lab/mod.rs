@@ -9,6 +9,7 @@
 //! q(x_t); [`metrics`] the sliced-Wasserstein fit figure and the variational bound.
 
 pub mod data;
+pub mod field;
 pub mod generic;
 pub mod metrics;
 pub mod mlp;

@@ -49,7 +49,8 @@ pub fn exact_ref(data: &[[f64; 2]], x: [f64; 2], ab: f64) -> ([f64; 2], f64) {
     (eps, log_q)
 }
 
-/// The data on the GPU, ready to answer exact-score queries.
+/// The data on the GPU, ready to answer exact-score queries. Cloning shares the buffer.
+#[derive(Clone)]
 pub struct ExactScore {
     data: Tensor,
     n: usize,
@@ -106,6 +107,79 @@ impl ExactScore {
                 entry: "exact_score",
                 constants: &[],
                 params: Params::Static(bytemuck::bytes_of(&uni)),
+                inputs: &[&self.data.buffer, &queries.buffer],
+                outputs: &[&out.buffer],
+                workgroups: grid_1d(q.div_ceil(256) as u64)?,
+            },
+        )
+    }
+
+    /// Number of data points.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Always false: an `ExactScore` holds at least one point.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// A uniform buffer for [`ExactScore::record_with_uniforms`].
+    pub fn uniform_buffer(ctx: &GpuContext) -> wgpu::Buffer {
+        ctx.uniform_buffer(std::mem::size_of::<ScoreUniforms>())
+    }
+
+    /// Write the uniforms for `n_query` queries at ᾱ = `ab` into `buf` (from
+    /// [`ExactScore::uniform_buffer`]): per-frame changes of t without re-recording.
+    pub fn write_uniforms(
+        &self,
+        ctx: &GpuContext,
+        buf: &wgpu::Buffer,
+        n_query: usize,
+        ab: f64,
+    ) -> Result<()> {
+        if !(ab > 0.0 && ab < 1.0) {
+            return Err(Error::config(format!(
+                "exact score: ᾱ must lie in (0, 1), got {ab}"
+            )));
+        }
+        let uni = ScoreUniforms {
+            n_data: self.n as u32,
+            n_query: n_query as u32,
+            sqrt_ab: ab.sqrt() as f32,
+            one_minus_ab: (1.0 - ab) as f32,
+            ..Default::default()
+        };
+        ctx.queue.write_buffer(buf, 0, bytemuck::bytes_of(&uni));
+        Ok(())
+    }
+
+    /// [`ExactScore::record`] with its uniforms read from `uniforms` (written by
+    /// [`ExactScore::write_uniforms`] for the same number of queries), so recording creates no
+    /// buffer and ᾱ can change between runs.
+    pub fn record_with_uniforms(
+        &self,
+        ctx: &GpuContext,
+        program: &mut Program,
+        queries: &Tensor,
+        out: &Tensor,
+        uniforms: &wgpu::Buffer,
+    ) -> Result<()> {
+        let q = queries.numel() / 2;
+        if queries.shape != [q, 2] || out.shape != [q, 3] {
+            return Err(Error::shape(format!(
+                "exact score: queries {:?} must be (Q, 2) and out {:?} (Q, 3)",
+                queries.shape, out.shape
+            )));
+        }
+        ctx.record(
+            program,
+            DispatchDesc {
+                label: "lab exact_score",
+                shader: &LAB_SCORE,
+                entry: "exact_score",
+                constants: &[],
+                params: Params::Buffer(uniforms),
                 inputs: &[&self.data.buffer, &queries.buffer],
                 outputs: &[&out.buffer],
                 workgroups: grid_1d(q.div_ceil(256) as u64)?,
