@@ -186,7 +186,7 @@ impl FieldParams {
             )));
         }
         let ok = |v: f32| v.is_finite() && v >= 0.0;
-        if !(ok(self.gamma) && self.gamma > 0.0) || !ok(self.arrow_gamma) {
+        if !(ok(self.gamma) && self.gamma > 0.0 && ok(self.arrow_gamma)) {
             return Err(Error::config(format!(
                 "field view: gamma {} must be > 0 and arrow_gamma {} ≥ 0",
                 self.gamma, self.arrow_gamma

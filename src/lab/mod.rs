@@ -6,7 +6,8 @@
 //! [`data`] presets and validation; [`mlp`] the network's layout, its CPU f64 reference and
 //! its fused WGSL kernels; [`train`] the GPU training loop (AdamW + EMA, a few dispatches per
 //! step); [`sample`] DDPM / DDIM(η) / probability-flow particles; [`score`] the exact score of
-//! q(x_t); [`metrics`] the sliced-Wasserstein fit figure and the variational bound.
+//! q(x_t); [`metrics`] the sliced-Wasserstein fit figure and the variational bound;
+//! [`field`] GPU-rendered views (densities, score arrows) and the blit that draws them.
 
 pub mod data;
 pub mod field;
