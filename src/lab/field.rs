@@ -1566,3 +1566,61 @@ mod tests {
             .is_err());
     }
 }
+
+/// Timings on this machine's adapter (not a test of speed; run by hand:
+/// `cargo test --lib lab::field::bench -- --ignored --nocapture`).
+#[cfg(test)]
+mod bench {
+    use super::*;
+    use crate::gpu::block_on;
+    use crate::gpu::test_util::{ctx, random};
+    use crate::lab::data::{generate, Preset};
+
+    #[test]
+    #[ignore]
+    fn field_view_programs() {
+        let ctx = ctx();
+        let data = generate(Preset::Moons, 8000, 0, "").unwrap();
+        let exact = ExactScore::new(&ctx, &data.points).unwrap();
+        let n = 10_000;
+        let particles = ctx.upload(&random(4 * n, 1), &[n, 4]).unwrap();
+        let weights = ctx
+            .upload(&mlp::init_params(0, 1), &[mlp::num_params(0)])
+            .unwrap();
+        let params = FieldParams {
+            t: 30,
+            alpha_bar: 0.5,
+            class: None,
+            gamma: 0.5,
+            smooth_px: 1.0,
+            err_max: 1.0,
+            arrow_gamma: 0.5,
+        };
+        for side in [128, 256] {
+            let mut fv =
+                FieldViews::new(&ctx, View::square(2.5, side), 25, &exact, &params).unwrap();
+            fv.bind_particles(&ctx, &particles).unwrap();
+            fv.bind_model(&ctx, &weights, 0).unwrap();
+            fv.run(&ctx).unwrap();
+            block_on(ctx.finish()).unwrap();
+            for (name, program) in [
+                ("exact", fv.exact_program()),
+                ("arrows", fv.arrows_program()),
+                ("particles", fv.particles_program()),
+            ] {
+                let mut times = Vec::new();
+                for _ in 0..3 {
+                    let t0 = std::time::Instant::now();
+                    ctx.run(program).unwrap();
+                    block_on(ctx.finish()).unwrap();
+                    times.push(t0.elapsed().as_secs_f64() * 1e3);
+                }
+                times.sort_by(f64::total_cmp);
+                println!(
+                    "{side}x{side}, 8000 data points, 25x25 arrows, {n} particles: {name} {:.1} ms (median of 3)",
+                    times[1]
+                );
+            }
+        }
+    }
+}
