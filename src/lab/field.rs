@@ -549,6 +549,12 @@ impl FieldViews {
         &self.arrows
     }
 
+    /// (4) u32, f32 bits of the scales the images were drawn with: [0] max q(x_t) on the
+    /// pixels (both density panels), [1] max ‖s‖ over both arrow fields (for a legend).
+    pub fn maxima(&self) -> &Tensor {
+        &self.stats
+    }
+
     /// Write the uniforms of `params` (t, ᾱ, class, display settings) and the arrow grid's
     /// input rows; creates nothing, records nothing.
     pub fn update(&mut self, ctx: &GpuContext, params: &FieldParams) -> Result<()> {
@@ -1189,6 +1195,8 @@ mod tests {
             let got = block_on(ctx.read(fv.exact_density())).unwrap();
             let max_q = want.iter().cloned().fold(0.0, f64::max);
             assert_close(&got, &want, 1e-6 * max_q, 2e-4, "exact density");
+            let scale = f32::from_bits(block_on(ctx.read_u32(fv.maxima())).unwrap()[0]);
+            assert_close(&[scale], &[max_q], 0.0, 2e-4, "max q(x_t)");
             let colours: Vec<[u8; 4]> = want
                 .iter()
                 .map(|&v| to_rgba8(density_colour(v, max_q, gamma as f64)))
