@@ -130,6 +130,7 @@ shaders! {
     MLP => "mlp",
     MLP_UPDATE => "mlp_update",
     LAB_SCORE => "lab_score",
+    LAB_POINTS => "lab_points",
     CROSS_ENTROPY => "cross_entropy",
 }
 
