@@ -222,6 +222,8 @@ thread_local! {
     static CANVAS: RefCell<Option<web_sys::HtmlCanvasElement>> = const { RefCell::new(None) };
     /// The drawing being made: points and a class per point.
     static DRAFT: RefCell<(Vec<[f32; 2]>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// Building the model for the current settings failed (shown once; retried on new settings).
+    static BUILD_FAILED: Cell<bool> = const { Cell::new(false) };
     /// The last drawing accepted as a data set.
     static DRAWN: RefCell<Option<Dataset>> = const { RefCell::new(None) };
 }
@@ -770,7 +772,7 @@ fn ensure_lab(ui: &LabUi) -> bool {
         return false;
     }
     let need_model = with_lab(|l, _| l.model.is_none()).unwrap_or(false);
-    if need_model {
+    if need_model && !BUILD_FAILED.with(|f| f.get()) {
         rebuild_model(ui);
     }
     true
@@ -806,6 +808,7 @@ fn rebuild_model(ui: &LabUi) {
     clear_progress(ui);
     ui.picks.set(0);
     ui.scrub.set(None);
+    BUILD_FAILED.with(|f| f.set(matches!(r, Some(Err(_)))));
     match r {
         Some(Ok((n, nc, d))) => {
             ui.num_classes.set(nc);
@@ -1227,18 +1230,14 @@ async fn run_loop(generation: u64) {
         let training = ui.state.get_untracked() == "training";
         let scrubbing = ui.scrub.get_untracked().is_some();
         let drawing = ui.drawing.get_untracked();
-        let out = with_lab(|l, ctx| -> Result<(bool, u64, usize, usize, usize)> {
+        // Phase 1: one particle step (or the restart / hold) and the picture.
+        let out = with_lab(|l, ctx| -> Result<(bool, usize, usize, usize)> {
             l.resize(ctx);
             let mut finished = false;
-            let mut steps = 0;
             if let Some(m) = &mut l.model {
-                if training && !drawing {
-                    m.trainer.run(ctx, clock.per_frame)?;
-                }
                 if !scrubbing && !drawing {
                     finished = m.run.advance(ctx)?;
                 }
-                steps = m.trainer.steps_taken();
             }
             l.render(ctx, &ui);
             let (row, total, t) = match &l.model {
@@ -1250,11 +1249,13 @@ async fn run_loop(generation: u64) {
                 }
                 None => (0, 0, 0),
             };
-            ui.row.set((row, total));
-            Ok((finished, steps, row, total, t))
+            Ok((finished, row, total, t))
         });
-        let (finished, steps, t) = match out {
-            Some(Ok((f, s, _, _, t))) => (f, s, t),
+        let (finished, t) = match out {
+            Some(Ok((f, row, total, t))) => {
+                ui.row.set((row, total));
+                (f, t)
+            }
             Some(Err(e)) => {
                 report_error(&e);
                 ui.state.set("paused");
@@ -1263,12 +1264,47 @@ async fn run_loop(generation: u64) {
             None => continue,
         };
         ui.shown_t.set(t);
-        let ctx = with_engine(|e| e.session.ctx().clone());
-        if let Some(ctx) = ctx {
+        let Some(ctx) = with_engine(|e| e.session.ctx().clone()) else {
+            continue;
+        };
+        if let Err(e) = ctx.finish().await {
+            report_error(&e);
+            return;
+        }
+        let t_particles = now_ms() - t0;
+        // Phase 2: `per_frame` training steps in one submission, timed on their own so that
+        // training gets about 3/4 of the GPU time and frames stay short.
+        let mut steps = ui.steps.get_untracked();
+        if training && !drawing && is_current(generation) {
+            let t_start = now_ms();
+            let r = with_lab(|l, ctx| -> Result<u64> {
+                match &mut l.model {
+                    Some(m) => {
+                        m.trainer.run(ctx, clock.per_frame)?;
+                        Ok(m.trainer.steps_taken())
+                    }
+                    None => Ok(0),
+                }
+            });
+            match r {
+                Some(Ok(s)) => steps = s,
+                Some(Err(e)) => {
+                    report_error(&e);
+                    ui.state.set("paused");
+                    continue;
+                }
+                None => continue,
+            }
             if let Err(e) = ctx.finish().await {
                 report_error(&e);
                 return;
             }
+            let t_train = now_ms() - t_start;
+            let per_step = t_train / clock.per_frame as f64;
+            let want = (3.0 * t_particles).max(100.0);
+            let target = (want / per_step.max(0.01)).clamp(1.0, 256.0);
+            // Move half way to the target (frame times are noisy on a shared CPU).
+            clock.per_frame = ((clock.per_frame as f64 + target) / 2.0).round().max(1.0) as usize;
         }
         if !is_current(generation) {
             return;
@@ -1279,12 +1315,6 @@ async fn run_loop(generation: u64) {
             clock.train_ms += frame_ms;
             ui.train_s.set(clock.train_ms / 1000.0);
             ui.steps.set(steps);
-            // Keep frames near 100 ms: more steps per frame when they are fast.
-            if frame_ms < 60.0 {
-                clock.per_frame = (clock.per_frame + clock.per_frame / 4 + 1).min(256);
-            } else if frame_ms > 150.0 && clock.per_frame > 1 {
-                clock.per_frame = (clock.per_frame * 3 / 4).max(1);
-            }
         }
         clock.frames.1 += 1;
         if t1 - clock.frames.0 >= 1000.0 {
