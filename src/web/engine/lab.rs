@@ -722,6 +722,16 @@ struct Clock {
     per_frame: usize,
 }
 
+/// `?lab_debug`: phase timings of the lab's loop in the console.
+fn debug(msg: impl FnOnce() -> String) {
+    thread_local! {
+        static ON: bool = query_param("lab_debug").is_some();
+    }
+    if ON.with(|o| *o) {
+        web_sys::console::log_1(&format!("lab: {}", msg()).into());
+    }
+}
+
 fn is_current(generation: u64) -> bool {
     GENERATION.with(|g| g.get()) == generation
 }
@@ -793,6 +803,7 @@ fn clear_progress(ui: &LabUi) {
 /// Build the data set, trainer and particles for the current settings (drops the old ones).
 fn rebuild_model(ui: &LabUi) {
     let s = ui.settings.get_untracked();
+    let t0 = now_ms();
     let r = with_lab(|l, ctx| {
         l.model = None;
         l.n_picks = 0;
@@ -809,6 +820,7 @@ fn rebuild_model(ui: &LabUi) {
     ui.picks.set(0);
     ui.scrub.set(None);
     BUILD_FAILED.with(|f| f.set(matches!(r, Some(Err(_)))));
+    debug(|| format!("model built in {:.0} ms", now_ms() - t0));
     match r {
         Some(Ok((n, nc, d))) => {
             ui.num_classes.set(nc);
@@ -1096,7 +1108,16 @@ async fn measure_fit(ui: &LabUi, train_s: f64) -> Result<()> {
     let v = ctx.read(&last).await?;
     let samples: Vec<[f32; 2]> = v.chunks(4).take(n).map(|c| [c[0], c[1]]).collect();
     let sw = sliced_wasserstein(&samples, &reference, SW_PROJECTIONS, SW_SEED)?;
-    let untrained = with_lab(|l, _| l.model.as_ref().and_then(|m| m.untrained)).flatten();
+    // A run finished before any training step used only the initial weights: it is the
+    // untrained model's figure.
+    let untrained = with_lab(|l, _| {
+        let m = l.model.as_mut()?;
+        if step == 0 && m.untrained.is_none() {
+            m.untrained = Some(sw);
+        }
+        m.untrained
+    })
+    .flatten();
     ui.fit.set(Some(Fit {
         sw,
         floor,
@@ -1272,6 +1293,7 @@ async fn run_loop(generation: u64) {
             return;
         }
         let t_particles = now_ms() - t0;
+        debug(|| format!("particles + render {t_particles:.0} ms"));
         // Phase 2: `per_frame` training steps in one submission, timed on their own so that
         // training gets about 3/4 of the GPU time and frames stay short.
         let mut steps = ui.steps.get_untracked();
@@ -1300,6 +1322,7 @@ async fn run_loop(generation: u64) {
                 return;
             }
             let t_train = now_ms() - t_start;
+            debug(|| format!("{} training steps {t_train:.0} ms", clock.per_frame));
             let per_step = t_train / clock.per_frame as f64;
             let want = (3.0 * t_particles).max(100.0);
             let target = (want / per_step.max(0.01)).clamp(1.0, 256.0);
@@ -1338,7 +1361,13 @@ async fn run_loop(generation: u64) {
                 clock.last_losses = t1;
                 read_losses(&ui).await?;
             }
-            measure_untrained().await?;
+            let tu = now_ms();
+            // Otherwise the untrained figure is sampled on its own, while not training (on a
+            // slow adapter it would hold up the training loop).
+            if !training && steps > 0 {
+                measure_untrained().await?;
+            }
+            debug(|| format!("untrained check {:.0} ms", now_ms() - tu));
             if finished && t1 - clock.last_fit >= 2500.0 {
                 clock.last_fit = t1;
                 measure_fit(&ui, clock.train_ms / 1000.0).await?;
