@@ -1244,6 +1244,11 @@ async fn run_loop(generation: u64) {
         if !is_current(generation) {
             return;
         }
+        // One GPU for both views: the sampler's animation (which starts by itself when a
+        // model loads) waits while the lab is shown.
+        if super::ui().state.get_untracked() == super::RunState::Running {
+            super::run::pause();
+        }
         if !ensure_lab(&ui) {
             continue;
         }
