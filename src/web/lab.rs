@@ -286,7 +286,16 @@ pub fn LabPanel(active: Signal<bool>) -> impl IntoView {
                         <label for="lab-particles">"Particles"</label>
                         <select id="lab-particles" prop:value=move || s().particles.to_string()
                             on:change=move |ev| { let v = parse_or(&event_target_value(&ev), 10_000usize); eng::apply(|s| s.particles = v); }>
-                            {[1000usize, 2000, 5000, 10_000, 20_000].into_iter().map(|n| view! { <option value=n.to_string()>{n.to_string()}</option> }).collect_view()}
+                            {move || {
+                                // The menu's sizes, plus one set by the URL (?particles=).
+                                let mut sizes = vec![1000usize, 2000, 5000, 10_000, 20_000];
+                                let cur = s().particles;
+                                if !sizes.contains(&cur) {
+                                    sizes.push(cur);
+                                    sizes.sort_unstable();
+                                }
+                                sizes.into_iter().map(|n| view! { <option value=n.to_string() selected=n == cur>{n.to_string()}</option> }).collect_view()
+                            }}
                         </select>
                         <label for="lab-guidance" hidden=move || classes() == 0>{move || format!("Guidance w = {}", s().guidance)}</label>
                         <input id="lab-guidance" type="range" min="0" max="6" step="0.5" hidden=move || classes() == 0
