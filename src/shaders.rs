@@ -132,6 +132,7 @@ shaders! {
     LAB_SCORE => "lab_score",
     LAB_FIELD => "lab_field",
     LAB_BLIT => "lab_blit",
+    LAB_POINTS => "lab_points",
     CROSS_ENTROPY => "cross_entropy",
 }
 

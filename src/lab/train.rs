@@ -94,6 +94,42 @@ pub fn schedule_table(schedule: &Schedule) -> Vec<f32> {
         .collect()
 }
 
+/// Decode the trainer's state words: (steps taken on the GPU, the losses of the last
+/// min(steps, [`LOSS_SLOTS`]) steps, oldest first).
+pub fn losses_from_state(s: &[u32]) -> (u64, Vec<f32>) {
+    let steps = s[0] as usize;
+    let kept = steps.min(LOSS_SLOTS);
+    (
+        steps as u64,
+        (steps - kept..steps)
+            .map(|i| f32::from_bits(s[2 + i % LOSS_SLOTS]))
+            .collect(),
+    )
+}
+
+/// The lab's noise schedule for T timesteps (25 to 1000): Ho et al.'s linear 1e-4…0.02
+/// rescaled to T (β·1000/T, so T = 100 reaches ᾱ_T ≈ 5e-5), or Nichol & Dhariwal's cosine.
+pub fn lab_schedule(cosine: bool, t: usize) -> Result<Schedule> {
+    use crate::diffusion::schedule::{BetaSchedule, SchedulerConfig};
+    if !(25..=1000).contains(&t) {
+        return Err(Error::config(format!(
+            "timesteps must be 25 to 1000, got {t}"
+        )));
+    }
+    let scale = 1000.0 / t as f64;
+    Schedule::new(&SchedulerConfig {
+        num_train_timesteps: t,
+        beta_start: 1e-4 * scale,
+        beta_end: 0.02 * scale,
+        beta_schedule: if cosine {
+            BetaSchedule::SquaredcosCapV2
+        } else {
+            BetaSchedule::Linear
+        },
+        ..Default::default()
+    })
+}
+
 /// A training run's GPU state and its recorded step.
 pub struct LabTrainer {
     pub num_classes: usize,
@@ -290,11 +326,14 @@ impl LabTrainer {
     /// The losses of the last min(steps, [`LOSS_SLOTS`]) steps, oldest first.
     pub async fn losses(&self, ctx: &GpuContext) -> Result<Vec<f32>> {
         let s = ctx.read_u32(&self.state).await?;
-        let steps = s[0] as usize;
-        let kept = steps.min(LOSS_SLOTS);
-        Ok((steps - kept..steps)
-            .map(|i| f32::from_bits(s[2 + i % LOSS_SLOTS]))
-            .collect())
+        Ok(losses_from_state(&s).1)
+    }
+
+    /// The GPU buffer holding the step counter and the loss ring (for a caller that reads it
+    /// without borrowing the trainer across the wait, e.g. the page; decode it with
+    /// [`losses_from_state`]).
+    pub fn loss_state(&self) -> &Tensor {
+        &self.state
     }
 
     /// Zero the optimizer state, the step counter and restore `init` weights (a "Reset").

@@ -29,6 +29,14 @@ pub fn App() -> impl IntoView {
     let ui = Ui::new();
     engine::set_ui(ui);
     let bench = engine::bench_mode();
+    let lab_bench = engine::lab::lab_bench_mode();
+    // The Lab tab is the `#lab` view of the same page (and the same GPU device).
+    let lab = RwSignal::new(location_is_lab());
+    if let Some(w) = web_sys::window() {
+        let cb = Closure::<dyn FnMut()>::new(move || lab.set(location_is_lab()));
+        let _ = w.add_event_listener_with_callback("hashchange", cb.as_ref().unchecked_ref());
+        cb.forget();
+    }
     view! {
         <header class="top">
             <div class="title">
@@ -51,16 +59,34 @@ pub fn App() -> impl IntoView {
                 </button>
             </span>
         </div>
+        <nav class="tabs" role="tablist" aria-label="Views">
+            <a id="sampler-tab" role="tab" href="#" aria-selected=move || (!lab.get()).to_string()
+                class:active=move || !lab.get()>"Sampler"</a>
+            <a id="lab-tab" role="tab" href="#lab" aria-selected=move || lab.get().to_string()
+                class:active=move || lab.get()>"Lab"</a>
+        </nav>
         <main>
             {bench.then(|| view! { <BenchPanel ui=ui/> })}
-            <ReversePanel ui=ui/>
-            <ModelPanel ui=ui/>
-            <ForwardPanel/>
+            {lab_bench.then(|| view! { <crate::web::lab::LabBenchPanel/> })}
+            <div id="sampler-view" hidden=move || lab.get()>
+                <ReversePanel ui=ui/>
+                <ModelPanel ui=ui/>
+                <ForwardPanel/>
+            </div>
+            <div id="lab-view-box" hidden=move || !lab.get()>
+                <crate::web::lab::LabPanel active=Signal::derive(move || lab.get())/>
+            </div>
         </main>
         <footer>
             <p>"kakusan — Rust + hand-written WGSL. Runs offline once loaded; nothing is sent anywhere. MNIST digits: Yann LeCun and Corinna Cortes (CC BY-SA 3.0)."</p>
         </footer>
     }
+}
+
+fn location_is_lab() -> bool {
+    web_sys::window()
+        .and_then(|w| w.location().hash().ok())
+        .is_some_and(|h| h == "#lab")
 }
 
 /// Called once the DOM exists: start the GPU and load the model, follow window resizes.

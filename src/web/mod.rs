@@ -7,11 +7,15 @@
 //! - [`loader`]: getting model files into the page (fetch with progress, picked files).
 //! - [`present`]: the render pipeline that draws x_t and x̂_0 straight from GPU buffers.
 //! - [`forward`], [`plots`]: the forward-process explorer and SVG plots (CPU only).
+//! - [`lab`], [`lab_points`]: the diffusion lab's view (controls, text, plots) and its
+//!   point renderer; its GPU side is `engine::lab`.
 //! - [`app`]: the page (components, controls with the contract's DOM ids).
 
 pub mod app;
 pub mod engine;
 pub mod forward;
+pub mod lab;
+pub mod lab_points;
 pub mod loader;
 pub mod plots;
 pub mod present;

@@ -60,6 +60,20 @@ pub fn line_plot(
     right: Option<&Axis>,
     marker: Option<usize>,
 ) -> String {
+    line_plot_x(title, series, left, right, marker, "t", None)
+}
+
+/// [`line_plot`] with another x label, and x tick values running to `x_max` (instead of the
+/// index of the last value) when given.
+pub fn line_plot_x(
+    title: &str,
+    series: &[Series],
+    left: &Axis,
+    right: Option<&Axis>,
+    marker: Option<usize>,
+    x_label: &str,
+    x_max: Option<f64>,
+) -> String {
     let n = series.first().map(|s| s.values.len()).unwrap_or(1).max(2);
     let pw = W - LEFT - RIGHT;
     let ph = H - TOP - BOTTOM;
@@ -109,14 +123,15 @@ pub fn line_plot(
             r#"<text x="{:.1}" y="{}" class="tick" text-anchor="middle">{}</text>"#,
             x(t),
             H - BOTTOM + 13.0,
-            t.round()
+            x_max.map_or(t, |m| frac * m).round()
         );
     }
     let _ = write!(
         s,
-        r#"<text x="{:.1}" y="{}" class="tick" text-anchor="middle">t</text>"#,
+        r#"<text x="{:.1}" y="{}" class="tick" text-anchor="middle">{}</text>"#,
         LEFT + pw / 2.0 + 30.0,
-        H - BOTTOM + 13.0
+        H - BOTTOM + 13.0,
+        esc(x_label)
     );
     // Curves (subsampled to ≤ 200 points).
     let stride = (n / 200).max(1);

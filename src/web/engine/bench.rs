@@ -11,7 +11,8 @@ use leptos::prelude::*;
 use super::{loading, now_ms, query_param, report_error, ui, with_engine};
 
 pub fn bench_mode() -> bool {
-    query_param("bench").is_some()
+    // `?bench=lab` is the diffusion lab's benchmark (engine/lab.rs).
+    query_param("bench").is_some_and(|v| v != "lab")
 }
 
 /// In bench mode: #bench-result says the benchmark could not run, and why.

@@ -11,6 +11,7 @@
 //! | [`timeline`] | recorded x_t / x̂_0 frames, which one is shown | each recorded step, the scrubber |
 //! | [`loading`] | the current [`Model`](crate::model::Model) | URL / file loading |
 //! | [`bench`] | nothing (its result goes to [`Ui::bench`]) | `?bench` |
+//! | [`lab`] | the diffusion lab's canvas, data, trainer and particles ([`lab::LabGpu`]) and its signals | the Lab tab's controls |
 //! | [`snapshot`] | nothing (an offscreen render read back once) | `window.kakusanSnapshot()` |
 //!
 //! Everything made on one wgpu device — surface, presenter, the live run, timeline frames —
@@ -20,6 +21,7 @@
 //! same [`session`].
 
 mod bench;
+pub mod lab;
 mod loading;
 mod run;
 mod session;
@@ -99,6 +101,8 @@ struct Engine {
     /// None until a model is loaded (or after planning a run failed).
     live: Option<run::LiveRun>,
     timeline: timeline::Timeline,
+    /// The diffusion lab's canvas, model and particles (once the Lab tab was opened).
+    lab: Option<lab::LabGpu>,
 }
 
 impl Engine {
@@ -107,6 +111,7 @@ impl Engine {
             session,
             live: None,
             timeline: timeline::Timeline::default(),
+            lab: None,
         }
     }
 }

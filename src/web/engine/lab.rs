@@ -1,0 +1,1471 @@
+//! The diffusion lab's GPU side (issue 8): a 2-D data set, the fused MLP trainer
+//! ([`LabTrainer`], 3 dispatches per step, no CPU writes between steps), particles sampled
+//! continuously from the trainer's EMA weights ([`Particles`], one dispatch per step, every
+//! step's positions and Tweedie x̂_0 copied into history buffers on the GPU), and the lab
+//! canvas drawn from those buffers by [`PointsRenderer`]. Only small things come back to the
+//! CPU, asynchronously: the loss ring about once a second, the particles' end points for the
+//! fit figure every few seconds, the picked particles once per click.
+//!
+//! Owns [`LabGpu`] (a field of the [`Engine`], so a new device drops it) and the lab's
+//! signals ([`LabUi`]); only this file changes them. The page drives it through
+//! [`activate`], [`deactivate`], [`toggle_training`], [`reset`], [`apply`], [`pick_at`] and the
+//! drawing functions.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use leptos::prelude::*;
+
+use super::{next_frame, now_ms, query_param, report, report_error, with_engine};
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, Tensor};
+use crate::lab::data::{generate, Dataset, Preset};
+use crate::lab::metrics::{
+    sliced_wasserstein, variational_bound, BoundTerms, SW_PROJECTIONS, SW_SEED,
+};
+use crate::lab::mlp::{forward_macs, init_params};
+use crate::lab::sample::{plan, sample, LabSampler, Particles, StepCoef};
+use crate::lab::train::{lab_schedule, losses_from_state, LabTrainer, TrainConfig};
+use crate::rng::SplitMix64;
+use crate::web::lab_points::{Draw, PointsRenderer, PointsView, Shape};
+
+/// Particles (and data points) compared by the fit figure.
+pub const FIT_N: usize = 1000;
+/// Picked particles at most.
+pub const MAX_PICKS: usize = 8;
+/// The fit threshold of the issue: sliced W₂ ≤ 2× its floor.
+pub const FIT_FACTOR: f64 = 2.0;
+
+/// Which reverse process the particles follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LabSamplerKind {
+    Ddpm,
+    Ddim,
+    Ode,
+}
+
+impl LabSamplerKind {
+    pub fn key(self) -> &'static str {
+        match self {
+            LabSamplerKind::Ddpm => "ddpm",
+            LabSamplerKind::Ddim => "ddim",
+            LabSamplerKind::Ode => "ode",
+        }
+    }
+
+    pub fn from_key(k: &str) -> LabSamplerKind {
+        match k {
+            "ddim" => LabSamplerKind::Ddim,
+            "ode" => LabSamplerKind::Ode,
+            _ => LabSamplerKind::Ddpm,
+        }
+    }
+}
+
+/// The lab's controls. Data/model fields rebuild everything; sampler fields only the particles.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LabSettings {
+    /// A preset name of `lab::data`, or "drawing".
+    pub preset: String,
+    pub points: usize,
+    pub word: String,
+    /// Train class-conditionally (presets have a class per point).
+    pub classes: bool,
+    pub timesteps: usize,
+    pub cosine: bool,
+    pub batch: usize,
+    pub lr: f32,
+    pub seed: u64,
+    pub sampler: LabSamplerKind,
+    pub eta: f64,
+    pub sample_steps: usize,
+    pub particles: usize,
+    pub guidance: f32,
+}
+
+impl Default for LabSettings {
+    fn default() -> Self {
+        LabSettings {
+            preset: "moons".into(),
+            points: 8000,
+            word: "DDPM".into(),
+            classes: false,
+            timesteps: 100,
+            cosine: false,
+            batch: 512,
+            lr: 2e-3,
+            seed: 0,
+            sampler: LabSamplerKind::Ddpm,
+            eta: 0.0,
+            sample_steps: 50,
+            particles: 10_000,
+            guidance: 1.0,
+        }
+    }
+}
+
+impl LabSettings {
+    fn model_key(&self) -> (String, usize, String, bool, usize, bool, usize, u32, u64) {
+        (
+            self.preset.clone(),
+            self.points,
+            self.word.clone(),
+            self.classes,
+            self.timesteps,
+            self.cosine,
+            self.batch,
+            self.lr.to_bits(),
+            self.seed,
+        )
+    }
+
+    fn sampler(&self) -> LabSampler {
+        match self.sampler {
+            LabSamplerKind::Ddpm => LabSampler::Ddpm,
+            LabSamplerKind::Ddim => LabSampler::Ddim { eta: self.eta },
+            LabSamplerKind::Ode => LabSampler::ProbabilityFlow,
+        }
+    }
+}
+
+/// What the canvas shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LabView {
+    /// Data and particles of the reverse process.
+    Reverse,
+    /// The data noised to t by the forward process.
+    Forward,
+}
+
+/// The fit figure and what it is compared with.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Fit {
+    pub sw: f64,
+    pub floor: f64,
+    pub untrained: Option<f64>,
+    pub step: u64,
+    pub train_s: f64,
+}
+
+/// The lab's signals (the page renders them; only this file writes them).
+#[derive(Clone, Copy)]
+pub struct LabUi {
+    pub settings: RwSignal<LabSettings>,
+    /// "idle" (no model yet), "ready", "training", "paused".
+    pub state: RwSignal<&'static str>,
+    pub steps: RwSignal<u64>,
+    pub steps_per_s: RwSignal<f64>,
+    pub gflops: RwSignal<f64>,
+    pub fps: RwSignal<f64>,
+    pub train_s: RwSignal<f64>,
+    /// Every step's loss so far (the loss ring is read about once a second).
+    pub losses: RwSignal<Vec<f32>>,
+    pub fit: RwSignal<Option<Fit>>,
+    pub fit_history: RwSignal<Vec<(u64, f64)>>,
+    /// (training seconds, steps) when the fit figure first reached 2× its floor.
+    pub time_to_fit: RwSignal<Option<(f64, u64)>>,
+    /// (recorded row shown, rows − 1 = sampler steps).
+    pub row: RwSignal<(usize, usize)>,
+    /// The paper's t of the row shown (0 = x_0).
+    pub shown_t: RwSignal<usize>,
+    /// Some(row): the scrubber holds the particles at that row; None follows the animation.
+    pub scrub: RwSignal<Option<usize>>,
+    pub view: RwSignal<LabView>,
+    pub forward_t: RwSignal<usize>,
+    pub show_data: RwSignal<bool>,
+    pub bound: RwSignal<Option<BoundTerms>>,
+    pub data_info: RwSignal<String>,
+    pub num_classes: RwSignal<usize>,
+    pub picks: RwSignal<usize>,
+    pub drawing: RwSignal<bool>,
+    pub draw_class: RwSignal<u32>,
+    pub draft_len: RwSignal<usize>,
+    pub bench: RwSignal<Option<(String, String)>>,
+}
+
+impl LabUi {
+    fn new() -> LabUi {
+        LabUi {
+            settings: RwSignal::new(LabSettings::default()),
+            state: RwSignal::new("idle"),
+            steps: RwSignal::new(0),
+            steps_per_s: RwSignal::new(0.0),
+            gflops: RwSignal::new(0.0),
+            fps: RwSignal::new(0.0),
+            train_s: RwSignal::new(0.0),
+            losses: RwSignal::new(Vec::new()),
+            fit: RwSignal::new(None),
+            fit_history: RwSignal::new(Vec::new()),
+            time_to_fit: RwSignal::new(None),
+            row: RwSignal::new((0, 0)),
+            shown_t: RwSignal::new(0),
+            scrub: RwSignal::new(None),
+            view: RwSignal::new(LabView::Reverse),
+            forward_t: RwSignal::new(30),
+            show_data: RwSignal::new(true),
+            bound: RwSignal::new(None),
+            data_info: RwSignal::new(String::new()),
+            num_classes: RwSignal::new(0),
+            picks: RwSignal::new(0),
+            drawing: RwSignal::new(false),
+            draw_class: RwSignal::new(0),
+            draft_len: RwSignal::new(0),
+            bench: RwSignal::new(None),
+        }
+    }
+}
+
+thread_local! {
+    static LAB_UI: Cell<Option<LabUi>> = const { Cell::new(None) };
+    /// Bumped to stop the lab's loop.
+    static GENERATION: Cell<u64> = const { Cell::new(0) };
+    static CANVAS: RefCell<Option<web_sys::HtmlCanvasElement>> = const { RefCell::new(None) };
+    /// The drawing being made: points and a class per point.
+    static DRAFT: RefCell<(Vec<[f32; 2]>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// Building the model for the current settings failed (shown once; retried on new settings).
+    static BUILD_FAILED: Cell<bool> = const { Cell::new(false) };
+    /// The last drawing accepted as a data set.
+    static DRAWN: RefCell<Option<Dataset>> = const { RefCell::new(None) };
+}
+
+/// The lab's signals, created on first use (by the lab component).
+pub fn lab_ui() -> LabUi {
+    LAB_UI.with(|u| match u.get() {
+        Some(ui) => ui,
+        None => {
+            let ui = LabUi::new();
+            // Settings from the URL (demos and tests): ?preset=&particles=&sample_steps=&…
+            ui.settings.update(|s| {
+                if let Some(v) = query_param("preset") {
+                    s.preset = v;
+                }
+                if let Some(v) = query_param("particles").and_then(|v| v.parse().ok()) {
+                    s.particles = usize::clamp(v, 100, 50_000);
+                }
+                if let Some(v) = query_param("sample_steps").and_then(|v| v.parse().ok()) {
+                    s.sample_steps = v;
+                }
+                if let Some(v) = query_param("points").and_then(|v| v.parse().ok()) {
+                    s.points = v;
+                }
+                if let Some(v) = query_param("lab_batch").and_then(|v| v.parse().ok()) {
+                    s.batch = v;
+                }
+                if let Some(v) = query_param("lab_sampler") {
+                    s.sampler = LabSamplerKind::from_key(&v);
+                }
+                if query_param("classes").is_some() {
+                    s.classes = true;
+                }
+            });
+            u.set(Some(ui));
+            ui
+        }
+    })
+}
+
+/// The particle run: N particles, their per-step programs and the recorded history.
+struct ParticleRun {
+    plan: Vec<StepCoef>,
+    particles: Particles,
+    /// (steps + 1, n, 4): row 0 = x_T, row k = after k steps.
+    history: Tensor,
+    /// (steps + 1, n, 2): Tweedie's x̂_0 written by step k (row 0 unused).
+    x0_history: Tensor,
+    /// (n, 4): the end points of the last finished run (read back for the fit figure).
+    last: Tensor,
+    /// Steps done in the current run.
+    k: usize,
+    /// Frames left to hold the finished run on screen.
+    hold: u32,
+    /// True once a run has finished since it was built (the fit may read `last`).
+    finished: bool,
+    /// Particle classes (empty: unconditional).
+    classes: Vec<u32>,
+}
+
+/// The model being trained on the current device.
+struct LabModel {
+    data: Dataset,
+    schedule: crate::diffusion::schedule::Schedule,
+    trainer: LabTrainer,
+    /// (n, 4): data points (x, y, class, 0) for drawing.
+    data_buf: Tensor,
+    run: ParticleRun,
+    init: Vec<f32>,
+    reference: Vec<[f32; 2]>,
+    floor: f64,
+    untrained: Option<f64>,
+    settings: LabSettings,
+}
+
+/// Everything the lab holds on the device (a field of the [`Engine`]).
+pub struct LabGpu {
+    surface: wgpu::Surface<'static>,
+    config: wgpu::SurfaceConfiguration,
+    renderer: PointsRenderer,
+    canvas: web_sys::HtmlCanvasElement,
+    /// (MAX_PICKS) u32 indices of picked particles.
+    picks: Tensor,
+    n_picks: usize,
+    /// (MAX_POINTS, 4) the drawing being made.
+    draft: Tensor,
+    model: Option<LabModel>,
+}
+
+fn with_lab<R>(f: impl FnOnce(&mut LabGpu, &Rc<GpuContext>) -> R) -> Option<R> {
+    with_engine(|e| {
+        let ctx = e.session.ctx().clone();
+        e.lab.as_mut().map(|l| f(l, &ctx))
+    })
+    .flatten()
+}
+
+fn canvas_size(canvas: &web_sys::HtmlCanvasElement) -> (u32, u32) {
+    let dpr = web_sys::window()
+        .map(|w| w.device_pixel_ratio())
+        .unwrap_or(1.0)
+        .clamp(1.0, 2.0);
+    let w = ((canvas.client_width() as f64 * dpr).round() as u32).clamp(1, 2048);
+    let h = ((canvas.client_height() as f64 * dpr).round() as u32).clamp(1, 2048);
+    (w, h)
+}
+
+impl LabGpu {
+    fn open(
+        ctx: &GpuContext,
+        base_config: wgpu::SurfaceConfiguration,
+        canvas: web_sys::HtmlCanvasElement,
+    ) -> Result<LabGpu> {
+        let format = base_config.format;
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = wgpu::Backends::BROWSER_WEBGPU;
+        let instance = wgpu::Instance::new(desc);
+        let surface = instance
+            .create_surface(wgpu::SurfaceTarget::Canvas(canvas.clone()))
+            .map_err(|e| Error::Gpu(format!("could not draw to the lab canvas: {e}")))?;
+        let (w, h) = canvas_size(&canvas);
+        canvas.set_width(w);
+        canvas.set_height(h);
+        let mut config = base_config;
+        config.width = w;
+        config.height = h;
+        surface.configure(&ctx.device, &config);
+        let renderer = PointsRenderer::new(ctx, format);
+        let picks = ctx.upload_u32(&[0; MAX_PICKS], &[MAX_PICKS])?;
+        let draft = ctx.zeros(&[crate::lab::data::MAX_POINTS, 4])?;
+        ctx.check()?;
+        Ok(LabGpu {
+            surface,
+            config,
+            renderer,
+            canvas,
+            picks,
+            n_picks: 0,
+            draft,
+            model: None,
+        })
+    }
+
+    fn resize(&mut self, ctx: &GpuContext) {
+        let (w, h) = canvas_size(&self.canvas);
+        if (w, h) != (self.config.width, self.config.height) {
+            self.canvas.set_width(w);
+            self.canvas.set_height(h);
+            self.config.width = w;
+            self.config.height = h;
+            self.surface.configure(&ctx.device, &self.config);
+        }
+    }
+
+    /// Draw the current view onto the lab canvas.
+    fn render(&self, ctx: &GpuContext, ui: &LabUi) {
+        let tex = match self.surface.get_current_texture() {
+            wgpu::CurrentSurfaceTexture::Success(t)
+            | wgpu::CurrentSurfaceTexture::Suboptimal(t) => t,
+            wgpu::CurrentSurfaceTexture::Outdated | wgpu::CurrentSurfaceTexture::Lost => {
+                self.surface.configure(&ctx.device, &self.config);
+                return;
+            }
+            _ => return,
+        };
+        let target = tex
+            .texture
+            .create_view(&wgpu::TextureViewDescriptor::default());
+        let base = PointsView::fit(self.config.width, self.config.height);
+        let dpr = (self.config.width as f32 / self.canvas.client_width().max(1) as f32).max(1.0);
+        let mut draws: Vec<Draw> = Vec::new();
+        if ui.drawing.get_untracked() {
+            let n = DRAFT
+                .with(|d| d.borrow().0.len())
+                .min(crate::lab::data::MAX_POINTS);
+            draws.push(Draw {
+                view: PointsView {
+                    radius_px: 2.5 * dpr,
+                    alpha: 0.9,
+                    num_classes: 8,
+                    ..base
+                },
+                pts: &self.draft.buffer,
+                picks: &self.picks.buffer,
+                shape: Shape::Points(n as u32),
+            });
+        } else if let Some(m) = &self.model {
+            let nc = m.data.num_classes as u32;
+            let n_data = m.data.len() as u32;
+            let data_view = PointsView {
+                radius_px: 2.2 * dpr,
+                alpha: 0.35,
+                use_color: 1,
+                rgb: [0.62, 0.64, 0.70],
+                ..base
+            };
+            match ui.view.get_untracked() {
+                LabView::Forward => {
+                    let t = ui
+                        .forward_t
+                        .get_untracked()
+                        .min(m.schedule.num_train_timesteps());
+                    let ab = if t == 0 {
+                        1.0
+                    } else {
+                        m.schedule.alphas_cumprod[t - 1]
+                    };
+                    draws.push(Draw {
+                        view: PointsView {
+                            alpha: 0.15,
+                            ..data_view
+                        },
+                        pts: &m.data_buf.buffer,
+                        picks: &self.picks.buffer,
+                        shape: Shape::Points(n_data),
+                    });
+                    draws.push(Draw {
+                        view: PointsView {
+                            radius_px: 1.8 * dpr,
+                            alpha: 0.75,
+                            num_classes: nc,
+                            sqrt_ab: ab.sqrt() as f32,
+                            sqrt_one_minus_ab: (1.0 - ab).sqrt() as f32,
+                            noise_seed: 7,
+                            ..base
+                        },
+                        pts: &m.data_buf.buffer,
+                        picks: &self.picks.buffer,
+                        shape: Shape::Points(n_data),
+                    });
+                }
+                LabView::Reverse => {
+                    let run = &m.run;
+                    let n = run.particles.n as u32;
+                    let row = shown_row(ui, run) as u32;
+                    if ui.show_data.get_untracked() {
+                        draws.push(Draw {
+                            view: data_view,
+                            pts: &m.data_buf.buffer,
+                            picks: &self.picks.buffer,
+                            shape: Shape::Points(n_data),
+                        });
+                    }
+                    draws.push(Draw {
+                        view: PointsView {
+                            radius_px: 1.5 * dpr,
+                            alpha: 0.8,
+                            num_classes: nc,
+                            base: row * n,
+                            ..base
+                        },
+                        pts: &run.history.buffer,
+                        picks: &self.picks.buffer,
+                        shape: Shape::Points(n),
+                    });
+                    let k = self.n_picks as u32;
+                    if k > 0 {
+                        draws.push(Draw {
+                            view: PointsView {
+                                alpha: 0.9,
+                                count: n,
+                                use_color: 1,
+                                rgb: [1.0, 1.0, 1.0],
+                                ..base
+                            },
+                            pts: &run.history.buffer,
+                            picks: &self.picks.buffer,
+                            shape: Shape::Lines {
+                                len: row + 1,
+                                strips: k,
+                            },
+                        });
+                        draws.push(Draw {
+                            view: PointsView {
+                                radius_px: 4.5 * dpr,
+                                alpha: 1.0,
+                                base: row * n,
+                                use_pick: 1,
+                                use_color: 1,
+                                rgb: [1.0, 1.0, 1.0],
+                                ..base
+                            },
+                            pts: &run.history.buffer,
+                            picks: &self.picks.buffer,
+                            shape: Shape::Points(k),
+                        });
+                        if row > 0 {
+                            draws.push(Draw {
+                                view: PointsView {
+                                    radius_px: 7.0 * dpr,
+                                    alpha: 1.0,
+                                    base: row * n,
+                                    stride: 2,
+                                    use_pick: 1,
+                                    ring: 1,
+                                    use_color: 1,
+                                    rgb: [1.0, 0.85, 0.2],
+                                    ..base
+                                },
+                                pts: &run.x0_history.buffer,
+                                picks: &self.picks.buffer,
+                                shape: Shape::Points(k),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        self.renderer.draw(ctx, &target, &draws);
+        ctx.queue.present(tex);
+    }
+}
+
+/// The history row on screen: the scrubber's, else the animation's.
+fn shown_row(ui: &LabUi, run: &ParticleRun) -> usize {
+    ui.scrub.get_untracked().unwrap_or(run.k).min(run.k)
+}
+
+fn particle_classes(data: &Dataset, n: usize, seed: u64) -> Vec<u32> {
+    let Some(labels) = &data.labels else {
+        return Vec::new();
+    };
+    let mut rng = SplitMix64(seed ^ 0x636c);
+    (0..n)
+        .map(|_| labels[rng.below(labels.len() as u64) as usize])
+        .collect()
+}
+
+fn copy_rows(enc: &mut wgpu::CommandEncoder, src: &Tensor, dst: &Tensor, row: usize) {
+    let bytes = src.bytes();
+    enc.copy_buffer_to_buffer(&src.buffer, 0, &dst.buffer, row as u64 * bytes, bytes);
+}
+
+impl ParticleRun {
+    fn new(
+        ctx: &GpuContext,
+        trainer: &LabTrainer,
+        data: &Dataset,
+        schedule: &crate::diffusion::schedule::Schedule,
+        s: &LabSettings,
+    ) -> Result<ParticleRun> {
+        let steps = s.sample_steps.clamp(1, schedule.num_train_timesteps());
+        let plan = plan(schedule, s.sampler(), steps)?;
+        let classes = particle_classes(data, s.particles, s.seed ^ 0x11);
+        let particles = Particles::new(
+            ctx,
+            &trainer.ema,
+            data.num_classes,
+            &plan,
+            s.particles,
+            &classes,
+            s.guidance,
+            s.seed ^ 0x22,
+        )?;
+        let n = s.particles;
+        let history = ctx.zeros(&[steps + 1, n, 4])?;
+        let x0_history = ctx.zeros(&[steps + 1, n, 2])?;
+        let last = ctx.zeros(&[n, 4])?;
+        let mut enc = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        copy_rows(&mut enc, &particles.state, &history, 0);
+        ctx.queue.submit([enc.finish()]);
+        Ok(ParticleRun {
+            plan,
+            particles,
+            history,
+            x0_history,
+            last,
+            k: 0,
+            hold: 0,
+            finished: false,
+            classes,
+        })
+    }
+
+    /// One sampler step (or the restart from x_T after a finished run has been shown).
+    /// Returns true when this call finished a run.
+    fn advance(&mut self, ctx: &GpuContext) -> Result<bool> {
+        let steps = self.plan.len();
+        if self.k >= steps {
+            if self.hold > 0 {
+                self.hold -= 1;
+                return Ok(false);
+            }
+            // Back to x_T (row 0) for the next run from the current EMA weights.
+            let mut enc = ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            let bytes = self.particles.state.bytes();
+            enc.copy_buffer_to_buffer(
+                &self.history.buffer,
+                0,
+                &self.particles.state.buffer,
+                0,
+                bytes,
+            );
+            ctx.queue.submit([enc.finish()]);
+            self.k = 0;
+            return Ok(false);
+        }
+        let mut enc = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        self.particles.steps[self.k].encode(&mut enc);
+        copy_rows(&mut enc, &self.particles.state, &self.history, self.k + 1);
+        copy_rows(
+            &mut enc,
+            &self.particles.x0_hat,
+            &self.x0_history,
+            self.k + 1,
+        );
+        self.k += 1;
+        let done = self.k == steps;
+        if done {
+            copy_rows(&mut enc, &self.particles.state, &self.last, 0);
+            self.hold = 20;
+            self.finished = true;
+        }
+        ctx.queue.submit([enc.finish()]);
+        ctx.check()?;
+        Ok(done)
+    }
+}
+
+fn dataset_for(s: &LabSettings) -> Result<Dataset> {
+    if s.preset == "drawing" {
+        return DRAWN.with(|d| d.borrow().clone()).ok_or_else(|| {
+            Error::config("no drawing yet: draw some points and press “Use drawing”")
+        });
+    }
+    let data = generate(Preset::from_name(&s.preset)?, s.points, s.seed, &s.word)?;
+    Ok(if s.classes { data } else { data.unlabelled() })
+}
+
+impl LabModel {
+    fn new(ctx: &GpuContext, s: &LabSettings) -> Result<LabModel> {
+        let data = dataset_for(s)?;
+        let schedule = lab_schedule(s.cosine, s.timesteps)?;
+        let cfg = TrainConfig {
+            batch: s.batch,
+            lr: s.lr,
+            seed: s.seed,
+            ..Default::default()
+        };
+        let init = init_params(data.num_classes, cfg.seed);
+        let trainer = LabTrainer::with_params(ctx, &data, &schedule, &cfg, &init)?;
+        let flat: Vec<f32> = data
+            .points
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| {
+                let c = data
+                    .labels
+                    .as_ref()
+                    .map_or(data.num_classes as u32, |l| l[i]);
+                [p[0], p[1], c as f32, 0.0]
+            })
+            .collect();
+        let data_buf = ctx.upload(&flat, &[data.len(), 4])?;
+        let run = ParticleRun::new(ctx, &trainer, &data, &schedule, s)?;
+        let m = FIT_N.min(s.particles);
+        let reference = data.draw(m, s.seed ^ 0x5245);
+        let floor = sliced_wasserstein(
+            &data.draw(m, s.seed ^ 0x464c),
+            &reference,
+            SW_PROJECTIONS,
+            SW_SEED,
+        )?;
+        Ok(LabModel {
+            data,
+            schedule,
+            trainer,
+            data_buf,
+            run,
+            init,
+            reference,
+            floor,
+            untrained: None,
+            settings: s.clone(),
+        })
+    }
+}
+
+/// Counters of the loop (steps/s, frames/s, training time).
+struct Clock {
+    /// (time ms, steps) at the start of the current rate window.
+    window: (f64, u64),
+    frames: (f64, u32),
+    train_ms: f64,
+    last_losses: f64,
+    last_fit: f64,
+    last_bound: f64,
+    bound_step: u64,
+    /// Training steps per frame (adapted to keep frames short).
+    per_frame: usize,
+}
+
+/// `?lab_debug`: phase timings of the lab's loop in the console.
+fn debug(msg: impl FnOnce() -> String) {
+    thread_local! {
+        static ON: bool = query_param("lab_debug").is_some();
+    }
+    if ON.with(|o| *o) {
+        web_sys::console::log_1(&format!("lab: {}", msg()).into());
+    }
+}
+
+fn is_current(generation: u64) -> bool {
+    GENERATION.with(|g| g.get()) == generation
+}
+
+fn stop_loop() -> u64 {
+    GENERATION.with(|g| {
+        g.set(g.get() + 1);
+        g.get()
+    })
+}
+
+/// The lab tab became visible: open its canvas on the page's device (once) and start the loop.
+pub fn activate(canvas: web_sys::HtmlCanvasElement) {
+    CANVAS.with(|c| *c.borrow_mut() = Some(canvas));
+    let generation = stop_loop();
+    wasm_bindgen_futures::spawn_local(run_loop(generation));
+}
+
+/// The lab tab was hidden: stop the loop (training pauses with it).
+pub fn deactivate() {
+    stop_loop();
+    let ui = lab_ui();
+    if ui.state.get_untracked() == "training" {
+        ui.state.set("paused");
+    }
+}
+
+/// Make sure the lab's GPU state exists on the current device. False while there is none.
+fn ensure_lab(ui: &LabUi) -> bool {
+    let Some(canvas) = CANVAS.with(|c| c.borrow().clone()) else {
+        return false;
+    };
+    let opened = with_engine(|e| {
+        if e.lab.is_none() {
+            let ctx = e.session.ctx().clone();
+            let config = e.session.surface_config().clone();
+            match LabGpu::open(&ctx, config, canvas) {
+                Ok(l) => e.lab = Some(l),
+                Err(err) => {
+                    report_error(&err);
+                    return false;
+                }
+            }
+        }
+        true
+    });
+    if opened != Some(true) {
+        return false;
+    }
+    let need_model = with_lab(|l, _| l.model.is_none()).unwrap_or(false);
+    if need_model && !BUILD_FAILED.with(|f| f.get()) {
+        rebuild_model(ui);
+    }
+    true
+}
+
+fn clear_progress(ui: &LabUi) {
+    ui.steps.set(0);
+    ui.losses.set(Vec::new());
+    ui.fit.set(None);
+    ui.fit_history.set(Vec::new());
+    ui.time_to_fit.set(None);
+    ui.train_s.set(0.0);
+    ui.bound.set(None);
+    ui.steps_per_s.set(0.0);
+    ui.gflops.set(0.0);
+}
+
+/// Build the data set, trainer and particles for the current settings (drops the old ones).
+fn rebuild_model(ui: &LabUi) {
+    let s = ui.settings.get_untracked();
+    let t0 = now_ms();
+    let r = with_lab(|l, ctx| {
+        l.model = None;
+        l.n_picks = 0;
+        let m = LabModel::new(ctx, &s)?;
+        let info = (
+            m.data.len(),
+            m.data.num_classes,
+            m.trainer.dispatches_per_step(),
+        );
+        l.model = Some(m);
+        Ok::<_, Error>(info)
+    });
+    clear_progress(ui);
+    ui.picks.set(0);
+    ui.scrub.set(None);
+    BUILD_FAILED.with(|f| f.set(matches!(r, Some(Err(_)))));
+    debug(|| format!("model built in {:.0} ms", now_ms() - t0));
+    match r {
+        Some(Ok((n, nc, d))) => {
+            ui.num_classes.set(nc);
+            ui.data_info.set(format!(
+                "{n} points{} · T = {} ({}) · batch {} · {d} dispatches per training step",
+                if nc > 0 {
+                    format!(", {nc} classes")
+                } else {
+                    String::new()
+                },
+                s.timesteps,
+                if s.cosine { "cosine" } else { "linear β" },
+                s.batch
+            ));
+            ui.state.set(if ui.state.get_untracked() == "training" {
+                "training"
+            } else {
+                "ready"
+            });
+        }
+        Some(Err(e)) => {
+            ui.state.set("idle");
+            report(format!("Lab: {e}"));
+        }
+        None => {}
+    }
+}
+
+/// Rebuild the particles only (sampler, steps, count, guidance changed).
+fn rebuild_particles(ui: &LabUi) {
+    let s = ui.settings.get_untracked();
+    let r = with_lab(|l, ctx| {
+        l.n_picks = 0;
+        let Some(m) = &mut l.model else {
+            return Ok(());
+        };
+        m.settings = s.clone();
+        m.untrained = None;
+        m.run = ParticleRun::new(ctx, &m.trainer, &m.data, &m.schedule, &s)?;
+        let k = FIT_N.min(s.particles);
+        if m.reference.len() != k {
+            m.reference = m.data.draw(k, s.seed ^ 0x5245);
+            m.floor = sliced_wasserstein(
+                &m.data.draw(k, s.seed ^ 0x464c),
+                &m.reference,
+                SW_PROJECTIONS,
+                SW_SEED,
+            )?;
+        }
+        Ok::<_, Error>(())
+    });
+    ui.picks.set(0);
+    ui.scrub.set(None);
+    ui.fit.set(None);
+    ui.fit_history.set(Vec::new());
+    if let Some(Err(e)) = r {
+        report(format!("Lab: {e}"));
+    }
+}
+
+/// New settings from the controls: rebuild what they affect.
+pub fn apply(f: impl FnOnce(&mut LabSettings)) {
+    let ui = lab_ui();
+    let old = ui.settings.get_untracked();
+    let mut new = old.clone();
+    f(&mut new);
+    if new == old {
+        return;
+    }
+    ui.settings.set(new.clone());
+    if with_lab(|_, _| ()).is_none() {
+        return;
+    }
+    if new.model_key() != old.model_key() {
+        rebuild_model(&ui);
+    } else {
+        rebuild_particles(&ui);
+    }
+}
+
+pub fn toggle_training() {
+    let ui = lab_ui();
+    match ui.state.get_untracked() {
+        "training" => ui.state.set("paused"),
+        "ready" | "paused" => ui.state.set("training"),
+        _ => {}
+    }
+}
+
+/// Back to the initial weights (and the same data).
+pub fn reset() {
+    let ui = lab_ui();
+    let r = with_lab(|l, ctx| {
+        let Some(m) = &mut l.model else {
+            return Ok(());
+        };
+        m.trainer.reset(ctx, &m.init)?;
+        let s = m.settings.clone();
+        m.run = ParticleRun::new(ctx, &m.trainer, &m.data, &m.schedule, &s)?;
+        Ok::<_, Error>(())
+    });
+    clear_progress(&ui);
+    ui.picks.set(0);
+    with_lab(|l, _| l.n_picks = 0);
+    if ui.state.get_untracked() != "idle" {
+        ui.state.set("ready");
+    }
+    if let Some(Err(e)) = r {
+        report(format!("Lab: {e}"));
+    }
+}
+
+/// Pick the particles nearest to a click at (fx, fy) (fractions of the canvas, y down) on the
+/// row shown: one small readback of that row.
+pub async fn pick_at(fx: f32, fy: f32) {
+    let ui = lab_ui();
+    let found = with_lab(|l, ctx| {
+        let m = l.model.as_ref()?;
+        let row = shown_row(&ui, &m.run);
+        let n = m.run.particles.n;
+        let view = PointsView::fit(l.config.width, l.config.height);
+        let w = view.to_world(fx, fy);
+        let tmp = ctx.zeros(&[n, 4]).ok()?;
+        let mut enc = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        let bytes = tmp.bytes();
+        enc.copy_buffer_to_buffer(
+            &m.run.history.buffer,
+            row as u64 * bytes,
+            &tmp.buffer,
+            0,
+            bytes,
+        );
+        ctx.queue.submit([enc.finish()]);
+        // Radius of 14 CSS pixels in world units.
+        let css_px = 2.0 * super::super::lab_points::WORLD_HALF
+            / l.canvas.client_width().min(l.canvas.client_height()).max(1) as f32;
+        Some((ctx.clone(), tmp, w, 14.0 * css_px))
+    })
+    .flatten();
+    let Some((ctx, tmp, w, radius)) = found else {
+        return;
+    };
+    let pos = match ctx.read(&tmp).await {
+        Ok(p) => p,
+        Err(e) => {
+            report_error(&e);
+            return;
+        }
+    };
+    let mut near: Vec<(f32, u32)> = pos
+        .chunks(4)
+        .enumerate()
+        .map(|(i, p)| ((p[0] - w[0]).powi(2) + (p[1] - w[1]).powi(2), i as u32))
+        .filter(|(d, _)| *d <= radius * radius)
+        .collect();
+    near.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // Spread the picks: every few-th of the nearby particles, at most MAX_PICKS.
+    let step = (near.len() / MAX_PICKS).max(1);
+    let chosen: Vec<u32> = near
+        .iter()
+        .step_by(step)
+        .take(MAX_PICKS)
+        .map(|x| x.1)
+        .collect();
+    let k = chosen.len();
+    with_lab(|l, ctx| {
+        let mut words = [0u32; MAX_PICKS];
+        words[..k].copy_from_slice(&chosen);
+        let _ = ctx.write_u32(&l.picks, &words);
+        l.n_picks = k;
+    });
+    ui.picks.set(k);
+}
+
+pub fn clear_picks() {
+    with_lab(|l, _| l.n_picks = 0);
+    lab_ui().picks.set(0);
+}
+
+/// Brush: add points around (fx, fy) (fractions of the canvas) with the current class.
+pub fn brush_at(fx: f32, fy: f32, count: usize) {
+    let ui = lab_ui();
+    let class = ui.draw_class.get_untracked();
+    let added = with_lab(|l, ctx| {
+        let view = PointsView::fit(l.config.width, l.config.height);
+        let c = view.to_world(fx, fy);
+        let css_px = 2.0 * super::super::lab_points::WORLD_HALF
+            / l.canvas.client_width().min(l.canvas.client_height()).max(1) as f32;
+        let r = 10.0 * css_px;
+        DRAFT.with(|d| {
+            let mut d = d.borrow_mut();
+            let start = d.0.len();
+            let mut rng = SplitMix64((start as u64) ^ 0xb125_4a11 ^ ((fx.to_bits() as u64) << 20));
+            for _ in 0..count {
+                let a = rng.next_f64() * std::f64::consts::TAU;
+                let rr = r as f64 * rng.next_f64().sqrt();
+                d.0.push([c[0] + (rr * a.cos()) as f32, c[1] + (rr * a.sin()) as f32]);
+                d.1.push(class);
+            }
+            // Mirror the new points into the draft buffer (those that fit).
+            let max = crate::lab::data::MAX_POINTS;
+            if start < max {
+                let end = d.0.len().min(max);
+                let flat: Vec<f32> = (start..end)
+                    .flat_map(|i| [d.0[i][0], d.0[i][1], d.1[i] as f32, 0.0])
+                    .collect();
+                ctx.queue.write_buffer(
+                    &l.draft.buffer,
+                    start as u64 * 16,
+                    bytemuck::cast_slice(&flat),
+                );
+            }
+            d.0.len()
+        })
+    });
+    if let Some(n) = added {
+        ui.draft_len.set(n);
+    }
+}
+
+pub fn clear_drawing() {
+    DRAFT.with(|d| {
+        let mut d = d.borrow_mut();
+        d.0.clear();
+        d.1.clear();
+    });
+    lab_ui().draft_len.set(0);
+}
+
+/// Turn the drawing into the data set (validated by [`Dataset::new`]) and train on it.
+pub fn use_drawing() {
+    let ui = lab_ui();
+    let (points, labels) = DRAFT.with(|d| d.borrow().clone());
+    let mut used: Vec<u32> = labels.clone();
+    used.sort_unstable();
+    used.dedup();
+    // One colour: unlabelled; several: classes renumbered 0..k in colour order.
+    let result = if used.len() <= 1 {
+        Dataset::new(points, None, 0)
+    } else {
+        let relabel: Vec<u32> = labels
+            .iter()
+            .map(|c| used.iter().position(|u| u == c).unwrap_or(0) as u32)
+            .collect();
+        Dataset::new(points, Some(relabel), used.len())
+    };
+    match result {
+        Ok(d) => {
+            DRAWN.with(|x| *x.borrow_mut() = Some(d));
+            ui.drawing.set(false);
+            let classes = used.len() > 1;
+            ui.settings.update(|s| {
+                s.preset = "drawing".into();
+                s.classes = classes;
+            });
+            rebuild_model(&ui);
+            super::clear_error();
+        }
+        Err(e) => report(format!("Your drawing cannot be used: {e}")),
+    }
+}
+
+/// Fit figure of the last finished run: read its end points (small) and compare.
+async fn measure_fit(ui: &LabUi, train_s: f64) -> Result<()> {
+    let Some((ctx, last, n, reference, floor, step)) = with_lab(|l, ctx| {
+        let m = l.model.as_mut()?;
+        if !m.run.finished {
+            return None;
+        }
+        m.run.finished = false;
+        Some((
+            ctx.clone(),
+            m.run.last.clone(),
+            m.reference.len(),
+            m.reference.clone(),
+            m.floor,
+            m.trainer.steps_taken(),
+        ))
+    })
+    .flatten() else {
+        return Ok(());
+    };
+    let v = ctx.read(&last).await?;
+    let samples: Vec<[f32; 2]> = v.chunks(4).take(n).map(|c| [c[0], c[1]]).collect();
+    let sw = sliced_wasserstein(&samples, &reference, SW_PROJECTIONS, SW_SEED)?;
+    // A run finished before any training step used only the initial weights: it is the
+    // untrained model's figure.
+    let untrained = with_lab(|l, _| {
+        let m = l.model.as_mut()?;
+        if step == 0 && m.untrained.is_none() {
+            m.untrained = Some(sw);
+        }
+        m.untrained
+    })
+    .flatten();
+    ui.fit.set(Some(Fit {
+        sw,
+        floor,
+        untrained,
+        step,
+        train_s,
+    }));
+    ui.fit_history.update(|h| h.push((step, sw)));
+    if sw <= FIT_FACTOR * floor && ui.time_to_fit.get_untracked().is_none() && step > 0 {
+        ui.time_to_fit.set(Some((train_s, step)));
+    }
+    Ok(())
+}
+
+/// The untrained model's fit figure: the same sampler from the initial weights (once per model).
+async fn measure_untrained() -> Result<()> {
+    let Some((ctx, init, nc, plan, classes, guidance, seed, reference)) = with_lab(|l, ctx| {
+        let m = l.model.as_ref()?;
+        if m.untrained.is_some() {
+            return None;
+        }
+        let k = m.reference.len();
+        Some((
+            ctx.clone(),
+            m.init.clone(),
+            m.data.num_classes,
+            m.run.plan.clone(),
+            m.run.classes.iter().take(k).copied().collect::<Vec<_>>(),
+            m.settings.guidance,
+            m.settings.seed,
+            m.reference.clone(),
+        ))
+    })
+    .flatten() else {
+        return Ok(());
+    };
+    let params = ctx.upload(&init, &[init.len()])?;
+    let s = sample(
+        &ctx,
+        &params,
+        nc,
+        &plan,
+        reference.len(),
+        &classes,
+        guidance,
+        seed ^ 0x33,
+    )
+    .await?;
+    let sw = sliced_wasserstein(&s, &reference, SW_PROJECTIONS, SW_SEED)?;
+    with_lab(|l, _| {
+        if let Some(m) = &mut l.model {
+            m.untrained = Some(sw);
+        }
+    });
+    lab_ui().fit.update(|f| {
+        if let Some(f) = f {
+            f.untrained = Some(sw);
+        }
+    });
+    Ok(())
+}
+
+async fn read_losses(ui: &LabUi) -> Result<()> {
+    let Some((ctx, state)) = with_lab(|l, ctx| {
+        l.model
+            .as_ref()
+            .map(|m| (ctx.clone(), m.trainer.loss_state().clone()))
+    })
+    .flatten() else {
+        return Ok(());
+    };
+    let words = ctx.read_u32(&state).await?;
+    let (steps, recent) = losses_from_state(&words);
+    ui.losses.update(|l| {
+        let have = l.len() as u64;
+        if steps > have {
+            let new = (steps - have) as usize;
+            let from = recent.len().saturating_sub(new);
+            l.extend_from_slice(&recent[from..]);
+        }
+    });
+    Ok(())
+}
+
+async fn measure_bound(ui: &LabUi) -> Result<()> {
+    let Some((ctx, ema, data, schedule, seed)) = with_lab(|l, ctx| {
+        l.model.as_ref().map(|m| {
+            (
+                ctx.clone(),
+                m.trainer.ema.clone(),
+                m.data.clone(),
+                m.schedule.clone(),
+                m.settings.seed,
+            )
+        })
+    })
+    .flatten() else {
+        return Ok(());
+    };
+    let b = variational_bound(&ctx, &ema, &data, &schedule, 16, seed ^ 0xb0).await?;
+    ui.bound.set(Some(b));
+    Ok(())
+}
+
+/// Training FLOPs per step: forward + backward counted as 3× the forward's 2·MACs.
+pub fn flops_per_step(batch: usize) -> f64 {
+    3.0 * 2.0 * forward_macs() as f64 * batch as f64
+}
+
+async fn run_loop(generation: u64) {
+    let ui = lab_ui();
+    let mut clock = Clock {
+        window: (now_ms(), ui.steps.get_untracked()),
+        frames: (now_ms(), 0),
+        train_ms: ui.train_s.get_untracked() * 1000.0,
+        last_losses: 0.0,
+        last_fit: 0.0,
+        last_bound: 0.0,
+        bound_step: u64::MAX,
+        per_frame: 1,
+    };
+    loop {
+        next_frame().await;
+        if !is_current(generation) {
+            return;
+        }
+        // One GPU for both views: the sampler's animation (which starts by itself when a
+        // model loads) waits while the lab is shown.
+        if super::ui().state.get_untracked() == super::RunState::Running {
+            super::run::pause();
+        }
+        if !ensure_lab(&ui) {
+            continue;
+        }
+        let t0 = now_ms();
+        let training = ui.state.get_untracked() == "training";
+        let scrubbing = ui.scrub.get_untracked().is_some();
+        let drawing = ui.drawing.get_untracked();
+        // Phase 1: one particle step (or the restart / hold) and the picture.
+        let out = with_lab(|l, ctx| -> Result<(bool, usize, usize, usize)> {
+            l.resize(ctx);
+            let mut finished = false;
+            if let Some(m) = &mut l.model {
+                if !scrubbing && !drawing {
+                    finished = m.run.advance(ctx)?;
+                }
+            }
+            l.render(ctx, &ui);
+            let (row, total, t) = match &l.model {
+                Some(m) => {
+                    let row = shown_row(&ui, &m.run);
+                    let total = m.run.plan.len();
+                    let t = m.run.plan.get(row).map_or(0, |c| c.t + 1);
+                    (row, total, t)
+                }
+                None => (0, 0, 0),
+            };
+            Ok((finished, row, total, t))
+        });
+        let (finished, t) = match out {
+            Some(Ok((f, row, total, t))) => {
+                ui.row.set((row, total));
+                (f, t)
+            }
+            Some(Err(e)) => {
+                report_error(&e);
+                ui.state.set("paused");
+                continue;
+            }
+            None => continue,
+        };
+        ui.shown_t.set(t);
+        let Some(ctx) = with_engine(|e| e.session.ctx().clone()) else {
+            continue;
+        };
+        if let Err(e) = ctx.finish().await {
+            report_error(&e);
+            return;
+        }
+        let t_particles = now_ms() - t0;
+        debug(|| format!("particles + render {t_particles:.0} ms"));
+        // Phase 2: `per_frame` training steps in one submission, timed on their own so that
+        // training gets about 3/4 of the GPU time and frames stay short.
+        let mut steps = ui.steps.get_untracked();
+        if training && !drawing && is_current(generation) {
+            let t_start = now_ms();
+            let r = with_lab(|l, ctx| -> Result<u64> {
+                match &mut l.model {
+                    Some(m) => {
+                        m.trainer.run(ctx, clock.per_frame)?;
+                        Ok(m.trainer.steps_taken())
+                    }
+                    None => Ok(0),
+                }
+            });
+            match r {
+                Some(Ok(s)) => steps = s,
+                Some(Err(e)) => {
+                    report_error(&e);
+                    ui.state.set("paused");
+                    continue;
+                }
+                None => continue,
+            }
+            if let Err(e) = ctx.finish().await {
+                report_error(&e);
+                return;
+            }
+            let t_train = now_ms() - t_start;
+            debug(|| format!("{} training steps {t_train:.0} ms", clock.per_frame));
+            let per_step = t_train / clock.per_frame as f64;
+            let want = (3.0 * t_particles).max(100.0);
+            let target = (want / per_step.max(0.01)).clamp(1.0, 256.0);
+            // Move half way to the target (frame times are noisy on a shared CPU).
+            clock.per_frame = ((clock.per_frame as f64 + target) / 2.0).round().max(1.0) as usize;
+        }
+        if !is_current(generation) {
+            return;
+        }
+        let t1 = now_ms();
+        let frame_ms = t1 - t0;
+        if training {
+            clock.train_ms += frame_ms;
+            ui.train_s.set(clock.train_ms / 1000.0);
+            ui.steps.set(steps);
+        }
+        clock.frames.1 += 1;
+        if t1 - clock.frames.0 >= 1000.0 {
+            ui.fps
+                .set(clock.frames.1 as f64 * 1000.0 / (t1 - clock.frames.0));
+            clock.frames = (t1, 0);
+            let (w0, s0) = clock.window;
+            if training && steps > s0 {
+                let rate = (steps - s0) as f64 * 1000.0 / (t1 - w0);
+                let batch = ui.settings.get_untracked().batch;
+                ui.steps_per_s.set(rate);
+                ui.gflops.set(rate * flops_per_step(batch) / 1e9);
+            }
+            clock.window = (t1, steps);
+        }
+        if !training {
+            clock.window = (t1, steps);
+        }
+        let res: Result<()> = async {
+            if steps > 0 && t1 - clock.last_losses >= 1000.0 {
+                clock.last_losses = t1;
+                read_losses(&ui).await?;
+            }
+            let tu = now_ms();
+            // Otherwise the untrained figure is sampled on its own, while not training (on a
+            // slow adapter it would hold up the training loop).
+            if !training && steps > 0 {
+                measure_untrained().await?;
+            }
+            debug(|| format!("untrained check {:.0} ms", now_ms() - tu));
+            if finished && t1 - clock.last_fit >= 2500.0 {
+                clock.last_fit = t1;
+                measure_fit(&ui, clock.train_ms / 1000.0).await?;
+            }
+            if steps != clock.bound_step && t1 - clock.last_bound >= 8000.0 {
+                clock.last_bound = t1;
+                clock.bound_step = steps;
+                measure_bound(&ui).await?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = res {
+            report_error(&e);
+        }
+    }
+}
+
+/// `?bench=lab`: time training steps at batch 512 on the moons preset and write JSON into
+/// #bench-result (steps/s, GFLOP/s, ms per step), like the U-Net's `?bench`.
+pub fn lab_bench_mode() -> bool {
+    query_param("bench").as_deref() == Some("lab")
+}
+
+pub async fn run_lab_bench() {
+    let ui = lab_ui();
+    // Wait for the page's device.
+    let mut waited = 0;
+    let (ctx, adapter) = loop {
+        if let Some(x) = with_engine(|e| (e.session.ctx().clone(), e.session.adapter_name())) {
+            break x;
+        }
+        next_frame().await;
+        waited += 1;
+        if waited > 6000 {
+            return;
+        }
+    };
+    let batch = query_param("batch")
+        .and_then(|b| b.parse::<usize>().ok())
+        .unwrap_or(512)
+        .max(1);
+    let result: Result<(f64, usize, Vec<f64>)> = async {
+        let data = generate(Preset::Moons, 8000, 0, "")?.unlabelled();
+        let schedule = lab_schedule(false, 100)?;
+        let cfg = TrainConfig {
+            batch,
+            ..Default::default()
+        };
+        let mut tr = LabTrainer::new(&ctx, &data, &schedule, &cfg)?;
+        tr.run(&ctx, 3)?;
+        ctx.finish().await?;
+        // Runs of `per` steps in one submission; per grows until a run takes ≥ 200 ms.
+        let mut per = 1;
+        let mut times = Vec::new();
+        let start = now_ms();
+        while times.len() < 10 && (times.len() < 3 || now_ms() - start < 15_000.0) {
+            let t0 = now_ms();
+            tr.run(&ctx, per)?;
+            ctx.finish().await?;
+            let ms = now_ms() - t0;
+            if ms < 200.0 && per < 256 {
+                per *= 2;
+                continue;
+            }
+            times.push(ms / per as f64);
+        }
+        times.sort_by(f64::total_cmp);
+        Ok((times[times.len() / 2], tr.dispatches_per_step(), times))
+    }
+    .await;
+    match result {
+        Ok((ms, dispatches, times)) => {
+            let sps = 1000.0 / ms;
+            let gflops = sps * flops_per_step(batch) / 1e9;
+            let json = format!(
+                r#"{{"bench": "lab", "adapter": {}, "batch": {batch}, "ms_per_step": {ms:.3}, "steps_per_s": {sps:.3}, "gflops": {gflops:.3}, "dispatches_per_step": {dispatches}}}"#,
+                serde_json::Value::String(adapter.clone())
+            );
+            let table = format!(
+                "adapter\t{adapter}\nbatch\t{batch}\nruns\t{}\nmedian\t{ms:.2} ms per step\nspeed\t{sps:.2} steps/s, {gflops:.2} GFLOP/s ({:.1} MFLOP per step)\ndispatches\t{dispatches} per step",
+                times.len(),
+                flops_per_step(batch) / 1e6
+            );
+            ui.bench.set(Some((json, table)));
+        }
+        Err(e) => {
+            let json = format!(
+                r#"{{"error": {}}}"#,
+                serde_json::Value::String(e.to_string())
+            );
+            ui.bench.set(Some((json, String::new())));
+            report_error(&e);
+        }
+    }
+}

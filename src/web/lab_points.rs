@@ -1,0 +1,235 @@
+//! Drawing the diffusion lab on its WebGPU canvas (`shaders/lab_points.wgsl`): instanced discs
+//! read from storage buffers (data, particles at a recorded step, picked particles and their
+//! x̂_0) and line strips for picked particles' trajectories. Nothing is read back.
+
+use crate::gpu::GpuContext;
+use crate::shaders::LAB_POINTS;
+
+/// Uniforms of `lab_points.wgsl` (24 scalars, 96 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct PointsView {
+    pub scale: [f32; 2],
+    pub offset: [f32; 2],
+    pub px: [f32; 2],
+    pub radius_px: f32,
+    pub alpha: f32,
+    pub base: u32,
+    pub stride: u32,
+    pub count: u32,
+    pub use_pick: u32,
+    pub num_classes: u32,
+    pub ring: u32,
+    pub sqrt_ab: f32,
+    pub sqrt_one_minus_ab: f32,
+    pub noise_seed: u32,
+    pub use_color: u32,
+    pub rgb: [f32; 3],
+    pub pad: f32,
+}
+
+/// Half the width of the world square shown (x_T ~ N(0, I) lies almost entirely inside ±3).
+pub const WORLD_HALF: f32 = 3.0;
+
+impl PointsView {
+    /// The view of the world square [−3, 3]² centred in a `width` × `height` canvas.
+    pub fn fit(width: u32, height: u32) -> PointsView {
+        let (w, h) = (width.max(1) as f32, height.max(1) as f32);
+        let px_per_unit = w.min(h) / (2.0 * WORLD_HALF);
+        PointsView {
+            scale: [2.0 * px_per_unit / w, 2.0 * px_per_unit / h],
+            offset: [0.0, 0.0],
+            px: [2.0 / w, 2.0 / h],
+            radius_px: 2.0,
+            alpha: 1.0,
+            stride: 4,
+            sqrt_ab: 1.0,
+            ..Default::default()
+        }
+    }
+
+    /// World coordinates of a canvas point given in fractions of its size (0..1, y down).
+    pub fn to_world(&self, fx: f32, fy: f32) -> [f32; 2] {
+        let (cx, cy) = (fx * 2.0 - 1.0, 1.0 - fy * 2.0);
+        [
+            (cx - self.offset[0]) / self.scale[0],
+            (cy - self.offset[1]) / self.scale[1],
+        ]
+    }
+}
+
+/// What one draw call reads and how many it draws.
+pub enum Shape {
+    /// `n` discs (or rings).
+    Points(u32),
+    /// `strips` line strips of `len` vertices.
+    Lines { len: u32, strips: u32 },
+}
+
+pub struct Draw<'a> {
+    pub view: PointsView,
+    pub pts: &'a wgpu::Buffer,
+    pub picks: &'a wgpu::Buffer,
+    pub shape: Shape,
+}
+
+pub struct PointsRenderer {
+    points: wgpu::RenderPipeline,
+    lines: wgpu::RenderPipeline,
+    layout: wgpu::BindGroupLayout,
+    /// One uniform buffer per draw slot (written every frame).
+    uniforms: Vec<wgpu::Buffer>,
+}
+
+/// The most draw calls in one frame.
+pub const MAX_DRAWS: usize = 8;
+
+impl PointsRenderer {
+    pub fn new(ctx: &GpuContext, format: wgpu::TextureFormat) -> PointsRenderer {
+        let device = &ctx.device;
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(LAB_POINTS.name),
+            source: wgpu::ShaderSource::Wgsl(LAB_POINTS.source.into()),
+        });
+        let entry = |binding, ty| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::VERTEX | wgpu::ShaderStages::FRAGMENT,
+            ty: wgpu::BindingType::Buffer {
+                ty,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        };
+        let read = wgpu::BufferBindingType::Storage { read_only: true };
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("lab points"),
+            entries: &[
+                entry(0, wgpu::BufferBindingType::Uniform),
+                entry(1, read),
+                entry(2, read),
+            ],
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("lab points"),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = |vs: &str, fs: &str, topology| {
+            device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
+                label: Some("lab points"),
+                layout: Some(&pipeline_layout),
+                vertex: wgpu::VertexState {
+                    module: &module,
+                    entry_point: Some(vs),
+                    compilation_options: Default::default(),
+                    buffers: &[],
+                },
+                primitive: wgpu::PrimitiveState {
+                    topology,
+                    ..Default::default()
+                },
+                depth_stencil: None,
+                multisample: wgpu::MultisampleState::default(),
+                fragment: Some(wgpu::FragmentState {
+                    module: &module,
+                    entry_point: Some(fs),
+                    compilation_options: Default::default(),
+                    targets: &[Some(wgpu::ColorTargetState {
+                        format,
+                        blend: Some(wgpu::BlendState::PREMULTIPLIED_ALPHA_BLENDING),
+                        write_mask: wgpu::ColorWrites::ALL,
+                    })],
+                }),
+                multiview_mask: None,
+                cache: None,
+            })
+        };
+        let points = pipeline(
+            "vs_points",
+            "fs_points",
+            wgpu::PrimitiveTopology::TriangleList,
+        );
+        let lines = pipeline("vs_traj", "fs_traj", wgpu::PrimitiveTopology::LineStrip);
+        let uniforms = (0..MAX_DRAWS)
+            .map(|_| ctx.uniform_buffer(std::mem::size_of::<PointsView>()))
+            .collect();
+        PointsRenderer {
+            points,
+            lines,
+            layout,
+            uniforms,
+        }
+    }
+
+    /// Clear `target` to the background and make the draws in order (at most [`MAX_DRAWS`]).
+    pub fn draw(&self, ctx: &GpuContext, target: &wgpu::TextureView, draws: &[Draw]) {
+        let bind_groups: Vec<wgpu::BindGroup> = draws
+            .iter()
+            .zip(&self.uniforms)
+            .map(|(d, u)| {
+                ctx.queue.write_buffer(u, 0, bytemuck::bytes_of(&d.view));
+                ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("lab points"),
+                    layout: &self.layout,
+                    entries: &[
+                        wgpu::BindGroupEntry {
+                            binding: 0,
+                            resource: u.as_entire_binding(),
+                        },
+                        wgpu::BindGroupEntry {
+                            binding: 1,
+                            resource: d.pts.as_entire_binding(),
+                        },
+                        wgpu::BindGroupEntry {
+                            binding: 2,
+                            resource: d.picks.as_entire_binding(),
+                        },
+                    ],
+                })
+            })
+            .collect();
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        {
+            let mut pass = encoder.begin_render_pass(&wgpu::RenderPassDescriptor {
+                label: Some("lab points"),
+                color_attachments: &[Some(wgpu::RenderPassColorAttachment {
+                    view: target,
+                    depth_slice: None,
+                    resolve_target: None,
+                    ops: wgpu::Operations {
+                        load: wgpu::LoadOp::Clear(wgpu::Color {
+                            r: 0.07,
+                            g: 0.08,
+                            b: 0.10,
+                            a: 1.0,
+                        }),
+                        store: wgpu::StoreOp::Store,
+                    },
+                })],
+                depth_stencil_attachment: None,
+                timestamp_writes: None,
+                occlusion_query_set: None,
+                multiview_mask: None,
+            });
+            for (d, bg) in draws.iter().zip(&bind_groups) {
+                match d.shape {
+                    Shape::Points(n) if n > 0 => {
+                        pass.set_pipeline(&self.points);
+                        pass.set_bind_group(0, bg, &[]);
+                        pass.draw(0..6, 0..n);
+                    }
+                    Shape::Lines { len, strips } if len > 1 && strips > 0 => {
+                        pass.set_pipeline(&self.lines);
+                        pass.set_bind_group(0, bg, &[]);
+                        pass.draw(0..len, 0..strips);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        ctx.queue.submit([encoder.finish()]);
+    }
+}
