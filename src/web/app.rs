@@ -8,6 +8,7 @@ use wasm_bindgen::JsCast;
 use crate::web::engine::{self, RunState, SamplerKind, Settings, Ui};
 use crate::web::forward::{self, Image};
 use crate::web::plots::{self, Series};
+use crate::web::toolbox::ToolboxPanel;
 
 fn parse_or<T: std::str::FromStr>(s: &str, default: T) -> T {
     s.trim().parse().unwrap_or(default)
@@ -56,6 +57,7 @@ pub fn App() -> impl IntoView {
             <ReversePanel ui=ui/>
             <ModelPanel ui=ui/>
             <ForwardPanel/>
+            <ToolboxPanel ui=ui/>
         </main>
         <footer>
             <p>"kakusan — Rust + hand-written WGSL. Runs offline once loaded; nothing is sent anywhere. MNIST digits: Yann LeCun and Corinna Cortes (CC BY-SA 3.0)."</p>

@@ -7,6 +7,7 @@
 //! - [`loader`]: getting model files into the page (fetch with progress, picked files).
 //! - [`present`]: the render pipeline that draws x_t and x̂_0 straight from GPU buffers.
 //! - [`forward`], [`plots`]: the forward-process explorer and SVG plots (CPU only).
+//! - [`toolbox`]: the toolbox panel (inpainting with a painted mask, interpolation).
 //! - [`app`]: the page (components, controls with the contract's DOM ids).
 
 pub mod app;
@@ -15,6 +16,7 @@ pub mod forward;
 pub mod loader;
 pub mod plots;
 pub mod present;
+pub mod toolbox;
 
 #[cfg(feature = "web-app")]
 use wasm_bindgen::prelude::*;
