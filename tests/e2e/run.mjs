@@ -646,6 +646,179 @@ check("g", "?bench&model=test-model/&batch=1 writes JSON with median_ms > 0, gfl
   }
 });
 
+// ---------- the toolbox panel (inpainting, interpolation)
+/** Wait for a toolbox tool (`#inpaint`, `#interp`) to reach data-state=done. */
+async function toolDone(page, sel) {
+  const t0 = Date.now();
+  await waitFor(`${sel}[data-state=done]`, async () => {
+    failOnPanic(page);
+    const err = await errorText(page);
+    if (err) fail(`#error is visible: ${err}`);
+    const s = await page.locator(sel).getAttribute("data-state");
+    if (s === "stopped") fail(`${sel} stopped: ${await text(page, sel + " .counter")}`);
+    return s === "done";
+  });
+  return Date.now() - t0;
+}
+
+check("k", "inpainting: a mask drawn with the mouse, RePaint run; known pixels unchanged, the masked part changed", async ({ browser, base }) => {
+  const page = await openPage(browser, `${base}?model=test-model/`);
+  try {
+    await waitLoaded(page, "test-model");
+    // The reverse panel autoplays: stop it so the toolbox has the GPU to itself.
+    if ((await panelState(page)) === "running") await page.click("#play");
+    await page.locator("#inpaint").scrollIntoViewIfNeeded();
+    await setValue(page, "#inpaint-image", "2");
+    await setValue(page, "#inpaint-steps", 6);
+    await setValue(page, "#inpaint-jump", 2);
+    await setValue(page, "#inpaint-resample", 2);
+    await page.click("#mask-clear");
+    await sleep(200);
+    const before = await stableShot(page, "#inpaint-mask", "k1-mask-clear");
+    // A thick horizontal stroke through the middle and a short vertical one, with the mouse.
+    const box = await page.locator("#inpaint-mask").boundingBox();
+    if (!box || box.width < 50) fail(`#inpaint-mask is too small to paint on (${JSON.stringify(box)})`);
+    const at = (fx, fy) => [box.x + fx * box.width, box.y + fy * box.height];
+    await page.mouse.move(...at(0.15, 0.5));
+    await page.mouse.down();
+    await page.mouse.move(...at(0.85, 0.5), { steps: 12 });
+    await page.mouse.move(...at(0.85, 0.8), { steps: 6 });
+    await page.mouse.up();
+    await sleep(200);
+    const drawn = await stableShot(page, "#inpaint-mask", "k2-mask-drawn");
+    const dm = imageDiff(before, drawn);
+    log(`  mask canvas after drawing: ${fmtDiff(dm)}`);
+    if (!diffOk(dm)) fail(`drawing on #inpaint-mask did not change it (${fmtDiff(dm)})`);
+    await shot(page, "k3-before-run");
+    const ms = await (async () => {
+      await page.click("#inpaint-run");
+      return toolDone(page, "#inpaint");
+    })();
+    await page.locator("#inpaint").scrollIntoViewIfNeeded();
+    const out = await stableShot(page, "#inpaint-canvas", "k4-inpaint-canvas");
+    await shot(page, "k5-done");
+    const known = await text(page, "#inpaint-known");
+    log(`  done in ${(ms / 1000).toFixed(1)} s; #inpaint-progress: ${JSON.stringify(await text(page, "#inpaint-progress"))}`);
+    log(`  #inpaint-known: ${JSON.stringify(known)}; canvas ${fmtStats(imageStats(out))}`);
+    const r = JSON.parse(await page.evaluate(() => {
+      const v = window.kakusanInpaintResult ? window.kakusanInpaintResult() : null;
+      return v === null ? "null" : String(v);
+    }));
+    if (!r) fail("window.kakusanInpaintResult() returned nothing after the run");
+    const [c, h, w] = r.shape;
+    const hw = h * w;
+    const filled = r.mask.filter((m) => m === 0).length;
+    if (filled < 0.05 * hw || filled > 0.8 * hw) fail(`the drawn mask fills ${filled} of ${hw} pixels`);
+    let keptSame = 0, kept = 0, changed = 0, fill = 0;
+    for (let i = 0; i < c * hw; i++) {
+      if (r.mask[i % hw] === 1) {
+        kept++;
+        if (r.result[i] === r.image[i]) keptSame++;
+      } else if (r.mask[i % hw] === 0) {
+        fill++;
+        if (Math.abs(r.result[i] - r.image[i]) > 0.05) changed++;
+      }
+    }
+    log(`  ${c}x${h}x${w}: ${filled} pixels painted; kept ${keptSame}/${kept} identical; filled ${changed}/${fill} changed`);
+    if (keptSame !== kept) fail(`${kept - keptSame} known pixels changed`);
+    if (changed < 0.5 * fill) fail(`only ${changed} of ${fill} masked values differ from the input`);
+    if (!/identical/.test(known || "") || /MISMATCH/.test(known)) fail(`#inpaint-known says ${JSON.stringify(known)}`);
+    failOnPanic(page);
+  } finally {
+    await page.context_.close();
+  }
+});
+
+check("l", "interpolation: seeds and digits, the λ slider picks frames that differ", async ({ browser, base }) => {
+  const page = await openPage(browser, `${base}?model=test-model/`);
+  try {
+    await waitLoaded(page, "test-model");
+    if ((await panelState(page)) === "running") await page.click("#play");
+    await page.locator("#interp").scrollIntoViewIfNeeded();
+    await setValue(page, "#interp-mode", "seeds");
+    await setValue(page, "#interp-seed-a", 3);
+    await setValue(page, "#interp-seed-b", 4);
+    await setValue(page, "#interp-frames", 5);
+    await setValue(page, "#interp-steps", 4);
+    await page.click("#interp-run");
+    const ms = await toolDone(page, "#interp");
+    log(`  5 frames x 4 DDIM steps in ${(ms / 1000).toFixed(1)} s; ${JSON.stringify(await text(page, "#interp-progress"))}`);
+    const slider = page.locator("#interp-lambda");
+    if (await slider.isDisabled()) fail("#interp-lambda is disabled after the run");
+    const max = Number(await slider.getAttribute("max"));
+    if (max !== 4) fail(`#interp-lambda max is ${max}, expected 4 (5 frames)`);
+    // Keyboard: Home, then arrows, then End.
+    await slider.focus();
+    await page.keyboard.press("Home");
+    await sleep(200);
+    const f0 = await stableShot(page, "#interp-frame", "l1-frame-0");
+    const t0 = await text(page, "#interp-lambda-text");
+    await page.keyboard.press("ArrowRight");
+    await page.keyboard.press("ArrowRight");
+    await sleep(200);
+    const fm = await stableShot(page, "#interp-frame", "l2-frame-mid");
+    const tm = await text(page, "#interp-lambda-text");
+    await page.keyboard.press("End");
+    await sleep(200);
+    const f1 = await stableShot(page, "#interp-frame", "l3-frame-1");
+    const t1 = await text(page, "#interp-lambda-text");
+    await stableShot(page, "#interp-strip", "l4-strip");
+    await shot(page, "l5-seeds");
+    log(`  ${JSON.stringify(t0)} / ${JSON.stringify(tm)} / ${JSON.stringify(t1)}`);
+    if (!/λ = 0\.000/.test(t0 || "") || !/λ = 0\.500/.test(tm || "") || !/λ = 1\.000/.test(t1 || "")) {
+      fail("#interp-lambda-text does not follow the slider (Home, 2 × ArrowRight, End)");
+    }
+    for (const [a, b, what] of [[f0, fm, "λ=0 vs λ=0.5"], [fm, f1, "λ=0.5 vs λ=1"], [f0, f1, "λ=0 vs λ=1"]]) {
+      const d = imageDiff(a, b);
+      log(`  ${what}: ${fmtDiff(d)}`);
+      if (!diffOk(d)) fail(`${what}: the shown frames do not differ (${fmtDiff(d)})`);
+    }
+    const st = imageStats(f0);
+    if (st.std < MIN_STD || st.colours < MIN_COLOURS) fail(`#interp-frame is blank (${fmtStats(st)})`);
+    // Two digits (Fig. 8), 3 frames from t = 300.
+    await setValue(page, "#interp-mode", "digits");
+    await setValue(page, "#interp-digit-a", "1");
+    await setValue(page, "#interp-digit-b", "0");
+    await setValue(page, "#interp-t", 300);
+    await setValue(page, "#interp-frames", 3);
+    await page.click("#interp-run");
+    const ms2 = await toolDone(page, "#interp");
+    await slider.focus();
+    await page.keyboard.press("Home");
+    await sleep(200);
+    const g0 = await stableShot(page, "#interp-frame", "l6-digits-0");
+    await page.keyboard.press("End");
+    await sleep(200);
+    const g1 = await stableShot(page, "#interp-frame", "l7-digits-1");
+    await shot(page, "l8-digits");
+    const dg = imageDiff(g0, g1);
+    log(`  digits 1 → 0 from t = 300: ${(ms2 / 1000).toFixed(1)} s; ${JSON.stringify(await text(page, "#interp-progress"))}; λ=0 vs λ=1: ${fmtDiff(dg)}`);
+    if (!diffOk(dg)) fail(`digit interpolation: λ=0 and λ=1 look the same (${fmtDiff(dg)})`);
+    failOnPanic(page);
+  } finally {
+    await page.context_.close();
+  }
+});
+
+check("phone-toolbox", "phone-size page (390x844): the toolbox panel fits", async ({ browser, base }) => {
+  const page = await openPage(browser, `${base}?model=test-model/`, { width: 390, height: 844 });
+  try {
+    await waitLoaded(page, "test-model");
+    await page.locator("#toolbox-panel").scrollIntoViewIfNeeded();
+    await page.locator("#toolbox-panel").screenshot({ path: path.join(OUT, "phone-toolbox.png") });
+    const m = await page.evaluate(() => {
+      const el = document.getElementById("toolbox-panel");
+      const r = el.getBoundingClientRect();
+      return { right: r.right, scroll: el.scrollWidth, client: el.clientWidth, doc: document.documentElement.scrollWidth };
+    });
+    log(`  #toolbox-panel right edge ${m.right.toFixed(0)}px, scrollWidth ${m.scroll} / clientWidth ${m.client}; document ${m.doc}px`);
+    if (m.right > 391 || m.scroll > m.client + 1) fail("the toolbox panel is wider than a 390px screen");
+    failOnPanic(page);
+  } finally {
+    await page.context_.close();
+  }
+});
+
 // ---------- main
 async function main() {
   fs.mkdirSync(OUT, { recursive: true });
