@@ -7,6 +7,7 @@
 use leptos::prelude::*;
 use wasm_bindgen::{Clamped, JsCast};
 
+use crate::diffusion::interpolate as interp;
 use crate::web::engine::{self, Ends, InpaintRequest, InterpRequest, ToolState, ToolboxUi, Ui};
 use crate::web::forward::{self, Image};
 
@@ -321,26 +322,23 @@ pub fn ToolboxPanel(ui: Ui) -> impl IntoView {
         }
     });
     let lambda_text = move || {
-        let k = frames_k.get().max(2);
-        let n = n_frames();
-        let i = lambda_i.get();
-        if n == 0 {
-            "λ = –".to_string()
-        } else {
-            format!(
-                "λ = {:.3} (frame {} of {n}){}",
-                i.min(n - 1) as f64 / (n.max(k) - 1).max(1) as f64,
-                i.min(n - 1) + 1,
-                if tb
-                    .interp_frames
-                    .with(|f| f.as_ref().is_some_and(|f| f.live))
-                {
-                    " · running: x̂₀ so far"
-                } else {
-                    ""
-                }
-            )
-        }
+        tb.interp_frames.with(|f| match f {
+            Some(f) if !f.frames.is_empty() => {
+                let i = lambda_i.get().min(f.frames.len() - 1);
+                format!(
+                    "λ = {:.3} (frame {} of {}){}",
+                    interp::frame_lambda(i, f.k),
+                    i + 1,
+                    f.k,
+                    if f.live {
+                        " · running: x̂₀ so far"
+                    } else {
+                        ""
+                    }
+                )
+            }
+            _ => "λ = –".to_string(),
+        })
     };
 
     view! {

@@ -60,6 +60,9 @@ pub struct InpaintView {
 pub struct Frames {
     pub shape: [usize; 3],
     pub frames: Vec<Vec<f32>>,
+    /// K: the number of frames of the whole run (more than `frames` holds while running in
+    /// several batches).
+    pub k: usize,
     /// true while these are the running x̂_0 (not yet the final x_0).
     pub live: bool,
 }
@@ -511,6 +514,7 @@ async fn interp_task(generation: u64, req: InterpRequest) -> Result<(), TaskErro
             tb.interp_frames.set(Some(Frames {
                 shape,
                 frames: live,
+                k,
                 live: true,
             }));
             tb.interp_progress.set(format!(
@@ -538,6 +542,7 @@ async fn interp_task(generation: u64, req: InterpRequest) -> Result<(), TaskErro
     tb.interp_frames.set(Some(Frames {
         shape,
         frames: finished,
+        k,
         live: false,
     }));
     tb.interp_progress.set(format!(
