@@ -662,11 +662,11 @@ async function toolDone(page, sel) {
 }
 
 check("k", "inpainting: a mask drawn with the mouse, RePaint run; known pixels unchanged, the masked part changed", async ({ browser, base }) => {
-  const page = await openPage(browser, `${base}?model=test-model/`);
+  // A 2-step reverse run: the panel's autoplay is over at once and leaves the GPU to the toolbox.
+  const page = await openPage(browser, `${base}?model=test-model/&sampler=ddim&steps=2&batch=1`);
   try {
     await waitLoaded(page, "test-model");
-    // The reverse panel autoplays: stop it so the toolbox has the GPU to itself.
-    if ((await panelState(page)) === "running") await page.click("#play");
+    await waitFor("the reverse panel's 2-step autoplay to end", async () => (await panelState(page)) !== "running");
     await page.locator("#inpaint").scrollIntoViewIfNeeded();
     await setValue(page, "#inpaint-image", "2");
     await setValue(page, "#inpaint-steps", 6);
@@ -730,10 +730,10 @@ check("k", "inpainting: a mask drawn with the mouse, RePaint run; known pixels u
 });
 
 check("l", "interpolation: seeds and digits, the λ slider picks frames that differ", async ({ browser, base }) => {
-  const page = await openPage(browser, `${base}?model=test-model/`);
+  const page = await openPage(browser, `${base}?model=test-model/&sampler=ddim&steps=2&batch=1`);
   try {
     await waitLoaded(page, "test-model");
-    if ((await panelState(page)) === "running") await page.click("#play");
+    await waitFor("the reverse panel's 2-step autoplay to end", async () => (await panelState(page)) !== "running");
     await page.locator("#interp").scrollIntoViewIfNeeded();
     await setValue(page, "#interp-mode", "seeds");
     await setValue(page, "#interp-seed-a", 3);
@@ -801,7 +801,7 @@ check("l", "interpolation: seeds and digits, the λ slider picks frames that dif
 });
 
 check("phone-toolbox", "phone-size page (390x844): the toolbox panel fits", async ({ browser, base }) => {
-  const page = await openPage(browser, `${base}?model=test-model/`, { width: 390, height: 844 });
+  const page = await openPage(browser, `${base}?model=test-model/&sampler=ddim&steps=2&batch=1`, { width: 390, height: 844 });
   try {
     await waitLoaded(page, "test-model");
     await page.locator("#toolbox-panel").scrollIntoViewIfNeeded();
