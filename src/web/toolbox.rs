@@ -308,11 +308,18 @@ pub fn ToolboxPanel(ui: Ui) -> impl IntoView {
     };
     let frame_ref = NodeRef::<leptos::html::Canvas>::new();
     let strip_ref = NodeRef::<leptos::html::Canvas>::new();
+    let slider_ref = NodeRef::<leptos::html::Input>::new();
     Effect::new(move |_| {
         let Some(f) = tb.interp_frames.get() else {
             return;
         };
         let i = lambda_i.get().min(f.frames.len().saturating_sub(1));
+        // The range's max grows as frames arrive; a value set while max was smaller was
+        // clamped by the browser, so set both here, max first.
+        if let Some(el) = slider_ref.get() {
+            el.set_max(&f.frames.len().saturating_sub(1).to_string());
+            el.set_value(&i.to_string());
+        }
         if let (Some(c), Some(frame)) = (frame_ref.get(), f.frames.get(i)) {
             draw_row(&c, f.shape, &[Some(frame)]);
         }
@@ -543,7 +550,7 @@ pub fn ToolboxPanel(ui: Ui) -> impl IntoView {
                             aria-label="The frame chosen with the λ slider"></canvas>
                         <div class="lambda-row">
                             <label for="interp-lambda">"λ"</label>
-                            <input id="interp-lambda" type="range" min="0" step="1"
+                            <input id="interp-lambda" node_ref=slider_ref type="range" min="0" step="1"
                                 max=move || n_frames().saturating_sub(1).to_string()
                                 prop:value=move || lambda_i.get().to_string()
                                 disabled=move || n_frames() < 2
