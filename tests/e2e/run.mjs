@@ -797,7 +797,6 @@ check("phone-toolbox", "phone-size page (390x844): the toolbox panel fits", asyn
     await waitLoaded(page, "test-model");
     await page.locator("#toolbox-panel").evaluate((el) => el.scrollIntoView());
     await sleep(500);
-    await shot(page, "phone-toolbox");
     const m = await page.evaluate(() => {
       const el = document.getElementById("toolbox-panel");
       const r = el.getBoundingClientRect();
@@ -805,6 +804,8 @@ check("phone-toolbox", "phone-size page (390x844): the toolbox panel fits", asyn
     });
     log(`  #toolbox-panel right edge ${m.right.toFixed(0)}px, scrollWidth ${m.scroll} / clientWidth ${m.client}; document ${m.doc}px`);
     if (m.right > 391 || m.scroll > m.client + 1) fail("the toolbox panel is wider than a 390px screen");
+    // The picture is for people; a screenshot that times out on a busy machine is not a failure.
+    await shot(page, "phone-toolbox").catch((e) => log(`  (no screenshot: ${e.message.split("\n")[0]})`));
     failOnPanic(page);
   } finally {
     await page.context_.close();
