@@ -255,10 +255,18 @@ pub fn ToolboxPanel(ui: Ui) -> impl IntoView {
             None => draw_row(&c, sh, &[Some(&masked), None, None, None]),
         }
     });
-    let class_options = move || {
-        (0..classes().unwrap_or(0))
-            .map(|c| view! { <option value=c.to_string()>{c.to_string()}</option> })
-            .collect_view()
+    // Each option says itself whether it is selected: the class options appear only once a
+    // model is loaded, and a select's value set before its options exist would be lost.
+    let class_options = move |sel: RwSignal<String>| {
+        move || {
+            (0..classes().unwrap_or(0))
+                .map(|c| {
+                    let v = c.to_string();
+                    let v2 = v.clone();
+                    view! { <option value=v prop:selected=move || sel.get() == v2>{c.to_string()}</option> }
+                })
+                .collect_view()
+        }
     };
 
     // ---- interpolation
@@ -429,8 +437,8 @@ pub fn ToolboxPanel(ui: Ui) -> impl IntoView {
                         <select id="inpaint-class" disabled=move || classes().is_none()
                             prop:value=move || class.get()
                             on:change=move |ev| class.set(event_target_value(&ev))>
-                            <option value="none">"none (unconditional)"</option>
-                            {class_options}
+                            <option value="none" prop:selected=move || class.get() == "none">"none (unconditional)"</option>
+                            {class_options(class)}
                         </select>
                         <label for="inpaint-guidance">"Guidance w"</label>
                         <input id="inpaint-guidance" type="number" min="0" max="20" step="0.5"
@@ -529,8 +537,8 @@ pub fn ToolboxPanel(ui: Ui) -> impl IntoView {
                         <select id="interp-class" disabled=move || classes().is_none()
                             prop:value=move || interp_class.get()
                             on:change=move |ev| interp_class.set(event_target_value(&ev))>
-                            <option value="none">"none (unconditional)"</option>
-                            {class_options}
+                            <option value="none" prop:selected=move || interp_class.get() == "none">"none (unconditional)"</option>
+                            {class_options(interp_class)}
                         </select>
                         <label for="interp-guidance">"Guidance w"</label>
                         <input id="interp-guidance" type="number" min="0" max="20" step="0.5"
