@@ -5,8 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::diffusion::interpolate as interp;
 use crate::diffusion::sampler::{SampleSettings, SamplingRun};
-use crate::diffusion::schedule::{Sampler, Schedule};
+use crate::diffusion::schedule::Sampler;
 use crate::error::{Error, Result};
 use crate::gpu::{block_on, GpuContext};
 use crate::model::Model;
@@ -68,28 +69,6 @@ pub struct InterpolateArgs {
     /// Also write the frames as safetensors (tensor `sample`, [K,C,H,W], model space).
     #[arg(long)]
     pub out_tensor: Option<PathBuf>,
-}
-
-/// Spherical interpolation (Shoemake 1985) of two flattened x_T; falls back to linear when
-/// they are (anti)parallel. λ = 0 and 1 give `a` and `b` exactly.
-pub fn slerp(a: &[f32], b: &[f32], lambda: f64) -> Vec<f32> {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let cos = (dot / (na * nb).max(f64::MIN_POSITIVE)).clamp(-1.0, 1.0);
-    let theta = cos.acos();
-    let (wa, wb) = if theta.sin().abs() < 1e-6 {
-        (1.0 - lambda, lambda)
-    } else {
-        (
-            ((1.0 - lambda) * theta).sin() / theta.sin(),
-            (lambda * theta).sin() / theta.sin(),
-        )
-    };
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (wa * *x as f64 + wb * *y as f64) as f32)
-        .collect()
 }
 
 fn pair<'a>(flag: &str, v: &'a str) -> Result<(&'a str, &'a str)> {
@@ -169,28 +148,15 @@ fn settings(
     }
 }
 
-/// x_T of `sample --seed s -n 1` for each seed: the seeded noise of a one-image run.
+/// x_T of `sample --seed s -n 1` for each seed (shared with the page).
 fn seed_noise(ctx: &GpuContext, model: &Model, seeds: &[u64]) -> Result<Vec<Vec<f32>>> {
-    let mut run = SamplingRun::new(
+    block_on(interp::seed_noise(
         ctx,
         &model.config,
         &model.weights,
         &model.scheduler,
-        SampleSettings {
-            sampler: Sampler::Ddim { eta: 0.0 },
-            steps: 1,
-            seed: seeds[0],
-            batch: 1,
-            class_labels: None,
-            guidance: None,
-        },
-    )?;
-    let mut out = Vec::new();
-    for &s in seeds {
-        run.restart(ctx, s)?;
-        out.push(block_on(ctx.read(run.x_t()))?);
-    }
-    Ok(out)
+        seeds,
+    ))
 }
 
 pub fn interpolate(a: InterpolateArgs) -> Result<()> {
@@ -256,10 +222,7 @@ pub fn interpolate(a: InterpolateArgs) -> Result<()> {
     let (x_start, start_index, mut run) = match &ends {
         Ends::Seeds(sa, sb) => {
             let noise = seed_noise(&ctx, &model, &[*sa, *sb])?;
-            let mut frames = Vec::with_capacity(k * noise[0].len());
-            for i in 0..k {
-                frames.extend(slerp(&noise[0], &noise[1], i as f64 / (k - 1) as f64));
-            }
+            let frames = interp::seed_frames(&noise[0], &noise[1], k);
             let mut s = settings(&a, sampler, steps, k, 0);
             s.class_labels = labels;
             let run = SamplingRun::new(&ctx, &model.config, &model.weights, &model.scheduler, s)?;
@@ -273,29 +236,16 @@ pub fn interpolate(a: InterpolateArgs) -> Result<()> {
             let xa = read_image(pa, c, h, w)?;
             let xb = read_image(pb, c, h, w)?;
             // Start at the first step of the grid at or below --t.
-            let index = run
-                .timesteps()
-                .iter()
-                .position(|&s| s <= a.t)
-                .ok_or_else(|| {
-                    Error::Other(format!(
-                        "no step of this {steps}-step schedule is at or below --t {}",
-                        a.t
-                    ))
-                })?;
-            let t = run.timesteps()[index];
+            let index = interp::start_index(run.timesteps(), a.t).map_err(|_| {
+                Error::Other(format!(
+                    "no step of this {steps}-step schedule is at or below --t {}",
+                    a.t
+                ))
+            })?;
             let z = &seed_noise(&ctx, &model, &[a.seed])?[0];
-            // q(x_t | x_0) = N(√ᾱ_t x_0, (1 − ᾱ_t) I) (eq. 4), the same z for both images.
-            let (sa, sb) = Schedule::new(&model.scheduler)?.add_noise_coefficients(t);
-            let mut frames = Vec::with_capacity(k * xa.len());
-            for i in 0..k {
-                let l = i as f64 / (k - 1) as f64;
-                frames.extend((0..xa.len()).map(|j| {
-                    let ta = sa * xa[j] as f64 + sb * z[j] as f64;
-                    let tb = sa * xb[j] as f64 + sb * z[j] as f64;
-                    ((1.0 - l) * ta + l * tb) as f32
-                }));
-            }
+            // The same z for both images (eq. 4), mixed in x_t space (Fig. 8).
+            let (frames, _, t) =
+                interp::image_start(&model.scheduler, run.timesteps(), a.t, &xa, &xb, z, k)?;
             eprintln!("noised both images to t = {t}; denoising from step {index}");
             (frames, index, run)
         }

@@ -4,6 +4,7 @@
 
 pub mod anomaly;
 pub mod dpm_solver;
+pub mod interpolate;
 pub mod likelihood;
 pub mod repaint;
 pub mod sampler;

@@ -96,6 +96,8 @@ pub struct RepaintRun {
     image64: Vec<f64>,
     /// The current sample, (N, C, H, W).
     x: Vec<f64>,
+    /// The last reverse step's x̂_0 (clipped as the step used it; zeros before the first).
+    x0: Vec<f64>,
 }
 
 impl RepaintRun {
@@ -180,7 +182,7 @@ impl RepaintRun {
         let mask_full: Vec<f32> = (0..n * c * hw)
             .map(|i| mask[(i / (c * hw)) * hw + i % hw])
             .collect();
-        let x = gaussian_noise_cpu(settings.seed, 0, n * c * hw)
+        let x: Vec<f64> = gaussian_noise_cpu(settings.seed, 0, n * c * hw)
             .into_iter()
             .map(|v| v as f64)
             .collect();
@@ -205,6 +207,7 @@ impl RepaintRun {
             image64: image.iter().map(|&v| v as f64).collect(),
             image: image.to_vec(),
             mask: mask_full,
+            x0: vec![0.0; x.len()],
             x,
         })
     }
@@ -216,6 +219,21 @@ impl RepaintRun {
 
     pub fn is_done(&self) -> bool {
         self.next >= self.moves.len()
+    }
+
+    /// How many moves have been taken.
+    pub fn moves_done(&self) -> usize {
+        self.next
+    }
+
+    /// The current sample x_t (known part included), (N, C, H, W); for watching a run.
+    pub fn sample(&self) -> &[f64] {
+        &self.x
+    }
+
+    /// The network's x̂_0 at the last reverse step, (N, C, H, W); zeros before the first.
+    pub fn x0_estimate(&self) -> &[f64] {
+        &self.x0
     }
 
     /// ᾱ at level u (1 at level 0).
@@ -287,6 +305,7 @@ impl RepaintRun {
                     if c.clip > 0.0 {
                         x0 = x0.clamp(-c.clip, c.clip);
                     }
+                    self.x0[i] = x0;
                     let eps = c.eps_from_xt * x + c.eps_from_model * m;
                     let unknown = c.prev_from_x0 * x0
                         + c.prev_from_xt * x

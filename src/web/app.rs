@@ -8,6 +8,7 @@ use wasm_bindgen::JsCast;
 use crate::web::engine::{self, RunState, SamplerKind, Settings, Ui};
 use crate::web::forward::{self, Image};
 use crate::web::plots::{self, Series};
+use crate::web::toolbox::ToolboxPanel;
 
 fn parse_or<T: std::str::FromStr>(s: &str, default: T) -> T {
     s.trim().parse().unwrap_or(default)
@@ -72,6 +73,7 @@ pub fn App() -> impl IntoView {
                 <ReversePanel ui=ui/>
                 <ModelPanel ui=ui/>
                 <ForwardPanel/>
+                <ToolboxPanel ui=ui/>
             </div>
             <div id="lab-view-box" hidden=move || !lab.get()>
                 <crate::web::lab::LabPanel active=Signal::derive(move || lab.get())/>

@@ -9,6 +9,7 @@
 //! - [`forward`], [`plots`]: the forward-process explorer and SVG plots (CPU only).
 //! - [`lab`], [`lab_points`]: the diffusion lab's view (controls, text, plots) and its
 //!   point renderer; its GPU side is `engine::lab`.
+//! - [`toolbox`]: the toolbox panel (inpainting with a painted mask, interpolation).
 //! - [`app`]: the page (components, controls with the contract's DOM ids).
 
 pub mod app;
@@ -19,6 +20,7 @@ pub mod lab_points;
 pub mod loader;
 pub mod plots;
 pub mod present;
+pub mod toolbox;
 
 #[cfg(feature = "web-app")]
 use wasm_bindgen::prelude::*;

@@ -13,6 +13,7 @@
 //! | [`bench`] | nothing (its result goes to [`Ui::bench`]) | `?bench` |
 //! | [`lab`] | the diffusion lab's canvas, data, trainer and particles ([`lab::LabGpu`]) and its signals | the Lab tab's controls |
 //! | [`snapshot`] | nothing (an offscreen render read back once) | `window.kakusanSnapshot()` |
+//! | [`toolbox`] | the toolbox's signals, its inpainting/interpolation tasks (each holds its own run while it lasts) | the toolbox panel's Run/Stop |
 //!
 //! Everything made on one wgpu device — surface, presenter, the live run, timeline frames —
 //! sits in one [`Engine`], so replacing the device after a loss drops all of it at once.
@@ -27,6 +28,7 @@ mod run;
 mod session;
 mod snapshot;
 mod timeline;
+mod toolbox;
 
 use std::cell::{Cell, RefCell};
 
@@ -43,6 +45,10 @@ pub use run::{
 pub use session::{has_webgpu, restart_device, simulate_device_loss, NO_WEBGPU};
 pub use snapshot::snapshot;
 pub use timeline::{redraw, scrub, MAX_FRAMES};
+pub use toolbox::{
+    set_toolbox_ui, start_inpaint, start_interpolation, stop_inpaint, stop_interpolation, Ends,
+    Frames, InpaintRequest, InpaintView, InterpRequest, ToolState, ToolboxUi,
+};
 
 /// The signals the page renders; the engine writes them, the components read them.
 #[derive(Clone, Copy)]
