@@ -204,19 +204,21 @@ fn bias_units(off: u32, j0: u32, j1: u32) -> Units {
     return Units(c0, c0, c1, c1);
 }
 
+// act_a[i] = v (to_a) or act_b[i] = v.
+fn set_tile_vector(to_a: bool, i: u32, v: vec4<f32>) {
+    if (to_a) {
+        act_a[i] = v;
+    } else {
+        act_b[i] = v;
+    }
+}
+
 // silu(z) of units j0, j1 into act_a (to_a) or act_b.
 fn put_activations(u: Units, j0: u32, j1: u32, to_a: bool) {
-    if (to_a) {
-        act_a[2u * j0] = silu(u.a0);
-        act_a[2u * j0 + 1u] = silu(u.b0);
-        act_a[2u * j1] = silu(u.a1);
-        act_a[2u * j1 + 1u] = silu(u.b1);
-    } else {
-        act_b[2u * j0] = silu(u.a0);
-        act_b[2u * j0 + 1u] = silu(u.b0);
-        act_b[2u * j1] = silu(u.a1);
-        act_b[2u * j1 + 1u] = silu(u.b1);
-    }
+    set_tile_vector(to_a, 2u * j0, silu(u.a0));
+    set_tile_vector(to_a, 2u * j0 + 1u, silu(u.b0));
+    set_tile_vector(to_a, 2u * j1, silu(u.a1));
+    set_tile_vector(to_a, 2u * j1 + 1u, silu(u.b1));
 }
 
 // Forward pass of the tile: inputs and tile_y → z (private, units t and t + NT), a3 in act_a,
