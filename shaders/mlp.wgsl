@@ -108,6 +108,21 @@ fn set_input(row: u32, k: u32, v: f32) {
     inp[2u * k + row / 4u][row % 4u] = v;
 }
 
+// Row j of the tile: its x_t, timestep and class (the embedding follows from the timestep).
+fn set_row(j: u32, x: vec2<f32>, t: f32, y: u32) {
+    set_input(j, 0u, x.x);
+    set_input(j, 1u, x.y);
+    tile_t[j] = t;
+    tile_y[j] = y;
+}
+
+// Row j's training target ε and whether the row is in the batch.
+fn set_target(j: u32, eps: vec2<f32>, valid: u32) {
+    target_eps[2u * j] = eps.x;
+    target_eps[2u * j + 1u] = eps.y;
+    tile_valid[j] = valid;
+}
+
 // PCG hash (O'Neill 2014, the RXS-M-XS output of one LCG step).
 fn pcg(v: u32) -> u32 {
     let s = v * 747796405u + 2891336453u;
@@ -410,13 +425,8 @@ fn train_fwd_bwd(
             // x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε (eq. 4).
             x = sched[2u * t] * x0 + sched[2u * t + 1u] * e;
         }
-        set_input(j, 0u, x.x);
-        set_input(j, 1u, x.y);
-        target_eps[2u * j] = e.x;
-        target_eps[2u * j + 1u] = e.y;
-        tile_t[j] = f32(t);
-        tile_y[j] = y;
-        tile_valid[j] = valid;
+        set_row(j, x, f32(t), y);
+        set_target(j, e, valid);
     }
     embed_and_forward(j);
     backward_tile(j, tile);
@@ -441,13 +451,8 @@ fn given_fwd_bwd(
         } else {
             r[3] = f32(u.null_class);
         }
-        set_input(j, 0u, r[0]);
-        set_input(j, 1u, r[1]);
-        tile_t[j] = r[2];
-        tile_y[j] = u32(r[3]);
-        target_eps[2u * j] = r[4];
-        target_eps[2u * j + 1u] = r[5];
-        tile_valid[j] = valid;
+        set_row(j, vec2<f32>(r[0], r[1]), r[2], u32(r[3]));
+        set_target(j, vec2<f32>(r[4], r[5]), valid);
     }
     embed_and_forward(j);
     backward_tile(j, tile);
@@ -466,10 +471,7 @@ fn eval_forward(
         if (b < u.batch) {
             r = vec4<f32>(src[b * 4u], src[b * 4u + 1u], src[b * 4u + 2u], src[b * 4u + 3u]);
         }
-        set_input(j, 0u, r.x);
-        set_input(j, 1u, r.y);
-        tile_t[j] = r.z;
-        tile_y[j] = u32(r.w);
+        set_row(j, r.xy, r.z, u32(r.w));
     }
     embed_and_forward(j);
     if (j < 2u * TB && tile * TB + j / 2u < u.batch) {
@@ -495,10 +497,7 @@ fn sample_step(
                 y = c;
             }
         }
-        set_input(j, 0u, x.x);
-        set_input(j, 1u, x.y);
-        tile_t[j] = u.t;
-        tile_y[j] = y;
+        set_row(j, x, u.t, y);
     }
     embed_and_forward(j);
     // Classifier-free guidance (Ho & Salimans 2022): a second pass with the null class for

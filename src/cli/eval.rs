@@ -260,13 +260,9 @@ fn sample_all(
     wanted: &[u32],
 ) -> Result<Vec<f32>> {
     let n = wanted.len();
-    let bar = indicatif::ProgressBar::new((n.div_ceil(a.batch) * steps) as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} sampling [{bar:40}] {pos}/{len} steps  eta {eta}  {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
+    let bar = super::progress_bar(
+        n.div_ceil(a.batch) * steps,
+        "{spinner} sampling [{bar:40}] {pos}/{len} steps  eta {eta}  {msg}",
     );
     let mut out = Vec::with_capacity(n * 784);
     for (k, start) in (0..n).step_by(a.batch).enumerate() {

@@ -367,6 +367,17 @@ pub(crate) fn gpu() -> Result<GpuContext> {
     Ok(ctx)
 }
 
+/// A progress bar of `len` units drawn with the indicatif `template`.
+pub(crate) fn progress_bar(len: usize, template: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
 pub(crate) fn load(dir: &Path) -> Result<Model> {
     let files = read_model_dir(dir)?;
     Model::from_files(&files)
@@ -425,13 +436,9 @@ fn sample(a: SampleArgs) -> Result<()> {
     }
     run.set_guidance_options(&ctx, guidance_options)?;
     run.set_use_clipped_model_output(a.sampling.use_clipped_model_output)?;
-    let bar = indicatif::ProgressBar::new(run.timesteps().len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} sampling [{bar:40}] {pos}/{len} steps  {per_sec}  eta {eta}  {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
+    let bar = progress_bar(
+        run.timesteps().len(),
+        "{spinner} sampling [{bar:40}] {pos}/{len} steps  {per_sec}  eta {eta}  {msg}",
     );
     let progress = match &a.progress_grid {
         Some(_) => progress_steps(

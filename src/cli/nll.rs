@@ -149,13 +149,9 @@ pub fn nll(a: NllArgs) -> Result<()> {
     let labels = labels_for(&model.config, a.class_label, images.class_labels.clone(), n)?;
     let ctx = super::gpu()?;
     let mut run = likelihood_run(&ctx, &model, &images, labels.as_deref(), a.seed, &a.input)?;
-    let bar = indicatif::ProgressBar::new(run.num_timesteps() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} bound [{bar:40}] {pos}/{len} timesteps  {per_sec}  eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
+    let bar = super::progress_bar(
+        run.num_timesteps(),
+        "{spinner} bound [{bar:40}] {pos}/{len} timesteps  {per_sec}  eta {eta}",
     );
     let start = Instant::now();
     while block_on(run.step(&ctx))?.is_some() {
