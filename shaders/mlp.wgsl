@@ -68,22 +68,9 @@ struct Uniforms {
 //        eval_forward: ε_θ (batch, 2)
 @group(0) @binding(7) var<storage, read_write> buf_c: array<f32>;
 
-const H: u32 = 128u;
-const E: u32 = 32u;
-const IN: u32 = 34u; // 2 + E
+// Sizes (H, E, IN, AS, DS) and parameter offsets (OFF_*): shaders/lib/mlp_layout.wgsl.
+// Rows per tile.
 const TB: u32 = 8u;
-const AS: u32 = 418u; // IN + 3H
-const DS: u32 = 386u; // 3H + 2
-
-const OFF_W1: u32 = 0u;
-const OFF_B1: u32 = 4352u; // H*IN
-const OFF_W2: u32 = 4480u;
-const OFF_B2: u32 = 20864u;
-const OFF_W3: u32 = 20992u;
-const OFF_B3: u32 = 37376u;
-const OFF_W4: u32 = 37504u;
-const OFF_B4: u32 = 37760u;
-const OFF_EMB: u32 = 37762u;
 
 // The tile's rows are packed 4 to a vec4 (index 2·unit + half, half 0 = rows 0–3, 1 = rows
 // 4–7), so each thread accumulates two vec4s instead of indexing a private array (which
@@ -119,6 +106,21 @@ fn silu_grad(z: vec4<f32>) -> vec4<f32> {
 
 fn set_input(row: u32, k: u32, v: f32) {
     inp[2u * k + row / 4u][row % 4u] = v;
+}
+
+// Row j of the tile: its x_t, timestep and class (the embedding follows from the timestep).
+fn set_row(j: u32, x: vec2<f32>, t: f32, y: u32) {
+    set_input(j, 0u, x.x);
+    set_input(j, 1u, x.y);
+    tile_t[j] = t;
+    tile_y[j] = y;
+}
+
+// Row j's training target ε and whether the row is in the batch.
+fn set_target(j: u32, eps: vec2<f32>, valid: u32) {
+    target_eps[2u * j] = eps.x;
+    target_eps[2u * j + 1u] = eps.y;
+    tile_valid[j] = valid;
 }
 
 // PCG hash (O'Neill 2014, the RXS-M-XS output of one LCG step).
@@ -169,82 +171,102 @@ fn class_rows(j: u32, first: u32) -> vec4<f32> {
         params[OFF_EMB + tile_y[first + 2u] * H + j], params[OFF_EMB + tile_y[first + 3u] * H + j]);
 }
 
+// The tile's values of a thread's two units j0 and j1: (unit, half) with half 0 = rows 0–3.
+struct Units {
+    a0: vec4<f32>,
+    b0: vec4<f32>,
+    a1: vec4<f32>,
+    b1: vec4<f32>,
+}
+
+// Where matvec_tile reads the tile's input vectors: inp (IN per row), act_a or act_b (H).
+const FROM_INP: u32 = 0u;
+const FROM_ACT_A: u32 = 1u;
+const FROM_ACT_B: u32 = 2u;
+
+fn tile_vector(input_kind: u32, k: u32, half: u32) -> vec4<f32> {
+    if (input_kind == FROM_INP) {
+        return inp[2u * k + half];
+    }
+    if (input_kind == FROM_ACT_A) {
+        return act_a[2u * k + half];
+    }
+    return act_b[2u * k + half];
+}
+
+// acc + Σ_k W[j, k] x[k] for units j0, j1 and every row of the tile, k = 0 … n−1 in order,
+// with W[j, k] = params[off + j·sj + k·sk]: (sj, sk) = (n, 1) is a layer's W (forward), (1, H)
+// its transpose (backward). Called with a constant `input_kind`, so the selection folds away.
+fn matvec_tile(acc: Units, j0: u32, j1: u32, off: u32, sj: u32, sk: u32, n: u32, input_kind: u32) -> Units {
+    var r = acc;
+    for (var k = 0u; k < n; k++) {
+        let x0 = tile_vector(input_kind, k, 0u);
+        let x1 = tile_vector(input_kind, k, 1u);
+        let w0 = params[off + j0 * sj + k * sk];
+        let w1 = params[off + j1 * sj + k * sk];
+        r.a0 += w0 * x0;
+        r.b0 += w0 * x1;
+        r.a1 += w1 * x0;
+        r.b1 += w1 * x1;
+    }
+    return r;
+}
+
+// A layer's bias b[j] broadcast over the tile's rows.
+fn bias_units(off: u32, j0: u32, j1: u32) -> Units {
+    let c0 = vec4<f32>(params[off + j0]);
+    let c1 = vec4<f32>(params[off + j1]);
+    return Units(c0, c0, c1, c1);
+}
+
+// act_a[i] = v (to_a) or act_b[i] = v.
+fn set_tile_vector(to_a: bool, i: u32, v: vec4<f32>) {
+    if (to_a) {
+        act_a[i] = v;
+    } else {
+        act_b[i] = v;
+    }
+}
+
+// silu(z) of units j0, j1 into act_a (to_a) or act_b.
+fn put_activations(u: Units, j0: u32, j1: u32, to_a: bool) {
+    set_tile_vector(to_a, 2u * j0, silu(u.a0));
+    set_tile_vector(to_a, 2u * j0 + 1u, silu(u.b0));
+    set_tile_vector(to_a, 2u * j1, silu(u.a1));
+    set_tile_vector(to_a, 2u * j1 + 1u, silu(u.b1));
+}
+
 // Forward pass of the tile: inputs and tile_y → z (private, units t and t + NT), a3 in act_a,
 // ε in outv. Must be entered by all NT threads after a barrier that published inp and tile_y.
 fn forward_tile(t: u32) {
     let j0 = t;
     let j1 = t + NT;
     // Layer 1: z1 = W1·[x, emb] + b1 + E[y].
-    var a0 = params[OFF_B1 + j0] + class_rows(j0, 0u);
-    var b0 = params[OFF_B1 + j0] + class_rows(j0, 4u);
-    var a1 = params[OFF_B1 + j1] + class_rows(j1, 0u);
-    var b1 = params[OFF_B1 + j1] + class_rows(j1, 4u);
-    for (var k = 0u; k < IN; k++) {
-        let x0 = inp[2u * k];
-        let x1 = inp[2u * k + 1u];
-        let w0 = params[OFF_W1 + j0 * IN + k];
-        let w1 = params[OFF_W1 + j1 * IN + k];
-        a0 += w0 * x0;
-        b0 += w0 * x1;
-        a1 += w1 * x0;
-        b1 += w1 * x1;
-    }
-    z[0] = a0;
-    z[1] = b0;
-    z[2] = a1;
-    z[3] = b1;
-    act_a[2u * j0] = silu(a0);
-    act_a[2u * j0 + 1u] = silu(b0);
-    act_a[2u * j1] = silu(a1);
-    act_a[2u * j1 + 1u] = silu(b1);
+    let b1 = bias_units(OFF_B1, j0, j1);
+    let e = Units(class_rows(j0, 0u), class_rows(j0, 4u), class_rows(j1, 0u), class_rows(j1, 4u));
+    var l = matvec_tile(
+        Units(b1.a0 + e.a0, b1.b0 + e.b0, b1.a1 + e.a1, b1.b1 + e.b1), j0, j1, OFF_W1, IN, 1u, IN, FROM_INP);
+    z[0] = l.a0;
+    z[1] = l.b0;
+    z[2] = l.a1;
+    z[3] = l.b1;
+    put_activations(l, j0, j1, true);
     workgroupBarrier();
     // Layer 2.
-    a0 = vec4<f32>(params[OFF_B2 + j0]);
-    b0 = a0;
-    a1 = vec4<f32>(params[OFF_B2 + j1]);
-    b1 = a1;
-    for (var k = 0u; k < H; k++) {
-        let x0 = act_a[2u * k];
-        let x1 = act_a[2u * k + 1u];
-        let w0 = params[OFF_W2 + j0 * H + k];
-        let w1 = params[OFF_W2 + j1 * H + k];
-        a0 += w0 * x0;
-        b0 += w0 * x1;
-        a1 += w1 * x0;
-        b1 += w1 * x1;
-    }
-    z[4] = a0;
-    z[5] = b0;
-    z[6] = a1;
-    z[7] = b1;
-    act_b[2u * j0] = silu(a0);
-    act_b[2u * j0 + 1u] = silu(b0);
-    act_b[2u * j1] = silu(a1);
-    act_b[2u * j1 + 1u] = silu(b1);
+    l = matvec_tile(bias_units(OFF_B2, j0, j1), j0, j1, OFF_W2, H, 1u, H, FROM_ACT_A);
+    z[4] = l.a0;
+    z[5] = l.b0;
+    z[6] = l.a1;
+    z[7] = l.b1;
+    put_activations(l, j0, j1, false);
     workgroupBarrier();
     // Layer 3 (act_a's readers all passed the barrier above).
-    a0 = vec4<f32>(params[OFF_B3 + j0]);
-    b0 = a0;
-    a1 = vec4<f32>(params[OFF_B3 + j1]);
-    b1 = a1;
-    for (var k = 0u; k < H; k++) {
-        let x0 = act_b[2u * k];
-        let x1 = act_b[2u * k + 1u];
-        let w0 = params[OFF_W3 + j0 * H + k];
-        let w1 = params[OFF_W3 + j1 * H + k];
-        a0 += w0 * x0;
-        b0 += w0 * x1;
-        a1 += w1 * x0;
-        b1 += w1 * x1;
-    }
-    z[8] = a0;
-    z[9] = b0;
-    z[10] = a1;
-    z[11] = b1;
-    act_a[2u * j0] = silu(a0);
-    act_a[2u * j0 + 1u] = silu(b0);
-    act_a[2u * j1] = silu(a1);
-    act_a[2u * j1 + 1u] = silu(b1);
+    l = matvec_tile(bias_units(OFF_B3, j0, j1), j0, j1, OFF_W3, H, 1u, H, FROM_ACT_B);
+    z[8] = l.a0;
+    z[9] = l.b0;
+    z[10] = l.a1;
+    z[11] = l.b1;
+    put_activations(l, j0, j1, true);
     workgroupBarrier();
     // Output layer: 2·TB threads, one (row, coordinate) each.
     if (t < 2u * TB) {
@@ -257,6 +279,15 @@ fn forward_tile(t: u32) {
         outv[t] = s;
     }
     workgroupBarrier();
+}
+
+// The time embedding of the tile (from tile_t), then the forward pass; entered by all NT
+// threads once the entry point has set inp's first two inputs, tile_t and tile_y.
+fn embed_and_forward(t: u32) {
+    workgroupBarrier();
+    fill_embedding(t);
+    workgroupBarrier();
+    forward_tile(t);
 }
 
 fn lane(a: vec4<f32>, b: vec4<f32>, i: u32) -> f32 {
@@ -345,48 +376,21 @@ fn backward_tile(t: u32, tile: u32) {
     store_rows(tile, DS, 2u * H, j1, d3a1, d3b1, false);
     workgroupBarrier();
     // d2 = silu'(z2) ⊙ W3ᵀ d3 (thread t reads columns t and t + NT of W3).
-    var a0 = vec4<f32>(0.0);
-    var b0 = vec4<f32>(0.0);
-    var a1 = vec4<f32>(0.0);
-    var b1 = vec4<f32>(0.0);
-    for (var l = 0u; l < H; l++) {
-        let x0 = act_b[2u * l];
-        let x1 = act_b[2u * l + 1u];
-        let w0 = params[OFF_W3 + l * H + j0];
-        let w1 = params[OFF_W3 + l * H + j1];
-        a0 += w0 * x0;
-        b0 += w0 * x1;
-        a1 += w1 * x0;
-        b1 += w1 * x1;
-    }
-    a0 *= silu_grad(z[4]);
-    b0 *= silu_grad(z[5]);
-    a1 *= silu_grad(z[6]);
-    b1 *= silu_grad(z[7]);
-    act_a[2u * j0] = a0;
-    act_a[2u * j0 + 1u] = b0;
-    act_a[2u * j1] = a1;
-    act_a[2u * j1 + 1u] = b1;
-    store_rows(tile, DS, H, j0, a0, b0, false);
-    store_rows(tile, DS, H, j1, a1, b1, false);
+    let zero = Units(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    let w3d = matvec_tile(zero, j0, j1, OFF_W3, 1u, H, H, FROM_ACT_B);
+    let d2 = Units(w3d.a0 * silu_grad(z[4]), w3d.b0 * silu_grad(z[5]),
+                   w3d.a1 * silu_grad(z[6]), w3d.b1 * silu_grad(z[7]));
+    act_a[2u * j0] = d2.a0;
+    act_a[2u * j0 + 1u] = d2.b0;
+    act_a[2u * j1] = d2.a1;
+    act_a[2u * j1 + 1u] = d2.b1;
+    store_rows(tile, DS, H, j0, d2.a0, d2.b0, false);
+    store_rows(tile, DS, H, j1, d2.a1, d2.b1, false);
     workgroupBarrier();
     // d1 = silu'(z1) ⊙ W2ᵀ d2.
-    a0 = vec4<f32>(0.0);
-    b0 = vec4<f32>(0.0);
-    a1 = vec4<f32>(0.0);
-    b1 = vec4<f32>(0.0);
-    for (var l = 0u; l < H; l++) {
-        let x0 = act_a[2u * l];
-        let x1 = act_a[2u * l + 1u];
-        let w0 = params[OFF_W2 + l * H + j0];
-        let w1 = params[OFF_W2 + l * H + j1];
-        a0 += w0 * x0;
-        b0 += w0 * x1;
-        a1 += w1 * x0;
-        b1 += w1 * x1;
-    }
-    store_rows(tile, DS, 0u, j0, a0 * silu_grad(z[0]), b0 * silu_grad(z[1]), false);
-    store_rows(tile, DS, 0u, j1, a1 * silu_grad(z[2]), b1 * silu_grad(z[3]), false);
+    let w2d = matvec_tile(zero, j0, j1, OFF_W2, 1u, H, H, FROM_ACT_A);
+    store_rows(tile, DS, 0u, j0, w2d.a0 * silu_grad(z[0]), w2d.b0 * silu_grad(z[1]), false);
+    store_rows(tile, DS, 0u, j1, w2d.a1 * silu_grad(z[2]), w2d.b1 * silu_grad(z[3]), false);
 }
 
 @compute @workgroup_size(64)
@@ -421,18 +425,10 @@ fn train_fwd_bwd(
             // x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε (eq. 4).
             x = sched[2u * t] * x0 + sched[2u * t + 1u] * e;
         }
-        set_input(j, 0u, x.x);
-        set_input(j, 1u, x.y);
-        target_eps[2u * j] = e.x;
-        target_eps[2u * j + 1u] = e.y;
-        tile_t[j] = f32(t);
-        tile_y[j] = y;
-        tile_valid[j] = valid;
+        set_row(j, x, f32(t), y);
+        set_target(j, e, valid);
     }
-    workgroupBarrier();
-    fill_embedding(j);
-    workgroupBarrier();
-    forward_tile(j);
+    embed_and_forward(j);
     backward_tile(j, tile);
 }
 
@@ -455,18 +451,10 @@ fn given_fwd_bwd(
         } else {
             r[3] = f32(u.null_class);
         }
-        set_input(j, 0u, r[0]);
-        set_input(j, 1u, r[1]);
-        tile_t[j] = r[2];
-        tile_y[j] = u32(r[3]);
-        target_eps[2u * j] = r[4];
-        target_eps[2u * j + 1u] = r[5];
-        tile_valid[j] = valid;
+        set_row(j, vec2<f32>(r[0], r[1]), r[2], u32(r[3]));
+        set_target(j, vec2<f32>(r[4], r[5]), valid);
     }
-    workgroupBarrier();
-    fill_embedding(j);
-    workgroupBarrier();
-    forward_tile(j);
+    embed_and_forward(j);
     backward_tile(j, tile);
 }
 
@@ -483,15 +471,9 @@ fn eval_forward(
         if (b < u.batch) {
             r = vec4<f32>(src[b * 4u], src[b * 4u + 1u], src[b * 4u + 2u], src[b * 4u + 3u]);
         }
-        set_input(j, 0u, r.x);
-        set_input(j, 1u, r.y);
-        tile_t[j] = r.z;
-        tile_y[j] = u32(r.w);
+        set_row(j, r.xy, r.z, u32(r.w));
     }
-    workgroupBarrier();
-    fill_embedding(j);
-    workgroupBarrier();
-    forward_tile(j);
+    embed_and_forward(j);
     if (j < 2u * TB && tile * TB + j / 2u < u.batch) {
         buf_c[tile * TB * 2u + j] = outv[j];
     }
@@ -515,15 +497,9 @@ fn sample_step(
                 y = c;
             }
         }
-        set_input(j, 0u, x.x);
-        set_input(j, 1u, x.y);
-        tile_t[j] = u.t;
-        tile_y[j] = y;
+        set_row(j, x, u.t, y);
     }
-    workgroupBarrier();
-    fill_embedding(j);
-    workgroupBarrier();
-    forward_tile(j);
+    embed_and_forward(j);
     // Classifier-free guidance (Ho & Salimans 2022): a second pass with the null class for
     // the rows that have a class.
     var eps_cond = vec2<f32>(0.0, 0.0);

@@ -12,7 +12,7 @@
 //               embedding = one-hot columns of the class used); then AdamW + EMA (mode 0)
 //               or the gradient into `m` (mode 1).
 //   tick        one workgroup: the batch's mean loss into the loss ring, then state[0] += 1.
-// Parameter layout and the constants below must match mlp.wgsl and mlp.rs.
+// The parameter layout is shaders/lib/mlp_layout.wgsl (shared with mlp.wgsl; mlp.rs checks it).
 
 struct Uniforms {
     batch: u32,
@@ -50,19 +50,7 @@ struct Uniforms {
 // state: (2 + loss_slots) u32: [steps taken, unused, loss ring as f32 bits]
 @group(0) @binding(8) var<storage, read_write> state: array<u32>;
 
-const H: u32 = 128u;
-const IN: u32 = 34u;
-const AS: u32 = 418u;
-const DS: u32 = 386u;
-
-const OFF_B1: u32 = 4352u;
-const OFF_W2: u32 = 4480u;
-const OFF_B2: u32 = 20864u;
-const OFF_W3: u32 = 20992u;
-const OFF_B3: u32 = 37376u;
-const OFF_W4: u32 = 37504u;
-const OFF_B4: u32 = 37760u;
-const OFF_EMB: u32 = 37762u;
+// Sizes (H, IN, AS, DS) and parameter offsets (OFF_*): shaders/lib/mlp_layout.wgsl.
 
 // Σ_b deltas[b, d] · acts[b, a] (a = NONE: Σ_b deltas[b, d]).
 const NONE: u32 = 0xffffffffu;

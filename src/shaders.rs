@@ -98,6 +98,7 @@ snippets! {
     WORKGROUP_SUM => "workgroup_sum",
     GROUP_NORM_STATS => "group_norm_stats",
     TRIG_POLY => "trig_poly",
+    MLP_LAYOUT => "mlp_layout",
 }
 
 // Each snippet is named twice (static and file stem) because `concat!` needs the literal; the
@@ -127,8 +128,8 @@ shaders! {
     EMBEDDING_BACKWARD => "embedding_backward",
     DROPOUT => "dropout" [PHILOX = "philox"],
     PRESENT => "present",
-    MLP => "mlp",
-    MLP_UPDATE => "mlp_update",
+    MLP => "mlp" [MLP_LAYOUT = "mlp_layout"],
+    MLP_UPDATE => "mlp_update" [MLP_LAYOUT = "mlp_layout"],
     LAB_SCORE => "lab_score",
     LAB_FIELD => "lab_field",
     LAB_BLIT => "lab_blit",

@@ -4,51 +4,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use common::cli::{copy_fixture, kakusan, p, tmpdir};
 use common::{fixture, rel_l2, Reference};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
-
-fn kakusan(args: &[&str]) -> (bool, String, String) {
-    common::xdg();
-    let out = Command::new(env!("CARGO_BIN_EXE_kakusan"))
-        .args(args)
-        .output()
-        .expect("run kakusan");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        !stderr.contains("panicked"),
-        "kakusan panicked on {args:?}:\n{stderr}"
-    );
-    (out.status.success(), stdout, stderr)
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("kakusan-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// A copy of a fixture model folder that a test may break.
-fn copy_fixture(name: &str, into: &str) -> PathBuf {
-    let d = tmpdir(into);
-    for f in [
-        "config.json",
-        "diffusion_pytorch_model.safetensors",
-        "scheduler_config.json",
-    ] {
-        std::fs::copy(fixture(name).join(f), d.join(f)).unwrap();
-    }
-    d
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
 
 #[test]
 fn predict_matches_diffusers() {

@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::process::Command;
-
+use common::cli::kakusan;
 use kakusan::data::load_default_mnist;
 use kakusan::eval::classifier::Mlp;
 use kakusan::eval::fid::fid;
@@ -72,21 +71,6 @@ fn fid_is_small_for_real_digits_and_large_for_noise() {
         to_grey > 3.0 * floor,
         "grey background {to_grey} vs floor {floor}"
     );
-}
-
-fn kakusan(args: &[&str]) -> (bool, String, String) {
-    common::xdg();
-    let out = Command::new(env!("CARGO_BIN_EXE_kakusan"))
-        .args(args)
-        .output()
-        .expect("run kakusan");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        !stderr.contains("panicked"),
-        "kakusan panicked on {args:?}:\n{stderr}"
-    );
-    (out.status.success(), stdout, stderr)
 }
 
 /// A small `kakusan eval` of the shipped model (DDIM and DDPM, few steps) prints and writes

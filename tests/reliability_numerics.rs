@@ -7,83 +7,20 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use common::cli::{
+    copy_fixture, expect_error, kakusan_code as kakusan, p, tmpdir, write_f32_tensors,
+};
 use common::{fixture, Reference};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
-
-fn kakusan(args: &[&str]) -> (Option<i32>, String) {
-    common::xdg();
-    let out = Command::new(env!("CARGO_BIN_EXE_kakusan"))
-        .args(args)
-        .output()
-        .expect("run kakusan");
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        !stderr.contains("panicked"),
-        "kakusan panicked on {args:?}:\n{stderr}"
-    );
-    (out.status.code(), stderr)
-}
-
-/// Expect exit 1 with an `error:` line containing every one of `words`.
-fn expect_error(args: &[&str], words: &[&str]) {
-    let (code, err) = kakusan(args);
-    assert_eq!(code, Some(1), "{args:?} should fail with exit 1:\n{err}");
-    assert!(err.contains("error:"), "{args:?}: no error line:\n{err}");
-    for w in words {
-        assert!(err.contains(w), "{args:?}: the message lacks {w:?}:\n{err}");
-    }
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("kakusan-num-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn copy_fixture(name: &str, into: &str) -> PathBuf {
-    let d = tmpdir(into);
-    for f in [
-        "config.json",
-        "diffusion_pytorch_model.safetensors",
-        "scheduler_config.json",
-    ] {
-        std::fs::copy(fixture(name).join(f), d.join(f)).unwrap();
-    }
-    d
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn write_f32s(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
-        .collect();
-    let views: Vec<(String, TensorView)> = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|((n, s, _), b)| {
-            (
-                n.to_string(),
-                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
-            )
-        })
-        .collect();
-    std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
-}
 
 /// The 1×3×16×16 input of the `attn` fixture with `sample[0]` and `timesteps` as given.
 fn predict_input(dir: &Path, first: f32, t: f32) -> PathBuf {
     let input = dir.join(format!("in_{first}_{t}.safetensors"));
     let mut sample = vec![0.1f32; 3 * 16 * 16];
     sample[0] = first;
-    write_f32s(
+    write_f32_tensors(
         &input,
         &[
             ("sample", vec![1, 3, 16, 16], sample),
@@ -174,7 +111,7 @@ fn nan_init_noise_is_an_error() {
     let noise = tmp.join("xT.safetensors");
     let mut v = vec![0.5f32; 3 * 16 * 16];
     v[7] = f32::NAN;
-    write_f32s(&noise, &[("init_noise", vec![1, 3, 16, 16], v)]);
+    write_f32_tensors(&noise, &[("init_noise", vec![1, 3, 16, 16], v)]);
     expect_error(
         &[
             "sample",

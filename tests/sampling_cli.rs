@@ -5,57 +5,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
+use common::cli::{kakusan_code as kakusan, p, pixels, png_size, tmpdir, write_gray_png};
 use common::{fixture, Reference};
-
-fn kakusan(args: &[&str]) -> (Option<i32>, String) {
-    common::xdg();
-    let out = Command::new(env!("CARGO_BIN_EXE_kakusan"))
-        .args(args)
-        .output()
-        .expect("run kakusan");
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        !stderr.contains("panicked"),
-        "kakusan panicked on {args:?}:\n{stderr}"
-    );
-    (out.status.code(), stderr)
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("kakusan-sampling-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn png_size(path: &Path) -> (u32, u32) {
-    let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
-    let info = dec.read_info().unwrap();
-    (info.info().width, info.info().height)
-}
-
-fn write_gray_png(path: &Path, w: u32, h: u32, f: impl Fn(u32, u32) -> u8) {
-    let mut bytes = Vec::new();
-    {
-        let mut enc = png::Encoder::new(&mut bytes, w, h);
-        enc.set_color(png::ColorType::Grayscale);
-        enc.set_depth(png::BitDepth::Eight);
-        let mut wr = enc.write_header().unwrap();
-        let px: Vec<u8> = (0..h)
-            .flat_map(|y| (0..w).map(move |x| (x, y)))
-            .map(|(x, y)| f(x, y))
-            .collect();
-        wr.write_image_data(&px).unwrap();
-    }
-    std::fs::write(path, bytes).unwrap();
-}
 
 #[test]
 fn interpolation_ends_are_the_plain_samples() {
@@ -135,18 +88,9 @@ fn image_interpolation_writes_a_strip() {
     let m = fixture("class_cond");
     let d = tmpdir("images");
     let (a, b) = (d.join("a.png"), d.join("b.png"));
-    write_gray_png(
-        &a,
-        16,
-        16,
-        |x, _| if (6..10).contains(&x) { 255 } else { 0 },
-    );
-    write_gray_png(
-        &b,
-        16,
-        16,
-        |_, y| if (6..10).contains(&y) { 255 } else { 0 },
-    );
+    let bar = |v: u32| if (6..10).contains(&v) { 255 } else { 0 };
+    write_gray_png(&a, 16, 16, &pixels(16, 16, |x, _| bar(x)));
+    write_gray_png(&b, 16, 16, &pixels(16, 16, |_, y| bar(y)));
     let out = d.join("strip.png");
     let imgs = format!("{},{}", p(&a), p(&b));
     let (code, err) = kakusan(&[
@@ -174,9 +118,14 @@ fn interpolate_bad_input_is_a_clear_error() {
     let m = fixture("class_cond");
     let d = tmpdir("bad");
     let good = d.join("good.png");
-    write_gray_png(&good, 16, 16, |x, y| ((x * 16 + y) % 256) as u8);
+    write_gray_png(
+        &good,
+        16,
+        16,
+        &pixels(16, 16, |x, y| ((x * 16 + y) % 256) as u8),
+    );
     let small = d.join("small.png");
-    write_gray_png(&small, 12, 16, |_, _| 0);
+    write_gray_png(&small, 12, 16, &[0; 12 * 16]);
     let missing = d.join("missing.png");
     let out = d.join("x.png");
     let two = |a: &Path, b: &Path| format!("{},{}", p(a), p(b));

@@ -4,55 +4,8 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
+use common::cli::{kakusan_strict as kakusan, p, tmpdir, write_f32_tensors, write_gray_png};
 use common::fixture;
-use safetensors::tensor::{Dtype, TensorView};
-
-fn kakusan(args: &[&str]) -> (bool, String, String) {
-    common::xdg();
-    let out = Command::new(env!("CARGO_BIN_EXE_kakusan"))
-        .args(args)
-        .output()
-        .expect("run kakusan");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        !stderr.contains("panicked"),
-        "kakusan panicked on {args:?}:\n{stderr}"
-    );
-    if !out.status.success() {
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-        assert!(stderr.contains("error: "), "{args:?}: {stderr}");
-    }
-    (out.status.success(), stdout, stderr)
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("kakusan-toolbox-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-/// Write f32 tensors as safetensors.
-fn write_tensors(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, _, d)| d.iter().flat_map(|v| v.to_le_bytes()).collect())
-        .collect();
-    let views: Vec<(&str, TensorView)> = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|((n, s, _), b)| (*n, TensorView::new(Dtype::F32, s.clone(), b).unwrap()))
-        .collect();
-    std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
-}
 
 #[test]
 fn nll_writes_a_report_and_a_plot_and_refuses_bad_input() {
@@ -99,11 +52,11 @@ fn nll_writes_a_report_and_a_plot_and_refuses_bad_input() {
 
     // Off-grid pixels, a wrong shape, a missing tensor, a missing file, a label out of range.
     let off_grid = tmp.join("off_grid.safetensors");
-    write_tensors(&off_grid, &[("sample", vec![1, 1, 8, 8], vec![0.5; 64])]);
+    write_f32_tensors(&off_grid, &[("sample", vec![1, 1, 8, 8], vec![0.5; 64])]);
     let wrong_shape = tmp.join("wrong_shape.safetensors");
-    write_tensors(&wrong_shape, &[("sample", vec![1, 1, 4, 4], vec![1.0; 16])]);
+    write_f32_tensors(&wrong_shape, &[("sample", vec![1, 1, 4, 4], vec![1.0; 16])]);
     let no_sample = tmp.join("no_sample.safetensors");
-    write_tensors(&no_sample, &[("x", vec![1, 1, 8, 8], vec![1.0; 64])]);
+    write_f32_tensors(&no_sample, &[("x", vec![1, 1, 8, 8], vec![1.0; 64])]);
     for (file, extra, says) in [
         (&off_grid, None, "256-level grid"),
         (&wrong_shape, None, "shape"),
@@ -131,7 +84,7 @@ fn anomaly_scores_each_image_and_refuses_bad_input() {
     let x: Vec<f32> = (0..3 * 64)
         .map(|i| ((i * 37) % 256) as f32 / 127.5 - 1.0)
         .collect();
-    write_tensors(
+    write_f32_tensors(
         &input,
         &[
             ("sample", vec![3, 1, 8, 8], x.clone()),
@@ -165,7 +118,7 @@ fn anomaly_scores_each_image_and_refuses_bad_input() {
     assert_eq!(j["ddim_steps"], 2);
 
     let bad_kind = tmp.join("bad_kind.safetensors");
-    write_tensors(
+    write_f32_tensors(
         &bad_kind,
         &[
             ("sample", vec![3, 1, 8, 8], x.clone()),
@@ -173,7 +126,7 @@ fn anomaly_scores_each_image_and_refuses_bad_input() {
         ],
     );
     let off_grid = tmp.join("off_grid.safetensors");
-    write_tensors(&off_grid, &[("sample", vec![1, 1, 8, 8], vec![0.5; 64])]);
+    write_f32_tensors(&off_grid, &[("sample", vec![1, 1, 8, 8], vec![0.5; 64])]);
     for (args, says) in [
         (vec!["--input", p(&input), "--t", "20"], "outside"),
         (
@@ -195,25 +148,16 @@ fn anomaly_scores_each_image_and_refuses_bad_input() {
     }
 }
 
-/// An 8-bit grayscale PNG.
-fn write_png(path: &Path, w: u32, h: u32, px: &[u8]) {
-    let f = std::fs::File::create(path).unwrap();
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(f), w, h);
-    enc.set_color(png::ColorType::Grayscale);
-    enc.set_depth(png::BitDepth::Eight);
-    enc.write_header().unwrap().write_image_data(px).unwrap();
-}
-
 #[test]
 fn inpaint_keeps_known_pixels_and_refuses_bad_input() {
     let dir = fixture("likelihood");
     let tmp = tmpdir("inpaint");
     let (image, mask) = (tmp.join("image.png"), tmp.join("mask.png"));
     let px: Vec<u8> = (0..64).map(|i| ((i * 37) % 256) as u8).collect();
-    write_png(&image, 8, 8, &px);
+    write_gray_png(&image, 8, 8, &px);
     // Keep the top half (white), fill the bottom half (black).
     let m: Vec<u8> = (0..64).map(|i| if i < 32 { 255 } else { 0 }).collect();
-    write_png(&mask, 8, 8, &m);
+    write_gray_png(&mask, 8, 8, &m);
     let (grid, tensor) = (tmp.join("grid.png"), tmp.join("out.safetensors"));
     let (ok, _, err) = kakusan(&[
         "inpaint",
@@ -249,11 +193,11 @@ fn inpaint_keeps_known_pixels_and_refuses_bad_input() {
     // Missing mask, a mask of the wrong size, a wrong image shape, both masks, a mask
     // outside [0, 1].
     let small_mask = tmp.join("small_mask.png");
-    write_png(&small_mask, 4, 4, &[255; 16]);
+    write_gray_png(&small_mask, 4, 4, &[255; 16]);
     let wrong_shape = tmp.join("wrong_shape.safetensors");
-    write_tensors(&wrong_shape, &[("image", vec![1, 1, 4, 4], vec![0.0; 16])]);
+    write_f32_tensors(&wrong_shape, &[("image", vec![1, 1, 4, 4], vec![0.0; 16])]);
     let with_mask = tmp.join("with_mask.safetensors");
-    write_tensors(
+    write_f32_tensors(
         &with_mask,
         &[
             ("image", vec![1, 1, 8, 8], vec![0.0; 64]),
@@ -261,7 +205,7 @@ fn inpaint_keeps_known_pixels_and_refuses_bad_input() {
         ],
     );
     let bad_mask_shape = tmp.join("bad_mask_shape.safetensors");
-    write_tensors(
+    write_f32_tensors(
         &bad_mask_shape,
         &[
             ("image", vec![1, 1, 8, 8], vec![0.0; 64]),

@@ -8,11 +8,10 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::diffusion::anomaly::{auroc, ReconstructionRun, ReconstructionSettings};
-use crate::diffusion::likelihood::{LikelihoodRun, TermNoise};
 use crate::error::{Error, Result};
 use crate::gpu::block_on;
 
-use super::nll::{labels_for, read_images};
+use super::nll::{labels_for, likelihood_run, read_images};
 
 #[derive(clap::Args, Debug)]
 pub struct AnomalyArgs {
@@ -66,7 +65,7 @@ pub fn anomaly(a: AnomalyArgs) -> Result<()> {
     } else {
         None
     };
-    let labels = labels_for(&model.config, a.class_label, images.class_labels, n)?;
+    let labels = labels_for(&model.config, a.class_label, images.class_labels.clone(), n)?;
     let ctx = super::gpu()?;
     let start = Instant::now();
     let mut run = ReconstructionRun::new(
@@ -89,20 +88,7 @@ pub fn anomaly(a: AnomalyArgs) -> Result<()> {
     let steps_done = run.timesteps().len();
     drop(run);
     let bits = if a.bits {
-        let mut lk = LikelihoodRun::new(
-            &ctx,
-            &model.config,
-            &model.weights,
-            &model.scheduler,
-            &images.data,
-            &images.shape,
-            labels.as_deref(),
-            TermNoise::Seeded(a.seed),
-        )
-        .map_err(|e| match e {
-            Error::Shape(m) => Error::file(a.input.display(), m),
-            e => e,
-        })?;
+        let mut lk = likelihood_run(&ctx, &model, &images, labels.as_deref(), a.seed, &a.input)?;
         while block_on(lk.step(&ctx))?.is_some() {}
         lk.report().map(|r| r.bits_per_dim)
     } else {

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::SamplerName;
+use super::{SamplerArgs, SamplerName};
 use crate::data::{load_default_mnist, BatchSampler, Dataset};
 use crate::diffusion::sampler::{SampleSettings, SamplingRun};
 use crate::diffusion::schedule::Sampler;
@@ -33,24 +33,8 @@ pub struct EvalArgs {
     /// Sampler.
     #[arg(long, value_enum, default_value = "ddim")]
     pub sampler: SamplerName,
-    /// Denoising steps [default: num_train_timesteps for ddpm, 50 for ddim]; with
-    /// --train-classifier: training steps [default: 3000].
-    #[arg(long)]
-    pub steps: Option<usize>,
-    /// DDIM's eta: 0 = deterministic, 1 = DDPM-like noise.
-    #[arg(long, default_value_t = 0.0)]
-    pub eta: f64,
-    /// Override scheduler_config.json's `clip_sample` (x̂_0 clamped to ±clip_sample_range
-    /// inside DDPM/DDIM steps), e.g. `--clip-sample false`.
-    #[arg(long)]
-    pub clip_sample: Option<bool>,
-    /// DDIM only: re-derive ε̂ from the clipped x̂_0 in each step (diffusers'
-    /// `use_clipped_model_output`, default off as there).
-    #[arg(long)]
-    pub use_clipped_model_output: bool,
-    /// Classifier-free guidance scale w [default: none, i.e. the conditional model alone (= w 1)].
-    #[arg(long)]
-    pub guidance: Option<f32>,
+    #[command(flatten)]
+    pub sampling: SamplerArgs,
     /// Number of samples (cycling through the classes 0…9); at most 1000, since the FID
     /// floor needs two disjoint draws of n held-out digits.
     #[arg(short = 'n', long = "num", default_value_t = 100)]
@@ -71,7 +55,8 @@ pub struct EvalArgs {
     /// A data folder to compare a non-digit model against: not supported (see docs/evaluation.md).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Train the digit classifier (on the non-held-out embedded digits) instead of evaluating.
+    /// Train the digit classifier (on the non-held-out embedded digits) instead of evaluating;
+    /// --steps then counts training steps [default: 3000].
     #[arg(long)]
     pub train_classifier: bool,
     /// Also write the samples' grid to this PNG.
@@ -96,8 +81,8 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         .as_deref()
         .ok_or_else(|| Error::config("--model is required"))?;
     let mut model = super::load(dir)?;
-    super::override_scheduler(&mut model.scheduler, a.clip_sample, None, None)?;
-    if a.use_clipped_model_output && !matches!(a.sampler, SamplerName::Ddim) {
+    super::override_scheduler(&mut model.scheduler, a.sampling.clip_sample, None, None)?;
+    if a.sampling.use_clipped_model_output && !matches!(a.sampler, SamplerName::Ddim) {
         return Err(Error::config(
             "--use-clipped-model-output only applies to --sampler ddim",
         ));
@@ -127,17 +112,9 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     let (ref_a, ref_b) = reference_draws(&held, a.num, a.seed)?;
     let weights = load_classifier(a.classifier.as_deref())?;
 
-    let t = model.scheduler.num_train_timesteps;
-    let (sampler, default_steps, name) = match a.sampler {
-        SamplerName::Ddpm => (Sampler::Ddpm, t, "ddpm"),
-        SamplerName::Ddim => (Sampler::Ddim { eta: a.eta }, 50.min(t), "ddim"),
-        SamplerName::DpmSolver => (
-            Sampler::DpmSolver,
-            20.min(t.saturating_sub(1)).max(1),
-            "dpm-solver",
-        ),
-    };
-    let steps = a.steps.unwrap_or(default_steps);
+    let (sampler, steps) = a
+        .sampling
+        .sampler(a.sampler, model.scheduler.num_train_timesteps);
     let ctx = super::gpu()?;
     let start = Instant::now();
     let wanted: Vec<u32> = (0..a.num).map(|i| (i % 10) as u32).collect();
@@ -166,12 +143,12 @@ pub fn eval(a: EvalArgs) -> Result<()> {
 
     let report = Report {
         model: dir.display().to_string(),
-        sampler: name,
+        sampler: a.sampler.as_str(),
         steps,
-        eta: matches!(a.sampler, SamplerName::Ddim).then_some(a.eta),
-        guidance: a.guidance,
+        eta: matches!(a.sampler, SamplerName::Ddim).then_some(a.sampling.eta),
+        guidance: a.sampling.guidance,
         clip_sample: model.scheduler.clip_sample,
-        use_clipped_model_output: a.use_clipped_model_output,
+        use_clipped_model_output: a.sampling.use_clipped_model_output,
         n: a.num,
         seed: a.seed,
         accuracy,
@@ -283,13 +260,9 @@ fn sample_all(
     wanted: &[u32],
 ) -> Result<Vec<f32>> {
     let n = wanted.len();
-    let bar = indicatif::ProgressBar::new((n.div_ceil(a.batch) * steps) as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} sampling [{bar:40}] {pos}/{len} steps  eta {eta}  {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
+    let bar = super::progress_bar(
+        n.div_ceil(a.batch) * steps,
+        "{spinner} sampling [{bar:40}] {pos}/{len} steps  eta {eta}  {msg}",
     );
     let mut out = Vec::with_capacity(n * 784);
     for (k, start) in (0..n).step_by(a.batch).enumerate() {
@@ -307,10 +280,10 @@ fn sample_all(
                 class_labels: Some(wanted[start..start + rows].to_vec()),
                 // w = 1 is ε_∅ + (ε_c − ε_∅) = ε_c: the conditional model alone, at half the
                 // cost of the guided batch.
-                guidance: a.guidance.filter(|&w| w != 1.0),
+                guidance: a.sampling.guidance.filter(|&w| w != 1.0),
             },
         )?;
-        run.set_use_clipped_model_output(a.use_clipped_model_output)?;
+        run.set_use_clipped_model_output(a.sampling.use_clipped_model_output)?;
         while run.step(ctx)?.is_some() {
             block_on(ctx.finish())?;
             bar.inc(1);
@@ -365,7 +338,7 @@ fn train_classifier(a: &EvalArgs) -> Result<()> {
     let out = a.out.as_deref().ok_or_else(|| {
         Error::config("--train-classifier needs --out DIR (e.g. assets/classifier)")
     })?;
-    let steps = a.steps.unwrap_or(3000);
+    let steps = a.sampling.steps.unwrap_or(3000);
     if steps == 0 {
         return Err(Error::config("--steps must be at least 1"));
     }

@@ -85,6 +85,54 @@ pub enum SamplerName {
     DpmSolver,
 }
 
+/// The sampler settings that `sample` and `eval` share (flattened into both).
+#[derive(clap::Args, Debug)]
+pub struct SamplerArgs {
+    /// Denoising steps [default: num_train_timesteps for ddpm, 50 for ddim, 20 for dpm-solver].
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// DDIM's eta: 0 = deterministic, 1 = DDPM-like noise.
+    #[arg(long, default_value_t = 0.0)]
+    pub eta: f64,
+    /// Classifier-free guidance scale w (class-conditional models): ε = ε_∅ + w(ε_c − ε_∅)
+    /// [default: none, i.e. the conditional model alone (= w 1)].
+    #[arg(long)]
+    pub guidance: Option<f32>,
+    /// Override scheduler_config.json's `clip_sample` (clamp x̂_0 to ±clip_sample_range in
+    /// DDPM/DDIM steps), e.g. `--clip-sample false`. With DDIM, clipping greys the shipped
+    /// model's backgrounds (docs/sampling.md).
+    #[arg(long)]
+    pub clip_sample: Option<bool>,
+    /// DDIM only: re-derive ε̂ from the clipped x̂_0 in each step (diffusers'
+    /// `use_clipped_model_output`; default off as there). See docs/sampling.md.
+    #[arg(long)]
+    pub use_clipped_model_output: bool,
+}
+
+impl SamplerArgs {
+    /// The engine's sampler for `name` and the number of steps: `--steps`, else the
+    /// sampler's default for a schedule of `t` training timesteps.
+    pub(crate) fn sampler(&self, name: SamplerName, t: usize) -> (Sampler, usize) {
+        let (sampler, default_steps) = match name {
+            SamplerName::Ddpm => (Sampler::Ddpm, t),
+            SamplerName::Ddim => (Sampler::Ddim { eta: self.eta }, 50.min(t)),
+            SamplerName::DpmSolver => (Sampler::DpmSolver, 20.min(t.saturating_sub(1)).max(1)),
+        };
+        (sampler, self.steps.unwrap_or(default_steps))
+    }
+}
+
+impl SamplerName {
+    /// The name as written on the command line.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            SamplerName::Ddpm => "ddpm",
+            SamplerName::Ddim => "ddim",
+            SamplerName::DpmSolver => "dpm-solver",
+        }
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct SampleArgs {
     /// Model folder (diffusers layout).
@@ -93,12 +141,8 @@ pub struct SampleArgs {
     /// Sampler.
     #[arg(long, value_enum, default_value = "ddpm")]
     pub sampler: SamplerName,
-    /// Denoising steps [default: num_train_timesteps for ddpm, 50 for ddim, 20 for dpm-solver].
-    #[arg(long)]
-    pub steps: Option<usize>,
-    /// DDIM's eta: 0 = deterministic, 1 = DDPM-like noise.
-    #[arg(long, default_value_t = 0.0)]
-    pub eta: f64,
+    #[command(flatten)]
+    pub sampling: SamplerArgs,
     /// Seed of the noise (x_T and every step's z); the same seed gives the same images.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -108,9 +152,6 @@ pub struct SampleArgs {
     /// Class of every image (class-conditional models) [default: cycle through the classes].
     #[arg(long)]
     pub class_label: Option<u32>,
-    /// Classifier-free guidance scale w (class-conditional models): ε = ε_∅ + w(ε_c − ε_∅).
-    #[arg(long)]
-    pub guidance: Option<f32>,
     /// Where to write the image grid (PNG).
     #[arg(long, default_value = "samples.png")]
     pub out: PathBuf,
@@ -129,15 +170,6 @@ pub struct SampleArgs {
     /// the conditional output alone. Default: every step.
     #[arg(long)]
     pub guidance_interval: Option<String>,
-    /// Override scheduler_config.json's `clip_sample` (clamp x̂_0 to ±clip_sample_range in
-    /// DDPM/DDIM steps). With DDIM, clipping greys the shipped model's backgrounds
-    /// (docs/sampling.md).
-    #[arg(long)]
-    pub clip_sample: Option<bool>,
-    /// DDIM only: re-derive ε̂ from the clipped x̂_0 in each step (diffusers'
-    /// `use_clipped_model_output`; default off as there). See docs/sampling.md.
-    #[arg(long)]
-    pub use_clipped_model_output: bool,
     /// Dynamic thresholding of x̂_0 (Saharia et al. 2022) with this quantile of |x̂_0|, e.g.
     /// 0.995, instead of clipping [default: scheduler_config.json's `thresholding`, off].
     #[arg(long)]
@@ -335,6 +367,17 @@ pub(crate) fn gpu() -> Result<GpuContext> {
     Ok(ctx)
 }
 
+/// A progress bar of `len` units drawn with the indicatif `template`.
+pub(crate) fn progress_bar(len: usize, template: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
 pub(crate) fn load(dir: &Path) -> Result<Model> {
     let files = read_model_dir(dir)?;
     Model::from_files(&files)
@@ -344,17 +387,13 @@ fn sample(a: SampleArgs) -> Result<()> {
     let mut model = load(&a.model)?;
     override_scheduler(
         &mut model.scheduler,
-        a.clip_sample,
+        a.sampling.clip_sample,
         a.dynamic_thresholding,
         a.sample_max_value,
     )?;
-    let t = model.scheduler.num_train_timesteps;
-    let (sampler, default_steps) = match a.sampler {
-        SamplerName::Ddpm => (Sampler::Ddpm, t),
-        SamplerName::Ddim => (Sampler::Ddim { eta: a.eta }, 50.min(t)),
-        SamplerName::DpmSolver => (Sampler::DpmSolver, 20.min(t.saturating_sub(1)).max(1)),
-    };
-    let steps = a.steps.unwrap_or(default_steps);
+    let (sampler, steps) = a
+        .sampling
+        .sampler(a.sampler, model.scheduler.num_train_timesteps);
     let guidance_options = guidance_options(a.guidance_rescale, a.guidance_interval.as_deref())?;
     let init = match &a.init_noise {
         Some(p) => Some(io::read_init_noise(p)?),
@@ -382,7 +421,7 @@ fn sample(a: SampleArgs) -> Result<()> {
             seed: a.seed,
             batch: n,
             class_labels,
-            guidance: a.guidance,
+            guidance: a.sampling.guidance,
         },
     )?;
     if let Some(init) = &init {
@@ -396,14 +435,10 @@ fn sample(a: SampleArgs) -> Result<()> {
         run.set_initial_noise(&ctx, &init.data)?;
     }
     run.set_guidance_options(&ctx, guidance_options)?;
-    run.set_use_clipped_model_output(a.use_clipped_model_output)?;
-    let bar = indicatif::ProgressBar::new(run.timesteps().len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} sampling [{bar:40}] {pos}/{len} steps  {per_sec}  eta {eta}  {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
+    run.set_use_clipped_model_output(a.sampling.use_clipped_model_output)?;
+    let bar = progress_bar(
+        run.timesteps().len(),
+        "{spinner} sampling [{bar:40}] {pos}/{len} steps  {per_sec}  eta {eta}  {msg}",
     );
     let progress = match &a.progress_grid {
         Some(_) => progress_steps(

@@ -8,8 +8,9 @@ use serde_json::json;
 
 use crate::diffusion::likelihood::{mean, LikelihoodRun, TermNoise};
 use crate::error::{Error, Result};
-use crate::gpu::block_on;
+use crate::gpu::{block_on, GpuContext};
 use crate::model::config::UNetConfig;
+use crate::model::Model;
 
 #[derive(clap::Args, Debug)]
 pub struct NllArgs {
@@ -115,33 +116,42 @@ pub(super) fn labels_for(
     }
 }
 
-pub fn nll(a: NllArgs) -> Result<()> {
-    let model = super::load(&a.model)?;
-    let images = read_images(&a.input, "sample", &model.config)?;
-    let n = images.shape[0];
-    let labels = labels_for(&model.config, a.class_label, images.class_labels, n)?;
-    let ctx = super::gpu()?;
-    let mut run = LikelihoodRun::new(
-        &ctx,
+/// The variational bound over `images` with noise seeded by `seed` (`nll`, `anomaly --bits`);
+/// a shape or grid error in the images names the input file they came from.
+pub(super) fn likelihood_run(
+    ctx: &GpuContext,
+    model: &Model,
+    images: &Images,
+    labels: Option<&[u32]>,
+    seed: u64,
+    input: &Path,
+) -> Result<LikelihoodRun> {
+    LikelihoodRun::new(
+        ctx,
         &model.config,
         &model.weights,
         &model.scheduler,
         &images.data,
         &images.shape,
-        labels.as_deref(),
-        TermNoise::Seeded(a.seed),
+        labels,
+        TermNoise::Seeded(seed),
     )
     .map_err(|e| match e {
-        Error::Shape(m) => Error::file(a.input.display(), m),
+        Error::Shape(m) => Error::file(input.display(), m),
         e => e,
-    })?;
-    let bar = indicatif::ProgressBar::new(run.num_timesteps() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} bound [{bar:40}] {pos}/{len} timesteps  {per_sec}  eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
+    })
+}
+
+pub fn nll(a: NllArgs) -> Result<()> {
+    let model = super::load(&a.model)?;
+    let images = read_images(&a.input, "sample", &model.config)?;
+    let n = images.shape[0];
+    let labels = labels_for(&model.config, a.class_label, images.class_labels.clone(), n)?;
+    let ctx = super::gpu()?;
+    let mut run = likelihood_run(&ctx, &model, &images, labels.as_deref(), a.seed, &a.input)?;
+    let bar = super::progress_bar(
+        run.num_timesteps(),
+        "{spinner} bound [{bar:40}] {pos}/{len} timesteps  {per_sec}  eta {eta}",
     );
     let start = Instant::now();
     while block_on(run.step(&ctx))?.is_some() {

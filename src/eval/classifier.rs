@@ -14,9 +14,8 @@ use crate::gpu::{GpuContext, Program, Tensor};
 use crate::ops::cross_entropy::softmax_cross_entropy;
 use crate::ops::elementwise::silu;
 use crate::ops::elementwise_backward::silu_backward;
-use crate::ops::matmul::{linear, matmul, BiasAlong, MatmulArgs};
+use crate::ops::matmul::{linear, linear_backward};
 use crate::ops::optim::{AdamWConfig, AdamWOp};
-use crate::ops::reduce::sum_axes;
 use crate::rng::SplitMix64;
 
 /// Layer widths of the shipped classifier: 28·28 pixels in, 10 digit classes out.
@@ -366,7 +365,6 @@ impl MlpTrainer {
             d_pre.push(ctx.zeros(&t.shape)?);
         }
         for l in (0..layers).rev() {
-            let (fan_in, fan_out) = (net.dims[l], net.dims[l + 1]);
             // dout: gradient w.r.t. this layer's linear output, (batch, fan_out).
             let dout = if l + 1 == layers {
                 &dlogits
@@ -376,56 +374,9 @@ impl MlpTrainer {
             };
             let x = if l == 0 { &net.input } else { &net.post[l - 1] };
             let (dw, db) = &grads[l];
-            // dW (fan_out, fan_in) = doutᵀ · x.
-            matmul(
-                ctx,
-                &mut p,
-                &MatmulArgs {
-                    a: dout,
-                    b: x,
-                    out: dw,
-                    bias: None,
-                    bias_along: BiasAlong::N,
-                    residual: None,
-                    batch: 1,
-                    m: fan_out,
-                    n: fan_in,
-                    k: batch,
-                    a_strides: [0, 1, fan_out],
-                    b_strides: [0, fan_in, 1],
-                    out_strides: [0, fan_in, 1],
-                    alpha: 1.0,
-                    out_scale: 1.0,
-                    accumulate: false,
-                },
-            )?;
-            // db = Σ_rows dout.
-            sum_axes(ctx, &mut p, dout, [batch, fan_out, 1], db, 1.0, false)?;
-            if l > 0 {
-                // dx (batch, fan_in) = dout · W.
-                matmul(
-                    ctx,
-                    &mut p,
-                    &MatmulArgs {
-                        a: dout,
-                        b: &net.params[l].0,
-                        out: &d_post[l - 1],
-                        bias: None,
-                        bias_along: BiasAlong::N,
-                        residual: None,
-                        batch: 1,
-                        m: batch,
-                        n: fan_in,
-                        k: fan_out,
-                        a_strides: [0, fan_out, 1],
-                        b_strides: [0, fan_in, 1],
-                        out_strides: [0, fan_in, 1],
-                        alpha: 1.0,
-                        out_scale: 1.0,
-                        accumulate: false,
-                    },
-                )?;
-            }
+            // dW = doutᵀ·x, db = Σ_rows dout, and (below the first layer) dx = dout·W.
+            let dx = l.checked_sub(1).map(|k| &d_post[k]);
+            linear_backward(ctx, &mut p, x, &net.params[l].0, dout, dw, Some(db), dx)?;
         }
         let gradient_program = p.clone();
         let mut moments = Vec::new();

@@ -13,9 +13,8 @@ use crate::error::Result;
 use crate::gpu::{GpuContext, Program, Tensor};
 use crate::ops::elementwise::silu;
 use crate::ops::elementwise_backward::{accumulate_scaled, copy_scaled, silu_backward};
-use crate::ops::matmul::{linear, matmul, BiasAlong, MatmulArgs};
+use crate::ops::matmul::{linear, linear_backward};
 use crate::ops::optim::{AdamWConfig, AdamWOp, EmaOp};
-use crate::ops::reduce::sum_axes;
 
 use super::mlp::{tensors, HIDDEN, IN};
 
@@ -36,72 +35,6 @@ pub struct GenericStep {
     _keep: Vec<Tensor>,
     _adamw: AdamWOp,
     _ema: EmaOp,
-}
-
-fn dz_t_times_a(
-    ctx: &GpuContext,
-    p: &mut Program,
-    dz: &Tensor,
-    a: &Tensor,
-    out: &Tensor,
-    (b, rows, k): (usize, usize, usize),
-) -> Result<()> {
-    // gW[j, kk] = Σ_b dz[b, j] a[b, kk]
-    matmul(
-        ctx,
-        p,
-        &MatmulArgs {
-            a: dz,
-            b: a,
-            out,
-            bias: None,
-            bias_along: BiasAlong::N,
-            residual: None,
-            batch: 1,
-            m: rows,
-            n: k,
-            k: b,
-            a_strides: [0, 1, rows],
-            b_strides: [0, k, 1],
-            out_strides: [0, k, 1],
-            alpha: 1.0,
-            out_scale: 1.0,
-            accumulate: false,
-        },
-    )
-}
-
-fn dz_times_w(
-    ctx: &GpuContext,
-    p: &mut Program,
-    dz: &Tensor,
-    w: &Tensor,
-    out: &Tensor,
-    (b, rows, k): (usize, usize, usize),
-) -> Result<()> {
-    // da[b, kk] = Σ_j dz[b, j] W[j, kk]
-    matmul(
-        ctx,
-        p,
-        &MatmulArgs {
-            a: dz,
-            b: w,
-            out,
-            bias: None,
-            bias_along: BiasAlong::N,
-            residual: None,
-            batch: 1,
-            m: b,
-            n: k,
-            k: rows,
-            a_strides: [0, rows, 1],
-            b_strides: [0, k, 1],
-            out_strides: [0, k, 1],
-            alpha: 1.0,
-            out_scale: 1.0,
-            accumulate: false,
-        },
-    )
 }
 
 impl GenericStep {
@@ -157,25 +90,14 @@ impl GenericStep {
         copy_scaled(ctx, &mut g, &out, &dout, 1.0 / b as f32)?;
         accumulate_scaled(ctx, &mut g, &target, &dout, -1.0 / b as f32)?;
         // Backward.
-        dz_t_times_a(ctx, &mut g, &dout, &a[2], &grads[6], (b, 2, h))?;
-        sum_axes(ctx, &mut g, &dout, [b, 2, 1], &grads[7], 1.0, false)?;
-        dz_times_w(ctx, &mut g, &dout, &params[6], &da[2], (b, 2, h))?;
+        let (w4, b4) = (&grads[6], Some(&grads[7]));
+        linear_backward(ctx, &mut g, &a[2], &params[6], &dout, w4, b4, Some(&da[2]))?;
         for l in (0..3).rev() {
             silu_backward(ctx, &mut g, &z[l], &da[l], &dz[l], false)?;
-            let (a_prev, k) = if l == 0 { (&inp, IN) } else { (&a[l - 1], h) };
-            dz_t_times_a(ctx, &mut g, &dz[l], a_prev, &grads[2 * l], (b, h, k))?;
-            sum_axes(
-                ctx,
-                &mut g,
-                &dz[l],
-                [b, h, 1],
-                &grads[2 * l + 1],
-                1.0,
-                false,
-            )?;
-            if l > 0 {
-                dz_times_w(ctx, &mut g, &dz[l], &params[2 * l], &da[l - 1], (b, h, h))?;
-            }
+            let a_prev = if l == 0 { &inp } else { &a[l - 1] };
+            let (dw, db) = (&grads[2 * l], Some(&grads[2 * l + 1]));
+            let da_prev = l.checked_sub(1).map(|k| &da[k]);
+            linear_backward(ctx, &mut g, a_prev, &params[2 * l], &dz[l], dw, db, da_prev)?;
         }
         let mut step = g.clone();
         let adamw = AdamWOp::record(

@@ -274,6 +274,33 @@ pub(crate) fn tiled_grad_grid(num_classes: usize) -> [u32; 3] {
     [cols.div_ceil(32) as u32, HIDDEN.div_ceil(32) as u32, 4]
 }
 
+/// Record one dispatch of mlp.wgsl's `entry` over `rows` rows. Every entry point shares
+/// one binding layout: `inputs` = (params, src, sched, state), `outputs` = (buf_a, buf_b,
+/// buf_c); an entry point's unused slots take small dummies.
+pub(crate) fn record_mlp(
+    ctx: &GpuContext,
+    program: &mut Program,
+    (label, entry): (&'static str, &'static str),
+    uniforms: &MlpUniforms,
+    inputs: [&wgpu::Buffer; 4],
+    outputs: [&wgpu::Buffer; 3],
+    rows: usize,
+) -> Result<()> {
+    ctx.record(
+        program,
+        DispatchDesc {
+            label,
+            shader: &MLP,
+            entry,
+            constants: &[],
+            params: Params::Static(bytemuck::bytes_of(uniforms)),
+            inputs: &inputs,
+            outputs: &outputs,
+            workgroups: tile_grid(rows)?,
+        },
+    )
+}
+
 /// Which kernel turns activations and deltas into parameter gradients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GradKernel {
@@ -327,18 +354,14 @@ pub async fn eval_eps(
         ..Default::default()
     };
     let mut program = Program::new();
-    ctx.record(
+    record_mlp(
+        ctx,
         &mut program,
-        DispatchDesc {
-            label: "lab eval_forward",
-            shader: &MLP,
-            entry: "eval_forward",
-            constants: &[],
-            params: Params::Static(bytemuck::bytes_of(&uni)),
-            inputs: &[&params.buffer, &src.buffer, &dummy.buffer, &dummy.buffer],
-            outputs: &[&da.buffer, &db.buffer, &out.buffer],
-            workgroups: tile_grid(rows.len())?,
-        },
+        ("lab eval_forward", "eval_forward"),
+        &uni,
+        [&params.buffer, &src.buffer, &dummy.buffer, &dummy.buffer],
+        [&da.buffer, &db.buffer, &out.buffer],
+        rows.len(),
     )?;
     ctx.run(&program)?;
     let v = ctx.read(&out).await?;
@@ -452,18 +475,14 @@ pub async fn loss_and_grad_gpu(
         ..Default::default()
     };
     let mut program = Program::new();
-    ctx.record(
+    record_mlp(
+        ctx,
         &mut program,
-        DispatchDesc {
-            label: "lab given_fwd_bwd",
-            shader: &MLP,
-            entry: "given_fwd_bwd",
-            constants: &[],
-            params: Params::Static(bytemuck::bytes_of(&uni)),
-            inputs: &[&params.buffer, &src.buffer, &dummy.buffer, &dummy.buffer],
-            outputs: &[&acts.buffer, &deltas.buffer, &info.buffer],
-            workgroups: tile_grid(b)?,
-        },
+        ("lab given_fwd_bwd", "given_fwd_bwd"),
+        &uni,
+        [&params.buffer, &src.buffer, &dummy.buffer, &dummy.buffer],
+        [&acts.buffer, &deltas.buffer, &info.buffer],
+        b,
     )?;
     ctx.record(
         &mut program,
@@ -501,6 +520,45 @@ mod tests {
     use super::*;
     use crate::gpu::block_on;
     use crate::gpu::test_util::{assert_close, ctx};
+
+    /// shaders/lib/mlp_layout.wgsl (which mlp.wgsl and mlp_update.wgsl index the parameters
+    /// with) holds exactly this module's sizes and offsets.
+    #[test]
+    fn shader_layout_matches_the_rust_layout() {
+        let want = [
+            ("H", HIDDEN),
+            ("E", TIME_DIM),
+            ("IN", IN),
+            ("AS", ACT_STRIDE),
+            ("DS", DELTA_STRIDE),
+            ("OFF_W1", OFF_W1),
+            ("OFF_B1", OFF_B1),
+            ("OFF_W2", OFF_W2),
+            ("OFF_B2", OFF_B2),
+            ("OFF_W3", OFF_W3),
+            ("OFF_B3", OFF_B3),
+            ("OFF_W4", OFF_W4),
+            ("OFF_B4", OFF_B4),
+            ("OFF_EMB", OFF_EMB),
+        ];
+        let mut got = Vec::new();
+        for line in crate::shaders::MLP_LAYOUT.source.lines() {
+            let Some(rest) = line.strip_prefix("const ") else {
+                continue;
+            };
+            let (name, value) = rest.split_once(": u32 = ").expect(line);
+            let value = value
+                .split('u')
+                .next()
+                .unwrap()
+                .parse::<usize>()
+                .expect(line);
+            got.push((name, value));
+        }
+        assert_eq!(got, want);
+        // mlp.wgsl's rows per tile.
+        assert!(MLP.body.contains(&format!("const TB: u32 = {TILE}u;")));
+    }
 
     fn random_rows(n: usize, num_classes: usize, seed: u64) -> Vec<Row> {
         let mut rng = SplitMix64(seed);

@@ -13,11 +13,10 @@
 
 use crate::diffusion::schedule::Schedule;
 use crate::error::{Error, Result};
-use crate::gpu::{DispatchDesc, GpuContext, Params, Program, Tensor};
+use crate::gpu::{GpuContext, Program, Tensor};
 use crate::rng::SplitMix64;
-use crate::shaders::MLP;
 
-use super::mlp::{check_params, tile_grid, MlpUniforms};
+use super::mlp::{check_params, record_mlp, MlpUniforms};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum LabSampler {
@@ -188,18 +187,14 @@ impl Particles {
                 ..Default::default()
             };
             let mut p = Program::new();
-            ctx.record(
+            record_mlp(
+                ctx,
                 &mut p,
-                DispatchDesc {
-                    label: "lab sample_step",
-                    shader: &MLP,
-                    entry: "sample_step",
-                    constants: &[],
-                    params: Params::Static(bytemuck::bytes_of(&uni)),
-                    inputs: &[&params.buffer, &dummy.buffer, &dummy.buffer, &dummy.buffer],
-                    outputs: &[&state.buffer, &x0_hat.buffer, &dummy_c.buffer],
-                    workgroups: tile_grid(n)?,
-                },
+                ("lab sample_step", "sample_step"),
+                &uni,
+                [&params.buffer, &dummy.buffer, &dummy.buffer, &dummy.buffer],
+                [&state.buffer, &x0_hat.buffer, &dummy_c.buffer],
+                n,
             )?;
             steps.push(p);
         }
@@ -245,11 +240,12 @@ pub async fn sample(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::diffusion::schedule::SchedulerConfig;
 
-    fn schedule() -> Schedule {
+    /// The small schedule (T = 100) of the lab's unit tests.
+    pub(crate) fn schedule() -> Schedule {
         Schedule::new(&SchedulerConfig {
             num_train_timesteps: 100,
             beta_start: 1e-3,

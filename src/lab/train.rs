@@ -8,11 +8,11 @@
 use crate::diffusion::schedule::Schedule;
 use crate::error::{Error, Result};
 use crate::gpu::{DispatchDesc, GpuContext, Params, Program, Tensor};
-use crate::shaders::{MLP, MLP_UPDATE};
+use crate::shaders::MLP_UPDATE;
 
 use super::data::Dataset;
 use super::mlp::{
-    init_params, num_params, param_grid, tile_grid, tiled_grad_grid, GradKernel, MlpUniforms,
+    init_params, num_params, param_grid, record_mlp, tiled_grad_grid, GradKernel, MlpUniforms,
     UpdateUniforms, ACT_STRIDE, DELTA_STRIDE,
 };
 
@@ -222,18 +222,14 @@ impl LabTrainer {
             ..Default::default()
         };
         let mut step = Program::new();
-        ctx.record(
+        record_mlp(
+            ctx,
             &mut step,
-            DispatchDesc {
-                label: "lab train_fwd_bwd",
-                shader: &MLP,
-                entry: "train_fwd_bwd",
-                constants: &[],
-                params: Params::Static(bytemuck::bytes_of(&uni)),
-                inputs: &[&params.buffer, &data_t.buffer, &sched.buffer, &state.buffer],
-                outputs: &[&acts.buffer, &deltas.buffer, &info.buffer],
-                workgroups: tile_grid(b)?,
-            },
+            ("lab train_fwd_bwd", "train_fwd_bwd"),
+            &uni,
+            [&params.buffer, &data_t.buffer, &sched.buffer, &state.buffer],
+            [&acts.buffer, &deltas.buffer, &info.buffer],
+            b,
         )?;
         let update_outputs: [&wgpu::Buffer; 5] = [
             &params.buffer,
@@ -351,20 +347,10 @@ impl LabTrainer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diffusion::schedule::SchedulerConfig;
     use crate::gpu::block_on;
     use crate::gpu::test_util::ctx;
     use crate::lab::data::{generate, Preset};
-
-    fn schedule() -> Schedule {
-        Schedule::new(&SchedulerConfig {
-            num_train_timesteps: 100,
-            beta_start: 1e-3,
-            beta_end: 0.2,
-            ..Default::default()
-        })
-        .unwrap()
-    }
+    use crate::lab::sample::tests::schedule;
 
     /// AdamW's first step moves every parameter with a non-negligible gradient by lr·sign(g)
     /// (m̂ = g, v̂ = g²), and the EMA with decay min(d, 2/11) follows it.

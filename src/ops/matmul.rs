@@ -284,6 +284,76 @@ pub fn linear(
     )
 }
 
+/// out (M, N) = A·B for one 2-D product with row-major B and out, A read through `a_strides`.
+fn plain_2d<'a>(
+    a: &'a Tensor,
+    b: &'a Tensor,
+    out: &'a Tensor,
+    (m, n, k): (usize, usize, usize),
+    a_strides: [usize; 3],
+) -> MatmulArgs<'a> {
+    MatmulArgs {
+        a,
+        b,
+        out,
+        bias: None,
+        bias_along: BiasAlong::N,
+        residual: None,
+        batch: 1,
+        m,
+        n,
+        k,
+        a_strides,
+        b_strides: [0, n, 1],
+        out_strides: [0, n, 1],
+        alpha: 1.0,
+        out_scale: 1.0,
+        accumulate: false,
+    }
+}
+
+/// The gradients of [`linear`] from dy = ∂L/∂out (M, N), each overwritten: dW (N, K) = dyᵀ·x,
+/// db (N) = Σ_rows dy and dx (M, K) = dy·weight (the last two when given).
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward(
+    ctx: &GpuContext,
+    program: &mut Program,
+    x: &Tensor,
+    weight: &Tensor,
+    dy: &Tensor,
+    dw: &Tensor,
+    db: Option<&Tensor>,
+    dx: Option<&Tensor>,
+) -> Result<()> {
+    let (m, n, k) = match (&x.shape[..], &weight.shape[..]) {
+        (&[m, k], &[n, kw]) if kw == k => (m, n, k),
+        _ => {
+            return Err(Error::shape(format!(
+                "linear_backward: x {:?} and weight {:?} are not (M, K) and (N, K)",
+                x.shape, weight.shape
+            )))
+        }
+    };
+    crate::gpu::expect_shape(dy, &[m, n], "linear_backward: dy")?;
+    crate::gpu::expect_shape(dw, &[n, k], "linear_backward: dw")?;
+    // dW[j, kk] = Σ_rows dy[row, j] x[row, kk]: A = dyᵀ (N, M) as a strided view.
+    matmul(ctx, program, &plain_2d(dy, x, dw, (n, k, m), [0, 1, n]))?;
+    if let Some(db) = db {
+        crate::gpu::expect_shape(db, &[n], "linear_backward: db")?;
+        crate::ops::reduce::sum_axes(ctx, program, dy, [m, n, 1], db, 1.0, false)?;
+    }
+    if let Some(dx) = dx {
+        crate::gpu::expect_shape(dx, &[m, k], "linear_backward: dx")?;
+        // dx[row, kk] = Σ_j dy[row, j] weight[j, kk].
+        matmul(
+            ctx,
+            program,
+            &plain_2d(dy, weight, dx, (m, k, n), [0, n, 1]),
+        )?;
+    }
+    Ok(())
+}
+
 /// 2·m·n·k·batch: the FLOP count benchmarks quote.
 pub fn matmul_flops(batch: usize, m: usize, n: usize, k: usize) -> u64 {
     2 * (batch * m * n * k) as u64

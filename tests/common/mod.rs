@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod cli;
+
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
