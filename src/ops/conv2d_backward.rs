@@ -185,7 +185,7 @@ pub fn conv2d_backward_input(
     if m == 0 || n * h * w == 0 {
         return Ok(());
     }
-    if stride == 1 && conv2d_direct::prefer_direct(kh, kw, 1, cout, cin) {
+    if stride == 1 && conv2d_direct::prefer_direct(ctx, kh, kw, 1, cout, cin) {
         // The transposed convolution of a stride-1 convolution is a convolution of dout
         // with the weight flipped in space and its channel axes swapped, padding k − 1 − pad.
         let khw = (kh * kw) as i64;
@@ -330,11 +330,11 @@ pub fn conv2d_backward_weight(
 
 /// Whether the weight gradient takes the direct kernel (per-image partial sums, see
 /// `conv2d_direct.rs`): x (N, Cin, H, W), ck = [Cout, KH, KW].
-fn use_direct_weight(x_shape: [usize; 4], ck: [usize; 3], stride: usize) -> bool {
+fn use_direct_weight(ctx: &GpuContext, x_shape: [usize; 4], ck: [usize; 3], stride: usize) -> bool {
     let [n, cin, _, _] = x_shape;
     let [cout, kh, kw] = ck;
     n * cout * cin * kh * kw * 4 <= MAX_SCRATCH_BYTES
-        && conv2d_direct::prefer_direct(kh, kw, stride, cin, cout)
+        && conv2d_direct::prefer_direct(ctx, kh, kw, stride, cin, cout)
 }
 
 /// Scratch elements [`conv2d_backward_weight`] would allocate for these shapes (0 when K is
@@ -342,6 +342,7 @@ fn use_direct_weight(x_shape: [usize; 4], ck: [usize; 3], stride: usize) -> bool
 /// maximum over its convolutions once and pass it to every
 /// [`conv2d_backward_weight_with_scratch`]: dispatches run in order, so sharing is safe.
 pub fn conv2d_backward_weight_scratch_len(
+    ctx: &GpuContext,
     x_shape: [usize; 4],
     dw_shape: [usize; 4],
     stride: usize,
@@ -353,7 +354,7 @@ pub fn conv2d_backward_weight_scratch_len(
         return 0;
     };
     let (m, ncols) = (cout, cin * kh * kw);
-    if use_direct_weight(x_shape, [cout, kh, kw], stride) {
+    if use_direct_weight(ctx, x_shape, [cout, kh, kw], stride) {
         return n * m * ncols;
     }
     let (splits, _) = weight_splits(m, ncols, n * ho * wo, MAX_SCRATCH_BYTES / 4);
@@ -402,7 +403,7 @@ pub fn conv2d_backward_weight_with_scratch(
             "{what}: {cout} output channels is more than one dispatch can launch"
         )));
     }
-    if use_direct_weight(x_shape, ck, stride) {
+    if use_direct_weight(ctx, x_shape, ck, stride) {
         // Per-image partial sums (the K split is the batch), then the same ordered reduce.
         let partials = match scratch {
             Some(t) if t.numel() >= n * m * ncols => t.clone(),
@@ -905,6 +906,7 @@ mod tests {
         // A shared caller scratch: the full size, then one for only 3 splits, then one too
         // small to split at all; all give the same gradient within tolerance.
         let full = conv2d_backward_weight_scratch_len(
+            &ctx,
             [c.n, c.cin, c.h, c.w],
             [c.cout, c.cin, 3, 3],
             1,

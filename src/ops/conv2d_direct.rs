@@ -68,9 +68,17 @@ const WEIGHT_ENTRIES: [&str; 3] = [
 
 /// Whether a convolution with `inner` channels summed over (Cin of the forward, Cout of
 /// the input gradient) and `outer` channels produced takes the direct kernels: a kernel
-/// size and stride they have, and channel counts where they beat the GEMM tiles on
-/// llvmpipe (docs/training.md, "Training speed").
-pub fn prefer_direct(kh: usize, kw: usize, stride: usize, inner: usize, outer: usize) -> bool {
+/// size and stride they have, on a CPU adapter (llvmpipe, SwiftShader: where they were
+/// measured to be faster, docs/training.md "Training speed"; on GPUs the GEMM tiles stay,
+/// unmeasured against these), at channel counts where they beat the GEMM tiles there.
+pub fn prefer_direct(
+    ctx: &GpuContext,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    inner: usize,
+    outer: usize,
+) -> bool {
     if variant(kh, kw, stride).is_none() {
         return false;
     }
@@ -78,8 +86,11 @@ pub fn prefer_direct(kh: usize, kw: usize, stride: usize, inner: usize, outer: u
     if let Some(forced) = tests::forced() {
         return forced;
     }
-    inner <= 64 && outer <= 64
+    ctx.adapter.is_software && inner <= MAX_DIRECT_CHANNELS && outer <= MAX_DIRECT_CHANNELS
 }
+
+/// Largest channel count the direct kernels take (see [`prefer_direct`]).
+const MAX_DIRECT_CHANNELS: usize = 64;
 
 /// The forward kernel's operands: out (N, Co, Ho, Wo) from x (N, Ci, H, W) and a weight
 /// addressed as `w_off + o·ws[0] + i·ws[1] + ky·ws[2] + kx·ws[3]`.
