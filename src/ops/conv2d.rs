@@ -157,7 +157,13 @@ pub fn conv2d(ctx: &GpuContext, program: &mut Program, args: &Conv2dArgs) -> Res
             )));
         }
     }
-    if crate::ops::conv2d_direct::prefer_direct(ctx, kh, kw, args.stride, cin, cout) {
+    if crate::ops::conv2d_direct::prefer_direct(
+        ctx,
+        kh,
+        kw,
+        args.stride,
+        crate::ops::conv2d_direct::forward_lanes(n, ho, wo),
+    ) {
         let khw = (kh * kw) as i64;
         return crate::ops::conv2d_direct::record_forward(
             ctx,

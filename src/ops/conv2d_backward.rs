@@ -185,7 +185,9 @@ pub fn conv2d_backward_input(
     if m == 0 || n * h * w == 0 {
         return Ok(());
     }
-    if stride == 1 && conv2d_direct::prefer_direct(ctx, kh, kw, 1, cout, cin) {
+    if stride == 1
+        && conv2d_direct::prefer_direct(ctx, kh, kw, 1, conv2d_direct::forward_lanes(n, h, w))
+    {
         // The transposed convolution of a stride-1 convolution is a convolution of dout
         // with the weight flipped in space and its channel axes swapped, padding k − 1 − pad.
         let khw = (kh * kw) as i64;
@@ -334,7 +336,7 @@ fn use_direct_weight(ctx: &GpuContext, x_shape: [usize; 4], ck: [usize; 3], stri
     let [n, cin, _, _] = x_shape;
     let [cout, kh, kw] = ck;
     n * cout * cin * kh * kw * 4 <= MAX_SCRATCH_BYTES
-        && conv2d_direct::prefer_direct(ctx, kh, kw, stride, cin, cout)
+        && conv2d_direct::prefer_direct(ctx, kh, kw, stride, n * cin * kh)
 }
 
 /// Scratch elements [`conv2d_backward_weight`] would allocate for these shapes (0 when K is

@@ -66,19 +66,14 @@ const WEIGHT_ENTRIES: [&str; 3] = [
     "conv2d_direct_dw_k1s1",
 ];
 
-/// Whether a convolution with `inner` channels summed over (Cin of the forward, Cout of
-/// the input gradient) and `outer` channels produced takes the direct kernels: a kernel
-/// size and stride they have, on a CPU adapter (llvmpipe, SwiftShader: where they were
-/// measured to be faster, docs/training.md "Training speed"; on GPUs the GEMM tiles stay,
-/// unmeasured against these), at channel counts where they beat the GEMM tiles there.
-pub fn prefer_direct(
-    ctx: &GpuContext,
-    kh: usize,
-    kw: usize,
-    stride: usize,
-    inner: usize,
-    outer: usize,
-) -> bool {
+/// Whether a convolution takes the direct kernels: a kernel size and stride they have, on
+/// a CPU adapter (llvmpipe, SwiftShader), where they were measured to be faster than the
+/// GEMM tiles (docs/training.md, "Training speed"; on GPUs the GEMM tiles stay, unmeasured
+/// against these), when it has at least `MIN_LANES` invocations (`lanes`: output pixel
+/// groups of 4 for the forward and the input gradient, (ci, ky) × images for the weight
+/// gradient). Below that a 64-wide workgroup runs mostly empty: the 8x8 and 4x4 levels of
+/// the CIFAR-10 model at batch 1 were 2–6× slower direct.
+pub fn prefer_direct(ctx: &GpuContext, kh: usize, kw: usize, stride: usize, lanes: usize) -> bool {
     if variant(kh, kw, stride).is_none() {
         return false;
     }
@@ -86,11 +81,16 @@ pub fn prefer_direct(
     if let Some(forced) = tests::forced() {
         return forced;
     }
-    ctx.adapter.is_software && inner <= MAX_DIRECT_CHANNELS && outer <= MAX_DIRECT_CHANNELS
+    ctx.adapter.is_software && lanes >= MIN_LANES
 }
 
-/// Largest channel count the direct kernels take (see [`prefer_direct`]).
-const MAX_DIRECT_CHANNELS: usize = 64;
+/// See [`prefer_direct`].
+const MIN_LANES: usize = 64;
+
+/// The forward kernel's invocations for an output (N, ·, Ho, Wo).
+pub fn forward_lanes(n: usize, ho: usize, wo: usize) -> usize {
+    n * ho * wo.div_ceil(4)
+}
 
 /// The forward kernel's operands: out (N, Co, Ho, Wo) from x (N, Ci, H, W) and a weight
 /// addressed as `w_off + o·ws[0] + i·ws[1] + ky·ws[2] + kx·ws[3]`.
@@ -351,8 +351,16 @@ pub(crate) mod tests {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(64);
-        // (cin, cout, hw, stride)
-        let shapes = [
+        // (cin, cout, hw, stride); BENCH_SHAPES=cifar: the CIFAR-10 model's (N = 1).
+        let cifar = [
+            (3, 128, 32, 1),
+            (128, 128, 32, 1),
+            (128, 256, 16, 1),
+            (256, 256, 8, 1),
+            (256, 256, 4, 1),
+            (128, 3, 32, 1),
+        ];
+        let mnist = [
             (1, 16, 28, 1),
             (16, 16, 28, 1),
             (16, 16, 28, 2),
@@ -363,9 +371,15 @@ pub(crate) mod tests {
             (48, 16, 28, 1),
             (16, 1, 28, 1),
         ];
+        let shapes: &[(usize, usize, usize, usize)] =
+            if std::env::var("BENCH_SHAPES").is_ok_and(|v| v == "cifar") {
+                &cifar
+            } else {
+                &mnist
+            };
         let mut rows: Vec<(String, [Program; 2])> = Vec::new();
         let mut keep = Vec::new();
-        for (cin, cout, hw, stride) in shapes {
+        for &(cin, cout, hw, stride) in shapes {
             let ho = (hw + 2 - 3) / stride + 1;
             let x = ctx
                 .upload(&random(n * cin * hw * hw, 1), &[n, cin, hw, hw])
