@@ -1,4 +1,4 @@
-//! Direct convolutions for small channel counts (`shaders/conv2d_direct.wgsl`): the forward
+//! Direct convolutions for CPU adapters (`shaders/conv2d_direct.wgsl`): the forward
 //! (3x3 stride 1 or 2, 1x1 stride 1), the input gradient of a stride-1 convolution (the
 //! same kernel on `dout` with the weight read flipped and transposed through its strides)
 //! and the weight gradient's per-image partial sums. The launchers in `conv2d.rs` and
