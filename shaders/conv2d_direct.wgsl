@@ -1,6 +1,6 @@
 // Direct 3x3 / 1x1 convolutions (chosen by src/ops/conv2d_direct.rs), written for CPU
-// adapters such as llvmpipe, where a storage or workgroup load costs about the same per lane whatever its
-// width, so the kernel that issues the fewest loads per multiply-add wins (measured: in
+// adapters such as llvmpipe, where a storage or workgroup load costs about the same per
+// lane whatever its width, so the kernel that issues the fewest loads per multiply-add wins (measured: in
 // the implicit GEMMs of conv2d.wgsl / conv2d_backward.wgsl the staging gathers and the
 // workgroup-memory reads dominate; here, before the operands below were staged as vec4,
 // the scalar weight loads were ~75% of the time).
