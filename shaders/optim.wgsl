@@ -11,7 +11,8 @@
 struct Params {
     // sumsq_partials: index of this tensor's first partial. finalize: number of partials.
     offset: u32,
-    _pad0: u32,
+    // adamw_ema: 1 - EMA decay.
+    ema_rate: f32,
     _pad1: u32,
     _pad2: u32,
     // finalize: max_norm.  adamw: 1 - lr * weight_decay.  ema: 1 - decay.
@@ -40,6 +41,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 // z: adamw: second moment v (numel)
 @group(0) @binding(5) var<storage, read_write> z: array<f32>;
+// e: adamw_ema: EMA weights (numel)
+@group(0) @binding(6) var<storage, read_write> e: array<f32>;
 
 // Elements per workgroup in sumsq_partials (must match optim.rs).
 const CHUNK: u32 = 2048u;
@@ -113,6 +116,31 @@ fn adamw_no_decay(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     let i = (wg.x + wg.y * nwg.x) * 256u + lid;
     if (i >= arrayLength(&x)) { return; }
     adamw_step(i, false);
+}
+
+// AdamW, then the EMA of the updated parameter (ema -= (1 - decay)(ema - param)) in the same
+// pass: the same arithmetic as the adamw and ema entry points one after the other, one
+// dispatch per tensor instead of two.
+fn adamw_ema_step(i: u32, decay: bool) {
+    adamw_step(i, decay);
+    let old = e[i];
+    e[i] = old - p.ema_rate * (old - x[i]);
+}
+
+@compute @workgroup_size(256)
+fn adamw_ema(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let i = (wg.x + wg.y * nwg.x) * 256u + lid;
+    if (i >= arrayLength(&x)) { return; }
+    adamw_ema_step(i, true);
+}
+
+@compute @workgroup_size(256)
+fn adamw_ema_no_decay(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let i = (wg.x + wg.y * nwg.x) * 256u + lid;
+    if (i >= arrayLength(&x)) { return; }
+    adamw_ema_step(i, false);
 }
 
 // ema -= (1 - decay) * (ema - param), as diffusers' EMAModel.step.

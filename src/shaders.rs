@@ -117,6 +117,7 @@ shaders! {
     OPTIM => "optim" [WORKGROUP_SUM = "workgroup_sum"],
     LOSS => "loss" [WORKGROUP_SUM = "workgroup_sum"],
     CONV2D_BACKWARD => "conv2d_backward" [GEMM_TILE = "gemm_tile"],
+    CONV2D_DIRECT => "conv2d_direct",
     REDUCE => "reduce" [WORKGROUP_SUM = "workgroup_sum"],
     SOFTMAX => "softmax" [WORKGROUP_SUM = "workgroup_sum"],
     ELEMENTWISE_BACKWARD => "elementwise_backward",

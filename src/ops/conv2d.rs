@@ -157,6 +157,35 @@ pub fn conv2d(ctx: &GpuContext, program: &mut Program, args: &Conv2dArgs) -> Res
             )));
         }
     }
+    if crate::ops::conv2d_direct::prefer_direct(
+        ctx,
+        kh,
+        kw,
+        args.stride,
+        crate::ops::conv2d_direct::forward_lanes(n, ho, wo),
+    ) {
+        let khw = (kh * kw) as i64;
+        return crate::ops::conv2d_direct::record_forward(
+            ctx,
+            program,
+            &crate::ops::conv2d_direct::Forward {
+                x: args.x,
+                weight: args.weight,
+                bias: args.bias,
+                channel_bias: args.channel_bias,
+                residual: args.residual,
+                out: args.out,
+                k: kh,
+                stride: args.stride,
+                pad_top: args.padding[0] as i64,
+                pad_left: args.padding[1] as i64,
+                ws: [cin as i64 * khw, khw, kw as i64, 1],
+                w_off: 0,
+                out_scale: args.out_scale,
+                accumulate: false,
+            },
+        );
+    }
     let n_tiles = ncols.div_ceil(TILE_N);
     let rows = tile_rows(cout);
     let m_tiles = cout.div_ceil(rows);
@@ -291,9 +320,17 @@ mod tests {
         (out, mag)
     }
 
+    /// Every case on both paths: the GEMM tiles and (where they apply) the direct kernels
+    /// of `conv2d_direct.rs`.
     fn run_case(ctx: &GpuContext, c: &Case, seed: u64) {
+        for direct in [false, true] {
+            crate::ops::conv2d_direct::tests::force(direct, || run_case_on(ctx, c, seed, direct));
+        }
+    }
+
+    fn run_case_on(ctx: &GpuContext, c: &Case, seed: u64, direct: bool) {
         let what = format!(
-            "conv n{} {}->{} {}x{} k{} s{} pad{:?}",
+            "conv n{} {}->{} {}x{} k{} s{} pad{:?} direct {direct}",
             c.n, c.cin, c.cout, c.h, c.w, c.k, c.stride, c.padding
         );
         let (ho, wo) = conv_out_size(c.h, c.w, c.k, c.k, c.stride, c.padding).unwrap();

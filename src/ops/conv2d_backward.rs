@@ -9,6 +9,7 @@ use crate::gpu::{
     grid_1d, DispatchDesc, GpuContext, Params, Program, Tensor, MAX_WORKGROUPS_PER_DIM,
 };
 use crate::ops::conv2d::conv_out_size;
+use crate::ops::conv2d_direct;
 use crate::ops::elementwise::nchw;
 use crate::ops::matmul::{tile_entry, tile_rows};
 use crate::shaders::CONV2D_BACKWARD;
@@ -184,6 +185,33 @@ pub fn conv2d_backward_input(
     if m == 0 || n * h * w == 0 {
         return Ok(());
     }
+    if stride == 1
+        && conv2d_direct::prefer_direct(ctx, kh, kw, 1, conv2d_direct::forward_lanes(n, h, w))
+    {
+        // The transposed convolution of a stride-1 convolution is a convolution of dout
+        // with the weight flipped in space and its channel axes swapped, padding k − 1 − pad.
+        let khw = (kh * kw) as i64;
+        return conv2d_direct::record_forward(
+            ctx,
+            program,
+            &conv2d_direct::Forward {
+                x: dout,
+                weight,
+                bias: None,
+                channel_bias: None,
+                residual: None,
+                out: dx,
+                k: kh,
+                stride: 1,
+                pad_top: kh as i64 - 1 - padding[0] as i64,
+                pad_left: kw as i64 - 1 - padding[1] as i64,
+                ws: [khw, cin as i64 * khw, -(kw as i64), -1],
+                w_off: khw - 1,
+                out_scale: scale,
+                accumulate,
+            },
+        );
+    }
     let rows = tile_rows(m);
     let m_tiles = m.div_ceil(rows);
     if m_tiles > MAX_WORKGROUPS_PER_DIM as usize {
@@ -302,11 +330,21 @@ pub fn conv2d_backward_weight(
     )
 }
 
+/// Whether the weight gradient takes the direct kernel (per-image partial sums, see
+/// `conv2d_direct.rs`): x (N, Cin, H, W), ck = [Cout, KH, KW].
+fn use_direct_weight(ctx: &GpuContext, x_shape: [usize; 4], ck: [usize; 3], stride: usize) -> bool {
+    let [n, cin, _, _] = x_shape;
+    let [cout, kh, kw] = ck;
+    n * cout * cin * kh * kw * 4 <= MAX_SCRATCH_BYTES
+        && conv2d_direct::prefer_direct(ctx, kh, kw, stride, n * cin * kh)
+}
+
 /// Scratch elements [`conv2d_backward_weight`] would allocate for these shapes (0 when K is
 /// not split): x (N, Cin, H, W), dw (Cout, Cin, KH, KW). A training graph can allocate the
 /// maximum over its convolutions once and pass it to every
 /// [`conv2d_backward_weight_with_scratch`]: dispatches run in order, so sharing is safe.
 pub fn conv2d_backward_weight_scratch_len(
+    ctx: &GpuContext,
     x_shape: [usize; 4],
     dw_shape: [usize; 4],
     stride: usize,
@@ -318,6 +356,9 @@ pub fn conv2d_backward_weight_scratch_len(
         return 0;
     };
     let (m, ncols) = (cout, cin * kh * kw);
+    if use_direct_weight(ctx, x_shape, [cout, kh, kw], stride) {
+        return n * m * ncols;
+    }
     let (splits, _) = weight_splits(m, ncols, n * ho * wo, MAX_SCRATCH_BYTES / 4);
     if splits > 1 {
         splits * m * ncols
@@ -363,6 +404,42 @@ pub fn conv2d_backward_weight_with_scratch(
         return Err(Error::shape(format!(
             "{what}: {cout} output channels is more than one dispatch can launch"
         )));
+    }
+    if use_direct_weight(ctx, x_shape, ck, stride) {
+        // Per-image partial sums (the K split is the batch), then the same ordered reduce.
+        let partials = match scratch {
+            Some(t) if t.numel() >= n * m * ncols => t.clone(),
+            _ => ctx.zeros(&[n, m, ncols])?,
+        };
+        conv2d_direct::record_weight_partials(
+            ctx, program, x, dout, &partials, kh, stride, padding,
+        )?;
+        let p = params(
+            x_shape,
+            ck,
+            (ho, wo),
+            stride,
+            padding,
+            [m, ncols, k],
+            [m_tiles, n_tiles],
+            0,
+            accumulate as u32,
+            n,
+            scale,
+        );
+        return ctx.record(
+            program,
+            DispatchDesc {
+                label: "conv2d_backward_weight_reduce",
+                shader: &CONV2D_BACKWARD,
+                entry: "conv2d_backward_weight_reduce",
+                constants: &[],
+                params: Params::Static(bytemuck::bytes_of(&p)),
+                inputs: &[&partials.buffer, &partials.buffer],
+                outputs: &[&dw.buffer],
+                workgroups: grid_1d(((m * ncols) as u64).div_ceil(256))?,
+            },
+        );
     }
     let [gx, gy, _] = grid_1d(n_tiles as u64)?;
     let max_scratch = scratch.map_or(MAX_SCRATCH_BYTES / 4, |t| t.numel());
@@ -594,8 +671,16 @@ mod tests {
 
     /// GPU dx and dW (through the graph) vs the analytic f64 gradients and vs finite
     /// differences of the f64 loss; `accumulate` starts both outputs from random values.
+    /// Every case on both paths: the GEMM tiles and (where they apply) the direct kernels
+    /// of `conv2d_direct.rs`.
     fn run_case(ctx: &GpuContext, c: Case, seed: u64, accumulate: bool) {
-        let what = format!("{c:?} acc {accumulate}");
+        for direct in [false, true] {
+            conv2d_direct::tests::force(direct, || run_case_on(ctx, c, seed, accumulate, direct));
+        }
+    }
+
+    fn run_case_on(ctx: &GpuContext, c: Case, seed: u64, accumulate: bool, direct: bool) {
+        let what = format!("{c:?} acc {accumulate} direct {direct}");
         let scale = 0.75f64;
         let (ho, wo) = c.out_size();
         let to64 = |v: Vec<f32>| v.into_iter().map(|v| v as f64).collect::<Vec<f64>>();
@@ -782,6 +867,11 @@ mod tests {
     /// with the analytic f64 gradient only (finite differences would be slow on the CPU).
     #[test]
     fn conv_backward_weight_split_k() {
+        // The GEMM's K split (the direct kernel splits by image; run_case covers it).
+        conv2d_direct::tests::force(false, split_k_on_gemm);
+    }
+
+    fn split_k_on_gemm() {
         let ctx = ctx();
         let c = case(16, 5, 7, (28, 28), 3, 1, [1; 4]);
         let (ho, wo) = c.out_size();
@@ -818,6 +908,7 @@ mod tests {
         // A shared caller scratch: the full size, then one for only 3 splits, then one too
         // small to split at all; all give the same gradient within tolerance.
         let full = conv2d_backward_weight_scratch_len(
+            &ctx,
             [c.n, c.cin, c.h, c.w],
             [c.cout, c.cin, 3, 3],
             1,

@@ -3,6 +3,7 @@
 
 pub mod conv2d;
 pub mod conv2d_backward;
+pub mod conv2d_direct;
 pub mod cross_entropy;
 pub mod dropout;
 pub mod elementwise;

@@ -16,7 +16,8 @@ use crate::shaders::OPTIM;
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct OptimParams {
     offset: u32,
-    _pad: [u32; 3],
+    ema_rate: f32,
+    _pad: [u32; 2],
     s0: f32,
     s1: f32,
     s2: f32,
@@ -176,6 +177,9 @@ impl Default for AdamWConfig {
 pub struct AdamWOp {
     uniform: wgpu::Buffer,
     cfg: AdamWConfig,
+    /// 1 − the EMA decay written with the step values (the fused EMA, see
+    /// [`record_with_ema`](Self::record_with_ema)).
+    ema_rate: std::cell::Cell<f32>,
     /// [0, 1]: the "no clipping" factor, when no grad-norm buffer was given.
     _unit_clip: Option<Tensor>,
 }
@@ -202,7 +206,35 @@ impl AdamWOp {
         decay: &[bool],
         cfg: AdamWConfig,
     ) -> Result<AdamWOp> {
+        Self::record_with_ema(ctx, program, params, grads, m, v, None, clip, decay, cfg)
+    }
+
+    /// [`record`](Self::record), and with `ema` also the EMA of the updated weights in the
+    /// same dispatch (ema ← ema − (1 − d)(ema − p), the arithmetic of [`EmaOp`] after this
+    /// op, bit for bit; one dispatch per tensor instead of two). The decay starts at 1 (a
+    /// no-op); set it with [`set_step_and_ema`](Self::set_step_and_ema).
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_with_ema(
+        ctx: &GpuContext,
+        program: &mut Program,
+        params: &[&Tensor],
+        grads: &[&Tensor],
+        m: &[&Tensor],
+        v: &[&Tensor],
+        ema: Option<&[&Tensor]>,
+        clip: Option<&Tensor>,
+        decay: &[bool],
+        cfg: AdamWConfig,
+    ) -> Result<AdamWOp> {
         let n = params.len();
+        if let Some(e) = ema {
+            if e.len() != n {
+                return Err(Error::shape(format!(
+                    "adamw: {n} params but {} EMA tensors",
+                    e.len()
+                )));
+            }
+        }
         if grads.len() != n || m.len() != n || v.len() != n {
             return Err(Error::shape(format!(
                 "adamw: {n} params but {} grads, {} m and {} v tensors",
@@ -253,21 +285,41 @@ impl AdamWOp {
                     "adamw: grads[{i}], m[{i}] and v[{i}] must be distinct buffers"
                 )));
             }
-            let entry = if decay.get(i).copied().unwrap_or(true) {
-                "adamw"
-            } else {
-                "adamw_no_decay"
+            let with_decay = decay.get(i).copied().unwrap_or(true);
+            let ei = match ema {
+                Some(e) => {
+                    let ei = e[i];
+                    check_whole_buffer(ei, &format!("adamw: ema[{i}]"))?;
+                    check_pair(p, ei, &format!("adamw: params[{i}] and ema[{i}]"))?;
+                    if [g, mi, vi].iter().any(|t| same_buffer(t, ei)) {
+                        return Err(Error::shape(format!(
+                            "adamw: ema[{i}] must be a buffer of its own"
+                        )));
+                    }
+                    Some(ei)
+                }
+                None => None,
             };
+            let entry = match (ei.is_some(), with_decay) {
+                (false, true) => "adamw",
+                (false, false) => "adamw_no_decay",
+                (true, true) => "adamw_ema",
+                (true, false) => "adamw_ema_no_decay",
+            };
+            let mut outputs = vec![p.buffer.as_ref(), mi.buffer.as_ref(), vi.buffer.as_ref()];
+            if let Some(ei) = ei {
+                outputs.push(ei.buffer.as_ref());
+            }
             ctx.record(
                 program,
                 DispatchDesc {
-                    label: "adamw",
+                    label: if ei.is_some() { "adamw_ema" } else { "adamw" },
                     shader: &OPTIM,
                     entry,
                     constants: &[],
                     params: Params::Buffer(&uniform),
                     inputs: &[&g.buffer, &clip_buf],
-                    outputs: &[&p.buffer, &mi.buffer, &vi.buffer],
+                    outputs: &outputs,
                     workgroups: elementwise_grid(p)?,
                 },
             )?;
@@ -275,6 +327,7 @@ impl AdamWOp {
         let op = AdamWOp {
             uniform,
             cfg,
+            ema_rate: std::cell::Cell::new(0.0),
             _unit_clip: unit_clip,
         };
         op.set_step(ctx, 1, 0.0)?;
@@ -301,11 +354,19 @@ impl AdamWOp {
             one_minus_beta1: (1.0 - b1) as f32,
             beta2: c.beta2,
             one_minus_beta2: (1.0 - b2) as f32,
+            ema_rate: self.ema_rate.get(),
             ..Default::default()
         };
         ctx.queue
             .write_buffer(&self.uniform, 0, bytemuck::bytes_of(&params));
         Ok(())
+    }
+
+    /// [`set_step`](Self::set_step) and the fused EMA's decay d for this step (0 copies
+    /// the weights, 1 leaves the EMA alone; taken in f64 as in [`EmaOp::set_decay`]).
+    pub fn set_step_and_ema(&self, ctx: &GpuContext, step: u64, lr: f32, decay: f64) -> Result<()> {
+        self.ema_rate.set((1.0 - decay) as f32);
+        self.set_step(ctx, step, lr)
     }
 
     pub fn config(&self) -> AdamWConfig {
@@ -651,6 +712,101 @@ mod tests {
                 &format!("ema tensor {i}"),
             );
         }
+    }
+
+    /// AdamW with the fused EMA gives bit for bit what AdamW followed by EmaOp gives (which
+    /// the tests above compare with f64 references), over steps with clipping and rising
+    /// decays, with and without weight decay.
+    #[test]
+    fn fused_adamw_ema_is_bit_identical_to_separate_ops() {
+        use crate::train::schedule::{ema_decay, EmaConfig};
+        let ctx = ctx();
+        let cfg = AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.99,
+            eps: 1e-6,
+            weight_decay: 0.1,
+        };
+        let decay = [true, false, true, true, false];
+        let p0 = random_set(500, 1.0);
+        let zeros: Vec<Vec<f32>> = p0.iter().map(|x| vec![0.0; x.len()]).collect();
+        // Two identical states: [separate, fused].
+        let state = || {
+            (
+                upload_all(&ctx, &p0),
+                upload_all(&ctx, &zeros),
+                upload_all(&ctx, &zeros),
+                upload_all(&ctx, &p0),
+                upload_all(&ctx, &zeros),
+            )
+        };
+        let (pa, ma, va, ea, ga) = state();
+        let (pb, mb, vb, eb, gb) = state();
+        let mut prog_a = Program::new();
+        let gn_a = GradNormOp::record(&ctx, &mut prog_a, &r(&ga), 2.0).unwrap();
+        let op_a = AdamWOp::record(
+            &ctx,
+            &mut prog_a,
+            &r(&pa),
+            &r(&ga),
+            &r(&ma),
+            &r(&va),
+            Some(gn_a.stats()),
+            &decay,
+            cfg,
+        )
+        .unwrap();
+        let ema_a = EmaOp::record(&ctx, &mut prog_a, &r(&ea), &r(&pa)).unwrap();
+        let mut prog_b = Program::new();
+        let gn_b = GradNormOp::record(&ctx, &mut prog_b, &r(&gb), 2.0).unwrap();
+        let op_b = AdamWOp::record_with_ema(
+            &ctx,
+            &mut prog_b,
+            &r(&pb),
+            &r(&gb),
+            &r(&mb),
+            &r(&vb),
+            Some(&r(&eb)),
+            Some(gn_b.stats()),
+            &decay,
+            cfg,
+        )
+        .unwrap();
+        assert_eq!(prog_b.len(), prog_a.len() - SHAPES.len());
+        let ecfg = EmaConfig::train_unconditional();
+        for step in 1..=4u64 {
+            let g = random_set(700 + step, 2.0);
+            for (ts, d) in ga.iter().zip(&g).chain(gb.iter().zip(&g)) {
+                ctx.write(ts, d).unwrap();
+            }
+            let lr = 0.01 * step as f32;
+            let d = ema_decay(step + 3, &ecfg);
+            op_a.set_step(&ctx, step, lr).unwrap();
+            ema_a.set_decay(&ctx, d);
+            op_b.set_step_and_ema(&ctx, step, lr, d).unwrap();
+            ctx.run(&prog_a).unwrap();
+            ctx.run(&prog_b).unwrap();
+        }
+        for (what, a, b) in [
+            ("param", &pa, &pb),
+            ("m", &ma, &mb),
+            ("v", &va, &vb),
+            ("ema", &ea, &eb),
+        ] {
+            for i in 0..SHAPES.len() {
+                let (x, y) = (
+                    block_on(ctx.read(&a[i])).unwrap(),
+                    block_on(ctx.read(&b[i])).unwrap(),
+                );
+                assert!(
+                    x.iter().zip(&y).all(|(u, v)| u.to_bits() == v.to_bits()),
+                    "{what}[{i}] differs between fused and separate ops"
+                );
+            }
+        }
+        // The EMA moved (a no-op EMA would pass the comparison trivially).
+        let e = block_on(ctx.read(&eb[3])).unwrap();
+        assert!(e.iter().zip(&p0[3]).any(|(a, b)| a != b));
     }
 
     #[test]

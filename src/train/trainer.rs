@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Program, Tensor};
 use crate::model::config::UNetConfig;
 use crate::model::weights::Weights;
-use crate::ops::optim::{AdamWConfig, AdamWOp, EmaOp, GradNormOp};
+use crate::ops::optim::{AdamWConfig, AdamWOp, GradNormOp};
 use crate::rng::SplitMix64;
 use crate::train::graph::TrainGraph;
 use crate::train::schedule::{ema_decay, learning_rate, EmaConfig, LrConfig};
@@ -40,8 +40,8 @@ pub struct Trainer {
     pub v: Vec<Tensor>,
     pub ema: Vec<Tensor>,
     grad_norm: GradNormOp,
+    /// AdamW with the EMA fused into the same dispatch per tensor.
     adamw: AdamWOp,
-    ema_op: EmaOp,
     step_program: Program,
     /// Optimizer steps taken so far.
     pub step: u64,
@@ -101,18 +101,18 @@ impl Trainer {
         step_program.extend(graph.backward_program());
         let grad_norm =
             GradNormOp::record(ctx, &mut step_program, &r(grads), settings.max_grad_norm)?;
-        let adamw = AdamWOp::record(
+        let adamw = AdamWOp::record_with_ema(
             ctx,
             &mut step_program,
             &r(params),
             &r(grads),
             &r(mm),
             &r(vv),
+            Some(&r(ee)),
             Some(grad_norm.stats()),
             &[],
             settings.adamw,
         )?;
-        let ema_op = EmaOp::record(ctx, &mut step_program, &r(ee), &r(params))?;
         Ok(Trainer {
             graph,
             rng: SplitMix64(settings.seed ^ 0x005E_ED0F_7EA1),
@@ -124,7 +124,6 @@ impl Trainer {
             ema,
             grad_norm,
             adamw,
-            ema_op,
             step_program,
             step: 0,
         })
@@ -231,9 +230,12 @@ impl Trainer {
         self.graph.set_noise(ctx, self.settings.seed, self.step);
         // learning_rate counts steps already taken (LambdaLR), ema_decay this step (EMAModel).
         let lr = learning_rate(self.step - 1, &self.settings.lr) as f32;
-        self.adamw.set_step(ctx, self.step, lr)?;
-        self.ema_op
-            .set_decay(ctx, ema_decay(self.step, &self.settings.ema));
+        self.adamw.set_step_and_ema(
+            ctx,
+            self.step,
+            lr,
+            ema_decay(self.step, &self.settings.ema),
+        )?;
         ctx.run(&self.step_program)
     }
 

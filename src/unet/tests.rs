@@ -83,13 +83,16 @@ fn plans_no_larger_than_recorded_and_both_forwards_agree() {
 
 fn inference_plans_are_no_larger_than_recorded(ctx: &GpuContext) {
     // (config, batch, dispatches, activation bytes, bytes created besides the weights)
+    // On a CPU adapter (where these tests run) the direct convolutions of
+    // ops/conv2d_direct.rs add one weight-staging dispatch and its staged weight per conv
+    // (raised deliberately with them; docs/training.md "Training speed").
     let recorded: &[(&str, usize, usize, u64, u64)] = &[
-        ("attn", 2, 92, 755_072, 767_400),
-        ("class_cond", 2, 133, 673_152, 677_296),
-        ("legacy", 2, 92, 1_213_824, 1_226_152),
-        ("mnist28", 2, 139, 3_276_960, 3_289_552),
-        ("pad0", 2, 93, 630_144, 642_472),
-        ("mnist", 8, 115, 7_558_688, 7_608_960),
+        ("attn", 2, 117, 755_072, 1_334_776),
+        ("class_cond", 2, 168, 673_152, 1_484_320),
+        ("legacy", 2, 117, 1_213_824, 1_793_528),
+        ("mnist28", 2, 174, 3_276_960, 4_240_960),
+        ("pad0", 2, 118, 630_144, 1_209_848),
+        ("mnist", 8, 150, 7_558_688, 8_560_368),
     ];
     for &(name, batch, dispatches, activation_bytes, created) in recorded {
         let got = inference_plan(ctx, name, batch);
@@ -114,10 +117,12 @@ fn inference_plans_are_no_larger_than_recorded(ctx: &GpuContext) {
 
 fn training_plans_are_no_larger_than_recorded(ctx: &GpuContext) {
     // (config, batch, forward dispatches, backward dispatches, activation bytes, bytes created)
+    // Raised with the direct convolutions (CPU adapters): a staging dispatch per conv and
+    // per weight gradient, the staged operands and the per-image partial sums.
     let recorded: &[(&str, usize, usize, usize, u64, u64)] = &[
-        ("train_tiny", 2, 97, 248, 484_544, 847_680),
-        ("attn", 2, 96, 247, 4_611_456, 6_061_656),
-        ("mnist+dropout", 2, 130, 335, 10_369_088, 13_025_808),
+        ("train_tiny", 2, 122, 369, 484_544, 1_657_040),
+        ("attn", 2, 121, 368, 4_611_456, 9_370_984),
+        ("mnist+dropout", 2, 165, 474, 10_369_088, 18_799_216),
     ];
     for &(name, batch, forward, backward, activation_bytes, created) in recorded {
         let got = training_plan(ctx, name, batch);
