@@ -343,8 +343,5 @@ fn jpeg_header_far_larger_than_its_data_is_refused() {
     ))
     .unwrap();
     let e = folder::decode(&bytes).unwrap_err();
-    assert!(
-        e.contains("15624x2048 cannot be coded in 192 bytes"),
-        "{e}"
-    );
+    assert!(e.contains("15624x2048 cannot be coded in 192 bytes"), "{e}");
 }
