@@ -119,10 +119,10 @@ fn decode_jpeg(bytes: &[u8]) -> std::result::Result<Planar, String> {
             ));
         }
         // Entropy-coded data takes at least one bit per 8x8 block of the first component,
-        // i.e. a byte per 512 pixels (lossless JPEG: a bit per pixel); a file far shorter than that is truncated, and the
-        // decoder would fill the missing data in (a 192-byte lossless JPEG claiming
-        // 15624x2048 took 6 s of CPU to decode, found by fuzzing). Half of that floor, so no
-        // real file is refused.
+        // i.e. a byte per 512 pixels (lossless JPEG: a bit per pixel); a file far shorter
+        // than that is truncated, and the decoder would fill the missing data in (a 192-byte
+        // lossless JPEG claiming 15624x2048 took 6 s of CPU to decode, found by fuzzing).
+        // Half of that floor, so no real file is refused.
         let pixels = i.width as usize * i.height as usize;
         if bytes.len() < pixels / 1024 {
             return Err(format!(
