@@ -17,6 +17,7 @@ pub const TARGETS: &[&str] = &[
     "image",
     "idx",
     "cifar",
+    "lab_points",
 ];
 
 /// Runs target `name` on `data`.
@@ -27,6 +28,7 @@ pub fn run(name: &str, data: &[u8]) {
         "image" => image(data),
         "idx" => idx(data),
         "cifar" => cifar(data),
+        "lab_points" => lab_points(data),
         _ => panic!("unknown fuzz target {name}"),
     }
 }
@@ -126,4 +128,16 @@ pub fn idx(data: &[u8]) {
 /// A CIFAR-10 binary batch.
 pub fn cifar(data: &[u8]) {
     let _ = kakusan::data::cifar_from_bytes("data_batch_fuzz.bin", data, 3, [8, 8]);
+}
+
+/// A point set for the diffusion lab (`kakusan lab train --points-file`): CSV text. Bytes
+/// that are not UTF-8 are replaced (the CLI refuses them) so the parser sees every input.
+pub fn lab_points(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(d) = kakusan::lab::data::parse_points_csv(&text, "fuzz.csv") {
+        assert!(d.len() >= 2 && d.len() <= kakusan::lab::data::MAX_POINTS);
+        assert!(d.points.iter().flatten().all(|v| v.is_finite()));
+        let _ = d.draw(4, 0);
+        let _ = d.flat();
+    }
 }

@@ -380,6 +380,23 @@ fn write_seed_corpus() {
     record.extend((0..3072).map(|i| (i % 251) as u8));
     seeds.push(("cifar", "one_record.bin", record));
 
+    seeds.push((
+        "lab_points",
+        "unlabelled.csv",
+        b"x,y\n0.5,-1.25\n-0.75,0.5\n1e-3,2.5E0\n".to_vec(),
+    ));
+    seeds.push((
+        "lab_points",
+        "labelled.csv",
+        b"# two classes\nx,y,class\n0.1,0.2,0\n-0.3,0.4,1\r\n 1.5 , -2 , 1\n\n".to_vec(),
+    ));
+    let moons = kakusan::lab::data::generate(kakusan::lab::data::Preset::Moons, 12, 1, "").unwrap();
+    let mut csv = String::new();
+    for (p, c) in moons.points.iter().zip(moons.labels.as_ref().unwrap()) {
+        csv.push_str(&format!("{},{},{c}\n", p[0], p[1]));
+    }
+    seeds.push(("lab_points", "moons.csv", csv.into_bytes()));
+
     for (target, name, bytes) in seeds {
         let dir = fuzz_dir().join("corpus").join(target);
         std::fs::create_dir_all(&dir).unwrap();

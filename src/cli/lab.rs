@@ -11,7 +11,7 @@ use clap::{Subcommand, ValueEnum};
 use crate::diffusion::schedule::{BetaSchedule, Schedule, SchedulerConfig};
 use crate::error::{Error, Result};
 use crate::gpu::{block_on, GpuContext, Tensor};
-use crate::lab::data::{generate, Dataset, Preset};
+use crate::lab::data::{generate, parse_points_csv, Dataset, Preset};
 use crate::lab::metrics::{sliced_wasserstein, variational_bound, SW_PROJECTIONS, SW_SEED};
 use crate::lab::mlp::{self, eval_eps, forward_macs, num_params, HIDDEN, TIME_DIM};
 use crate::lab::sample::{plan, sample, LabSampler};
@@ -54,6 +54,10 @@ pub struct LabTrainArgs {
     /// Points in the data set (at most 20000).
     #[arg(long, default_value_t = 8000)]
     pub points: usize,
+    /// Train on the points of this CSV file instead of a preset: one `x,y` or `x,y,class`
+    /// per line (at most 20000 points, near unit scale; see `lab::data::parse_points_csv`).
+    #[arg(long, value_name = "FILE")]
+    pub points_file: Option<PathBuf>,
     /// The text of the `word` preset.
     #[arg(long, default_value = "DDPM")]
     pub word: String,
@@ -179,9 +183,33 @@ fn fit_figure(
     Ok((Fit { sw, floor }, s))
 }
 
+/// A `--points-file`: refused above 64 MiB before reading (20000 points fit in ~1 MiB).
+fn read_points_file(path: &Path) -> Result<Dataset> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| Error::file(path.display(), format!("cannot read: {e}")))?
+        .len();
+    if size > 64 << 20 {
+        return Err(Error::file(
+            path.display(),
+            format!("{size} bytes; a point set of at most 20000 points is far smaller"),
+        ));
+    }
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::file(path.display(), format!("cannot read: {e}")))?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|e| Error::file(path.display(), format!("not UTF-8 text: {e}")))?;
+    parse_points_csv(text, &path.display().to_string())
+}
+
 pub fn train(a: LabTrainArgs) -> Result<()> {
-    let preset = Preset::from_name(&a.preset)?;
-    let mut data = generate(preset, a.points, a.seed, &a.word)?;
+    let (mut data, source) = match &a.points_file {
+        Some(path) => (read_points_file(path)?, path.display().to_string()),
+        None => {
+            let preset = Preset::from_name(&a.preset)?;
+            let data = generate(preset, a.points, a.seed, &a.word)?;
+            (data, preset.name().to_string())
+        }
+    };
     if !a.classes {
         data = data.unlabelled();
     }
@@ -202,7 +230,7 @@ pub fn train(a: LabTrainArgs) -> Result<()> {
     let mut trainer = LabTrainer::new(&ctx, &data, &schedule, &cfg)?;
     println!(
         "lab: {} ({} points{}), MLP 3x{HIDDEN} SiLU, {} parameters, T = {}, batch {}, {} dispatches per step",
-        preset.name(),
+        source,
         data.len(),
         if data.num_classes > 0 {
             format!(", {} classes", data.num_classes)
@@ -381,8 +409,8 @@ pub fn train(a: LabTrainArgs) -> Result<()> {
         "beta_end": 0.02 * 1000.0 / a.timesteps as f64,
         "prediction_type": "epsilon",
         "weights": "EMA",
-        "preset": preset.name(),
-        "points": a.points,
+        "preset": source,
+        "points": data.len(),
         "seed": a.seed,
         "steps": a.steps,
         "batch": a.batch,

@@ -332,3 +332,16 @@ fn huge_jpeg_header_is_refused() {
     let e = folder::decode(&bytes).unwrap_err();
     assert!(e.contains("65535x65535 is too large"), "{e}");
 }
+
+#[test]
+fn jpeg_header_far_larger_than_its_data_is_refused() {
+    // Found by libFuzzer (image target): a lossless JPEG of 192 bytes whose header claims
+    // 15624x2048; the decoder filled in the missing data for 6 s of CPU.
+    let bytes = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/regressions/image/jpeg_lossless_15624x2048_in_192_bytes"
+    ))
+    .unwrap();
+    let e = folder::decode(&bytes).unwrap_err();
+    assert!(e.contains("15624x2048 cannot be coded in 192 bytes"), "{e}");
+}

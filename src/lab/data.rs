@@ -120,6 +120,111 @@ impl Dataset {
     }
 }
 
+/// Parse a point set from CSV text, one point per line: `x,y` (unlabelled) or `x,y,class`
+/// (labelled; class an integer 0 to [`MAX_CLASSES`] − 1, the set has `max class + 1`
+/// classes). Every line must have the same number of fields. Blank lines and lines starting
+/// with `#` are skipped, as is a first line `x,y` or `x,y,class` (a header); spaces and tabs
+/// around fields and a final `\r` are allowed. The points are used as given: the lab works
+/// near unit scale (the presets lie within about ±2.5). `name` (the file) starts every
+/// error, with the line number and what is wrong. Reads at most [`MAX_POINTS`] points
+/// before refusing, so a huge input costs no more than its text.
+pub fn parse_points_csv(text: &str, name: &str) -> Result<Dataset> {
+    let mut points = Vec::new();
+    let mut labels = Vec::new();
+    let mut fields_per_line: Option<usize> = None;
+    let mut seen_first = false;
+    for (i, raw) in text.split('\n').enumerate() {
+        let line_no = i + 1;
+        let err = |what: String| Error::file(name, format!("line {line_no}: {what}"));
+        let line = raw
+            .strip_suffix('\r')
+            .unwrap_or(raw)
+            .trim_matches([' ', '\t']);
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let first = !seen_first;
+        seen_first = true;
+        let fields: Vec<&str> = line
+            .split(',')
+            .map(|f| f.trim_matches([' ', '\t']))
+            .collect();
+        if first && (fields == ["x", "y"] || fields == ["x", "y", "class"]) {
+            fields_per_line = Some(fields.len());
+            continue;
+        }
+        if fields.len() != 2 && fields.len() != 3 {
+            return Err(err(format!(
+                "{} fields; expected `x,y` or `x,y,class`",
+                fields.len()
+            )));
+        }
+        match fields_per_line {
+            None => fields_per_line = Some(fields.len()),
+            Some(n) if n != fields.len() => {
+                return Err(err(format!(
+                    "{} fields, but earlier lines have {n}: either every point has a class \
+                     or none has",
+                    fields.len()
+                )))
+            }
+            Some(_) => {}
+        }
+        if points.len() == MAX_POINTS {
+            return Err(err(format!(
+                "more than {MAX_POINTS} points; at most {MAX_POINTS} are supported"
+            )));
+        }
+        let mut xy = [0f32; 2];
+        for (k, (v, axis)) in xy.iter_mut().zip(["x", "y"]).enumerate() {
+            let f = fields[k];
+            *v = f
+                .parse::<f32>()
+                .map_err(|_| err(format!("{axis} = `{}` is not a number", clip(f))))?;
+            if !v.is_finite() {
+                return Err(err(format!(
+                    "{axis} = `{}` is not finite (NaN, infinite or beyond f32's range)",
+                    clip(f)
+                )));
+            }
+        }
+        points.push(xy);
+        if let Some(c) = fields.get(2) {
+            let class = c
+                .parse::<u32>()
+                .ok()
+                .filter(|&c| (c as usize) < MAX_CLASSES)
+                .ok_or_else(|| {
+                    err(format!(
+                        "class `{}` is not an integer from 0 to {}",
+                        clip(c),
+                        MAX_CLASSES - 1
+                    ))
+                })?;
+            labels.push(class);
+        }
+    }
+    let labelled = fields_per_line == Some(3);
+    let num_classes = if labelled {
+        labels.iter().max().map_or(0, |&m| m as usize + 1)
+    } else {
+        0
+    };
+    Dataset::new(points, labelled.then_some(labels), num_classes).map_err(|e| match e {
+        Error::Config(msg) => Error::file(name, msg),
+        other => other,
+    })
+}
+
+/// At most 40 characters of a field, for error messages.
+fn clip(s: &str) -> String {
+    if s.chars().count() <= 40 {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(40).collect::<String>())
+    }
+}
+
 /// The built-in data sets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Preset {
@@ -442,5 +547,54 @@ mod tests {
         assert!(e(Dataset::new(vec![[0.0, 0.0]; 2], Some(vec![0, 3]), 2)).contains("class 3"));
         assert!(e(generate(Preset::Moons, MAX_POINTS + 1, 0, "")).contains("at most"));
         assert!(Dataset::new(vec![[0.0, 0.0], [1.0, 1.0]], Some(vec![0, 1]), 2).is_ok());
+    }
+
+    #[test]
+    fn points_csv_parses_and_its_errors_name_the_line() {
+        let d = parse_points_csv("x,y\n0.5, -1\n# comment\n\n2,3e-1\r\n", "p.csv").unwrap();
+        assert_eq!(d.points, vec![[0.5, -1.0], [2.0, 0.3]]);
+        assert_eq!((d.labels, d.num_classes), (None, 0));
+        let d = parse_points_csv("0,0,2\n1,1,0\n\t-1 , 2 , 1 ", "p.csv").unwrap();
+        assert_eq!(d.labels, Some(vec![2, 0, 1]));
+        assert_eq!(d.num_classes, 3);
+        let e = |text: &str| parse_points_csv(text, "p.csv").unwrap_err().to_string();
+        let cases = [
+            ("0,0\n1,a\n", "line 2: y = `a` is not a number"),
+            ("0,0\n1\n", "line 2: 1 fields"),
+            ("0,0\n1,2,3,4\n", "line 2: 4 fields"),
+            ("0,0\n1,1,0\n", "line 2: 3 fields, but earlier lines have 2"),
+            (
+                "x,y,class\n0,0\n",
+                "line 2: 2 fields, but earlier lines have 3",
+            ),
+            ("0,0\nNaN,1\n", "line 2: x = `NaN` is not finite"),
+            ("0,0\n1,inf\n", "line 2: y = `inf` is not finite"),
+            ("0,0\n1,1e39\n", "line 2: y = `1e39` is not finite"),
+            (
+                "0,0,0\n1,1,16\n",
+                "line 2: class `16` is not an integer from 0 to 15",
+            ),
+            ("0,0,0\n1,1,-1\n", "line 2: class `-1`"),
+            ("0,0,0\n1,1,1.5\n", "line 2: class `1.5`"),
+            ("", "p.csv: the data set is empty"),
+            ("x,y\n# nothing\n", "p.csv: the data set is empty"),
+            ("1,2\n", "p.csv: the data set has only one point"),
+            ("x,y\nx,y\n", "line 2: x = `x` is not a number"),
+        ];
+        for (text, want) in cases {
+            let got = e(text);
+            assert!(got.starts_with("p.csv: "), "{text:?}: {got}");
+            assert!(got.contains(want), "{text:?}: {got} (want {want})");
+        }
+        let long = format!("0,0\n{},1\n", "9".repeat(100));
+        assert!(e(&long).contains("…` is not finite"), "{}", e(&long));
+        let many = "1,1\n".repeat(MAX_POINTS + 1);
+        assert!(e(&many).contains(&format!("line {}: more than", MAX_POINTS + 1)));
+        assert_eq!(
+            parse_points_csv(&"1,1\n".repeat(MAX_POINTS), "p")
+                .unwrap()
+                .len(),
+            MAX_POINTS
+        );
     }
 }

@@ -9,52 +9,18 @@
 // Environment: CHROMIUM (default /usr/bin/chromium), E2E_TIMEOUT_S (default 300: the longest
 // wait for one thing to happen; SwiftShader compiles and runs shaders on the CPU).
 // Prints `E2E: N passed, M failed` and exits 1 on any failure.
-import { spawn } from "node:child_process";
 import fs from "node:fs";
-import net from "node:net";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import { decodePng, imageDiff, imageStats } from "./png.mjs";
+import {
+  CHROMIUM, CHROMIUM_ARGS, HEADED, MODEL_FILES, OUT, ROOT, TIMEOUT_MS, errorText, fail, failOnPanic, lastPage,
+  log, openPage, opt, panelState, prepareModels, probeWebGpu, removeModels, runToDone,
+  setValue, shot, sleep, startServer, stopServer, text, visible, waitFor, waitLoaded,
+} from "./lib.mjs";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-
-// ---------- options
-const args = process.argv.slice(2);
-function opt(name, fallback) {
-  const i = args.indexOf(name);
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : fallback;
-}
-const DIST = path.resolve(opt("--dist", path.join(ROOT, "dist")));
-const OUT = path.resolve(opt("--out", path.join(ROOT, "target/e2e")));
+// ---------- options (the rest: lib.mjs)
 const ONLY = opt("--only", null)?.split(",").map((s) => s.trim());
-const HEADED = args.includes("--headed");
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const TIMEOUT_MS = 1000 * Number(process.env.E2E_TIMEOUT_S || 300);
-const FIXTURE = path.join(ROOT, "tests/fixtures/class_cond");
-const MODEL_FILES = ["config.json", "diffusion_pytorch_model.safetensors", "scheduler_config.json"];
-
-// Headless Chromium exposes WebGPU (on SwiftShader without a GPU) only with the first two
-// flags. The next two make a WebGPU *canvas* work: without them the device is lost ~0.1 s
-// after the first frame is presented ("Device was destroyed." / "A valid external Instance
-// reference no longer exists.") and screenshots show the canvas blank; with them (ANGLE on
-// Vulkan, Vulkan on SwiftShader) the device lives and the canvas screenshots as drawn.
-// Checked with a one-page WebGPU clear on Chromium 156; each of the two alone is not enough.
-// The rest keep it quiet and working as root in a container.
-const CHROMIUM_ARGS = [
-  "--enable-unsafe-webgpu",
-  "--enable-features=Vulkan",
-  "--use-vulkan=swiftshader",
-  "--use-angle=vulkan",
-  "--no-sandbox",
-  "--disable-gpu-sandbox",
-  "--disable-dev-shm-usage",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--disable-quic",
-  "--no-first-run",
-];
 
 // Two screenshots "differ" when the mean absolute difference per channel exceeds MIN_MAD
 // (0..255) and more than MIN_CHANGED of the pixels moved by more than 16 levels.
@@ -64,48 +30,7 @@ const MIN_CHANGED = 0.02;
 const MIN_STD = 3;
 const MIN_COLOURS = 8;
 
-// ---------- small helpers
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const log = (...a) => console.log(...a);
-
-/** A failure that ends a check at once (waitFor retries other errors until its timeout). */
-class CheckFailed extends Error {}
-function fail(msg) {
-  throw new CheckFailed(msg);
-}
-
-async function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-/** Poll `fn` (async, returns a truthy value when done) until it succeeds or time runs out. */
-async function waitFor(what, fn, timeoutMs = TIMEOUT_MS, everyMs = 250) {
-  const t0 = Date.now();
-  let last;
-  for (;;) {
-    try {
-      last = await fn();
-      if (last) return last;
-    } catch (e) {
-      if (e instanceof CheckFailed) throw e;
-      last = e;
-    }
-    if (Date.now() - t0 > timeoutMs) {
-      fail(`timed out after ${Math.round((Date.now() - t0) / 1000)} s waiting for ${what}` +
-        (last instanceof Error ? ` (last error: ${last.message.split("\n")[0]})` : ""));
-    }
-    await sleep(everyMs);
-  }
-}
-
+// ---------- image comparisons
 function diffOk(d) {
   return d.mad > MIN_MAD && d.changed > MIN_CHANGED;
 }
@@ -116,133 +41,6 @@ function fmtStats(s) {
   return `luma mean ${s.mean.toFixed(1)}, std ${s.std.toFixed(1)}, ${s.colours > 4096 ? ">4096" : s.colours} colours`;
 }
 
-// ---------- the model folders the tests load
-function prepareModels() {
-  if (!fs.existsSync(path.join(DIST, "index.html"))) {
-    fail(`${DIST}/index.html not found: run \`trunk build --release\` first`);
-  }
-  const good = path.join(DIST, "test-model");
-  const bad = path.join(DIST, "bad-model");
-  for (const dir of [good, bad]) fs.mkdirSync(dir, { recursive: true });
-  for (const f of MODEL_FILES) {
-    fs.copyFileSync(path.join(FIXTURE, f), path.join(good, f));
-    fs.copyFileSync(path.join(FIXTURE, f), path.join(bad, f));
-  }
-  // A truncated weights file: the safetensors header is intact, half of the data is missing.
-  const st = fs.readFileSync(path.join(FIXTURE, "diffusion_pytorch_model.safetensors"));
-  fs.writeFileSync(path.join(bad, "diffusion_pytorch_model.safetensors"), st.subarray(0, st.length >> 1));
-}
-function removeModels() {
-  // dist/ stays deployable: the test models are not part of the site.
-  for (const d of ["test-model", "bad-model"]) {
-    fs.rmSync(path.join(DIST, d), { recursive: true, force: true });
-  }
-}
-
-// ---------- static server: python3 -m http.server, stopped by its PID
-let server = null;
-async function startServer() {
-  const port = await freePort();
-  server = spawn("python3", ["-m", "http.server", String(port), "--bind", "127.0.0.1"], {
-    cwd: DIST,
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  const serverLog = [];
-  server.stderr.on("data", (d) => {
-    serverLog.push(d.toString());
-    if (serverLog.length > 200) serverLog.shift();
-  });
-  server.on("exit", (code) => {
-    if (server && code !== null) log(`(http.server exited with ${code})`);
-  });
-  const base = `http://127.0.0.1:${port}/`;
-  await waitFor("the static server to answer", async () => (await fetch(base)).ok, 20000, 100);
-  log(`serving ${DIST} at ${base} (python3 http.server, pid ${server.pid})`);
-  return { base, serverLog };
-}
-function stopServer() {
-  if (server && server.exitCode === null) {
-    try {
-      process.kill(server.pid, "SIGTERM");
-    } catch {}
-  }
-  server = null;
-}
-
-// ---------- the page
-/** Open a page, recording console errors, page errors and panics. */
-async function openPage(browser, url, viewport = { width: 1280, height: 720 }) {
-  const context = await browser.newContext({ viewport });
-  const page = await context.newPage();
-  const consoleLog = [];
-  page.on("console", (m) => {
-    consoleLog.push(`[${m.type()}] ${m.text()}`);
-  });
-  page.on("pageerror", (e) => consoleLog.push(`[pageerror] ${e.message}`));
-  page.consoleLog = consoleLog;
-  lastPage = page;
-  page.context_ = context;
-  // Record every data-state the reverse panel passes through (a short run can go
-  // idle -> running -> done between two polls).
-  await page.addInitScript(() => {
-    window.__states = [];
-    const record = () => {
-      const el = document.getElementById("reverse-panel");
-      const s = el ? el.getAttribute("data-state") : null;
-      if (s !== null && window.__states[window.__states.length - 1] !== s) window.__states.push(s);
-    };
-    const start = () => {
-      new MutationObserver(record).observe(document.documentElement, {
-        subtree: true,
-        childList: true,
-        attributes: true,
-        attributeFilter: ["data-state"],
-      });
-      setInterval(record, 50);
-      record();
-    };
-    if (document.documentElement) start();
-    else document.addEventListener("DOMContentLoaded", start);
-  });
-  await page.goto(url, { waitUntil: "load", timeout: 60000 });
-  return page;
-}
-
-/** Panics and uncaught errors on `page` (from console line `from` on), first lines only. */
-function panics(page, from = 0) {
-  return page.consoleLog
-    .slice(from)
-    .filter((l) => /panicked at|RuntimeError: unreachable|\[pageerror\]/.test(l))
-    .map((l) => l.split("\n").slice(0, 2).join(" ").slice(0, 300));
-}
-/** Fail at once when the page has panicked (then nothing it was waiting for will come). */
-function failOnPanic(page, from = 0) {
-  const p = panics(page, from);
-  if (p.length) fail(`page panicked / threw: ${p.join(" | ")}`);
-}
-
-async function text(page, sel) {
-  const loc = page.locator(sel);
-  return (await loc.count()) ? (await loc.first().innerText()).trim() : null;
-}
-async function visible(page, sel) {
-  const loc = page.locator(sel);
-  return (await loc.count()) > 0 && (await loc.first().isVisible());
-}
-async function errorText(page) {
-  return (await visible(page, "#error")) ? await text(page, "#error") : null;
-}
-async function panelState(page) {
-  return page.locator("#reverse-panel").getAttribute("data-state");
-}
-
-async function shot(page, name) {
-  const file = path.join(OUT, `${name}.png`);
-  // A page that is animating a run on SwiftShader renders a frame only every few seconds on a
-  // busy 2-core machine; 30 s (Playwright's default) timed out there once (check h).
-  await page.screenshot({ path: file, timeout: 90000 });
-  return file;
-}
 /**
  * The picture in a canvas. Headless Chromium's screenshots show WebGPU canvases blank (white),
  * so for #reverse-canvas the app offers `window.kakusanSnapshot()`: a PNG data URL of the same
@@ -278,102 +76,6 @@ async function stableShot(page, sel, name, timeoutMs = 30000) {
   return prev;
 }
 
-async function setValue(page, sel, value) {
-  const loc = page.locator(sel);
-  if ((await loc.count()) === 0) fail(`${sel} not found`);
-  const tag = await loc.evaluate((el) => el.tagName.toLowerCase());
-  if (tag === "select") {
-    await loc.selectOption(String(value));
-  } else {
-    await loc.evaluate((el, v) => {
-      el.value = v;
-      el.dispatchEvent(new Event("input", { bubbles: true }));
-      el.dispatchEvent(new Event("change", { bubbles: true }));
-    }, String(value));
-  }
-}
-
-/**
- * Wait until a model is loaded: `#model-name` shows something, no progress bar, `#status` no
- * longer says loading, `#play` enabled, no error. Notes when the name does not mention `needle`
- * (the contract allows the model's name or its source).
- */
-async function waitLoaded(page, needle) {
-  const name = await waitFor(`#model-name to show a loaded model`, async () => {
-    failOnPanic(page);
-    const err = await errorText(page);
-    if (err) fail(`#error is visible: ${err}`);
-    const name = (await text(page, "#model-name")) || "";
-    if (!name) return false;
-    if (await visible(page, "#model-progress")) return false;
-    const status = (await text(page, "#status")) || "";
-    if (/loading/i.test(status)) return false;
-    if (await page.locator("#play").isDisabled()) return false;
-    return name;
-  });
-  if (!name.includes(needle)) log(`  note: #model-name ${JSON.stringify(name)} does not mention ${needle}`);
-  return name;
-}
-
-/** Start a run with the current settings and wait for the panel to reach "done". */
-async function runToDone(page) {
-  const mark = await page.evaluate(() => window.__states.length);
-  let state = await panelState(page);
-  const since = () => page.evaluate((m) => window.__states.slice(m), mark);
-  if (state === "done" || state === "running") {
-    // Back to the start of the chain with the new settings (the app may reset by itself
-    // when a setting changes; then the state is already idle). #restart may also start
-    // playing by itself: give it a moment before pressing #play, which toggles.
-    await page.click("#restart");
-    await waitFor("#restart to start a run", async () => (await since()).includes("running"), 2000, 50)
-      .catch(() => {});
-  }
-  state = await panelState(page);
-  if (!(await since()).includes("running") && state !== "running") {
-    await page.click("#play");
-  }
-  const t0 = Date.now();
-  let resumes = 0;
-  await waitFor("#reverse-panel[data-state=done]", async () => {
-    failOnPanic(page);
-    const err = await errorText(page);
-    if (err) fail(`#error is visible: ${err}`);
-    const s = await since();
-    const now = await panelState(page);
-    if (s.includes("done") && now === "done") return true;
-    // A press that landed as a pause (the run had just started by itself): resume, once or twice.
-    if (now === "paused" && resumes < 2) {
-      resumes++;
-      log("  (run paused: pressing #play to resume)");
-      await page.click("#play");
-    }
-    return false;
-  });
-  return Date.now() - t0;
-}
-
-/**
- * Which WebGPU adapter Chromium offers, asked from a page of its own: a second
- * requestAdapter() inside the page under test can take the app's device away.
- */
-async function probeWebGpu(browser, base) {
-  const context = await browser.newContext();
-  try {
-    const page = await context.newPage();
-    await page.goto(`${base}e2e-webgpu-probe`, { waitUntil: "load" }); // a 404 page is enough
-    return await page.evaluate(async () => {
-      if (!navigator.gpu) return "navigator.gpu missing (no WebGPU: check the Chromium flags)";
-      const a = await navigator.gpu.requestAdapter();
-      if (!a) return "requestAdapter() returned null (no WebGPU adapter)";
-      const i = a.info || {};
-      return `adapter ${[i.vendor, i.architecture, i.device, i.description].filter(Boolean).join(" / ") || "(no info)"}`;
-    });
-  } catch (e) {
-    return `probe failed: ${e.message.split("\n")[0]}`;
-  } finally {
-    await context.close();
-  }
-}
 
 // ---------- the checks
 const checks = [];
@@ -381,7 +83,6 @@ function check(id, name, fn, opts = {}) {
   checks.push({ id, name, fn, slow: !!opts.slow });
 }
 const shared = {};
-let lastPage = null; // the page opened last: its console is printed when a check fails
 
 check("a", "page loads with ?model=test-model/", async ({ browser, base }) => {
   const t0 = Date.now();

@@ -14,6 +14,7 @@
 //! | [`lab`] | the diffusion lab's canvas, data, trainer and particles ([`lab::LabGpu`]) and its signals | the Lab tab's controls |
 //! | [`snapshot`] | nothing (an offscreen render read back once) | `window.kakusanSnapshot()` |
 //! | [`toolbox`] | the toolbox's signals, its inpainting/interpolation tasks (each holds its own run while it lasts) | the toolbox panel's Run/Stop |
+//! | [`memory`] | nothing (adds up what the others hold) | `window.kakusanMemory()` |
 //!
 //! Everything made on one wgpu device — surface, presenter, the live run, timeline frames —
 //! sits in one [`Engine`], so replacing the device after a loss drops all of it at once.
@@ -24,6 +25,7 @@
 mod bench;
 pub mod lab;
 mod loading;
+mod memory;
 mod run;
 mod session;
 mod snapshot;
@@ -39,6 +41,7 @@ use crate::Error;
 
 pub use bench::bench_mode;
 pub use loading::{load_from_files, load_from_url, ModelInfo, NO_DEFAULT_MODEL};
+pub use memory::memory;
 pub use run::{
     apply_settings, pause, play, restart, step_once, toggle_play, RunState, SamplerKind, Settings,
 };
@@ -206,6 +209,7 @@ pub fn query_param(name: &str) -> Option<String> {
 /// folder.
 pub async fn start(canvas: web_sys::HtmlCanvasElement) {
     let ui = ui();
+    memory::install();
     // Settings from the URL (handy for demos and tests): steps, sampler, batch, seed, eta.
     let mut s = ui.settings.get_untracked();
     if let Some(v) = query_param("steps").and_then(|v| v.parse().ok()) {

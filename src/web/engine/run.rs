@@ -103,6 +103,8 @@ pub struct LiveRun {
     pub shape: [usize; 4],
     /// T of the model it samples.
     pub t_train: usize,
+    /// Bytes of the tensors planned for it (weights, activations, noise, sampler state).
+    pub tensor_bytes: u64,
 }
 
 thread_local! {
@@ -138,6 +140,7 @@ impl Engine {
         };
         let guidance = model.config.num_class_embeds.map(|_| s.guidance as f32);
         let ctx = self.session.ctx();
+        let before = ctx.allocated_bytes();
         let run = SamplingRun::new(
             ctx,
             &model.config,
@@ -152,6 +155,7 @@ impl Engine {
                 guidance,
             },
         )?;
+        let tensor_bytes = ctx.allocated_bytes() - before;
         let sh = &run.x_t().shape;
         let shape = [sh[0], sh[1], sh[2], sh[3]];
         self.timeline.plan(run.x_t().bytes(), s.steps);
@@ -159,6 +163,7 @@ impl Engine {
             run,
             shape,
             t_train: model.scheduler.num_train_timesteps,
+            tensor_bytes,
         });
         self.record_frame(None);
         self.session.ctx().check()

@@ -47,6 +47,12 @@ impl Timeline {
         self.frames.clear();
     }
 
+    /// Recorded frames and the bytes of their buffers (`window.kakusanMemory()`).
+    pub fn held(&self) -> (usize, u64) {
+        let bytes = self.frames.iter().map(|f| f.xt.size() + f.x0.size()).sum();
+        (self.frames.len(), bytes)
+    }
+
     /// Choose the recording interval for a run of `steps` steps whose x_t takes
     /// `tensor_bytes`.
     pub fn plan(&mut self, tensor_bytes: u64, steps: usize) {
