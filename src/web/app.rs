@@ -56,6 +56,7 @@ pub fn App() -> impl IntoView {
             <ReversePanel ui=ui/>
             <ModelPanel ui=ui/>
             <ForwardPanel/>
+            <crate::web::likelihood::LikelihoodPanel ui=ui/>
         </main>
         <footer>
             <p>"kakusan — Rust + hand-written WGSL. Runs offline once loaded; nothing is sent anywhere. MNIST digits: Yann LeCun and Corinna Cortes (CC BY-SA 3.0)."</p>

@@ -7,11 +7,13 @@
 //! - [`loader`]: getting model files into the page (fetch with progress, picked files).
 //! - [`present`]: the render pipeline that draws x_t and x̂_0 straight from GPU buffers.
 //! - [`forward`], [`plots`]: the forward-process explorer and SVG plots (CPU only).
+//! - [`likelihood`]: the likelihood and anomaly panel (bits/dim per t, reconstruction score).
 //! - [`app`]: the page (components, controls with the contract's DOM ids).
 
 pub mod app;
 pub mod engine;
 pub mod forward;
+pub mod likelihood;
 pub mod loader;
 pub mod plots;
 pub mod present;

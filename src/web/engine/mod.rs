@@ -12,6 +12,7 @@
 //! | [`loading`] | the current [`Model`](crate::model::Model) | URL / file loading |
 //! | [`bench`] | nothing (its result goes to [`Ui::bench`]) | `?bench` |
 //! | [`snapshot`] | nothing (an offscreen render read back once) | `window.kakusanSnapshot()` |
+//! | [`likelihood`] | the bound / anomaly jobs (each holds its run across awaits and stops when the device changes), the model folder's anomaly reference | the likelihood panel's buttons |
 //!
 //! Everything made on one wgpu device — surface, presenter, the live run, timeline frames —
 //! sits in one [`Engine`], so replacing the device after a loss drops all of it at once.
@@ -20,6 +21,7 @@
 //! same [`session`].
 
 mod bench;
+mod likelihood;
 mod loading;
 mod run;
 mod session;
@@ -34,6 +36,9 @@ use wasm_bindgen_futures::JsFuture;
 use crate::Error;
 
 pub use bench::bench_mode;
+pub use likelihood::{
+    start_anomaly, start_nll, stop_nll, AnomalyReference, AnomalyView, NllMode, NllView, ToolState,
+};
 pub use loading::{load_from_files, load_from_url, ModelInfo, NO_DEFAULT_MODEL};
 pub use run::{
     apply_settings, pause, play, restart, step_once, toggle_play, RunState, SamplerKind, Settings,
