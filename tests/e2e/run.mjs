@@ -646,6 +646,17 @@ check("g", "?bench&model=test-model/&batch=1 writes JSON with median_ms > 0, gfl
   }
 });
 
+/**
+ * Pause the reverse-process animation the page starts by itself (the GPU is then free for the
+ * panel, and the page stops reflowing), and scroll to the likelihood panel. Not
+ * scrollIntoViewIfNeeded, and clicks with `force`: Playwright's wait for a "stable" element
+ * can time out on a page busy on SwiftShader.
+ */
+async function toPanel(page) {
+  if ((await panelState(page)) === "running") await page.click("#play");
+  await page.evaluate(() => document.getElementById("likelihood-panel").scrollIntoView());
+}
+
 /** Wait for a likelihood-panel result (`#nll-total` / `#anomaly-score`) to reach data-state=done. */
 async function waitToolDone(page, sel) {
   return waitFor(`${sel}[data-state=done]`, async () => {
@@ -662,14 +673,14 @@ check("m", "likelihood panel: per-t NLL plot of a digit fills in live, finite, w
   const page = await openPage(browser, `${base}?model=test-model/`);
   try {
     await waitLoaded(page, "test-model");
-    await page.locator("#likelihood-panel").scrollIntoViewIfNeeded();
+    await toPanel(page);
     await setValue(page, "#tool-image", "3");
     await setValue(page, "#nll-mode", "stride");
     await setValue(page, "#nll-stride", 25);
     await setValue(page, "#nll-batch", 8);
     await sleep(200);
     const t0 = Date.now();
-    await page.click("#nll-run");
+    await page.click("#nll-run", { force: true });
     // Live: the plot gets points before the run is over (8 t's per call, 41 terms).
     let live = 0;
     await waitFor("the first terms in #nll-plot", async () => {
@@ -707,18 +718,18 @@ check("n", "anomaly score of a digit and of its inverted version (shipped model)
   const page = await openPage(browser, base);
   try {
     await waitLoaded(page, "mnist");
-    await page.locator("#likelihood-panel").scrollIntoViewIfNeeded();
+    await toPanel(page);
     await setValue(page, "#tool-image", "3");
     await setValue(page, "#anomaly-t", 300);
     await setValue(page, "#anomaly-steps", 5);
     const scores = {};
     for (const kind of ["digit", "inverted"]) {
       if (kind === "inverted") {
-        await page.click("#tool-invert");
+        await page.click("#tool-invert", { force: true });
         await sleep(200);
       }
       const t0 = Date.now();
-      await page.click("#anomaly-run");
+      await page.click("#anomaly-run", { force: true });
       await waitFor("#anomaly-score to start", async () =>
         (await page.locator("#anomaly-score").getAttribute("data-state")) !== "done", 5000, 50).catch(() => {});
       await waitToolDone(page, "#anomaly-score");
