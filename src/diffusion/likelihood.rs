@@ -341,10 +341,10 @@ pub fn planned_timesteps(t_max: usize, stride: usize, seed: u64) -> Vec<(usize, 
         start = end;
         block += 1;
     }
+    out.reverse();
     if t_max > 0 {
         out.push((0, 1.0));
     }
-    out.reverse();
     out
 }
 

@@ -356,7 +356,7 @@ pub fn LikelihoodPanel(ui: Ui) -> impl IntoView {
     let nll = NllView::new();
     let mode = RwSignal::new("stride".to_string());
     let stride = RwSignal::new(10usize);
-    let per_call = RwSignal::new(50usize);
+    let per_call = RwSignal::new(1usize);
     let t_max = move || ui.model.get().map(|m| m.t_train).unwrap_or(1000);
     let nll_svg = move || {
         let terms = nll.terms.get();
@@ -508,7 +508,7 @@ pub fn LikelihoodPanel(ui: Ui) -> impl IntoView {
                         <select id="nll-mode" prop:value=move || mode.get()
                             on:change=move |ev| mode.set(event_target_value(&ev))>
                             <option value="exact">"all T (the bound itself)"</option>
-                            <option value="stride">"every k-th (an estimate)"</option>
+                            <option value="stride">"every k-th (estimate)"</option>
                         </select>
                         <label for="nll-stride">"k"</label>
                         <input id="nll-stride" type="number" min="2" max="500" inputmode="numeric"
@@ -518,7 +518,7 @@ pub fn LikelihoodPanel(ui: Ui) -> impl IntoView {
                         <label for="nll-batch">"t's per U-Net call"</label>
                         <input id="nll-batch" type="number" min="1" max="200" inputmode="numeric"
                             prop:value=move || per_call.get().to_string()
-                            on:change=move |ev| per_call.set(parse_or(&event_target_value(&ev), 50usize).clamp(1, 200))/>
+                            on:change=move |ev| per_call.set(parse_or(&event_target_value(&ev), 1usize).clamp(1, 200))/>
                     </div>
                     <p class="hint">{move || if mode.get() == "exact" {
                         format!("{} U-Net evaluations (T), batched: the network takes one timestep per sample, so many t's run in one call.", t_max())
@@ -534,7 +534,7 @@ pub fn LikelihoodPanel(ui: Ui) -> impl IntoView {
                     </div>
                     <progress id="nll-progress" max="1" hidden=move || nll.state.get() != ToolState::Running
                         prop:value=move || nll.progress.get()></progress>
-                    <figure class="plot">
+                    <figure class="plot" style:display=move || if nll.terms.get().is_empty() { "none" } else { "block" }>
                         <div id="nll-plot" class="svg-box" inner_html=nll_svg></div>
                         <figcaption>"Per-timestep terms L" <sub>"t−1"</sub> " (KL) and the decoder L" <sub>"0"</sub> " (orange), bits/dim, log scale."</figcaption>
                     </figure>
@@ -560,9 +560,11 @@ pub fn LikelihoodPanel(ui: Ui) -> impl IntoView {
                             disabled=move || !has_model() || anomaly.state.get() == ToolState::Running
                             on:click=start_anomaly>"Score this image"</button>
                     </div>
-                    <canvas id="anomaly-canvas" node_ref=anomaly_ref
-                        aria-label="The input (left), noised to t (middle) and its DDIM reconstruction (right)"></canvas>
-                    <p class="small">"input · noised to t · reconstruction"</p>
+                    <div style:display=move || if anomaly.images.get().is_none() { "none" } else { "block" }>
+                        <canvas id="anomaly-canvas" node_ref=anomaly_ref
+                            aria-label="The input (left), noised to t (middle) and its DDIM reconstruction (right)"></canvas>
+                        <p class="small">"input · noised to t · reconstruction"</p>
+                    </div>
                     <p id="anomaly-score" class="result" data-state=move || anomaly.state.get().as_str()
                         data-score=move || anomaly.score.get().map(|v| v.to_string()).unwrap_or_default()
                         data-percentile=move || anomaly.percentile.get().map(|v| v.to_string()).unwrap_or_default()>
@@ -604,7 +606,7 @@ pub fn summary_text(
             " · total = {} bits/dim{}",
             fmt_bits(t),
             match strided {
-                Some(k) => format!(" (estimate: every {k}-th t, sum scaled by {k})"),
+                Some(k) => format!(" (estimate: one t in every {k}, sum scaled by {k})"),
                 None => " (the bound, every t)".to_string(),
             }
         );
