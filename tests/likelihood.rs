@@ -6,14 +6,14 @@
 mod common;
 
 use common::{fixture, Reference};
-use kakusan::diffusion::likelihood::{LikelihoodRun, TermNoise, VlbReport};
+use kakusan::diffusion::likelihood::{LikelihoodRun, TermNoise, TermPlan, VlbReport};
 use kakusan::diffusion::schedule::VarianceType;
 use kakusan::gpu::{block_on, GpuContext};
 use kakusan::model::{read_model_dir, Model};
 
 const RTOL: f64 = 1e-4;
 
-fn run(model: &Model, ctx: &GpuContext, variant: &serde_json::Value) -> VlbReport {
+fn run(model: &Model, ctx: &GpuContext, variant: &serde_json::Value, plan: TermPlan) -> VlbReport {
     let dir = fixture("likelihood");
     let r = Reference::open(&dir.join("reference.safetensors"));
     let (shape, x0) = r.get("sample");
@@ -25,7 +25,7 @@ fn run(model: &Model, ctx: &GpuContext, variant: &serde_json::Value) -> VlbRepor
         _ => VarianceType::FixedLarge,
     };
     sched.clip_sample = variant["clip_sample"].as_bool().unwrap();
-    let mut run = LikelihoodRun::new(
+    let mut run = LikelihoodRun::with_plan(
         ctx,
         &model.config,
         &model.weights,
@@ -34,6 +34,7 @@ fn run(model: &Model, ctx: &GpuContext, variant: &serde_json::Value) -> VlbRepor
         &shape,
         Some(&labels),
         TermNoise::Given(noise),
+        plan,
     )
     .unwrap();
     while block_on(run.step(ctx)).unwrap().is_some() {}
@@ -55,7 +56,7 @@ fn bits_per_dim_match_the_float64_reference() {
             .unwrap();
     let ctx = block_on(GpuContext::new()).unwrap();
     for (name, variant) in reference["results"].as_object().unwrap() {
-        let got = run(&model, &ctx, variant);
+        let got = run(&model, &ctx, variant, TermPlan::default());
         let want = |k: &str| -> Vec<f64> {
             variant[k]
                 .as_array()
@@ -87,5 +88,98 @@ fn bits_per_dim_match_the_float64_reference() {
             }
         }
         println!("{name}: bits/dim {:?}", got.bits_per_dim);
+    }
+}
+
+/// Many timesteps per U-Net call (the network takes one timestep per sample) give the same
+/// terms; a strided plan evaluates the reference's terms at its timesteps and sums them with
+/// the block weights. 7 timesteps per call does not divide T = 20, so the padded last call
+/// is exercised too.
+#[test]
+fn batched_and_strided_plans_match_the_reference() {
+    common::xdg();
+    let dir = fixture("likelihood");
+    let model = Model::from_files(&read_model_dir(&dir).unwrap()).unwrap();
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
+    let ctx = block_on(GpuContext::new()).unwrap();
+    let variant = &reference["results"]["fixed_small_clip"];
+    let want_terms: Vec<Vec<f64>> = variant["terms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    let want_prior: Vec<f64> = variant["prior"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let batched = run(
+        &model,
+        &ctx,
+        variant,
+        TermPlan {
+            per_call: 7,
+            ..TermPlan::default()
+        },
+    );
+    for (t, row) in want_terms.iter().enumerate() {
+        for (i, &w) in row.iter().enumerate() {
+            close(
+                batched.terms[t][i],
+                w,
+                &format!("7 per call: term t={t} of image {i}"),
+            );
+        }
+    }
+    for (i, w) in variant["bits_per_dim"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        close(
+            batched.bits_per_dim[i],
+            w.as_f64().unwrap(),
+            &format!("7 per call: bits/dim of image {i}"),
+        );
+    }
+    let strided = run(
+        &model,
+        &ctx,
+        variant,
+        TermPlan {
+            per_call: 4,
+            stride: 3,
+            seed: 2,
+        },
+    );
+    let evaluated: Vec<usize> = (0..20).filter(|&t| strided.weights[t] > 0.0).collect();
+    assert_eq!(evaluated.len(), 1 + 19usize.div_ceil(3), "{evaluated:?}");
+    assert_eq!(strided.weights.iter().sum::<f64>(), 20.0);
+    for i in 0..want_prior.len() {
+        let mut want = want_prior[i];
+        for &t in &evaluated {
+            close(
+                strided.terms[t][i],
+                want_terms[t][i],
+                &format!("stride 3: term t={t} of image {i}"),
+            );
+            want += strided.weights[t] * want_terms[t][i];
+        }
+        close(
+            strided.bits_per_dim[i],
+            want,
+            &format!("stride 3: estimate for image {i}"),
+        );
     }
 }

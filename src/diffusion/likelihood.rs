@@ -263,8 +263,12 @@ pub struct VlbReport {
     pub bits_per_dim: Vec<f64>,
     /// L_T per image.
     pub prior: Vec<f64>,
-    /// `terms[t][i]`: the term at timestep index t for image i (t = 0 is the decoder L_0).
+    /// `terms[t][i]`: the term at timestep index t for image i (t = 0 is the decoder L_0);
+    /// empty for timesteps a strided plan skipped.
     pub terms: Vec<Vec<f64>>,
+    /// `weights[t]`: the weight of timestep t's term in the total (1 for every t in the
+    /// bound itself; the block length or 0 for a strided estimate).
+    pub weights: Vec<f64>,
 }
 
 impl VlbReport {
@@ -291,22 +295,89 @@ pub enum TermNoise {
     Given(Vec<f32>),
 }
 
-/// A bits/dim evaluation of N images in progress: one U-Net call per timestep, from T−1
-/// down to 0.
+/// Which timesteps a run evaluates, and how many share one U-Net call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TermPlan {
+    /// Timesteps evaluated together in one U-Net call: the network takes one timestep per
+    /// sample, so the batch is N · `per_call` (x_t of every image at each of those t's).
+    /// 1 = one call per timestep. The terms do not depend on it.
+    pub per_call: usize,
+    /// 1: every timestep (the bound itself). k > 1: an estimate — the decoder L_0 (index 0)
+    /// exactly, and of the KL terms at indices 1…T−1 one per block of k consecutive
+    /// indices, at a position drawn from `seed` (stratified sampling), weighted by the
+    /// block's length (so the sum is scaled by k): an unbiased estimate of Σ KL with
+    /// ~T/k U-Net evaluations per image instead of T.
+    pub stride: usize,
+    /// Seed of the positions within the blocks (stride > 1 only).
+    pub seed: u64,
+}
+
+impl Default for TermPlan {
+    fn default() -> Self {
+        TermPlan {
+            per_call: 1,
+            stride: 1,
+            seed: 0,
+        }
+    }
+}
+
+/// The timesteps a plan evaluates with their weights in the sum, from T−1 down to 0.
+/// Stride 1: every index with weight 1. Stride k: index 0 (weight 1) and one index per block
+/// [1 + b·k, min(1 + (b+1)·k, T)) with the block's length as its weight.
+pub fn planned_timesteps(t_max: usize, stride: usize, seed: u64) -> Vec<(usize, f64)> {
+    let k = stride.max(1);
+    if k == 1 {
+        return (0..t_max).rev().map(|t| (t, 1.0)).collect();
+    }
+    let mut out = Vec::new();
+    let mut start = 1;
+    let mut block = 0u64;
+    while start < t_max {
+        let end = (start + k).min(t_max);
+        let offset =
+            splitmix64(seed ^ block.wrapping_mul(0x9e37_79b9_7f4a_7c15)) % (end - start) as u64;
+        out.push((start + offset as usize, (end - start) as f64));
+        start = end;
+        block += 1;
+    }
+    out.reverse();
+    if t_max > 0 {
+        out.push((0, 1.0));
+    }
+    out
+}
+
+/// SplitMix64 (Steele et al. 2014): a small, well-mixed hash for the block positions.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A bits/dim evaluation of N images in progress: U-Net calls from timestep T−1 down to 0,
+/// `per_call` timesteps per call (see [`TermPlan`]).
 pub struct LikelihoodRun {
     unet: UNet,
     vlb: Vlb,
     x0: Vec<f64>,
+    n: usize,
     dims: usize,
     noise: TermNoise,
-    /// The next timestep index to evaluate, counting down; None when done.
-    next: Option<usize>,
+    per_call: usize,
+    /// (timestep index, weight in the sum), in evaluation order (descending t).
+    plan: Vec<(usize, f64)>,
+    /// How many entries of `plan` are done.
+    done: usize,
+    /// `terms[t]`: per image; empty until t is evaluated (and for t's the plan skips).
     terms: Vec<Vec<f64>>,
 }
 
 impl LikelihoodRun {
     /// `x0`: N images `[N, C, H, W]` on the 256-level grid in [−1, 1] (checked);
-    /// `class_labels`: one per image for class-conditional models.
+    /// `class_labels`: one per image for class-conditional models. Every timestep, one per
+    /// U-Net call.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         ctx: &GpuContext,
@@ -317,6 +388,32 @@ impl LikelihoodRun {
         shape: &[usize],
         class_labels: Option<&[u32]>,
         noise: TermNoise,
+    ) -> Result<Self> {
+        Self::with_plan(
+            ctx,
+            config,
+            weights,
+            scheduler,
+            x0,
+            shape,
+            class_labels,
+            noise,
+            TermPlan::default(),
+        )
+    }
+
+    /// As [`LikelihoodRun::new`], with the timesteps and batching of `plan`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_plan(
+        ctx: &GpuContext,
+        config: &UNetConfig,
+        weights: &Weights,
+        scheduler: &SchedulerConfig,
+        x0: &[f32],
+        shape: &[usize],
+        class_labels: Option<&[u32]>,
+        noise: TermNoise,
+        plan: TermPlan,
     ) -> Result<Self> {
         let [h, w] = config.sample_size;
         let want = [
@@ -343,6 +440,11 @@ impl LikelihoodRun {
                 x0.len()
             )));
         }
+        if plan.per_call == 0 || plan.stride == 0 {
+            return Err(Error::config(
+                "timesteps per call and the stride must be at least 1",
+            ));
+        }
         let vlb = Vlb::new(scheduler)?;
         if let TermNoise::Given(v) = &noise {
             if v.len() != vlb.num_timesteps() * x0.len() {
@@ -356,15 +458,32 @@ impl LikelihoodRun {
             }
         }
         let x0 = snap_to_grid(x0)?;
-        let unet = UNet::new(ctx, config, weights, want[0])?;
-        unet.set_class_labels(ctx, class_labels)?;
         let t_max = vlb.num_timesteps();
+        let order = planned_timesteps(t_max, plan.stride, plan.seed);
+        let n = want[0];
+        let per_call = plan.per_call.min(order.len());
+        let unet = UNet::new(ctx, config, weights, n * per_call)?;
+        if let Some(l) = class_labels {
+            if l.len() != n {
+                return Err(Error::shape(format!(
+                    "{} class labels for {n} images",
+                    l.len()
+                )));
+            }
+            let all: Vec<u32> = (0..per_call).flat_map(|_| l.iter().copied()).collect();
+            unet.set_class_labels(ctx, Some(&all))?;
+        } else {
+            unet.set_class_labels(ctx, None)?;
+        }
         Ok(LikelihoodRun {
             unet,
             dims: want[1] * h * w,
             x0,
+            n,
             noise,
-            next: Some(t_max - 1),
+            per_call,
+            plan: order,
+            done: 0,
             terms: vec![Vec::new(); t_max],
             vlb,
         })
@@ -374,47 +493,101 @@ impl LikelihoodRun {
         self.vlb.num_timesteps()
     }
 
-    /// Evaluate the next timestep's term (one U-Net call and a readback). Returns the
-    /// timestep index just done, or None when every term is in.
+    /// (timestep index, weight in the sum) of every term the run evaluates, in order.
+    pub fn plan(&self) -> &[(usize, f64)] {
+        &self.plan
+    }
+
+    /// How many of [`LikelihoodRun::plan`]'s terms are done.
+    pub fn terms_done(&self) -> usize {
+        self.done
+    }
+
+    /// `terms()[t][i]`: the term at timestep index t of image i in bits/dim, as far as
+    /// computed (empty for t's not evaluated yet or skipped by the plan).
+    pub fn terms(&self) -> &[Vec<f64>] {
+        &self.terms
+    }
+
+    /// L_T per image in bits/dim (no network).
+    pub fn prior_bits(&self) -> Vec<f64> {
+        self.vlb.prior_bits(&self.x0, self.dims)
+    }
+
+    /// Evaluate the next `per_call` timesteps' terms (one U-Net call and a readback).
+    /// Returns the last (smallest) timestep index just done, or None when every term is in.
     pub async fn step(&mut self, ctx: &GpuContext) -> Result<Option<usize>> {
-        let Some(t) = self.next else {
+        if self.done >= self.plan.len() {
             return Ok(None);
-        };
+        }
+        let chunk: Vec<usize> = self.plan[self.done..]
+            .iter()
+            .take(self.per_call)
+            .map(|&(t, _)| t)
+            .collect();
         let numel = self.x0.len();
-        let eps = match &self.noise {
-            TermNoise::Seeded(seed) => gaussian_noise_cpu(*seed, t as u32, numel),
-            TermNoise::Given(v) => v[t * numel..(t + 1) * numel].to_vec(),
-        };
-        let xt = self.vlb.noisy(t, &self.x0, &eps);
-        let xt32: Vec<f32> = xt.iter().map(|&v| v as f32).collect();
-        let ts = vec![t as f32; self.unet.batch];
+        // x_t of every image at every timestep of the chunk; a short last chunk repeats its
+        // last timestep to fill the planned batch (those outputs are ignored).
+        let mut xts: Vec<Vec<f64>> = Vec::with_capacity(chunk.len());
+        let mut xt32: Vec<f32> = Vec::with_capacity(numel * self.per_call);
+        let mut ts: Vec<f32> = Vec::with_capacity(self.unet.batch);
+        for j in 0..self.per_call {
+            let t = chunk[j.min(chunk.len() - 1)];
+            if j < chunk.len() {
+                let eps = match &self.noise {
+                    TermNoise::Seeded(seed) => gaussian_noise_cpu(*seed, t as u32, numel),
+                    TermNoise::Given(v) => v[t * numel..(t + 1) * numel].to_vec(),
+                };
+                xts.push(self.vlb.noisy(t, &self.x0, &eps));
+            }
+            let xt = &xts[j.min(chunk.len() - 1)];
+            xt32.extend(xt.iter().map(|&v| v as f32));
+            ts.extend(std::iter::repeat_n(t as f32, self.n));
+        }
         ctx.write(&self.unet.sample, &xt32)?;
         ctx.write(&self.unet.timesteps, &ts)?;
         ctx.run(self.unet.program())?;
         let out = ctx.read(&self.unet.output).await?;
-        if out.iter().any(|v| !v.is_finite()) {
-            return Err(Error::Other(format!(
-                "the model's output at timestep {t} contains NaN or Inf"
-            )));
+        for (j, &t) in chunk.iter().enumerate() {
+            let m = &out[j * numel..(j + 1) * numel];
+            if m.iter().any(|v| !v.is_finite()) {
+                return Err(Error::Other(format!(
+                    "the model's output at timestep {t} contains NaN or Inf"
+                )));
+            }
+            self.terms[t] = self.vlb.term_bits(t, &self.x0, &xts[j], m, self.dims);
         }
-        self.terms[t] = self.vlb.term_bits(t, &self.x0, &xt, &out, self.dims);
-        self.next = t.checked_sub(1);
-        Ok(Some(t))
+        self.done += chunk.len();
+        Ok(chunk.last().copied())
     }
 
-    /// The result, once every step is done.
+    /// The result, once every step is done. With a stride > 1 the total is the estimate of
+    /// [`TermPlan::stride`] (each evaluated term times its weight).
     pub fn report(&self) -> Option<VlbReport> {
-        if self.next.is_some() {
+        if self.done < self.plan.len() {
             return None;
         }
         let prior = self.vlb.prior_bits(&self.x0, self.dims);
+        let mut weights = vec![0.0; self.terms.len()];
+        for &(t, w) in &self.plan {
+            weights[t] = w;
+        }
         let bits_per_dim = (0..prior.len())
-            .map(|i| prior[i] + self.terms.iter().map(|t| t[i]).sum::<f64>())
+            .map(|i| {
+                prior[i]
+                    + self
+                        .plan
+                        .iter()
+                        .rev()
+                        .map(|&(t, w)| w * self.terms[t][i])
+                        .sum::<f64>()
+            })
             .collect();
         Some(VlbReport {
             bits_per_dim,
             prior,
             terms: self.terms.clone(),
+            weights,
         })
     }
 }
@@ -506,5 +679,34 @@ mod tests {
             let pos = vlb.term_bits(t, &x0, &xt, &wrong, 4);
             assert!(pos.iter().all(|&v| v > 1e-6), "{t}: {pos:?}");
         }
+    }
+    /// Stride 1 is every index once; stride k covers 1..T−1 with disjoint blocks whose
+    /// weights add up to T − 1, one index inside each block, plus the decoder at 0.
+    #[test]
+    fn planned_timesteps_cover_the_schedule() {
+        let all = planned_timesteps(20, 1, 5);
+        assert_eq!(all.len(), 20);
+        assert_eq!(all[0], (19, 1.0));
+        assert_eq!(all[19], (0, 1.0));
+        for (t_max, k) in [(20, 3), (1000, 10), (1000, 7), (5, 10)] {
+            for seed in 0..4 {
+                let p = planned_timesteps(t_max, k, seed);
+                assert_eq!(p.last(), Some(&(0, 1.0)));
+                let kl = &p[..p.len() - 1];
+                let total: f64 = kl.iter().map(|&(_, w)| w).sum();
+                assert_eq!(total, (t_max - 1) as f64, "{t_max} {k}");
+                assert_eq!(kl.len(), (t_max - 1).div_ceil(k));
+                // Descending, each index inside its own block.
+                for (b, &(t, w)) in kl.iter().rev().enumerate() {
+                    let start = 1 + b * k;
+                    assert!(t >= start && t < start + w as usize, "{t} in block {b}");
+                }
+            }
+        }
+        // The positions depend on the seed.
+        assert_ne!(
+            planned_timesteps(1000, 10, 0),
+            planned_timesteps(1000, 10, 1)
+        );
     }
 }

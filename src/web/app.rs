@@ -74,6 +74,7 @@ pub fn App() -> impl IntoView {
                 <ModelPanel ui=ui/>
                 <ForwardPanel/>
                 <ToolboxPanel ui=ui/>
+                <crate::web::likelihood::LikelihoodPanel ui=ui/>
             </div>
             <div id="lab-view-box" hidden=move || !lab.get()>
                 <crate::web::lab::LabPanel active=Signal::derive(move || lab.get())/>

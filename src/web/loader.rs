@@ -45,7 +45,8 @@ async fn response(url: &str) -> Result<web_sys::Response, String> {
         .map_err(|_| format!("{url}: not an HTTP response"))
 }
 
-async fn text(url: &str) -> Result<Option<String>, String> {
+/// The body of `url` as text; None on 404.
+pub async fn text(url: &str) -> Result<Option<String>, String> {
     let resp = response(url).await?;
     if resp.status() == 404 {
         return Ok(None);

@@ -10,6 +10,7 @@
 //! - [`lab`], [`lab_points`]: the diffusion lab's view (controls, text, plots) and its
 //!   point renderer; its GPU side is `engine::lab`.
 //! - [`toolbox`]: the toolbox panel (inpainting with a painted mask, interpolation).
+//! - [`likelihood`]: the likelihood and anomaly panel (bits/dim per t, reconstruction score).
 //! - [`app`]: the page (components, controls with the contract's DOM ids).
 
 pub mod app;
@@ -17,6 +18,7 @@ pub mod engine;
 pub mod forward;
 pub mod lab;
 pub mod lab_points;
+pub mod likelihood;
 pub mod loader;
 pub mod plots;
 pub mod present;

@@ -739,6 +739,118 @@ check("phone-toolbox", "phone-size page (390x844): the toolbox panel fits", asyn
   }
 });
 
+/**
+ * Pause the reverse-process animation the page starts by itself (the GPU is then free for the
+ * panel, and the page stops reflowing), and scroll to the likelihood panel. Not
+ * scrollIntoViewIfNeeded, and clicks with `force`: Playwright's wait for a "stable" element
+ * can time out on a page busy on SwiftShader.
+ */
+async function toPanel(page) {
+  if ((await panelState(page)) === "running") await page.click("#play");
+  await page.evaluate(() => document.getElementById("likelihood-panel").scrollIntoView());
+}
+
+/** Wait for a likelihood-panel result (`#nll-total` / `#anomaly-score`) to reach data-state=done. */
+async function waitToolDone(page, sel) {
+  return waitFor(`${sel}[data-state=done]`, async () => {
+    failOnPanic(page);
+    const err = await errorText(page);
+    if (err) fail(`#error is visible: ${err}`);
+    const st = await page.locator(sel).getAttribute("data-state");
+    if (st === "error" || st === "stopped") fail(`${sel} data-state=${st}: ${await text(page, sel)}`);
+    return st === "done";
+  });
+}
+
+check("m", "likelihood panel: per-t NLL plot of a digit fills in live, finite, with a total in bits/dim", async ({ browser, base }) => {
+  const page = await openPage(browser, `${base}?model=test-model/`);
+  try {
+    await waitLoaded(page, "test-model");
+    await toPanel(page);
+    await setValue(page, "#tool-image", "3");
+    await setValue(page, "#nll-mode", "stride");
+    await setValue(page, "#nll-stride", 25);
+    await setValue(page, "#nll-batch", 8);
+    await sleep(200);
+    const t0 = Date.now();
+    await page.click("#nll-run", { force: true });
+    // Live: the plot gets points before the run is over (8 t's per call, 41 terms).
+    let live = 0;
+    await waitFor("the first terms in #nll-plot", async () => {
+      failOnPanic(page);
+      live = await page.locator("#nll-plot svg circle").count();
+      return live > 0;
+    });
+    const stateWhenFirst = await page.locator("#nll-total").getAttribute("data-state");
+    await waitToolDone(page, "#nll-total");
+    const secs = (Date.now() - t0) / 1000;
+    const svg = await page.locator("#nll-plot").innerHTML();
+    const points = (svg.match(/<circle/g) || []).length;
+    const total = Number(await page.locator("#nll-total").getAttribute("data-bpd"));
+    const line = await text(page, "#nll-total");
+    await page.locator("#likelihood-panel").screenshot({ path: path.join(OUT, "m-nll.png") });
+    log(`  first points while ${stateWhenFirst} (${live} drawn); done in ${secs.toFixed(1)} s; ${points} points`);
+    log(`  #nll-total: ${JSON.stringify(line)}`);
+    if (/NaN|Infinity/.test(svg)) fail("the plot has NaN/Infinity coordinates");
+    if (points < 40) fail(`only ${points} points in the plot (41 terms expected: L_0 + 40 blocks of 25)`);
+    if (!(Number.isFinite(total) && total > 0)) fail(`data-bpd = ${total}`);
+    if (!/total = [0-9.e+-]+ bits\/dim/.test(line)) fail("#nll-total does not state the total in bits/dim");
+    if (!/estimate/.test(line)) fail("a strided run is not labelled as an estimate");
+    await page.setViewportSize({ width: 390, height: 844 });
+    await sleep(500);
+    await page.locator("#likelihood-panel").screenshot({ path: path.join(OUT, "m-nll-phone.png") });
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth);
+    log(`  document width ${overflow}px at a 390px viewport`);
+    failOnPanic(page);
+  } finally {
+    await page.context_.close();
+  }
+});
+
+check("n", "anomaly score of a digit and of its inverted version (shipped model): inverted scores higher", async ({ browser, base }) => {
+  const page = await openPage(browser, base);
+  try {
+    await waitLoaded(page, "mnist");
+    await toPanel(page);
+    await setValue(page, "#tool-image", "3");
+    await setValue(page, "#anomaly-t", 300);
+    await setValue(page, "#anomaly-steps", 5);
+    const scores = {};
+    for (const kind of ["digit", "inverted"]) {
+      if (kind === "inverted") {
+        await page.click("#tool-invert", { force: true });
+        await sleep(200);
+      }
+      const t0 = Date.now();
+      await page.click("#anomaly-run", { force: true });
+      await waitFor("#anomaly-score to start", async () =>
+        (await page.locator("#anomaly-score").getAttribute("data-state")) !== "done", 5000, 50).catch(() => {});
+      await waitToolDone(page, "#anomaly-score");
+      const secs = (Date.now() - t0) / 1000;
+      const score = Number(await page.locator("#anomaly-score").getAttribute("data-score"));
+      const line = await text(page, "#anomaly-score");
+      // The 2-D canvas's own pixels (toDataURL): an element screenshot waits for the page to
+      // be "stable", which timed out on a busy machine.
+      const url = await page.evaluate(() => document.getElementById("anomaly-canvas").toDataURL("image/png"));
+      const buf = Buffer.from(url.replace(/^data:image\/png;base64,/, ""), "base64");
+      fs.writeFileSync(path.join(OUT, `n-anomaly-${kind}.png`), buf);
+      const img = decodePng(buf);
+      const st = imageStats(img);
+      log(`  ${kind}: ${JSON.stringify(line)} (${secs.toFixed(1)} s); canvas ${fmtStats(st)}`);
+      if (!(Number.isFinite(score) && score >= 0)) fail(`${kind}: data-score = ${score}`);
+      if (st.std < MIN_STD || st.colours < MIN_COLOURS) fail(`${kind}: the reconstruction canvas is blank (${fmtStats(st)})`);
+      if (!/higher than \d+% of real digits/.test(line)) fail(`${kind}: the score is not placed among real digits (reference missing?)`);
+      scores[kind] = score;
+    }
+    await page.locator("#likelihood-panel").screenshot({ path: path.join(OUT, "n-anomaly-panel.png") }).catch((e) => log(`  (no panel screenshot: ${e.message.split("\n")[0]})`));
+    log(`  #anomaly-reference: ${JSON.stringify((await text(page, "#anomaly-reference")).slice(0, 160))}`);
+    if (!(scores.inverted > scores.digit)) fail(`inverted digit scored ${scores.inverted}, not above the digit's ${scores.digit}`);
+    failOnPanic(page);
+  } finally {
+    await page.context_.close();
+  }
+});
+
 // ---------- main
 async function main() {
   fs.mkdirSync(OUT, { recursive: true });

@@ -15,6 +15,7 @@
 //! | [`snapshot`] | nothing (an offscreen render read back once) | `window.kakusanSnapshot()` |
 //! | [`toolbox`] | the toolbox's signals, its inpainting/interpolation tasks (each holds its own run while it lasts) | the toolbox panel's Run/Stop |
 //! | [`memory`] | nothing (adds up what the others hold) | `window.kakusanMemory()` |
+//! | [`likelihood`] | the bound / anomaly jobs (each holds its run across awaits and stops when the device changes), the model folder's anomaly reference | the likelihood panel's buttons |
 //!
 //! Everything made on one wgpu device — surface, presenter, the live run, timeline frames —
 //! sits in one [`Engine`], so replacing the device after a loss drops all of it at once.
@@ -24,6 +25,7 @@
 
 mod bench;
 pub mod lab;
+mod likelihood;
 mod loading;
 mod memory;
 mod run;
@@ -40,6 +42,9 @@ use wasm_bindgen_futures::JsFuture;
 use crate::Error;
 
 pub use bench::bench_mode;
+pub use likelihood::{
+    start_anomaly, start_nll, stop_nll, AnomalyReference, AnomalyView, NllMode, NllView, ToolState,
+};
 pub use loading::{load_from_files, load_from_url, ModelInfo, NO_DEFAULT_MODEL};
 pub use memory::memory;
 pub use run::{
