@@ -23,27 +23,7 @@ use crate::web::forward::Image;
 use crate::web::likelihood::summary_text;
 use crate::web::loader;
 
-/// Where a job stands (shown as `data-state`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ToolState {
-    Idle,
-    Running,
-    Done,
-    Stopped,
-    Error,
-}
-
-impl ToolState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ToolState::Idle => "idle",
-            ToolState::Running => "running",
-            ToolState::Done => "done",
-            ToolState::Stopped => "stopped",
-            ToolState::Error => "error",
-        }
-    }
-}
+use super::toolbox::ToolState;
 
 /// How to evaluate the bound.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -43,7 +43,7 @@ use crate::Error;
 
 pub use bench::bench_mode;
 pub use likelihood::{
-    start_anomaly, start_nll, stop_nll, AnomalyReference, AnomalyView, NllMode, NllView, ToolState,
+    start_anomaly, start_nll, stop_nll, AnomalyReference, AnomalyView, NllMode, NllView,
 };
 pub use loading::{load_from_files, load_from_url, ModelInfo, NO_DEFAULT_MODEL};
 pub use memory::memory;

@@ -24,13 +24,15 @@ use crate::gpu::GpuContext;
 use crate::model::Model;
 use crate::Error;
 
-/// Where a toolbox run is.
+/// Where a toolbox job (inpainting, interpolation, bits/dim, anomaly) is; shown as the tool's
+/// `data-state` attribute.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum ToolState {
     Idle,
     Running,
     Done,
     Stopped,
+    Error,
 }
 
 impl ToolState {
@@ -41,6 +43,7 @@ impl ToolState {
             ToolState::Running => "running",
             ToolState::Done => "done",
             ToolState::Stopped => "stopped",
+            ToolState::Error => "error",
         }
     }
 }
