@@ -872,6 +872,77 @@ check("s", "?bench=lab writes JSON with steps_per_s > 0 and gflops > 0 at batch 
   }
 }, { slow: true });
 
+/**
+ * Hold the particles at history row `row` of the current run with the `#lab-t` scrubber
+ * (the animation stops while it holds a row): wait until the live run has reached the row,
+ * then drag the scrubber there.
+ */
+async function holdRow(page, row) {
+  for (let tries = 0; tries < 20; tries++) {
+    await waitFor(`the particles to reach row ${row}`, async () => {
+      failOnPanic(page);
+      return page.evaluate((r) => Number(document.querySelector("#lab-t").value) >= r, row);
+    });
+    await setValue(page, "#lab-t", String(row));
+    await sleep(500);
+    const held = await page.evaluate((r) => document.querySelector("#lab-t").value === String(r), row);
+    if (held) return;
+    await page.click("#lab-live"); // the run restarted in between: follow it and try again
+  }
+  fail(`could not hold row ${row}`);
+}
+
+/** Screenshot the lab canvas until `ok(img)` holds (frames are slow on SwiftShader). */
+async function labShotUntil(page, name, what, ok, timeoutMs = 90000) {
+  let last = null;
+  await waitFor(what, async () => {
+    failOnPanic(page);
+    const err = await errorText(page);
+    if (err) fail(`#error is visible: ${err}`);
+    last = await labShot(page, name);
+    return ok(last);
+  }, timeoutMs, 1000).catch((e) => {
+    if (e instanceof CheckFailed || !last) throw e;
+  });
+  return last;
+}
+
+check("t", "lab field views: density (particles | exact q(x_t)) and score (learned | exact) render and differ", async ({ browser, base }) => {
+  // Untrained (training never starts: the lab's training kernels are very slow on
+  // SwiftShader), 500 data points so the exact density is cheap; held at row 4 of 5 (t = 20
+  // of 100), where the noised moons are still visible.
+  const page = await openPage(browser, `${base}?model=test-model/&particles=500&sample_steps=5&points=500#lab`);
+  try {
+    const t0 = Date.now();
+    await labReady(page);
+    await holdRow(page, 4);
+    const reverse = await labShot(page, "t1-lab-reverse");
+    const notBlank = (img) => {
+      const st = imageStats(img);
+      return st.std >= MIN_STD && st.colours >= MIN_COLOURS;
+    };
+    await setValue(page, "#lab-view", "density");
+    if (!(await visible(page, "#lab-field-legend"))) fail("#lab-field-legend is hidden in the density view");
+    const density = await labShotUntil(page, "t2-lab-density", "the density panels",
+      (img) => notBlank(img) && diffOk(imageDiff(reverse, img)));
+    const legend = await text(page, "#lab-field-legend");
+    await setValue(page, "#lab-view", "score");
+    const score = await labShotUntil(page, "t3-lab-score", "the score panels",
+      (img) => notBlank(img) && diffOk(imageDiff(density, img)));
+    const d = imageDiff(density, score);
+    log(`  density: ${fmtStats(imageStats(density))}`);
+    log(`  score:   ${fmtStats(imageStats(score))}`);
+    log(`  density vs score: ${fmtDiff(d)}; legend: ${JSON.stringify(legend.slice(0, 120))}…`);
+    log(`  ${((Date.now() - t0) / 1000).toFixed(1)} s from opening the lab`);
+    if (!notBlank(density)) fail(`the density view is blank (${fmtStats(imageStats(density))})`);
+    if (!notBlank(score)) fail(`the score view is blank (${fmtStats(imageStats(score))})`);
+    if (!diffOk(d)) fail(`the density and score views do not differ (${fmtDiff(d)})`);
+    if (!/t = \d+ \(held/.test(legend)) fail(`the legend does not give the held t: ${legend}`);
+  } finally {
+    await page.context_.close();
+  }
+});
+
 // ---------- main
 async function main() {
   fs.mkdirSync(OUT, { recursive: true });
