@@ -59,13 +59,20 @@ fn field_legend(ui: eng::LabUi) -> impl IntoView {
             <div class="lab-scale">
                 <span>"density 0"</span>
                 <span class="lab-bar" style=gradient_css(density_map)></span>
-                <span>"max q(x_t)"</span>
+                <span class="lab-scale-max">{move || match ui.field_scales.get() {
+                    Some((q, _)) => format!("max q(x_t) = {q:.3}"),
+                    None => "max q(x_t)".into(),
+                }}</span>
             </div>
             <div class="lab-scale" hidden=move || view() != LabView::Score>
                 <span>"‖ε_θ − ε*‖ 0"</span>
                 <span class="lab-bar" style=gradient_css(error_map)></span>
                 <span>"≥ 1"</span>
             </div>
+            <p class="hint" hidden=move || view() != LabView::Score>{move || match ui.field_scales.get() {
+                Some((_, s)) => format!("Longest arrow: ‖s‖ = {s:.2} (length ∝ √‖s‖, one scale for both panels)."),
+                None => String::new(),
+            }}</p>
             <p class="hint" hidden=move || view() != LabView::Density>
                 "The exact density is a mixture of one Gaussian per data point, q(x_t) = (1/N) Σ_i 𝒩(√ᾱ_t x_i, (1−ᾱ_t) I) (eq. 4 applied to every x_i). Both panels use one colour scale — (density / max q(x_t))^½, the maximum taken over the right panel — so they compare pixel for pixel; where the particles are denser than q's peak the left panel saturates to white. If the model has learned the score, the left panel looks like the right one at every t (and at t = 0 like the data)."</p>
             <p class="hint" hidden=move || view() != LabView::Score>

@@ -946,6 +946,7 @@ check("t", "lab field views: density (particles | exact q(x_t)) and score (learn
     log(`  score:   ${fmtStats(imageStats(score))}`);
     log(`  density vs score: ${fmtDiff(d)}; legend: ${JSON.stringify(legend.slice(0, 120))}…`);
     log(`  ${((Date.now() - t0) / 1000).toFixed(1)} s from opening the lab`);
+    log(`  legend scale: ${await text(page, "#lab-field-legend .lab-scale-max")}`);
     for (const [name, img] of [["density", density], ["score", score]]) {
       for (const right of [false, true]) {
         const st = imageStats(half(img, right));

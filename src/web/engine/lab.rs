@@ -230,6 +230,9 @@ pub struct LabUi {
     pub draw_class: RwSignal<u32>,
     pub draft_len: RwSignal<usize>,
     pub bench: RwSignal<Option<(String, String)>>,
+    /// The field views' scales (max q(x_t) on the view, max ‖s‖ over both arrow fields), read
+    /// back after each run of their exact or arrows program.
+    pub field_scales: RwSignal<Option<(f32, f32)>>,
 }
 
 impl LabUi {
@@ -260,6 +263,7 @@ impl LabUi {
             draw_class: RwSignal::new(0),
             draft_len: RwSignal::new(0),
             bench: RwSignal::new(None),
+            field_scales: RwSignal::new(None),
         }
     }
 }
@@ -398,8 +402,14 @@ impl FieldState {
 impl LabModel {
     /// Bring the field views up to date for the shown row (one submission): q(x_t) and the
     /// exact arrows when t changed, the learned arrows when the weights changed (at most every
-    /// [`ARROWS_EVERY_MS`]), the histogram of the shown particles always.
-    fn update_field(&mut self, ctx: &GpuContext, blit: &FieldBlit, row: usize) -> Result<()> {
+    /// [`ARROWS_EVERY_MS`]), the histogram of the shown particles always. Returns the (4)
+    /// scales tensor when the scales changed (for the legend's one small readback).
+    fn update_field(
+        &mut self,
+        ctx: &GpuContext,
+        blit: &FieldBlit,
+        row: usize,
+    ) -> Result<Option<Tensor>> {
         // Row r holds the particles before plan step r: x at the 0-based schedule index
         // plan[r].t; the last row is x_0, shown at index 0 (t = 1; ᾱ must stay below 1).
         let ti = self.run.plan.get(row).map_or(0, |c| c.t);
@@ -410,7 +420,7 @@ impl LabModel {
         let steps = self.trainer.steps_taken();
         let now = now_ms();
         let Some(f) = self.field.as_mut() else {
-            return Ok(());
+            return Ok(None);
         };
         if f.shown.shape[0] != n {
             // The particles were rebuilt with another count.
@@ -430,19 +440,23 @@ impl LabModel {
             0,
             bytes,
         );
+        let mut scales = None;
         if f.exact_t != Some(ti) {
+            scales = Some(f.views.maxima().clone());
             f.views.update(ctx, &FieldParams::at(&self.schedule, ti)?)?;
             f.views.exact_program().encode(&mut enc);
             f.views.arrows_program().encode(&mut enc);
             f.exact_t = Some(ti);
             f.arrows_at = (steps, now);
         } else if steps != f.arrows_at.0 && now - f.arrows_at.1 >= ARROWS_EVERY_MS {
+            scales = Some(f.views.maxima().clone());
             f.views.arrows_program().encode(&mut enc);
             f.arrows_at = (steps, now);
         }
         f.views.particles_program().encode(&mut enc);
         ctx.queue.submit([enc.finish()]);
-        ctx.check()
+        ctx.check()?;
+        Ok(scales)
     }
 }
 
@@ -979,6 +993,7 @@ fn clear_progress(ui: &LabUi) {
     ui.bound.set(None);
     ui.steps_per_s.set(0.0);
     ui.gflops.set(0.0);
+    ui.field_scales.set(None);
 }
 
 /// Build the data set, trainer and particles for the current settings (drops the old ones).
@@ -1438,6 +1453,7 @@ async fn run_loop(generation: u64) {
         let scrubbing = ui.scrub.get_untracked().is_some();
         let drawing = ui.drawing.get_untracked();
         // Phase 1: one particle step (or the restart / hold) and the picture.
+        let mut field_scales: Option<Tensor> = None;
         let out = with_lab(|l, ctx| -> Result<(bool, usize, usize, usize)> {
             l.resize(ctx);
             let mut finished = false;
@@ -1447,7 +1463,7 @@ async fn run_loop(generation: u64) {
                 }
                 if !drawing && ui.view.get_untracked().panels().is_some() {
                     let row = shown_row(&ui, &m.run);
-                    m.update_field(ctx, &l.blit, row)?;
+                    field_scales = m.update_field(ctx, &l.blit, row)?;
                 }
             }
             l.render(ctx, &ui);
@@ -1484,6 +1500,16 @@ async fn run_loop(generation: u64) {
         }
         let t_particles = now_ms() - t0;
         debug(|| format!("particles + render {t_particles:.0} ms"));
+        if let Some(scales) = field_scales {
+            // 16 bytes, only after the field views' exact or arrows program ran.
+            match ctx.read_u32(&scales).await {
+                Ok(v) if v.len() >= 2 => ui
+                    .field_scales
+                    .set(Some((f32::from_bits(v[0]), f32::from_bits(v[1])))),
+                Ok(_) => {}
+                Err(e) => report_error(&e),
+            }
+        }
         // Phase 2: `per_frame` training steps in one submission, timed on their own so that
         // training gets about 3/4 of the GPU time and frames stay short.
         let mut steps = ui.steps.get_untracked();
