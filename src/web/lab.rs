@@ -5,6 +5,7 @@
 use leptos::prelude::*;
 
 use crate::lab::data::Preset;
+use crate::lab::field::{density_map, error_map, to_rgba8, EXACT_ARROW, LEARNED_ARROW};
 use crate::web::engine::lab::{self as eng, LabSamplerKind, LabView, FIT_FACTOR};
 use crate::web::plots::{self, Axis, Series};
 
@@ -13,6 +14,74 @@ const CLASS_COLORS: [&str; 4] = ["#ff6b6b", "#59d973", "#669eff", "#ffcc40"];
 
 fn parse_or<T: std::str::FromStr>(s: &str, default: T) -> T {
     s.trim().parse().unwrap_or(default)
+}
+
+/// A CSS linear gradient of a field colour map (the engine's own map, so the legend and the
+/// panels cannot disagree).
+fn gradient_css(map: fn(f64) -> [f64; 3]) -> String {
+    let stops: Vec<String> = (0..=8)
+        .map(|i| {
+            let [r, g, b, _] = to_rgba8(map(i as f64 / 8.0));
+            format!("rgb({r},{g},{b}) {}%", i * 100 / 8)
+        })
+        .collect();
+    format!(
+        "background: linear-gradient(to right, {})",
+        stops.join(", ")
+    )
+}
+
+/// A CSS colour of an arrow colour.
+fn rgb_css(c: [f64; 3]) -> String {
+    let [r, g, b, _] = to_rgba8(c);
+    format!("rgb({r},{g},{b})")
+}
+
+/// The legend and teaching text of the field views (density, score).
+fn field_legend(ui: eng::LabUi) -> impl IntoView {
+    let view = move || ui.view.get();
+    let t_text = move || {
+        let t = ui.shown_t.get().max(1);
+        let held = if ui.scrub.get().is_some() {
+            "held by the scrubber"
+        } else {
+            "following the animation; drag the scrubber to hold a t"
+        };
+        format!("t = {t} ({held})")
+    };
+    view! {
+        <div id="lab-field-legend" class="lab-legend" hidden=move || !matches!(view(), LabView::Density | LabView::Score)
+            data-view=move || view().key()>
+            <p class="lab-legend-title">{move || match view() {
+                LabView::Score => "Left: the learned score s_θ = −ε_θ/√(1−ᾱ_t) over ‖ε_θ − ε*‖. Right: the exact score ∇log q(x_t) over q(x_t).",
+                _ => "Left: the particles' density at t. Right: the exact density q(x_t) of the noised data.",
+            }} " " <span class="lab-legend-t">{t_text}</span></p>
+            <div class="lab-scale">
+                <span>"density 0"</span>
+                <span class="lab-bar" style=gradient_css(density_map)></span>
+                <span class="lab-scale-max">{move || match ui.field_scales.get() {
+                    Some((q, _)) => format!("max q(x_t) = {q:.3}"),
+                    None => "max q(x_t)".into(),
+                }}</span>
+            </div>
+            <div class="lab-scale" hidden=move || view() != LabView::Score>
+                <span>"‖ε_θ − ε*‖ 0"</span>
+                <span class="lab-bar" style=gradient_css(error_map)></span>
+                <span>"≥ 1"</span>
+            </div>
+            <p class="hint" hidden=move || view() != LabView::Score>{move || match ui.field_scales.get() {
+                Some((_, s)) => format!("Longest arrow: ‖s‖ = {s:.2} (length ∝ √‖s‖, one scale for both panels)."),
+                None => String::new(),
+            }}</p>
+            <p class="hint" hidden=move || view() != LabView::Density>
+                "The exact density is a mixture of one Gaussian per data point, q(x_t) = (1/N) Σ_i 𝒩(√ᾱ_t x_i, (1−ᾱ_t) I) (eq. 4 applied to every x_i). Both panels use one colour scale — (density / max q(x_t))^½, the maximum taken over the right panel — so they compare pixel for pixel; where the particles are denser than q's peak the left panel saturates to white. If the model has learned the score, the left panel looks like the right one at every t (and at t = 0 like the data)."</p>
+            <p class="hint" hidden=move || view() != LabView::Score>
+                "Each arrow is a score, the direction in which log-density rises fastest. The network predicts noise, and the noise is a scaled score: ε_θ(x_t, t) ≈ −√(1−ᾱ_t) ∇log q(x_t) (denoising score matching; eq. 4 and eq. 14), so s_θ = −ε_θ/√(1−ᾱ_t) ("
+                <span style=rgb_css(LEARNED_ARROW)>"cyan"</span> ") estimates ∇log q(x_t) ("
+                <span style=rgb_css(EXACT_ARROW)>"orange"</span>
+                "). The exact score is known in closed form: ∇log q(x_t) = (√ᾱ_t Σ_i w_i x_i − x_t)/(1−ᾱ_t), where w_i is the softmax over data points of −‖x_t − √ᾱ_t x_i‖²/(2(1−ᾱ_t)) — the posterior probability that x_t came from x_i. So Σ_i w_i x_i is Tweedie's E[x_0 | x_t], a weighted mean of data points, and every arrow points from x_t towards √ᾱ_t times it. Both panels share one arrow scale (length ∝ √‖s‖). The red-yellow heat map on the left is ‖ε_θ − ε*‖: where the model is still wrong. The learned arrows are re-evaluated from the EMA weights every ~1.5 s while it trains."</p>
+        </div>
+    }
 }
 
 /// Chunk means of `v`, at most `max` values.
@@ -216,6 +285,7 @@ pub fn LabPanel(active: Signal<bool>) -> impl IntoView {
                         <button id="lab-live" type="button" disabled=move || ui.scrub.get().is_none()
                             on:click=move |_| ui.scrub.set(None)>"Follow live"</button>
                     </div>
+                    {field_legend(ui)}
                     <p class="hint">"Drag the scrubber to hold the particles at step t of the reverse run (x" <sub>"T"</sub>
                         " at the left, x" <sub>"0"</sub> " at the right). Click the canvas to pick a few particles: their paths are drawn in white and a yellow ring marks Tweedie's x̂"
                         <sub>"0"</sub> " = (x" <sub>"t"</sub> " − √(1−ᾱ" <sub>"t"</sub> ") ε" <sub>"θ"</sub> ")/√ᾱ" <sub>"t"</sub>
@@ -302,10 +372,12 @@ pub fn LabPanel(active: Signal<bool>) -> impl IntoView {
                             prop:value=move || s().guidance.to_string()
                             on:change=move |ev| { let v: f32 = parse_or(&event_target_value(&ev), 1.0); eng::apply(|s| s.guidance = v); }/>
                         <label for="lab-view">"View"</label>
-                        <select id="lab-view"
-                            on:change=move |ev| ui.view.set(if event_target_value(&ev) == "forward" { LabView::Forward } else { LabView::Reverse })>
+                        <select id="lab-view" prop:value=move || ui.view.get().key()
+                            on:change=move |ev| ui.view.set(LabView::from_key(&event_target_value(&ev)))>
                             <option value="reverse">"reverse process (particles)"</option>
                             <option value="forward">"forward process (data noised to t)"</option>
+                            <option value="density">"density: particles | exact q(x_t)"</option>
+                            <option value="score">"score: learned | exact"</option>
                         </select>
                         <label for="lab-forward-t" hidden=move || ui.view.get() != LabView::Forward>{move || format!("forward t = {}", ui.forward_t.get())}</label>
                         <input id="lab-forward-t" type="range" min="0" max=move || s().timesteps.to_string()

@@ -1,8 +1,10 @@
 //! Drawing the diffusion lab on its WebGPU canvas (`shaders/lab_points.wgsl`): instanced discs
 //! read from storage buffers (data, particles at a recorded step, picked particles and their
-//! x̂_0) and line strips for picked particles' trajectories. Nothing is read back.
+//! x̂_0) and line strips for picked particles' trajectories, over optional field-view panels
+//! (`lab::field`'s images, blitted first). Nothing is read back.
 
 use crate::gpu::GpuContext;
+use crate::lab::field::{BlitSource, FieldBlit};
 use crate::shaders::LAB_POINTS;
 
 /// Uniforms of `lab_points.wgsl` (24 scalars, 96 bytes).
@@ -71,6 +73,14 @@ pub struct Draw<'a> {
     pub pts: &'a wgpu::Buffer,
     pub picks: &'a wgpu::Buffer,
     pub shape: Shape,
+}
+
+/// A field-view image drawn under the points: stretched over `rect` = (x, y, w, h) in target
+/// pixels from the top-left corner.
+pub struct PanelDraw<'a> {
+    pub blit: &'a FieldBlit,
+    pub src: &'a BlitSource,
+    pub rect: [f32; 4],
 }
 
 pub struct PointsRenderer {
@@ -164,6 +174,20 @@ impl PointsRenderer {
 
     /// Clear `target` to the background and make the draws in order (at most [`MAX_DRAWS`]).
     pub fn draw(&self, ctx: &GpuContext, target: &wgpu::TextureView, draws: &[Draw]) {
+        self.draw_with_panels(ctx, target, [0, 0], &[], draws);
+    }
+
+    /// [`PointsRenderer::draw`] with field-view panels blitted first (in the same pass);
+    /// `size` = the target's (width, height) in pixels, to restore the full viewport after
+    /// the panels.
+    pub fn draw_with_panels(
+        &self,
+        ctx: &GpuContext,
+        target: &wgpu::TextureView,
+        size: [u32; 2],
+        panels: &[PanelDraw],
+        draws: &[Draw],
+    ) {
         let bind_groups: Vec<wgpu::BindGroup> = draws
             .iter()
             .zip(&self.uniforms)
@@ -214,6 +238,12 @@ impl PointsRenderer {
                 occlusion_query_set: None,
                 multiview_mask: None,
             });
+            for p in panels {
+                p.blit.draw(&mut pass, p.src, p.rect);
+            }
+            if !panels.is_empty() {
+                pass.set_viewport(0.0, 0.0, size[0] as f32, size[1] as f32, 0.0, 1.0);
+            }
             for (d, bg) in draws.iter().zip(&bind_groups) {
                 match d.shape {
                     Shape::Points(n) if n > 0 => {

@@ -851,6 +851,95 @@ check("n", "anomaly score of a digit and of its inverted version (shipped model)
   }
 });
 
+/**
+ * Hold the particles at history row `row` of the current run with the `#lab-t` scrubber
+ * (the animation stops while it holds a row): wait until the live run has reached the row,
+ * then drag the scrubber there.
+ */
+async function holdRow(page, row) {
+  for (let tries = 0; tries < 20; tries++) {
+    await waitFor(`the particles to reach row ${row}`, async () => {
+      failOnPanic(page);
+      return page.evaluate((r) => Number(document.querySelector("#lab-t").value) >= r, row);
+    });
+    await setValue(page, "#lab-t", String(row));
+    await sleep(500);
+    const held = await page.evaluate((r) => document.querySelector("#lab-t").value === String(r), row);
+    if (held) return;
+    await page.click("#lab-live"); // the run restarted in between: follow it and try again
+  }
+  fail(`could not hold row ${row}`);
+}
+
+/** Screenshot the lab canvas until `ok(img)` holds (frames are slow on SwiftShader). */
+async function labShotUntil(page, name, what, ok, timeoutMs = 90000) {
+  let last = null;
+  await waitFor(what, async () => {
+    failOnPanic(page);
+    const err = await errorText(page);
+    if (err) fail(`#error is visible: ${err}`);
+    last = await labShot(page, name);
+    return ok(last);
+  }, timeoutMs, 1000).catch((e) => {
+    if (e instanceof CheckFailed || !last) throw e;
+  });
+  return last;
+}
+
+check("t", "lab field views: density (particles | exact q(x_t)) and score (learned | exact) render and differ", async ({ browser, base }) => {
+  // Untrained (training never starts: the lab's training kernels are very slow on
+  // SwiftShader), 500 data points so the exact density is cheap; held at row 0 (x_T, t = 100):
+  // an untrained model's DDPM particles leave the view within two steps, while at x_T they
+  // are N(0, I) draws, so both density panels must show the same blob.
+  const page = await openPage(browser, `${base}?model=test-model/&particles=500&sample_steps=5&points=500#lab`);
+  try {
+    const t0 = Date.now();
+    await labReady(page);
+    await holdRow(page, 0);
+    const reverse = await labShot(page, "t1-lab-reverse");
+    const notBlank = (img) => {
+      const st = imageStats(img);
+      return st.std >= MIN_STD && st.colours >= MIN_COLOURS;
+    };
+    // Each panel on its own (left and right half of the canvas).
+    const half = (img, right) => {
+      const w = Math.floor(img.width / 2);
+      const data = new Uint8Array(w * img.height * 4);
+      for (let y = 0; y < img.height; y++) {
+        const from = (y * img.width + (right ? img.width - w : 0)) * 4;
+        data.set(img.data.subarray(from, from + w * 4), y * w * 4);
+      }
+      return { width: w, height: img.height, data };
+    };
+    const panelsOk = (img) => notBlank(half(img, false)) && notBlank(half(img, true));
+    await setValue(page, "#lab-view", "density");
+    if (!(await visible(page, "#lab-field-legend"))) fail("#lab-field-legend is hidden in the density view");
+    const density = await labShotUntil(page, "t2-lab-density", "the density panels",
+      (img) => panelsOk(img) && diffOk(imageDiff(reverse, img)));
+    const legend = await text(page, "#lab-field-legend");
+    await setValue(page, "#lab-view", "score");
+    const score = await labShotUntil(page, "t3-lab-score", "the score panels",
+      (img) => panelsOk(img) && diffOk(imageDiff(density, img)));
+    const d = imageDiff(density, score);
+    log(`  density: ${fmtStats(imageStats(density))}`);
+    log(`  score:   ${fmtStats(imageStats(score))}`);
+    log(`  density vs score: ${fmtDiff(d)}; legend: ${JSON.stringify(legend.slice(0, 120))}…`);
+    log(`  ${((Date.now() - t0) / 1000).toFixed(1)} s from opening the lab`);
+    log(`  legend scale: ${await text(page, "#lab-field-legend .lab-scale-max")}`);
+    for (const [name, img] of [["density", density], ["score", score]]) {
+      for (const right of [false, true]) {
+        const st = imageStats(half(img, right));
+        log(`  ${name} ${right ? "right" : "left"} panel: ${fmtStats(st)}`);
+        if (!notBlank(half(img, right))) fail(`the ${name} view's ${right ? "right" : "left"} panel is blank (${fmtStats(st)})`);
+      }
+    }
+    if (!diffOk(d)) fail(`the density and score views do not differ (${fmtDiff(d)})`);
+    if (!/t = \d+ \(held/.test(legend)) fail(`the legend does not give the held t: ${legend}`);
+  } finally {
+    await page.context_.close();
+  }
+});
+
 // ---------- main
 async function main() {
   fs.mkdirSync(OUT, { recursive: true });

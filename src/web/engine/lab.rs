@@ -6,6 +6,12 @@
 //! CPU, asynchronously: the loss ring about once a second, the particles' end points for the
 //! fit figure every few seconds, the picked particles once per click.
 //!
+//! The field views (`#lab-view` = density / score) draw [`FieldViews`]' panels with
+//! [`FieldBlit`] under the same render pass: the exact density q(x_t) and exact arrows run
+//! only when the shown t (or the data) changes, the learned arrows at most every
+//! [`ARROWS_EVERY_MS`] while the weights change, the particle histogram every frame; all on
+//! the GPU, recorded once per model (re-recorded only when the particles are rebuilt).
+//!
 //! Owns [`LabGpu`] (a field of the [`Engine`], so a new device drops it) and the lab's
 //! signals ([`LabUi`]); only this file changes them. The page drives it through
 //! [`activate`], [`deactivate`], [`toggle_training`], [`reset`], [`apply`], [`pick_at`] and the
@@ -20,14 +26,16 @@ use super::{next_frame, now_ms, query_param, report, report_error, with_engine};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Tensor};
 use crate::lab::data::{generate, Dataset, Preset};
+use crate::lab::field::{BlitSource, FieldBlit, FieldParams, FieldViews, Panel, View};
 use crate::lab::metrics::{
     sliced_wasserstein, variational_bound, BoundTerms, SW_PROJECTIONS, SW_SEED,
 };
 use crate::lab::mlp::{forward_macs, init_params};
 use crate::lab::sample::{plan, sample, LabSampler, Particles, StepCoef};
+use crate::lab::score::ExactScore;
 use crate::lab::train::{lab_schedule, losses_from_state, LabTrainer, TrainConfig};
 use crate::rng::SplitMix64;
-use crate::web::lab_points::{Draw, PointsRenderer, PointsView, Shape};
+use crate::web::lab_points::{Draw, PanelDraw, PointsRenderer, PointsView, Shape, WORLD_HALF};
 
 /// Particles (and data points) compared by the fit figure.
 pub const FIT_N: usize = 1000;
@@ -35,6 +43,14 @@ pub const FIT_N: usize = 1000;
 pub const MAX_PICKS: usize = 8;
 /// The fit threshold of the issue: sliced W₂ ≤ 2× its floor.
 pub const FIT_FACTOR: f64 = 2.0;
+/// Pixels per side of the field views' panels (the blit stretches them over the canvas): the
+/// exact density costs side² × data points Gaussians per change of t, seconds on a CPU
+/// adapter at 128².
+pub const FIELD_SIDE: u32 = 96;
+/// Arrows per side of the score panels (8-pixel cells at [`FIELD_SIDE`]).
+pub const FIELD_GRID: usize = 12;
+/// The learned arrows are re-evaluated at most this often while the weights change.
+pub const ARROWS_EVERY_MS: f64 = 1500.0;
 
 /// Which reverse process the particles follow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,6 +151,39 @@ pub enum LabView {
     Reverse,
     /// The data noised to t by the forward process.
     Forward,
+    /// Particle density at the shown t beside the exact density of q(x_t).
+    Density,
+    /// Learned score arrows over ‖ε_θ − ε*‖ beside the exact score over q(x_t).
+    Score,
+}
+
+impl LabView {
+    pub fn key(self) -> &'static str {
+        match self {
+            LabView::Reverse => "reverse",
+            LabView::Forward => "forward",
+            LabView::Density => "density",
+            LabView::Score => "score",
+        }
+    }
+
+    pub fn from_key(k: &str) -> LabView {
+        match k {
+            "forward" => LabView::Forward,
+            "density" => LabView::Density,
+            "score" => LabView::Score,
+            _ => LabView::Reverse,
+        }
+    }
+
+    /// The two panels of a field view (left, right).
+    fn panels(self) -> Option<[Panel; 2]> {
+        match self {
+            LabView::Density => Some([Panel::ParticleDensity, Panel::ExactDensity]),
+            LabView::Score => Some([Panel::LearnedScore, Panel::ExactScore]),
+            _ => None,
+        }
+    }
 }
 
 /// The fit figure and what it is compared with.
@@ -181,6 +230,9 @@ pub struct LabUi {
     pub draw_class: RwSignal<u32>,
     pub draft_len: RwSignal<usize>,
     pub bench: RwSignal<Option<(String, String)>>,
+    /// The field views' scales (max q(x_t) on the view, max ‖s‖ over both arrow fields), read
+    /// back after each run of their exact or arrows program.
+    pub field_scales: RwSignal<Option<(f32, f32)>>,
 }
 
 impl LabUi {
@@ -211,6 +263,7 @@ impl LabUi {
             draw_class: RwSignal::new(0),
             draft_len: RwSignal::new(0),
             bench: RwSignal::new(None),
+            field_scales: RwSignal::new(None),
         }
     }
 }
@@ -297,6 +350,114 @@ struct LabModel {
     floor: f64,
     untrained: Option<f64>,
     settings: LabSettings,
+    /// The field views, made when a density or score view is first shown.
+    field: Option<FieldState>,
+}
+
+/// The field views of one model: their GPU state and what they were last computed for.
+struct FieldState {
+    views: FieldViews,
+    /// (n, 4): the particles of the shown history row (a GPU copy every frame).
+    shown: Tensor,
+    /// Blit sources of the four images, in [`Panel::ALL`] order.
+    sources: Vec<BlitSource>,
+    /// The schedule index (0-based) the exact program last ran for.
+    exact_t: Option<usize>,
+    /// (trainer steps, time ms) when the learned arrows last ran.
+    arrows_at: (u64, f64),
+}
+
+impl FieldState {
+    fn new(ctx: &GpuContext, blit: &FieldBlit, m: &LabModel, ti: usize) -> Result<FieldState> {
+        let exact = ExactScore::new(ctx, &m.data.points)?;
+        let mut views = FieldViews::new(
+            ctx,
+            View::square(WORLD_HALF, FIELD_SIDE),
+            FIELD_GRID,
+            &exact,
+            &FieldParams::at(&m.schedule, ti)?,
+        )?;
+        let shown = ctx.zeros(&[m.run.particles.n, 4])?;
+        views.bind_particles(ctx, &shown)?;
+        views.bind_model(ctx, &m.trainer.ema, m.data.num_classes)?;
+        let sources = Panel::ALL
+            .iter()
+            .map(|&p| blit.source(ctx, views.image(p)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(FieldState {
+            views,
+            shown,
+            sources,
+            exact_t: None,
+            arrows_at: (0, f64::NEG_INFINITY),
+        })
+    }
+
+    fn source(&self, panel: Panel) -> &BlitSource {
+        let i = Panel::ALL.iter().position(|&p| p == panel).unwrap_or(0);
+        &self.sources[i]
+    }
+}
+
+impl LabModel {
+    /// Bring the field views up to date for the shown row (one submission): q(x_t) and the
+    /// exact arrows when t changed, the learned arrows when the weights changed (at most every
+    /// [`ARROWS_EVERY_MS`]), the histogram of the shown particles always. Returns the (4)
+    /// scales tensor when the scales changed (for the legend's one small readback).
+    fn update_field(
+        &mut self,
+        ctx: &GpuContext,
+        blit: &FieldBlit,
+        row: usize,
+    ) -> Result<Option<Tensor>> {
+        // Row r holds the particles before plan step r: x at the 0-based schedule index
+        // plan[r].t; the last row is x_0, shown at index 0 (t = 1; ᾱ must stay below 1).
+        let ti = self.run.plan.get(row).map_or(0, |c| c.t);
+        if self.field.is_none() {
+            self.field = Some(FieldState::new(ctx, blit, self, ti)?);
+        }
+        let n = self.run.particles.n;
+        let steps = self.trainer.steps_taken();
+        let now = now_ms();
+        let Some(f) = self.field.as_mut() else {
+            return Ok(None);
+        };
+        if f.shown.shape[0] != n {
+            // The particles were rebuilt with another count.
+            f.shown = ctx.zeros(&[n, 4])?;
+            f.views.bind_particles(ctx, &f.shown)?;
+        }
+        let mut enc = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("lab field views"),
+            });
+        let bytes = f.shown.bytes();
+        enc.copy_buffer_to_buffer(
+            &self.run.history.buffer,
+            row as u64 * bytes,
+            &f.shown.buffer,
+            0,
+            bytes,
+        );
+        let mut scales = None;
+        if f.exact_t != Some(ti) {
+            scales = Some(f.views.maxima().clone());
+            f.views.update(ctx, &FieldParams::at(&self.schedule, ti)?)?;
+            f.views.exact_program().encode(&mut enc);
+            f.views.arrows_program().encode(&mut enc);
+            f.exact_t = Some(ti);
+            f.arrows_at = (steps, now);
+        } else if steps != f.arrows_at.0 && now - f.arrows_at.1 >= ARROWS_EVERY_MS {
+            scales = Some(f.views.maxima().clone());
+            f.views.arrows_program().encode(&mut enc);
+            f.arrows_at = (steps, now);
+        }
+        f.views.particles_program().encode(&mut enc);
+        ctx.queue.submit([enc.finish()]);
+        ctx.check()?;
+        Ok(scales)
+    }
 }
 
 /// Everything the lab holds on the device (a field of the [`Engine`]).
@@ -304,6 +465,8 @@ pub struct LabGpu {
     surface: wgpu::Surface<'static>,
     config: wgpu::SurfaceConfiguration,
     renderer: PointsRenderer,
+    /// Draws the field views' panels (one render pipeline, made with the canvas).
+    blit: FieldBlit,
     canvas: web_sys::HtmlCanvasElement,
     /// (MAX_PICKS) u32 indices of picked particles.
     picks: Tensor,
@@ -352,6 +515,7 @@ impl LabGpu {
         config.height = h;
         surface.configure(&ctx.device, &config);
         let renderer = PointsRenderer::new(ctx, format);
+        let blit = FieldBlit::new(ctx, format);
         let picks = ctx.upload_u32(&[0; MAX_PICKS], &[MAX_PICKS])?;
         let draft = ctx.zeros(&[crate::lab::data::MAX_POINTS, 4])?;
         ctx.check()?;
@@ -359,6 +523,7 @@ impl LabGpu {
             surface,
             config,
             renderer,
+            blit,
             canvas,
             picks,
             n_picks: 0,
@@ -395,6 +560,7 @@ impl LabGpu {
         let base = PointsView::fit(self.config.width, self.config.height);
         let dpr = (self.config.width as f32 / self.canvas.client_width().max(1) as f32).max(1.0);
         let mut draws: Vec<Draw> = Vec::new();
+        let mut panels: Vec<PanelDraw> = Vec::new();
         if ui.drawing.get_untracked() {
             let n = DRAFT
                 .with(|d| d.borrow().0.len())
@@ -421,6 +587,18 @@ impl LabGpu {
                 ..base
             };
             match ui.view.get_untracked() {
+                v @ (LabView::Density | LabView::Score) => {
+                    if let (Some(f), Some(pair)) = (&m.field, v.panels()) {
+                        let rects = panel_rects(self.config.width, self.config.height, dpr);
+                        for (p, rect) in pair.into_iter().zip(rects) {
+                            panels.push(PanelDraw {
+                                blit: &self.blit,
+                                src: f.source(p),
+                                rect,
+                            });
+                        }
+                    }
+                }
                 LabView::Forward => {
                     let t = ui
                         .forward_t
@@ -532,9 +710,25 @@ impl LabGpu {
                 }
             }
         }
-        self.renderer.draw(ctx, &target, &draws);
+        self.renderer.draw_with_panels(
+            ctx,
+            &target,
+            [self.config.width, self.config.height],
+            &panels,
+            &draws,
+        );
         ctx.queue.present(tex);
     }
+}
+
+/// Two squares side by side, centred in a `width` × `height` canvas, `8·dpr` pixels apart.
+fn panel_rects(width: u32, height: u32, dpr: f32) -> [[f32; 4]; 2] {
+    let (w, h) = (width as f32, height as f32);
+    let gap = (8.0 * dpr).min(w / 8.0);
+    let side = ((w - 3.0 * gap) / 2.0).min(h - 2.0 * gap).max(1.0);
+    let x0 = ((w - 2.0 * side - gap) / 2.0).max(0.0);
+    let y0 = ((h - side) / 2.0).max(0.0);
+    [[x0, y0, side, side], [x0 + side + gap, y0, side, side]]
 }
 
 /// The history row on screen: the scrubber's, else the animation's.
@@ -704,6 +898,7 @@ impl LabModel {
             floor,
             untrained: None,
             settings: s.clone(),
+            field: None,
         })
     }
 }
@@ -798,6 +993,7 @@ fn clear_progress(ui: &LabUi) {
     ui.bound.set(None);
     ui.steps_per_s.set(0.0);
     ui.gflops.set(0.0);
+    ui.field_scales.set(None);
 }
 
 /// Build the data set, trainer and particles for the current settings (drops the old ones).
@@ -1257,12 +1453,17 @@ async fn run_loop(generation: u64) {
         let scrubbing = ui.scrub.get_untracked().is_some();
         let drawing = ui.drawing.get_untracked();
         // Phase 1: one particle step (or the restart / hold) and the picture.
+        let mut field_scales: Option<Tensor> = None;
         let out = with_lab(|l, ctx| -> Result<(bool, usize, usize, usize)> {
             l.resize(ctx);
             let mut finished = false;
             if let Some(m) = &mut l.model {
                 if !scrubbing && !drawing {
                     finished = m.run.advance(ctx)?;
+                }
+                if !drawing && ui.view.get_untracked().panels().is_some() {
+                    let row = shown_row(&ui, &m.run);
+                    field_scales = m.update_field(ctx, &l.blit, row)?;
                 }
             }
             l.render(ctx, &ui);
@@ -1299,6 +1500,16 @@ async fn run_loop(generation: u64) {
         }
         let t_particles = now_ms() - t0;
         debug(|| format!("particles + render {t_particles:.0} ms"));
+        if let Some(scales) = field_scales {
+            // 16 bytes, only after the field views' exact or arrows program ran.
+            match ctx.read_u32(&scales).await {
+                Ok(v) if v.len() >= 2 => ui
+                    .field_scales
+                    .set(Some((f32::from_bits(v[0]), f32::from_bits(v[1])))),
+                Ok(_) => {}
+                Err(e) => report_error(&e),
+            }
+        }
         // Phase 2: `per_frame` training steps in one submission, timed on their own so that
         // training gets about 3/4 of the GPU time and frames stay short.
         let mut steps = ui.steps.get_untracked();
