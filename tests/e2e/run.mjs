@@ -426,9 +426,10 @@ async function holdFinishedRun(page) {
   fail("could not hold a finished run");
 }
 
-// Sizes of check p (URL parameters of the lab): the fused lab kernels run at ~0.01 GFLOP/s on
-// SwiftShader on the loaded 2-core machine (docs/lab.md), so the default check trains a small
-// configuration; E2E_LAB_URL overrides it (e.g. "particles=10000" for the page's defaults).
+// Sizes of check p (URL parameters of the lab): on SwiftShader the lab trains at ~3-5 steps/s
+// (batch 512) but a particle step of 10,000 particles takes seconds (docs/lab.md, Speed), so
+// the default check trains a small configuration; E2E_LAB_URL overrides it (e.g.
+// "particles=10000" for the page's defaults).
 const LAB_URL = process.env.E2E_LAB_URL || "particles=200&sample_steps=5&lab_batch=32";
 
 check("p", "lab: the default preset trains; the fit figure is measured and falls below the untrained one; canvas not blank", async ({ browser, base }) => {

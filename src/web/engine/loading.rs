@@ -98,7 +98,10 @@ fn install(files: &ModelFiles, name: &str) {
     if bench::bench_mode() {
         wasm_bindgen_futures::spawn_local(bench::run_bench());
     } else {
-        run::rebuild(true);
+        // `?bench=lab` times the lab's training on the same GPU queue: the sampler's
+        // animation must not start by itself there (its U-Net steps, queued between the
+        // lab's, were most of the 18.9 s per step measured on SwiftShader; docs/lab.md).
+        run::rebuild(!super::lab::lab_bench_mode());
     }
 }
 
