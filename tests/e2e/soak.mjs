@@ -239,6 +239,9 @@ async function main() {
         log(`  [${i}] over-limit model: #error ${JSON.stringify(msg.slice(0, 200))}`);
         if (!/storage binding|does not fit|largest buffer/i.test(msg)) fail(`unclear error for the over-limit model: ${msg}`);
         await shot(page, `soak-huge-${i}`);
+        // Dismiss it as a user would: otherwise waitLoaded can see this (stale) error before
+        // the next load has started and cleared it.
+        await page.click("#dismiss-error");
         await loadUrl(page, "test-model/");
         await waitLoaded(page, "test-model");
         model = "test-model/";
