@@ -9,9 +9,10 @@
 struct Params {
     // Elements of x0 / pred (all samples).
     numel: u32,
-    // q_sample: elements per sample. mse_finalize: number of partials.
+    // q_sample, mse_partials (weighted): elements per sample. mse_finalize: number of partials.
     inner: u32,
-    // q_sample: 0 = epsilon, 1 = v_prediction, 2 = sample.
+    // q_sample: 0 = epsilon, 1 = v_prediction, 2 = sample. mse_partials: 0 = plain,
+    // 1 = weighted per sample by in2.
     mode: u32,
     _pad: u32,
     // mse_partials: 2 / numel (the gradient's scale). mse_finalize: 1 / numel.
@@ -23,7 +24,8 @@ struct Params {
 @group(0) @binding(1) var<storage, read> in0: array<f32>;
 // in1: q_sample: noise eps (N, C, H, W); mse_partials: target (numel)
 @group(0) @binding(2) var<storage, read> in1: array<f32>;
-// in2: q_sample: coef (N, 2) = [sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t)] per sample
+// in2: q_sample: coef (N, 2) = [sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t)] per sample;
+//      mse_partials (mode 1): per-sample loss weights w (N), e.g. min-SNR-gamma
 @group(0) @binding(3) var<storage, read> in2: array<f32>;
 // out0: q_sample: x_t (N, C, H, W); mse_partials: dpred (numel); mse_finalize: loss (1)
 @group(0) @binding(4) var<storage, read_write> out0: array<f32>;
@@ -55,7 +57,9 @@ fn q_sample(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
 }
 
 // dpred = scale * (pred - target) with scale = 2 / numel; partials[w] = sum of
-// (pred - target)^2 over elements [w*CHUNK, (w+1)*CHUNK), in a fixed order.
+// (pred - target)^2 over elements [w*CHUNK, (w+1)*CHUNK), in a fixed order. Weighted
+// (mode 1): each element's square and gradient times its sample's weight w_n, so the loss is
+// (1 / numel) sum_n w_n sum_j (pred - target)^2 (the plain path stays bit-identical).
 @compute @workgroup_size(64)
 fn mse_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
@@ -67,8 +71,14 @@ fn mse_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
         let i = base + k * WG + lid;
         if (i < p.numel) {
             let d = in0[i] - in1[i];
-            out0[i] = p.scale * d;
-            acc = acc + d * d;
+            if (p.mode == 1u) {
+                let wn = in2[i / p.inner];
+                out0[i] = p.scale * (wn * d);
+                acc = acc + wn * (d * d);
+            } else {
+                out0[i] = p.scale * d;
+                acc = acc + d * d;
+            }
         }
     }
     let total = workgroup_sum(lid, acc);

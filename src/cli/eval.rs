@@ -62,6 +62,11 @@ pub struct EvalArgs {
     /// Also write the samples' grid to this PNG.
     #[arg(long)]
     pub grid: Option<PathBuf>,
+    /// Compare only against digits that neither the classifier nor this model trained on:
+    /// the classifier's held-out digits that the model folder's data_split.json (written by
+    /// `kakusan train --holdout`) also holds out. With `--holdout eval` that is all 2,000.
+    #[arg(long)]
+    pub heldout: bool,
 }
 
 pub fn eval(a: EvalArgs) -> Result<()> {
@@ -108,7 +113,33 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         return Err(Error::config("--batch must be at least 1"));
     }
     let digits = load_default_mnist()?;
-    let (_, held) = split_indices(digits.len());
+    let (_, mut held) = split_indices(digits.len());
+    let reference = match crate::data::split::read_recorded(dir)? {
+        Some(h) if a.heldout => {
+            held.retain(|&i| h.is_held_out(i, digits.len()));
+            format!(
+                "{} digits held out from both the classifier and this model (--holdout {h})",
+                held.len()
+            )
+        }
+        None if a.heldout => {
+            return Err(Error::config(format!(
+                "--heldout: {} has no {}: the model was trained on all the embedded digits \
+                 (train with `kakusan train --holdout eval` for a held-out split)",
+                dir.display(),
+                crate::data::split::SPLIT_FILE
+            )))
+        }
+        Some(h) => format!(
+            "{} digits held out from the classifier (this model was trained with --holdout {h}; \
+             --heldout keeps only digits it never saw)",
+            held.len()
+        ),
+        None => format!(
+            "{} digits held out from the classifier (this model trained on all embedded digits)",
+            held.len()
+        ),
+    };
     let (ref_a, ref_b) = reference_draws(&held, a.num, a.seed)?;
     let weights = load_classifier(a.classifier.as_deref())?;
 
@@ -151,6 +182,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         use_clipped_model_output: a.sampling.use_clipped_model_output,
         n: a.num,
         seed: a.seed,
+        reference,
         accuracy,
         per_class_accuracy: per_class,
         fid: fid_samples,
@@ -185,6 +217,8 @@ struct Report {
     use_clipped_model_output: bool,
     n: usize,
     seed: u64,
+    /// Which real digits the FID reference and floor are drawn from.
+    reference: String,
     /// Fraction of samples the classifier labels as the class they were sampled for.
     accuracy: f64,
     per_class_accuracy: Vec<f64>,
@@ -240,6 +274,7 @@ fn print_report(r: &Report) {
         "median pixel     {:.3}  (all pixels of all samples; real digits: {:.3})",
         r.median_pixel, r.median_pixel_real
     );
+    println!("reference        {}", r.reference);
     println!("sampling took {:.1} s on {}", r.sampling_seconds, r.adapter);
 }
 

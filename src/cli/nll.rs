@@ -19,8 +19,17 @@ pub struct NllArgs {
     pub model: PathBuf,
     /// Images: a folder of PNG/JPEG files (resized to the model), or safetensors with
     /// `sample` [N,C,H,W] on the 256-level grid in [-1, 1] and optional `class_labels` [N].
+    #[arg(long, required_unless_present = "heldout", conflicts_with = "heldout")]
+    pub input: Option<PathBuf>,
+    /// Instead of --input: the embedded digits this model never trained on, as recorded in
+    /// its folder's data_split.json by `kakusan train --holdout` (in index order; for
+    /// `--holdout eval` every ten consecutive ones are one of each class).
     #[arg(long)]
-    pub input: PathBuf,
+    pub heldout: bool,
+    /// Only the first N images (of --input or --heldout): the bound costs T U-Net calls on
+    /// all of them at once.
+    #[arg(long)]
+    pub limit: Option<usize>,
     /// Seed of the noise x_t ~ q(x_t | x_0) drawn once per timestep (Philox, stream t).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -142,13 +151,80 @@ pub(super) fn likelihood_run(
     })
 }
 
+/// The embedded digits that `dir`'s recorded split holds out, at the model's channels and
+/// size, and a description of them for the report.
+fn held_out_images(dir: &Path, config: &UNetConfig) -> Result<(Images, String)> {
+    use crate::data::split::{read_recorded, SPLIT_FILE};
+    let h = read_recorded(dir)?.ok_or_else(|| {
+        Error::config(format!(
+            "--heldout: {} has no {SPLIT_FILE}: the model was trained on all the embedded \
+             digits (train with `kakusan train --holdout eval` for a held-out split)",
+            dir.display()
+        ))
+    })?;
+    let all = crate::data::load_default_mnist()?;
+    let (_, held) = h.split(all.len())?;
+    let ds = all
+        .subset(&held)?
+        .converted(config.in_channels, config.sample_size)?;
+    let [height, width] = config.sample_size;
+    let mut data = vec![0.0f32; ds.len() * ds.image_len()];
+    ds.batch(&(0..ds.len()).collect::<Vec<_>>(), &mut data)?;
+    let images = Images {
+        shape: vec![ds.len(), config.in_channels, height, width],
+        data,
+        class_labels: None,
+    };
+    let what = format!(
+        "embedded MNIST digits held out from training ({SPLIT_FILE}: --holdout {h}, {} digits)",
+        ds.len()
+    );
+    Ok((images, what))
+}
+
+/// Keep the first `limit` images (and labels).
+fn first(mut images: Images, limit: Option<usize>) -> Result<Images> {
+    let Some(k) = limit else {
+        return Ok(images);
+    };
+    if k == 0 {
+        return Err(Error::config("--limit must be at least 1"));
+    }
+    let k = k.min(images.shape[0]);
+    let per: usize = images.shape[1..].iter().product();
+    images.data.truncate(k * per);
+    images.shape[0] = k;
+    if let Some(l) = &mut images.class_labels {
+        l.truncate(k);
+    }
+    Ok(images)
+}
+
 pub fn nll(a: NllArgs) -> Result<()> {
     let model = super::load(&a.model)?;
-    let images = read_images(&a.input, "sample", &model.config)?;
+    let (images, input_path, input_what) = match &a.input {
+        Some(p) => (
+            read_images(p, "sample", &model.config)?,
+            p.clone(),
+            p.display().to_string(),
+        ),
+        None => {
+            let (images, what) = held_out_images(&a.model, &model.config)?;
+            (images, a.model.join(crate::data::split::SPLIT_FILE), what)
+        }
+    };
+    let images = first(images, a.limit)?;
     let n = images.shape[0];
     let labels = labels_for(&model.config, a.class_label, images.class_labels.clone(), n)?;
     let ctx = super::gpu()?;
-    let mut run = likelihood_run(&ctx, &model, &images, labels.as_deref(), a.seed, &a.input)?;
+    let mut run = likelihood_run(
+        &ctx,
+        &model,
+        &images,
+        labels.as_deref(),
+        a.seed,
+        &input_path,
+    )?;
     let bar = super::progress_bar(
         run.num_timesteps(),
         "{spinner} bound [{bar:40}] {pos}/{len} timesteps  {per_sec}  eta {eta}",
@@ -186,7 +262,7 @@ pub fn nll(a: NllArgs) -> Result<()> {
     if let Some(p) = &a.out {
         let j = json!({
             "model": a.model.display().to_string(),
-            "input": a.input.display().to_string(),
+            "input": input_what,
             "seed": a.seed,
             "num_images": n,
             "num_train_timesteps": terms.len(),

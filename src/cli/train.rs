@@ -12,6 +12,7 @@ use clap::ValueEnum;
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 
+use crate::data::split::Holdout;
 use crate::data::{BatchSampler, Dataset};
 use crate::diffusion::sampler::{SampleSettings, SamplingRun};
 use crate::diffusion::schedule::{Sampler, SchedulerConfig};
@@ -120,6 +121,23 @@ pub struct TrainArgs {
     /// List the model presets and exit.
     #[arg(long)]
     pub list_presets: bool,
+    /// Leave digits of the embedded MNIST set out of training: `eval` = the evaluator's 2,000
+    /// held-out digits (index i with (i/10) % 5 == 4, never seen by the evaluator's
+    /// classifier either), or N = the last N digits. Recorded in the run folder's
+    /// data_split.json for `kakusan eval --heldout` and `kakusan nll --heldout`
+    /// [default: train on all 10,000].
+    #[arg(long)]
+    pub holdout: Option<String>,
+    /// min-SNR-γ loss weighting (Hang et al. 2023): weight each sample's loss by
+    /// min(SNR_t, γ)/SNR_t for ε-prediction (min(SNR_t, γ)/(SNR_t + 1) for v-prediction);
+    /// the paper uses 5 [default: off, the plain L_simple].
+    #[arg(long)]
+    pub snr_gamma: Option<f64>,
+    /// Stop after this many seconds of training (the step in flight finishes), writing a
+    /// checkpoint as at the end; --resume continues it. The learning-rate schedule still
+    /// runs over --steps, so choose --steps to fit the time.
+    #[arg(long)]
+    pub max_seconds: Option<f64>,
 }
 
 impl Default for TrainArgs {
@@ -153,6 +171,12 @@ struct RunState {
     rng: u64,
     sampler: Vec<u64>,
     data: Option<String>,
+    /// `--holdout` (as `Holdout` prints it); absent in states written before the flag.
+    #[serde(default)]
+    holdout: Option<String>,
+    /// `--snr-gamma`; absent in states written before the flag.
+    #[serde(default)]
+    snr_gamma: Option<f64>,
 }
 
 pub fn train(a: TrainArgs) -> Result<()> {
@@ -223,15 +247,64 @@ pub fn train(a: TrainArgs) -> Result<()> {
             rng: 0,
             sampler: Vec::new(),
             data: a.data.as_ref().map(|p| p.display().to_string()),
+            holdout: a
+                .holdout
+                .as_deref()
+                .map(|h| Holdout::parse(h).map(|h| h.to_string()))
+                .transpose()?,
+            snr_gamma: a.snr_gamma,
         },
     };
 
     check_settings(&run, &a)?;
+    if saved.is_some() {
+        // A resumed run keeps its split and loss: a different one would change the run.
+        let asked = a.holdout.as_deref().map(Holdout::parse).transpose()?;
+        let had = run.holdout.as_deref().map(Holdout::parse).transpose()?;
+        if asked.is_some() && asked != had {
+            return Err(Error::Other(format!(
+                "--holdout {}: this run was started with {}; a resumed run keeps its split",
+                a.holdout.as_deref().unwrap_or(""),
+                had.map_or("no --holdout".to_string(), |h| format!("--holdout {h}"))
+            )));
+        }
+        if a.snr_gamma.is_some() && a.snr_gamma != run.snr_gamma {
+            return Err(Error::Other(format!(
+                "--snr-gamma {}: this run was started with {}; a resumed run keeps its loss",
+                a.snr_gamma.unwrap_or(f64::NAN),
+                run.snr_gamma
+                    .map_or("no --snr-gamma".to_string(), |g| format!("--snr-gamma {g}"))
+            )));
+        }
+    }
+    let holdout = run.holdout.as_deref().map(Holdout::parse).transpose()?;
     // Data first: a bad dataset is an error before any GPU work.
-    let data = match &run.data {
-        Some(p) => crate::data::load(Path::new(p), config.in_channels, config.sample_size)?,
-        None => {
-            crate::data::load_default_mnist()?.converted(config.in_channels, config.sample_size)?
+    let (data, split_record) = match (&run.data, holdout) {
+        (Some(p), None) => (
+            crate::data::load(Path::new(p), config.in_channels, config.sample_size)?,
+            None,
+        ),
+        (Some(p), Some(h)) => {
+            return Err(Error::Other(format!(
+                "--holdout {h} applies to the embedded MNIST digits, not to --data {p}"
+            )))
+        }
+        (None, h) => {
+            let all = crate::data::load_default_mnist()?;
+            let (all, record) = match h {
+                Some(h) => {
+                    let (train, _) = h.split(all.len())?;
+                    (
+                        all.subset(&train)?,
+                        Some(crate::data::split::record_json(h, all.len())?),
+                    )
+                }
+                None => (all, None),
+            };
+            (
+                all.converted(config.in_channels, config.sample_size)?,
+                record,
+            )
         }
     };
     for (path, why) in &data.skipped {
@@ -275,7 +348,8 @@ pub fn train(a: TrainArgs) -> Result<()> {
         external_noise: false,
     };
     let before = ctx.allocated_bytes();
-    let mut trainer = Trainer::new(&ctx, &config, &init, &scheduler, settings)?;
+    let mut trainer =
+        Trainer::with_snr_gamma(&ctx, &config, &init, &scheduler, settings, run.snr_gamma)?;
     let gpu_bytes = ctx.allocated_bytes() - before;
     let mut sampler = BatchSampler::new(data.len(), run.batch, run.seed)?;
     if let Some((_, (state, tensors))) = &saved {
@@ -308,6 +382,16 @@ pub fn train(a: TrainArgs) -> Result<()> {
         None => String::new(),
     };
     write_text_atomic(&commands, &format!("{earlier}{}", command_line()))?;
+    // Which digits the run never saw, for `eval --heldout` / `nll --heldout`; a fresh run
+    // without --holdout removes a stale record left in the folder by an earlier run.
+    let split_path = out.join(crate::data::split::SPLIT_FILE);
+    match &split_record {
+        Some(text) => write_text_atomic(&split_path, text)?,
+        None if saved.is_none() && split_path.exists() => {
+            std::fs::remove_file(&split_path).map_err(|e| Error::file(split_path.display(), e))?
+        }
+        None => {}
+    }
 
     let per_image = 3 * crate::unet::forward_flops(&config);
     eprintln!(
@@ -320,6 +404,17 @@ pub fn train(a: TrainArgs) -> Result<()> {
         run.total_steps,
         out.display()
     );
+    if let Some(h) = holdout {
+        eprintln!(
+            "--holdout {h}: training on {} of the embedded digits; the held-out ones are \
+             recorded in {}",
+            data.len(),
+            split_path.display()
+        );
+    }
+    if let Some(g) = run.snr_gamma {
+        eprintln!("loss: min-SNR-γ weighting, γ = {g}");
+    }
     eprintln!(
         "GPU memory: {:.1} MiB, all allocated before step 1 (weights, gradients, Adam moments, \
          EMA, {:.1} MiB of activations kept for the backward pass)",
@@ -356,9 +451,24 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let start = Instant::now();
     let start_step = trainer.step;
     let mut last_good = saved.as_ref().map(|_| trainer.step);
+    let mut out_of_time = false;
     while trainer.step < run.total_steps {
         if stop.load(Ordering::SeqCst) {
             bar.suspend(|| eprintln!("interrupted: saving step {} …", trainer.step));
+            break;
+        }
+        if a.max_seconds
+            .is_some_and(|s| start.elapsed().as_secs_f64() >= s)
+        {
+            out_of_time = true;
+            bar.suspend(|| {
+                eprintln!(
+                    "--max-seconds {}: stopping at step {} of {}, saving …",
+                    a.max_seconds.unwrap_or(0.0),
+                    trainer.step,
+                    run.total_steps
+                )
+            });
             break;
         }
         let idx = sampler.next_batch();
@@ -418,7 +528,11 @@ pub fn train(a: TrainArgs) -> Result<()> {
     bar.finish_and_clear();
     save(&ctx, &trainer, &sampler, &run, &scheduler, &out)?;
     plot_losses(&out, &losses)?;
-    if a.sample_every > 0 && !stop.load(Ordering::SeqCst) && trainer.step % a.sample_every != 0 {
+    if a.sample_every > 0
+        && !stop.load(Ordering::SeqCst)
+        && !out_of_time
+        && trainer.step % a.sample_every != 0
+    {
         sample_grid(
             &ctx,
             &trainer,
@@ -479,6 +593,14 @@ fn check_settings(run: &RunState, a: &TrainArgs) -> Result<()> {
             &run.label_dropout,
             "is a probability (0 to 1)",
         );
+    }
+    if let Some(g) = a.snr_gamma {
+        crate::train::loss_weight::check_gamma(g)?;
+    }
+    if let Some(s) = a.max_seconds {
+        if !(s.is_finite() && s > 0.0) {
+            return bad("--max-seconds", &s, "must be a positive number of seconds");
+        }
     }
     // The sample grids' settings, checked now rather than after the first sample_every steps.
     if a.sample_every > 0 {

@@ -10,6 +10,7 @@ mod cifar;
 mod folder;
 mod idx;
 pub mod image;
+pub mod split;
 
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -106,6 +107,30 @@ impl Dataset {
                 })
             })
             .collect()
+    }
+
+    /// The images at `indices` (in that order), with their labels; an index out of range
+    /// is an error.
+    pub fn subset(&self, indices: &[usize]) -> Result<Dataset> {
+        let per = self.image_len();
+        let mut images = Vec::with_capacity(indices.len() * per);
+        let mut labels = Vec::with_capacity(indices.len());
+        for &i in indices {
+            if i >= self.len() {
+                return Err(Error::Other(format!(
+                    "image index {i} is out of range for a dataset of {}",
+                    self.len()
+                )));
+            }
+            images.extend_from_slice(self.image(i));
+            labels.push(self.labels[i]);
+        }
+        Ok(Dataset {
+            images,
+            labels,
+            skipped: Vec::new(),
+            ..self.clone()
+        })
     }
 
     /// This dataset converted to `channels` (1 or 3) and resized + center-cropped to

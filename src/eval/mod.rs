@@ -7,9 +7,10 @@
 //! The split: the embedded 10,000 digits are ordered round robin over the classes (see
 //! assets/mnist/README.md), so every fifth round of ten — index i with (i / 10) mod 5 = 4 —
 //! is held out: 2,000 digits, class-balanced wherever the file is. The classifier never
-//! trains on them. The diffusion trainer (`kakusan train`) uses all 10,000, so the shipped
-//! diffusion model HAS seen the held-out digits; the FID reference is therefore "real digits
-//! of the training distribution", not unseen test digits.
+//! trains on them. The diffusion trainer (`kakusan train`) uses all 10,000 unless told
+//! `--holdout eval` (the same split, `crate::data::split`), so the shipped diffusion model
+//! HAS seen the held-out digits; for such a model the FID reference is "real digits of the
+//! training distribution", not unseen test digits.
 
 pub mod classifier;
 pub mod fid;
@@ -35,7 +36,7 @@ pub fn shipped_classifier() -> Result<classifier::MlpWeights> {
 
 /// Whether embedded digit `index` belongs to the held-out split (module docs).
 pub fn is_held_out(index: usize) -> bool {
-    (index / 10) % 5 == 4
+    crate::data::split::evaluator_held_out(index)
 }
 
 /// (classifier training indices, held-out indices) of a dataset of `len` digits.

@@ -133,6 +133,48 @@ pub fn mse_loss(
     loss: &Tensor,
     partials: &Tensor,
 ) -> Result<()> {
+    record_mse(ctx, program, pred, target, None, dpred, loss, partials)
+}
+
+/// [`mse_loss`] with a weight per sample: loss = (1/numel) Σ_n w_n Σ_j (pred − target)²_nj,
+/// i.e. the mean over samples of w_n × that sample's mean squared error (diffusers'
+/// `mse_loss(reduction="none").mean(dims) * weights`, then `.mean()`), and dpred =
+/// 2 w_n (pred − target)/numel. `weights`: (N), N = pred's first dimension, rewritten by the
+/// caller per step (min-SNR-γ weighting, Hang et al. 2023).
+#[allow(clippy::too_many_arguments)]
+pub fn weighted_mse_loss(
+    ctx: &GpuContext,
+    program: &mut Program,
+    pred: &Tensor,
+    target: &Tensor,
+    weights: &Tensor,
+    dpred: &Tensor,
+    loss: &Tensor,
+    partials: &Tensor,
+) -> Result<()> {
+    record_mse(
+        ctx,
+        program,
+        pred,
+        target,
+        Some(weights),
+        dpred,
+        loss,
+        partials,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record_mse(
+    ctx: &GpuContext,
+    program: &mut Program,
+    pred: &Tensor,
+    target: &Tensor,
+    weights: Option<&Tensor>,
+    dpred: &Tensor,
+    loss: &Tensor,
+    partials: &Tensor,
+) -> Result<()> {
     let numel = pred.numel();
     if numel == 0 {
         return Err(Error::shape("mse_loss: pred is empty"));
@@ -159,8 +201,20 @@ pub fn mse_loss(
     distinct(dpred, partials, "mse_loss: dpred and partials")?;
     distinct(loss, partials, "mse_loss: loss and partials")?;
     let n32 = as_u32(numel, "mse_loss")?;
+    let (mode, inner) = match weights {
+        Some(w) => {
+            let n = pred.shape[0];
+            expect_shape(w, &[n], "mse_loss: weights")?;
+            distinct(w, dpred, "mse_loss: weights and dpred")?;
+            distinct(w, partials, "mse_loss: weights and partials")?;
+            (1, as_u32(numel / n, "mse_loss")?)
+        }
+        None => (0, 0),
+    };
     let params = LossParams {
         numel: n32,
+        inner,
+        mode,
         scale: (2.0 / numel as f64) as f32,
         ..Default::default()
     };
@@ -172,7 +226,11 @@ pub fn mse_loss(
             entry: "mse_partials",
             constants: &[],
             params: Params::Static(bytemuck::bytes_of(&params)),
-            inputs: &[&pred.buffer, &target.buffer, &target.buffer],
+            inputs: &[
+                &pred.buffer,
+                &target.buffer,
+                &weights.unwrap_or(target).buffer,
+            ],
             outputs: &[&dpred.buffer, &partials.buffer],
             workgroups: grid_1d(numel.div_ceil(CHUNK) as u64)?,
         },
@@ -320,6 +378,106 @@ mod tests {
                 assert_close(&got_grad, &fd, 1e-8, 1e-5, &format!("{what}: finite diff"));
             }
         }
+    }
+
+    /// (1/numel) Σ_n w_n Σ_j (pred − target)², in f64.
+    fn weighted_mse_f64(pred: &[f64], target: &[f32], w: &[f64]) -> f64 {
+        let inner = pred.len() / w.len();
+        pred.iter()
+            .zip(target)
+            .enumerate()
+            .map(|(i, (&a, &b))| w[i / inner] * (a - b as f64).powi(2))
+            .sum::<f64>()
+            / pred.len() as f64
+    }
+
+    #[test]
+    fn weighted_mse_loss_and_grad_match_f64() {
+        let ctx = ctx();
+        for (k, shape) in [[1usize, 1, 3, 5], [3, 2, 16, 16], [4, 3, 29, 31]]
+            .iter()
+            .enumerate()
+        {
+            let n: usize = shape.iter().product();
+            let pred = random(n, 30 + k as u64);
+            let target = random(n, 40 + k as u64);
+            // Weights as min-SNR-γ gives them: tiny near t = 0, 1 at high noise.
+            let w: Vec<f32> = (0..shape[0])
+                .map(|i| [5e-4, 1.0, 0.37, 0.02][i % 4])
+                .collect();
+            let tp = ctx.upload(&pred, shape).unwrap();
+            let tt = ctx.upload(&target, shape).unwrap();
+            let tw = ctx.upload(&w, &[shape[0]]).unwrap();
+            let dpred = ctx.zeros(shape).unwrap();
+            let loss = ctx.zeros(&[1]).unwrap();
+            let partials = ctx.zeros(&[mse_partials_len(n)]).unwrap();
+            let mut p = Program::new();
+            weighted_mse_loss(&ctx, &mut p, &tp, &tt, &tw, &dpred, &loss, &partials).unwrap();
+            ctx.run(&p).unwrap();
+            let pred64: Vec<f64> = pred.iter().map(|&x| x as f64).collect();
+            let w64: Vec<f64> = w.iter().map(|&x| x as f64).collect();
+            let what = format!("weighted, shape {shape:?}");
+            assert_close(
+                &block_on(ctx.read(&loss)).unwrap(),
+                &[weighted_mse_f64(&pred64, &target, &w64)],
+                0.0,
+                1e-5,
+                &format!("{what}: loss"),
+            );
+            let inner = n / shape[0];
+            let got_grad = block_on(ctx.read(&dpred)).unwrap();
+            let want_grad: Vec<f64> = pred64
+                .iter()
+                .zip(&target)
+                .enumerate()
+                .map(|(i, (&a, &b))| 2.0 * w64[i / inner] * (a - b as f64) / n as f64)
+                .collect();
+            assert_close(&got_grad, &want_grad, 1e-12, 1e-6, &format!("{what}: grad"));
+            if n <= 64 {
+                let h = 1e-6;
+                let fd: Vec<f64> = (0..n)
+                    .map(|i| {
+                        let mut pp = pred64.clone();
+                        pp[i] += h;
+                        let up = weighted_mse_f64(&pp, &target, &w64);
+                        pp[i] -= 2.0 * h;
+                        let down = weighted_mse_f64(&pp, &target, &w64);
+                        (up - down) / (2.0 * h)
+                    })
+                    .collect();
+                assert_close(&got_grad, &fd, 1e-8, 1e-5, &format!("{what}: finite diff"));
+            }
+            // Unit weights give the plain loss bit for bit.
+            ctx.write(&tw, &vec![1.0; shape[0]]).unwrap();
+            ctx.run(&p).unwrap();
+            let weighted1 = block_on(ctx.read(&loss)).unwrap();
+            let grad1 = block_on(ctx.read(&dpred)).unwrap();
+            let mut q = Program::new();
+            mse_loss(&ctx, &mut q, &tp, &tt, &dpred, &loss, &partials).unwrap();
+            ctx.run(&q).unwrap();
+            assert_eq!(weighted1, block_on(ctx.read(&loss)).unwrap(), "{what}");
+            assert_eq!(grad1, block_on(ctx.read(&dpred)).unwrap(), "{what}");
+        }
+        // Weights must be (N).
+        let a = ctx.zeros(&[2, 1, 4, 4]).unwrap();
+        let b = ctx.zeros(&[2, 1, 4, 4]).unwrap();
+        let d = ctx.zeros(&[2, 1, 4, 4]).unwrap();
+        let loss = ctx.zeros(&[1]).unwrap();
+        let bad_w = ctx.zeros(&[3]).unwrap();
+        let mut p = Program::new();
+        assert!(matches!(
+            weighted_mse_loss(
+                &ctx,
+                &mut p,
+                &a,
+                &b,
+                &bad_w,
+                &d,
+                &loss,
+                &ctx.zeros(&[1]).unwrap()
+            ),
+            Err(Error::Shape(_))
+        ));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::ops::elementwise_backward::{
 };
 use crate::ops::embedding_backward::add_class_embedding_backward;
 use crate::ops::group_norm_backward::{group_norm_backward, group_norm_backward_scratch_shape};
-use crate::ops::loss::{mse_loss, mse_partials_len, QSampleOp};
+use crate::ops::loss::{mse_loss, mse_partials_len, weighted_mse_loss, QSampleOp};
 use crate::ops::matmul::{matmul, BiasAlong, MatmulArgs};
 use crate::ops::noise::NoiseOp;
 use crate::ops::reduce::sum_axes;
@@ -52,6 +52,9 @@ pub struct TrainGraph {
     pub pred: Tensor,
     /// Mean squared error of the step: (1).
     pub loss: Tensor,
+    /// Per-sample loss weights (N), written by the trainer each step (min-SNR-γ); None for
+    /// the plain L_simple.
+    pub loss_weights: Option<Tensor>,
     /// None when the caller writes `noise` itself (tests against references).
     noise_op: Option<NoiseOp>,
     dropout_ops: Vec<DropoutOp>,
@@ -143,6 +146,7 @@ impl<'a> Builder<'a> for Training<'a> {
 }
 
 impl TrainGraph {
+    /// The plain L_simple (eq. 14): every sample weighs 1.
     pub fn new(
         ctx: &GpuContext,
         config: &UNetConfig,
@@ -150,6 +154,20 @@ impl TrainGraph {
         batch: usize,
         prediction: PredictionType,
         gpu_noise: bool,
+    ) -> Result<Self> {
+        Self::with_loss_weights(ctx, config, weights, batch, prediction, gpu_noise, false)
+    }
+
+    /// With `loss_weights`, the loss is weighted per sample by [`TrainGraph::loss_weights`]
+    /// (initially 1), which the caller rewrites before each step.
+    pub fn with_loss_weights(
+        ctx: &GpuContext,
+        config: &UNetConfig,
+        weights: &Weights,
+        batch: usize,
+        prediction: PredictionType,
+        gpu_noise: bool,
+        loss_weights: bool,
     ) -> Result<Self> {
         if batch == 0 {
             return Err(Error::shape("the batch size must be at least 1"));
@@ -205,15 +223,31 @@ impl TrainGraph {
         let loss = ctx.zeros(&[1])?;
         let dpred = ctx.zeros(&pred.shape)?;
         let partials = ctx.zeros(&[mse_partials_len(pred.numel())])?;
-        mse_loss(
-            ctx,
-            &mut b.rec.program,
-            &pred,
-            &target,
-            &dpred,
-            &loss,
-            &partials,
-        )?;
+        let loss_weights = match loss_weights {
+            true => Some(ctx.upload(&vec![1.0; batch], &[batch])?),
+            false => None,
+        };
+        match &loss_weights {
+            Some(w) => weighted_mse_loss(
+                ctx,
+                &mut b.rec.program,
+                &pred,
+                &target,
+                w,
+                &dpred,
+                &loss,
+                &partials,
+            )?,
+            None => mse_loss(
+                ctx,
+                &mut b.rec.program,
+                &pred,
+                &target,
+                &dpred,
+                &loss,
+                &partials,
+            )?,
+        }
         let forward = std::mem::take(&mut b.rec.program);
 
         // Backward, from the tape in reverse.
@@ -250,6 +284,7 @@ impl TrainGraph {
             target,
             pred,
             loss,
+            loss_weights,
             noise_op,
             dropout_ops: b.dropout_ops,
             forward,

@@ -10,6 +10,7 @@ use crate::model::weights::Weights;
 use crate::ops::optim::{AdamWConfig, AdamWOp, GradNormOp};
 use crate::rng::SplitMix64;
 use crate::train::graph::TrainGraph;
+use crate::train::loss_weight::{check_gamma, min_snr_weight};
 use crate::train::schedule::{ema_decay, learning_rate, EmaConfig, LrConfig};
 
 /// Hyper-parameters of a run (saved with the training state).
@@ -47,6 +48,8 @@ pub struct Trainer {
     pub step: u64,
     /// RNG for timesteps and label dropout.
     pub rng: SplitMix64,
+    /// min-SNR-γ loss weighting (None: the plain L_simple).
+    snr_gamma: Option<f64>,
 }
 
 /// What the CPU chose for one step (for logging and tests).
@@ -64,6 +67,22 @@ impl Trainer {
         scheduler: &SchedulerConfig,
         settings: TrainSettings,
     ) -> Result<Self> {
+        Self::with_snr_gamma(ctx, config, weights, scheduler, settings, None)
+    }
+
+    /// [`Trainer::new`] with the loss weighted per sample by min-SNR-γ
+    /// ([`crate::train::loss_weight`]) when `snr_gamma` is given.
+    pub fn with_snr_gamma(
+        ctx: &GpuContext,
+        config: &UNetConfig,
+        weights: &Weights,
+        scheduler: &SchedulerConfig,
+        settings: TrainSettings,
+        snr_gamma: Option<f64>,
+    ) -> Result<Self> {
+        if let Some(g) = snr_gamma {
+            check_gamma(g)?;
+        }
         if config.out_channels != config.in_channels {
             return Err(Error::config(format!(
                 "training needs out_channels == in_channels (got {} and {})",
@@ -71,13 +90,14 @@ impl Trainer {
             )));
         }
         let schedule = Schedule::new(scheduler)?;
-        let graph = TrainGraph::new(
+        let graph = TrainGraph::with_loss_weights(
             ctx,
             config,
             weights,
             settings.batch,
             scheduler.prediction_type,
             !settings.external_noise,
+            snr_gamma.is_some(),
         )?;
         let zeros_like = |ts: &[Tensor]| -> Result<Vec<Tensor>> {
             ts.iter().map(|t| ctx.zeros(&t.shape)).collect()
@@ -126,6 +146,7 @@ impl Trainer {
             adamw,
             step_program,
             step: 0,
+            snr_gamma,
         })
     }
 
@@ -191,6 +212,9 @@ impl Trainer {
         }
         ctx.write(&self.graph.x0, x0)?;
         ctx.write(&self.graph.coef, &coef)?;
+        if let (Some(w), Some(gamma)) = (&self.graph.loss_weights, self.snr_gamma) {
+            ctx.write(w, &self.loss_weights(timesteps, gamma))?;
+        }
         ctx.write(
             &self.graph.timesteps,
             &timesteps.iter().map(|&t| t as f32).collect::<Vec<_>>(),
@@ -237,6 +261,17 @@ impl Trainer {
             ema_decay(self.step, &self.settings.ema),
         )?;
         ctx.run(&self.step_program)
+    }
+
+    /// The min-SNR-γ weight of each sample's timestep (f64, rounded to f32).
+    pub fn loss_weights(&self, timesteps: &[u32], gamma: f64) -> Vec<f32> {
+        timesteps
+            .iter()
+            .map(|&t| {
+                let ab = self.schedule.alphas_cumprod[t as usize];
+                min_snr_weight(ab, gamma, self.scheduler.prediction_type) as f32
+            })
+            .collect()
     }
 
     /// The last step's loss and [gradient norm before clipping, clip factor] (waits for the GPU).
