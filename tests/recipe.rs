@@ -181,19 +181,25 @@ fn recipe_flags_reject_bad_values() {
         "--out",
         p(&out),
     ];
-    let with = |extra: &[&'static str]| -> Vec<&str> {
-        base.iter().copied().chain(extra.iter().copied()).collect()
-    };
-    expect_error(&with(&["--holdout", "0"]), &["--holdout", "eval"]);
-    expect_error(&with(&["--holdout", "most"]), &["--holdout"]);
-    expect_error(&with(&["--holdout", "10000"]), &["both must be at least 1"]);
-    expect_error(&with(&["--snr-gamma", "-1"]), &["--snr-gamma", "positive"]);
+    fn with<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        base.iter().chain(extra).copied().collect()
+    }
+    expect_error(&with(&base, &["--holdout", "0"]), &["--holdout", "eval"]);
+    expect_error(&with(&base, &["--holdout", "most"]), &["--holdout"]);
     expect_error(
-        &with(&["--max-seconds", "0"]),
+        &with(&base, &["--holdout", "10000"]),
+        &["both must be at least 1"],
+    );
+    expect_error(
+        &with(&base, &["--snr-gamma=-1"]),
+        &["--snr-gamma", "positive"],
+    );
+    expect_error(
+        &with(&base, &["--max-seconds", "0"]),
         &["--max-seconds", "positive"],
     );
     expect_error(
-        &with(&["--holdout", "eval", "--data", p(&dir)]),
+        &with(&base, &["--holdout", "eval", "--data", p(&dir)]),
         &["embedded MNIST"],
     );
     expect_error(

@@ -196,7 +196,7 @@ else
 fi
 
 # --- 4. PyTorch eager on the same card ---------------------------------------------------
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+if [ "$SMOKE" != 1 ] && ls .whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 fi
@@ -237,7 +237,7 @@ if [ -f "$RUN/config.json" ]; then
     note eval_n_ddim "$N_DDIM"
     for w in 1 2 3; do
         [ "$N_DDIM" -ge 10 ] || break
-        stage "eval ddim50 w$w n$N_DDIM" 200 "$BIN" eval --model "$RUN" --heldout --sampler ddim \
+        stage "eval ddim$DDIM_STEPS w$w n$N_DDIM" 200 "$BIN" eval --model "$RUN" --heldout --sampler ddim \
             --steps "$DDIM_STEPS" --guidance "$w" -n "$N_DDIM" --batch "$EVAL_BATCH" \
             --out "$EVALS/ddim${DDIM_STEPS}_g$w.json" --grid "$EVALS/ddim${DDIM_STEPS}_g$w.png"
     done
@@ -290,3 +290,5 @@ print(json.dumps(s, indent=1))
 PY
 rm -rf "$WORK"
 echo "== done in $(($(date +%s) - T0))s; results in $OUT: $(ls "$OUT" | tr '\n' ' ')"
+# Let tee write the last lines into log.txt before the call collects $OUT.
+sleep 1
