@@ -20,6 +20,8 @@
 #   $OUT/bench.txt      the bench lines (adapter, ms, GFLOP/s, images/s) and PyTorch's
 #   $OUT/model.tar.gz   the trained model folder (diffusers layout, metrics, loss.png, grids,
 #                       data_split.json, train_command.txt; not the 4x larger training state)
+#   $OUT/training_state.safetensors.part0, .part1   the training state, for --resume
+#                       (joined with cat; only when ≤ 30 MiB: 26 MB for mnist-large)
 #   $OUT/eval.tar.gz    the eval reports (JSON) and sample grids, nll.json and its plot
 #   $OUT/summary.json   the numbers above in one place, and what was skipped
 #
@@ -192,6 +194,16 @@ if [ -f "$RUN/config.json" ]; then
     note train_last "$(tail -n 1 "$RUN/metrics.jsonl")"
     tar -czf "$OUT/model.tar.gz" -C "$WORK" --exclude training_state.safetensors run
     note model_tar_bytes "$(stat -c %s "$OUT/model.tar.gz")"
+    # The training state (raw weights, Adam moments, EMA: 4x the weights) so the run can be
+    # resumed elsewhere: in ≤ 15 MiB parts (the per-file limit is 16 MiB), at most two of
+    # them (the file-count limit); `cat training_state.safetensors.part* > …` joins them.
+    STATE=$RUN/training_state.safetensors
+    if [ -f "$STATE" ] && [ "$(stat -c %s "$STATE")" -le $((30 * 1024 * 1024)) ]; then
+        split -b 15M -d -a 1 "$STATE" "$OUT/training_state.safetensors.part"
+        note training_state "returned in $(ls "$OUT"/training_state.safetensors.part* | wc -l) parts"
+    elif [ -f "$STATE" ]; then
+        note training_state "not returned: $(stat -c %s "$STATE") bytes is over 30 MiB"
+    fi
 else
     echo "error: training wrote no model; nothing to evaluate"
     note error "training wrote no model"
