@@ -22,6 +22,7 @@ use crate::model::Model;
 use crate::web::forward::Image;
 use crate::web::likelihood::summary_text;
 use crate::web::loader;
+use crate::Error;
 
 use super::toolbox::ToolState;
 
@@ -149,7 +150,7 @@ struct JobStatus {
 
 impl JobStatus {
     /// Show `what: {e}` as the job's error (and in the page's error box).
-    fn fail(self, what: &str, e: &str) {
+    fn fail(self, what: &str, e: &Error) {
         self.state.set(ToolState::Error);
         self.text.set(format!("{what}: {e}"));
         report_error(e);
@@ -163,7 +164,7 @@ impl JobStatus {
         job: &'static std::thread::LocalKey<Cell<u64>>,
         generation: u64,
         ctx: &Rc<GpuContext>,
-        r: Result<Option<T>, String>,
+        r: Result<Option<T>, Error>,
     ) -> Option<bool> {
         if !current(job, generation) {
             return None;
