@@ -22,6 +22,7 @@ use crate::model::Model;
 use crate::web::forward::Image;
 use crate::web::likelihood::summary_text;
 use crate::web::loader;
+use crate::Error;
 
 use super::toolbox::ToolState;
 
@@ -140,6 +141,51 @@ fn null_labels(model: &Model, n: usize) -> Option<Vec<u32>> {
         .map(|k| vec![k.saturating_sub(1) as u32; n])
 }
 
+/// The state and status line that a job writes.
+#[derive(Clone, Copy)]
+struct JobStatus {
+    state: RwSignal<ToolState>,
+    text: RwSignal<String>,
+}
+
+impl JobStatus {
+    /// Show `what: {e}` as the job's error (and in the page's error box).
+    fn fail(self, what: &str, e: &Error) {
+        self.state.set(ToolState::Error);
+        self.text.set(format!("{what}: {e}"));
+        report_error(e);
+    }
+
+    /// After each awaited step: `Some(true)` = the run made progress, `Some(false)` = the
+    /// run is finished, `None` = stop now (a newer job started, the device was replaced, or
+    /// the step failed; the status says which).
+    fn after_step<T>(
+        self,
+        job: &'static std::thread::LocalKey<Cell<u64>>,
+        generation: u64,
+        ctx: &Rc<GpuContext>,
+        r: Result<Option<T>, Error>,
+    ) -> Option<bool> {
+        if !current(job, generation) {
+            return None;
+        }
+        if !same_device(ctx) {
+            self.state.set(ToolState::Error);
+            self.text
+                .set("Stopped: the GPU device was replaced.".into());
+            return None;
+        }
+        match r {
+            Ok(Some(_)) => Some(true),
+            Ok(None) => Some(false),
+            Err(e) => {
+                self.fail("Failed", &e);
+                None
+            }
+        }
+    }
+}
+
 /// Evaluate the bound of `image` (already in the model's shape, on the 8-bit grid).
 pub fn start_nll(view: NllView, image: Image, mode: NllMode) {
     let generation = bump(&NLL_JOB);
@@ -157,6 +203,10 @@ pub fn stop_nll(view: NllView) {
 async fn nll_job(view: NllView, image: Image, mode: NllMode, generation: u64) {
     let Some((ctx, model)) = gpu_and_model() else {
         return;
+    };
+    let status = JobStatus {
+        state: view.state,
+        text: view.text,
     };
     let shape = [1, image.c, image.h, image.w];
     let plan = TermPlan {
@@ -179,9 +229,7 @@ async fn nll_job(view: NllView, image: Image, mode: NllMode, generation: u64) {
     let mut lk = match created {
         Ok(r) => r,
         Err(e) => {
-            view.state.set(ToolState::Error);
-            view.text.set(format!("Could not start: {e}"));
-            report_error(&e);
+            status.fail("Could not start", &e);
             return;
         }
     };
@@ -208,24 +256,10 @@ async fn nll_job(view: NllView, image: Image, mode: NllMode, generation: u64) {
     let start = now_ms();
     loop {
         let r = lk.step(&ctx).await;
-        if !current(&NLL_JOB, generation) {
-            return;
-        }
-        if !same_device(&ctx) {
-            view.state.set(ToolState::Error);
-            view.text
-                .set("Stopped: the GPU device was replaced.".into());
-            return;
-        }
-        match r {
-            Ok(Some(_)) => {}
-            Ok(None) => break,
-            Err(e) => {
-                view.state.set(ToolState::Error);
-                view.text.set(format!("Failed: {e}"));
-                report_error(&e);
-                return;
-            }
+        match status.after_step(&NLL_JOB, generation, &ctx, r) {
+            Some(true) => {}
+            Some(false) => break,
+            None => return,
         }
         let done = lk.terms_done();
         let terms: Vec<(usize, f64)> = lk
@@ -343,6 +377,10 @@ async fn anomaly_job(view: AnomalyView, image: Image, t: usize, steps: usize, ge
     let Some((ctx, model)) = gpu_and_model() else {
         return;
     };
+    let status = JobStatus {
+        state: view.state,
+        text: view.text,
+    };
     let settings = ReconstructionSettings {
         t,
         steps,
@@ -364,9 +402,7 @@ async fn anomaly_job(view: AnomalyView, image: Image, t: usize, steps: usize, ge
     let mut rec = match created {
         Ok(r) => r,
         Err(e) => {
-            view.state.set(ToolState::Error);
-            view.text.set(format!("Could not start: {e}"));
-            report_error(&e);
+            status.fail("Could not start", &e);
             return;
         }
     };
@@ -384,24 +420,10 @@ async fn anomaly_job(view: AnomalyView, image: Image, t: usize, steps: usize, ge
         view.text
             .set(format!("Reconstructing: DDIM step {done} of {total}…"));
         let r = rec.step(&ctx).await;
-        if !current(&ANOMALY_JOB, generation) {
-            return;
-        }
-        if !same_device(&ctx) {
-            view.state.set(ToolState::Error);
-            view.text
-                .set("Stopped: the GPU device was replaced.".into());
-            return;
-        }
-        match r {
-            Ok(Some(_)) => done += 1,
-            Ok(None) => break,
-            Err(e) => {
-                view.state.set(ToolState::Error);
-                view.text.set(format!("Failed: {e}"));
-                report_error(&e);
-                return;
-            }
+        match status.after_step(&ANOMALY_JOB, generation, &ctx, r) {
+            Some(true) => done += 1,
+            Some(false) => break,
+            None => return,
         }
         view.images.set(Some(vec![
             image.data.clone(),
