@@ -964,3 +964,88 @@ pub(crate) mod test_util {
         );
     }
 }
+
+#[cfg(test)]
+mod view_tests {
+    use super::test_util::{ctx, random};
+    use super::*;
+    use crate::ops::elementwise::scale_shift;
+
+    #[test]
+    fn pack_layout_aligns_and_splits() {
+        let shapes = vec![vec![3], vec![70], vec![64], vec![2, 100], vec![5]];
+        let l = PackLayout::new(&shapes, 1 << 20).unwrap();
+        let offsets: Vec<usize> = l.slots.iter().map(|s| s.offset).collect();
+        assert_eq!(offsets, [0, 64, 192, 256, 512]);
+        assert_eq!(l.packs.len(), 1);
+        assert_eq!(l.total_floats(), 576);
+        // 1 KiB packs (256 floats): [3, 70] (192), [64] + ... [2, 100] needs 256 alone.
+        let l = PackLayout::new(&shapes, 1024).unwrap();
+        let spans: Vec<_> = l
+            .packs
+            .iter()
+            .map(|p| (p.tensors.clone(), p.floats))
+            .collect();
+        assert_eq!(spans, [(0..3, 256), (3..4, 256), (4..5, 64)]);
+        assert_eq!(
+            l.slots[2],
+            PackSlot {
+                pack: 0,
+                offset: 192
+            }
+        );
+        assert_eq!(l.slots[4], PackSlot { pack: 2, offset: 0 });
+        // A tensor bigger than a pack, or an empty one, is an error.
+        assert!(matches!(
+            PackLayout::new(&[vec![300]], 1024),
+            Err(Error::Shape(_))
+        ));
+        assert!(matches!(
+            PackLayout::new(&[vec![0]], 1024),
+            Err(Error::Shape(_))
+        ));
+    }
+
+    /// Kernels bind views with their byte offsets: a kernel reading one view of a pack and
+    /// writing another view of a second pack touches exactly those elements; `write` and
+    /// `read` honour the offsets.
+    #[test]
+    fn kernels_bind_views_at_their_offsets() {
+        let ctx = ctx();
+        let shapes = vec![vec![3], vec![70], vec![5]];
+        let l = PackLayout::new(&shapes, 1 << 20).unwrap();
+        let (a, b) = (ctx.packed(&l).unwrap(), ctx.packed(&l).unwrap());
+        let data: Vec<Vec<f32>> = (0..3)
+            .map(|i| random(l.shapes[i][0], 7 + i as u64))
+            .collect();
+        for (v, d) in a.views.iter().zip(&data) {
+            ctx.write(v, d).unwrap();
+        }
+        let mut p = Program::new();
+        scale_shift(&ctx, &mut p, &a.views[1], &b.views[1], 2.0, 1.0).unwrap();
+        ctx.run(&p).unwrap();
+        let out = block_on(ctx.read(&b.views[1])).unwrap();
+        let want: Vec<f32> = data[1].iter().map(|x| 2.0 * x + 1.0).collect();
+        assert_eq!(out, want);
+        // Nothing else of the output pack was written; the input pack is as written.
+        let all_b = block_on(ctx.read(&b.packs[0])).unwrap();
+        assert!(all_b[..64].iter().chain(&all_b[134..]).all(|&x| x == 0.0));
+        let all_a = block_on(ctx.read(&a.packs[0])).unwrap();
+        assert_eq!(&all_a[192..197], &data[2][..]);
+        assert!(all_a[3..64].iter().all(|&x| x == 0.0));
+        assert_eq!(b.views[1].buffer.offset(), 256);
+        assert_eq!(b.views[1].buffer.size(), 280);
+    }
+
+    #[test]
+    fn views_must_be_aligned_and_inside_the_buffer() {
+        let ctx = ctx();
+        let t = ctx.zeros(&[256]).unwrap();
+        let raw = t.buffer.raw();
+        assert!(BufferView::range(raw, 256, 768).is_ok());
+        assert!(BufferView::range(raw, 4, 8).is_err());
+        assert!(BufferView::range(raw, 256, 6).is_err());
+        assert!(BufferView::range(raw, 768, 512).is_err());
+        assert!(BufferView::range(raw, 0, 0).is_err());
+    }
+}
