@@ -47,7 +47,7 @@ impl BufferView {
     /// Bytes [offset, offset + size) of `raw`; the offset must be a multiple of
     /// [`VIEW_ALIGN_BYTES`] and the size a non-zero multiple of 4.
     pub fn range(raw: &wgpu::Buffer, offset: u64, size: u64) -> Result<Self> {
-        if offset % VIEW_ALIGN_BYTES != 0 || size == 0 || size % 4 != 0 {
+        if !offset.is_multiple_of(VIEW_ALIGN_BYTES) || size == 0 || !size.is_multiple_of(4) {
             return Err(Error::shape(format!(
                 "a buffer view at byte {offset} of {size} bytes: the offset must be a multiple \
                  of {VIEW_ALIGN_BYTES} and the size a non-zero multiple of 4"

@@ -1216,10 +1216,10 @@ mod tests {
                 ("v", &va, &vb),
                 ("ema", &ea, &eb),
             ] {
-                for i in 0..SHAPES.len() {
+                for (i, (ta, tb)) in a.iter().zip(&b.views).enumerate() {
                     let (x, y) = (
-                        block_on(ctx.read(&a[i])).unwrap(),
-                        block_on(ctx.read(&b.views[i])).unwrap(),
+                        block_on(ctx.read(ta)).unwrap(),
+                        block_on(ctx.read(tb)).unwrap(),
                     );
                     assert!(
                         x.iter().zip(&y).all(|(u, v)| u.to_bits() == v.to_bits()),
