@@ -1006,6 +1006,38 @@ mod view_tests {
         ));
     }
 
+    /// The paper's CIFAR-10 model (35.7 M parameters, 143 MB) needs two packs under the
+    /// portable 128 MiB binding limit; the MNIST preset fits in one.
+    #[test]
+    fn model_layouts_fit_the_binding_limit() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let cfg = crate::model::read_config(&root.join("assets/configs/ddpm-cifar10-32")).unwrap();
+        let shapes: Vec<Vec<usize>> = crate::model::weights::expected_tensors(&cfg)
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
+        let l = PackLayout::new(&shapes, PORTABLE_MAX_BINDING_BYTES).unwrap();
+        assert_eq!(l.packs.len(), 2);
+        assert!(l
+            .packs
+            .iter()
+            .all(|p| p.floats * 4 <= PORTABLE_MAX_BINDING_BYTES as usize));
+        let params: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
+        // Padding costs under 0.1 %.
+        assert!(
+            l.total_floats() < params + params / 1000,
+            "{} vs {params}",
+            l.total_floats()
+        );
+        let mnist = crate::train::presets::preset("mnist").unwrap();
+        let shapes: Vec<Vec<usize>> = crate::model::weights::expected_tensors(&mnist)
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
+        let l = PackLayout::new(&shapes, PORTABLE_MAX_BINDING_BYTES).unwrap();
+        assert_eq!(l.packs.len(), 1);
+    }
+
     /// Kernels bind views with their byte offsets: a kernel reading one view of a pack and
     /// writing another view of a second pack touches exactly those elements; `write` and
     /// `read` honour the offsets.
