@@ -115,6 +115,7 @@ shaders! {
     MATMUL => "matmul" [GEMM_TILE = "gemm_tile"],
     CONV2D => "conv2d" [GEMM_TILE = "gemm_tile"],
     OPTIM => "optim" [WORKGROUP_SUM = "workgroup_sum"],
+    OPTIM_PACKED => "optim_packed" [WORKGROUP_SUM = "workgroup_sum"],
     LOSS => "loss" [WORKGROUP_SUM = "workgroup_sum"],
     CONV2D_BACKWARD => "conv2d_backward" [GEMM_TILE = "gemm_tile"],
     CONV2D_DIRECT => "conv2d_direct",

@@ -10,7 +10,7 @@ use kakusan::diffusion::schedule::Schedule;
 use kakusan::gpu::{block_on, GpuContext};
 use kakusan::model::{read_model_dir, Model};
 use kakusan::ops::optim::AdamWConfig;
-use kakusan::train::graph::TrainGraph;
+use kakusan::train::graph::{ParamStorage, TrainGraph};
 use kakusan::train::schedule::{EmaConfig, LrConfig, LrSchedule};
 use kakusan::train::trainer::{TrainSettings, Trainer};
 
@@ -116,13 +116,8 @@ fn loss_and_every_gradient_match_pytorch() {
     );
 }
 
-#[test]
-fn three_adamw_steps_with_clipping_and_ema_match_pytorch() {
-    common::xdg();
-    let ctx = block_on(GpuContext::new()).unwrap();
-    let (model, r, b) = load();
-    let n = b.timesteps.len();
-    let settings = TrainSettings {
+fn settings(n: usize) -> TrainSettings {
+    TrainSettings {
         batch: n,
         seed: 0,
         lr: LrConfig {
@@ -147,7 +142,16 @@ fn three_adamw_steps_with_clipping_and_ema_match_pytorch() {
         },
         label_dropout: 0.0,
         external_noise: true,
-    };
+    }
+}
+
+#[test]
+fn three_adamw_steps_with_clipping_and_ema_match_pytorch() {
+    common::xdg();
+    let ctx = block_on(GpuContext::new()).unwrap();
+    let (model, r, b) = load();
+    let n = b.timesteps.len();
+    let settings = settings(n);
     let mut trainer = Trainer::new(
         &ctx,
         &model.config,
@@ -184,6 +188,71 @@ fn three_adamw_steps_with_clipping_and_ema_match_pytorch() {
                 2e-5
             };
             assert!(d <= tol, "{prefix}.{name}: max |diff| {d:e} > {tol:e}");
+        }
+    }
+}
+
+/// Parameters packed into a few buffers (views bound with byte offsets by every forward and
+/// backward kernel, the packed optimizer: 3 dispatches) give bit for bit the steps of one
+/// buffer per tensor (the per-tensor optimizer: 2 dispatches per tensor + 1): losses,
+/// gradient norms, weights, moments and EMA after three clipped AdamW steps.
+#[test]
+fn packed_parameters_give_the_per_tensor_path_bit_for_bit() {
+    common::xdg();
+    let ctx = block_on(GpuContext::new()).unwrap();
+    let (model, _, b) = load();
+    let n = b.timesteps.len();
+    let make = |storage| {
+        Trainer::with_storage(
+            &ctx,
+            &model.config,
+            &model.weights,
+            &model.scheduler,
+            settings(n),
+            storage,
+        )
+        .unwrap()
+    };
+    let mut packed = make(ParamStorage::Packed);
+    let mut per_tensor = make(ParamStorage::PerTensor);
+    let tensors = packed.graph.params.len();
+    assert!(packed.graph.packed.is_some() && per_tensor.graph.packed.is_none());
+    // Views at non-zero offsets are what the kernels bind.
+    assert!(packed.graph.params[1].buffer.offset() > 0);
+    assert_eq!(
+        per_tensor.step_program().len() - packed.step_program().len(),
+        2 * tensors + 1 - 3
+    );
+    for step in 1..=3 {
+        let mut stats = Vec::new();
+        for t in [&mut packed, &mut per_tensor] {
+            ctx.write(&t.graph.noise, &b.noise).unwrap();
+            t.step_with(&ctx, &b.x0, Some(&b.labels), &b.timesteps)
+                .unwrap();
+            stats.push(block_on(t.read_stats(&ctx)).unwrap());
+        }
+        let ((la, na), (lb, nb)) = (stats[0], stats[1]);
+        assert_eq!(la.to_bits(), lb.to_bits(), "step {step}: loss {la} vs {lb}");
+        assert_eq!(na.to_bits(), nb.to_bits(), "step {step}: norm {na} vs {nb}");
+        assert!(na > 1.0, "step {step}: the norm must be clipped (max 1)");
+    }
+    for (what, a, b) in [
+        ("param", &packed.graph.params, &per_tensor.graph.params),
+        ("grad", &packed.graph.grads, &per_tensor.graph.grads),
+        ("m", &packed.m, &per_tensor.m),
+        ("v", &packed.v, &per_tensor.v),
+        ("ema", &packed.ema, &per_tensor.ema),
+    ] {
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            let (x, y) = (
+                block_on(ctx.read(x)).unwrap(),
+                block_on(ctx.read(y)).unwrap(),
+            );
+            assert!(
+                x.iter().zip(&y).all(|(u, v)| u.to_bits() == v.to_bits()),
+                "{what} of {} differs",
+                packed.graph.names[i]
+            );
         }
     }
 }

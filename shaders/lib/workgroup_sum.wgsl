@@ -1,6 +1,6 @@
 // Deterministic reductions across a workgroup of 64 threads (appended by src/shaders.rs to
-// group_norm, group_norm_backward, reduce, softmax, softmax_backward, loss and optim; WGSL
-// has no imports).
+// group_norm, group_norm_backward, reduce, softmax, softmax_backward, loss, optim and
+// optim_packed; WGSL has no imports).
 //
 // 64 threads, not 256: a CPU adapter (llvmpipe) runs a workgroup as one coroutine per 8 lanes
 // that all switch at every barrier, and with 256 threads the barriers cost more than the

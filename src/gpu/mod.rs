@@ -17,10 +17,109 @@ pub const PORTABLE_MAX_BINDING_BYTES: u64 = 128 << 20;
 /// WebGPU's default `maxComputeWorkgroupsPerDimension`.
 pub const MAX_WORKGROUPS_PER_DIM: u32 = 65_535;
 
-/// A dense f32 (or u32/i32, by the op's contract) tensor living in one GPU buffer.
+/// Byte alignment of every tensor view in a packed buffer: WebGPU's
+/// `minStorageBufferOffsetAlignment` is at most 256, so 256 suits every device.
+pub const VIEW_ALIGN_BYTES: u64 = 256;
+
+/// The storage a tensor binds: a whole `wgpu::Buffer`, or a byte range of one (a view into
+/// a packed buffer, see [`GpuContext::packed`]). Dereferences to the underlying buffer for
+/// the code that only handles whole buffers; everything that binds, reads or writes a
+/// tensor goes through [`offset`](Self::offset), [`size`](Self::size) and
+/// [`as_entire_binding`](Self::as_entire_binding), which honour the range.
+#[derive(Clone, Debug)]
+pub struct BufferView {
+    raw: wgpu::Buffer,
+    offset: u64,
+    size: u64,
+}
+
+impl BufferView {
+    /// All of `raw`.
+    pub fn whole(raw: wgpu::Buffer) -> Self {
+        let size = raw.size();
+        BufferView {
+            raw,
+            offset: 0,
+            size,
+        }
+    }
+
+    /// Bytes [offset, offset + size) of `raw`; the offset must be a multiple of
+    /// [`VIEW_ALIGN_BYTES`] and the size a non-zero multiple of 4.
+    pub fn range(raw: &wgpu::Buffer, offset: u64, size: u64) -> Result<Self> {
+        if !offset.is_multiple_of(VIEW_ALIGN_BYTES) || size == 0 || !size.is_multiple_of(4) {
+            return Err(Error::shape(format!(
+                "a buffer view at byte {offset} of {size} bytes: the offset must be a multiple \
+                 of {VIEW_ALIGN_BYTES} and the size a non-zero multiple of 4"
+            )));
+        }
+        if offset + size > raw.size() {
+            return Err(Error::shape(format!(
+                "a buffer view at byte {offset} of {size} bytes is past the end of a {}-byte \
+                 buffer",
+                raw.size()
+            )));
+        }
+        Ok(BufferView {
+            raw: raw.clone(),
+            offset,
+            size,
+        })
+    }
+
+    /// The underlying buffer (shared by every view into it).
+    pub fn raw(&self) -> &wgpu::Buffer {
+        &self.raw
+    }
+
+    /// First byte of the view in [`raw`](Self::raw).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Bytes in the view (the whole buffer's size for a whole buffer).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// True when the view covers its whole buffer.
+    pub fn is_whole(&self) -> bool {
+        self.offset == 0 && self.size == self.raw.size()
+    }
+
+    /// The binding of exactly this view (shadows `wgpu::Buffer::as_entire_binding`, so that
+    /// shaders' `arrayLength` is the view's length).
+    pub fn as_entire_binding(&self) -> wgpu::BindingResource<'_> {
+        if self.is_whole() {
+            return self.raw.as_entire_binding();
+        }
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.raw,
+            offset: self.offset,
+            size: std::num::NonZeroU64::new(self.size),
+        })
+    }
+}
+
+impl std::ops::Deref for BufferView {
+    type Target = wgpu::Buffer;
+    fn deref(&self) -> &wgpu::Buffer {
+        &self.raw
+    }
+}
+
+/// Two handles are equal when they cover the same bytes of the same buffer.
+impl PartialEq for BufferView {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw == other.raw && self.offset == other.offset && self.size == other.size
+    }
+}
+
+/// A dense f32 (or u32/i32, by the op's contract) tensor living in one GPU buffer, or in a
+/// range of one (a view, see [`BufferView`]).
 #[derive(Clone, Debug)]
 pub struct Tensor {
-    pub buffer: Arc<wgpu::Buffer>,
+    pub buffer: Arc<BufferView>,
     pub shape: Vec<usize>,
 }
 
@@ -45,6 +144,101 @@ impl Tensor {
             shape: shape.to_vec(),
         })
     }
+}
+
+/// Where one tensor of a [`PackLayout`] lives: pack index and first element.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackSlot {
+    pub pack: usize,
+    pub offset: usize,
+}
+
+/// One packed buffer of a [`PackLayout`]: its tensors (a range of indices) and its length in
+/// f32 elements.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackSpan {
+    pub tensors: std::ops::Range<usize>,
+    pub floats: usize,
+}
+
+/// Tensors laid out back to back in a few buffers: each starts at a multiple of
+/// [`VIEW_ALIGN_BYTES`] (the gap before the next one is padding), and a pack is closed when
+/// the next tensor would take it past `max_bytes` (browsers bind at most 128 MiB). Several
+/// sets of tensors with the same layout (parameters, gradients, moments, EMA) can then be
+/// updated element by element over whole packs, a few dispatches for all tensors.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackLayout {
+    pub shapes: Vec<Vec<usize>>,
+    pub slots: Vec<PackSlot>,
+    pub packs: Vec<PackSpan>,
+}
+
+impl PackLayout {
+    /// Elements per alignment unit (64 f32 for 256 bytes).
+    pub const ALIGN_FLOATS: usize = (VIEW_ALIGN_BYTES / 4) as usize;
+
+    pub fn new(shapes: &[Vec<usize>], max_bytes: u64) -> Result<PackLayout> {
+        let max_floats = (max_bytes / 4) as usize;
+        let mut slots = Vec::with_capacity(shapes.len());
+        let mut packs: Vec<PackSpan> = Vec::new();
+        let mut start = 0usize;
+        let mut used = 0usize;
+        for (i, shape) in shapes.iter().enumerate() {
+            let numel: usize = shape.iter().product();
+            if numel == 0 {
+                return Err(Error::shape(format!(
+                    "pack: tensor {i} of shape {shape:?} is empty"
+                )));
+            }
+            let padded = numel.next_multiple_of(Self::ALIGN_FLOATS);
+            if padded > max_floats {
+                return Err(Error::shape(format!(
+                    "pack: tensor {i} of shape {shape:?} ({} MiB) is over the {} MiB a storage \
+                     binding may hold",
+                    (numel * 4) >> 20,
+                    max_bytes >> 20
+                )));
+            }
+            if used + padded > max_floats {
+                packs.push(PackSpan {
+                    tensors: start..i,
+                    floats: used,
+                });
+                start = i;
+                used = 0;
+            }
+            slots.push(PackSlot {
+                pack: packs.len(),
+                offset: used,
+            });
+            used += padded;
+        }
+        if !shapes.is_empty() {
+            packs.push(PackSpan {
+                tensors: start..shapes.len(),
+                floats: used,
+            });
+        }
+        Ok(PackLayout {
+            shapes: shapes.to_vec(),
+            slots,
+            packs,
+        })
+    }
+
+    /// Elements of every pack together (padding included).
+    pub fn total_floats(&self) -> usize {
+        self.packs.iter().map(|p| p.floats).sum()
+    }
+}
+
+/// Buffers made from a [`PackLayout`] ([`GpuContext::packed`]): each pack as a 1-D tensor
+/// of its whole buffer, and a view per tensor. Padding is zero and stays zero under
+/// element-wise updates that map 0 to 0 (AdamW with a zero gradient, the EMA).
+#[derive(Clone, Debug)]
+pub struct Packed {
+    pub packs: Vec<Tensor>,
+    pub views: Vec<Tensor>,
 }
 
 /// Check that a tensor has exactly the expected shape; `what` names it in the error.
@@ -151,11 +345,11 @@ pub struct DispatchDesc<'a> {
     pub constants: &'a [(&'static str, f64)],
     /// Uniforms, bound at `@binding(0)` when present.
     pub params: Params<'a>,
-    /// Read-only storage buffers, bound from `@binding(1)` on in this order (from
+    /// Read-only storage buffers (or views), bound from `@binding(1)` on in this order (from
     /// `@binding(0)` when there are no uniforms).
-    pub inputs: &'a [&'a wgpu::Buffer],
-    /// Read-write storage buffers, bound right after the inputs.
-    pub outputs: &'a [&'a wgpu::Buffer],
+    pub inputs: &'a [&'a BufferView],
+    /// Read-write storage buffers (or views), bound right after the inputs.
+    pub outputs: &'a [&'a BufferView],
     pub workgroups: [u32; 3],
 }
 
@@ -524,9 +718,33 @@ impl GpuContext {
             mapped_at_creation: false,
         });
         Ok(Tensor {
-            buffer: Arc::new(buffer),
+            buffer: Arc::new(BufferView::whole(buffer)),
             shape: shape.to_vec(),
         })
+    }
+
+    /// Tensors of the given shapes packed into as few zero-filled buffers as possible (each
+    /// at most [`max_binding_bytes`](Self::max_binding_bytes)), every tensor a view starting
+    /// at a multiple of [`VIEW_ALIGN_BYTES`]: see [`PackLayout`].
+    pub fn packed(&self, layout: &PackLayout) -> Result<Packed> {
+        let mut packs = Vec::with_capacity(layout.packs.len());
+        for span in &layout.packs {
+            packs.push(self.zeros(&[span.floats])?);
+        }
+        let mut views = Vec::with_capacity(layout.slots.len());
+        for (slot, shape) in layout.slots.iter().zip(&layout.shapes) {
+            let numel: usize = shape.iter().product();
+            let view = BufferView::range(
+                &packs[slot.pack].buffer.raw,
+                (slot.offset * 4) as u64,
+                (numel * 4) as u64,
+            )?;
+            views.push(Tensor {
+                buffer: Arc::new(view),
+                shape: shape.clone(),
+            });
+        }
+        Ok(Packed { packs, views })
     }
 
     /// Upload f32 data as a new tensor.
@@ -548,7 +766,8 @@ impl GpuContext {
         }
         let t = self.zeros(shape)?;
         if !bytes.is_empty() {
-            self.queue.write_buffer(&t.buffer, 0, bytes);
+            self.queue
+                .write_buffer(t.buffer.raw(), t.buffer.offset(), bytes);
         }
         Ok(t)
     }
@@ -562,8 +781,11 @@ impl GpuContext {
                 t.shape
             )));
         }
-        self.queue
-            .write_buffer(&t.buffer, 0, bytemuck::cast_slice(data));
+        self.queue.write_buffer(
+            t.buffer.raw(),
+            t.buffer.offset(),
+            bytemuck::cast_slice(data),
+        );
         Ok(())
     }
 
@@ -575,8 +797,11 @@ impl GpuContext {
                 t.shape
             )));
         }
-        self.queue
-            .write_buffer(&t.buffer, 0, bytemuck::cast_slice(data));
+        self.queue.write_buffer(
+            t.buffer.raw(),
+            t.buffer.offset(),
+            bytemuck::cast_slice(data),
+        );
         Ok(())
     }
 
@@ -658,7 +883,7 @@ impl GpuContext {
         Ok(bytemuck::cast_slice(&bytes).to_vec())
     }
 
-    async fn read_bytes(&self, buffer: &wgpu::Buffer, len: u64) -> Result<Vec<u8>> {
+    async fn read_bytes(&self, buffer: &BufferView, len: u64) -> Result<Vec<u8>> {
         if len == 0 {
             return Ok(Vec::new());
         }
@@ -671,7 +896,7 @@ impl GpuContext {
         let mut encoder = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, len);
+        encoder.copy_buffer_to_buffer(buffer.raw(), buffer.offset(), &staging, 0, len);
         self.queue.submit([encoder.finish()]);
         let (tx, rx) = futures_channel::oneshot::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
@@ -737,5 +962,122 @@ pub(crate) mod test_util {
             want[i],
             (got[i] as f64 - want[i]).abs()
         );
+    }
+}
+
+#[cfg(test)]
+mod view_tests {
+    use super::test_util::{ctx, random};
+    use super::*;
+    use crate::ops::elementwise::scale_shift;
+
+    #[test]
+    fn pack_layout_aligns_and_splits() {
+        let shapes = vec![vec![3], vec![70], vec![64], vec![2, 100], vec![5]];
+        let l = PackLayout::new(&shapes, 1 << 20).unwrap();
+        let offsets: Vec<usize> = l.slots.iter().map(|s| s.offset).collect();
+        assert_eq!(offsets, [0, 64, 192, 256, 512]);
+        assert_eq!(l.packs.len(), 1);
+        assert_eq!(l.total_floats(), 576);
+        // 1 KiB packs (256 floats): [3, 70] (192), [64] + ... [2, 100] needs 256 alone.
+        let l = PackLayout::new(&shapes, 1024).unwrap();
+        let spans: Vec<_> = l
+            .packs
+            .iter()
+            .map(|p| (p.tensors.clone(), p.floats))
+            .collect();
+        assert_eq!(spans, [(0..3, 256), (3..4, 256), (4..5, 64)]);
+        assert_eq!(
+            l.slots[2],
+            PackSlot {
+                pack: 0,
+                offset: 192
+            }
+        );
+        assert_eq!(l.slots[4], PackSlot { pack: 2, offset: 0 });
+        // A tensor bigger than a pack, or an empty one, is an error.
+        assert!(matches!(
+            PackLayout::new(&[vec![300]], 1024),
+            Err(Error::Shape(_))
+        ));
+        assert!(matches!(
+            PackLayout::new(&[vec![0]], 1024),
+            Err(Error::Shape(_))
+        ));
+    }
+
+    /// The paper's CIFAR-10 model (35.7 M parameters, 143 MB) needs two packs under the
+    /// portable 128 MiB binding limit; the MNIST preset fits in one.
+    #[test]
+    fn model_layouts_fit_the_binding_limit() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let cfg = crate::model::read_config(&root.join("assets/configs/ddpm-cifar10-32")).unwrap();
+        let shapes: Vec<Vec<usize>> = crate::model::weights::expected_tensors(&cfg)
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
+        let l = PackLayout::new(&shapes, PORTABLE_MAX_BINDING_BYTES).unwrap();
+        assert_eq!(l.packs.len(), 2);
+        assert!(l
+            .packs
+            .iter()
+            .all(|p| p.floats * 4 <= PORTABLE_MAX_BINDING_BYTES as usize));
+        let params: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
+        // Padding costs under 0.1 %.
+        assert!(
+            l.total_floats() < params + params / 1000,
+            "{} vs {params}",
+            l.total_floats()
+        );
+        let mnist = crate::train::presets::preset("mnist").unwrap();
+        let shapes: Vec<Vec<usize>> = crate::model::weights::expected_tensors(&mnist)
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
+        let l = PackLayout::new(&shapes, PORTABLE_MAX_BINDING_BYTES).unwrap();
+        assert_eq!(l.packs.len(), 1);
+    }
+
+    /// Kernels bind views with their byte offsets: a kernel reading one view of a pack and
+    /// writing another view of a second pack touches exactly those elements; `write` and
+    /// `read` honour the offsets.
+    #[test]
+    fn kernels_bind_views_at_their_offsets() {
+        let ctx = ctx();
+        let shapes = vec![vec![3], vec![70], vec![5]];
+        let l = PackLayout::new(&shapes, 1 << 20).unwrap();
+        let (a, b) = (ctx.packed(&l).unwrap(), ctx.packed(&l).unwrap());
+        let data: Vec<Vec<f32>> = (0..3)
+            .map(|i| random(l.shapes[i][0], 7 + i as u64))
+            .collect();
+        for (v, d) in a.views.iter().zip(&data) {
+            ctx.write(v, d).unwrap();
+        }
+        let mut p = Program::new();
+        scale_shift(&ctx, &mut p, &a.views[1], &b.views[1], 2.0, 1.0).unwrap();
+        ctx.run(&p).unwrap();
+        let out = block_on(ctx.read(&b.views[1])).unwrap();
+        let want: Vec<f32> = data[1].iter().map(|x| 2.0 * x + 1.0).collect();
+        assert_eq!(out, want);
+        // Nothing else of the output pack was written; the input pack is as written.
+        let all_b = block_on(ctx.read(&b.packs[0])).unwrap();
+        assert!(all_b[..64].iter().chain(&all_b[134..]).all(|&x| x == 0.0));
+        let all_a = block_on(ctx.read(&a.packs[0])).unwrap();
+        assert_eq!(&all_a[192..197], &data[2][..]);
+        assert!(all_a[3..64].iter().all(|&x| x == 0.0));
+        assert_eq!(b.views[1].buffer.offset(), 256);
+        assert_eq!(b.views[1].buffer.size(), 280);
+    }
+
+    #[test]
+    fn views_must_be_aligned_and_inside_the_buffer() {
+        let ctx = ctx();
+        let t = ctx.zeros(&[256]).unwrap();
+        let raw = t.buffer.raw();
+        assert!(BufferView::range(raw, 256, 768).is_ok());
+        assert!(BufferView::range(raw, 4, 8).is_err());
+        assert!(BufferView::range(raw, 256, 6).is_err());
+        assert!(BufferView::range(raw, 768, 512).is_err());
+        assert!(BufferView::range(raw, 0, 0).is_err());
     }
 }

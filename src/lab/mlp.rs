@@ -282,8 +282,8 @@ pub(crate) fn record_mlp(
     program: &mut Program,
     (label, entry): (&'static str, &'static str),
     uniforms: &MlpUniforms,
-    inputs: [&wgpu::Buffer; 4],
-    outputs: [&wgpu::Buffer; 3],
+    inputs: [&crate::gpu::BufferView; 4],
+    outputs: [&crate::gpu::BufferView; 3],
     rows: usize,
 ) -> Result<()> {
     ctx.record(

@@ -231,14 +231,15 @@ impl LabTrainer {
             [&acts.buffer, &deltas.buffer, &info.buffer],
             b,
         )?;
-        let update_outputs: [&wgpu::Buffer; 5] = [
+        let update_outputs: [&crate::gpu::BufferView; 5] = [
             &params.buffer,
             &m.buffer,
             &v.buffer,
             &ema.buffer,
             &state.buffer,
         ];
-        let update_inputs: [&wgpu::Buffer; 3] = [&acts.buffer, &deltas.buffer, &info.buffer];
+        let update_inputs: [&crate::gpu::BufferView; 3] =
+            [&acts.buffer, &deltas.buffer, &info.buffer];
         ctx.record(
             &mut step,
             DispatchDesc {

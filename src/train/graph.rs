@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::diffusion::schedule::PredictionType;
 use crate::error::{Error, Result};
-use crate::gpu::{GpuContext, Program, Tensor};
+use crate::gpu::{GpuContext, PackLayout, Packed, Program, Tensor};
 use crate::model::config::UNetConfig;
 use crate::model::weights::Weights;
 use crate::ops::conv2d_backward::{conv2d_backward_input, conv2d_backward_weight};
@@ -32,14 +32,34 @@ use crate::ops::reduce::sum_axes;
 use crate::ops::softmax_backward::softmax_rows_backward;
 use crate::unet::structure::{self, Builder, Op, Params, Recording};
 
+/// Where the parameters and their gradients live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamStorage {
+    /// Views into a few packed buffers (one layout for parameters and gradients), which
+    /// the optimizer updates a whole pack per dispatch (`ops::optim::PackedAdamWOp`).
+    Packed,
+    /// A buffer per tensor, updated by the per-tensor optimizer ops (the path before the
+    /// packed optimizer; kept to compare the two).
+    PerTensor,
+}
+
+/// The packed buffers of [`ParamStorage::Packed`].
+pub struct PackedParams {
+    pub layout: PackLayout,
+    pub params: Packed,
+    pub grads: Packed,
+}
+
 /// Planned buffers and programs for one training step of one model at one batch size.
 pub struct TrainGraph {
     pub config: UNetConfig,
     pub batch: usize,
-    /// Parameter names (diffusers order), their tensors, gradients.
+    /// Parameter names (diffusers order), their tensors, gradients (views into
+    /// [`packed`](Self::packed)'s buffers when there is one).
     pub names: Vec<String>,
     pub params: Vec<Tensor>,
     pub grads: Vec<Tensor>,
+    pub packed: Option<PackedParams>,
     /// Inputs written by the trainer every step.
     pub x0: Tensor,
     pub timesteps: Tensor,
@@ -155,7 +175,16 @@ impl TrainGraph {
         prediction: PredictionType,
         gpu_noise: bool,
     ) -> Result<Self> {
-        Self::with_loss_weights(ctx, config, weights, batch, prediction, gpu_noise, false)
+        Self::with_options(
+            ctx,
+            config,
+            weights,
+            batch,
+            prediction,
+            gpu_noise,
+            false,
+            ParamStorage::Packed,
+        )
     }
 
     /// With `loss_weights`, the loss is weighted per sample by [`TrainGraph::loss_weights`]
@@ -169,6 +198,45 @@ impl TrainGraph {
         gpu_noise: bool,
         loss_weights: bool,
     ) -> Result<Self> {
+        Self::with_options(
+            ctx,
+            config,
+            weights,
+            batch,
+            prediction,
+            gpu_noise,
+            loss_weights,
+            ParamStorage::Packed,
+        )
+    }
+
+    /// [`new`](Self::new) with the parameters stored as `storage` says.
+    pub fn with_storage(
+        ctx: &GpuContext,
+        config: &UNetConfig,
+        weights: &Weights,
+        batch: usize,
+        prediction: PredictionType,
+        gpu_noise: bool,
+        storage: ParamStorage,
+    ) -> Result<Self> {
+        Self::with_options(
+            ctx, config, weights, batch, prediction, gpu_noise, false, storage,
+        )
+    }
+
+    /// The general constructor: per-sample loss weights or not, parameter storage.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_options(
+        ctx: &GpuContext,
+        config: &UNetConfig,
+        weights: &Weights,
+        batch: usize,
+        prediction: PredictionType,
+        gpu_noise: bool,
+        loss_weights: bool,
+        storage: ParamStorage,
+    ) -> Result<Self> {
         if batch == 0 {
             return Err(Error::shape("the batch size must be at least 1"));
         }
@@ -178,7 +246,21 @@ impl TrainGraph {
             ));
         }
         let [h, w] = config.sample_size;
-        let params = Params::upload(ctx, config, weights)?;
+        let (params, packed) = match storage {
+            ParamStorage::PerTensor => (Params::upload(ctx, config, weights)?, None),
+            ParamStorage::Packed => {
+                let (params, layout, packed) = Params::upload_packed(ctx, config, weights)?;
+                let grads = ctx.packed(&layout)?;
+                (
+                    params,
+                    Some(PackedParams {
+                        layout,
+                        params: packed,
+                        grads,
+                    }),
+                )
+            }
+        };
         let shape = [batch, config.in_channels, h, w];
         let x0 = ctx.zeros(&shape)?;
         let timesteps = ctx.zeros(&[batch])?;
@@ -251,13 +333,16 @@ impl TrainGraph {
         let forward = std::mem::take(&mut b.rec.program);
 
         // Backward, from the tape in reverse.
-        let grads: Vec<Tensor> = b
-            .rec
-            .params
-            .tensors
-            .iter()
-            .map(|p| ctx.zeros(&p.shape))
-            .collect::<Result<_>>()?;
+        let grads: Vec<Tensor> = match &packed {
+            Some(p) => p.grads.views.clone(),
+            None => b
+                .rec
+                .params
+                .tensors
+                .iter()
+                .map(|p| ctx.zeros(&p.shape))
+                .collect::<Result<_>>()?,
+        };
         let mut g = Grads {
             map: HashMap::new(),
             bytes: 0,
@@ -275,6 +360,7 @@ impl TrainGraph {
             names: b.rec.params.names,
             params: b.rec.params.tensors,
             grads,
+            packed,
             x0,
             timesteps,
             class_labels,

@@ -7,9 +7,9 @@ use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Program, Tensor};
 use crate::model::config::UNetConfig;
 use crate::model::weights::Weights;
-use crate::ops::optim::{AdamWConfig, AdamWOp, GradNormOp};
+use crate::ops::optim::{AdamWConfig, AdamWOp, GradNormOp, PackedAdamWOp, PackedGradNormOp};
 use crate::rng::SplitMix64;
-use crate::train::graph::TrainGraph;
+use crate::train::graph::{ParamStorage, TrainGraph};
 use crate::train::loss_weight::{check_gamma, min_snr_weight};
 use crate::train::schedule::{ema_decay, learning_rate, EmaConfig, LrConfig};
 
@@ -37,12 +37,12 @@ pub struct Trainer {
     pub settings: TrainSettings,
     pub scheduler: SchedulerConfig,
     schedule: Schedule,
+    /// Adam's moments and the EMA weights, one tensor per parameter (views into packed
+    /// buffers laid out as the parameters' when the graph's parameters are packed).
     pub m: Vec<Tensor>,
     pub v: Vec<Tensor>,
     pub ema: Vec<Tensor>,
-    grad_norm: GradNormOp,
-    /// AdamW with the EMA fused into the same dispatch per tensor.
-    adamw: AdamWOp,
+    optimizer: Optimizer,
     step_program: Program,
     /// Optimizer steps taken so far.
     pub step: u64,
@@ -50,6 +50,19 @@ pub struct Trainer {
     pub rng: SplitMix64,
     /// min-SNR-γ loss weighting (None: the plain L_simple).
     snr_gamma: Option<f64>,
+}
+
+/// Gradient clipping, AdamW and the EMA (fused into AdamW's dispatches), recorded per pack
+/// (3 dispatches per step for a model under 128 MiB) or per tensor (2 per tensor + 1).
+enum Optimizer {
+    Packed {
+        grad_norm: PackedGradNormOp,
+        adamw: PackedAdamWOp,
+    },
+    PerTensor {
+        grad_norm: GradNormOp,
+        adamw: AdamWOp,
+    },
 }
 
 /// What the CPU chose for one step (for logging and tests).
@@ -67,7 +80,15 @@ impl Trainer {
         scheduler: &SchedulerConfig,
         settings: TrainSettings,
     ) -> Result<Self> {
-        Self::with_snr_gamma(ctx, config, weights, scheduler, settings, None)
+        Self::with_options(
+            ctx,
+            config,
+            weights,
+            scheduler,
+            settings,
+            None,
+            ParamStorage::Packed,
+        )
     }
 
     /// [`Trainer::new`] with the loss weighted per sample by min-SNR-γ
@@ -80,6 +101,41 @@ impl Trainer {
         settings: TrainSettings,
         snr_gamma: Option<f64>,
     ) -> Result<Self> {
+        Self::with_options(
+            ctx,
+            config,
+            weights,
+            scheduler,
+            settings,
+            snr_gamma,
+            ParamStorage::Packed,
+        )
+    }
+
+    /// [`new`](Self::new) with the parameters (and with them the gradients, moments and
+    /// EMA) stored as `storage` says; both give bit-identical steps
+    /// (`tests/train_run.rs`).
+    pub fn with_storage(
+        ctx: &GpuContext,
+        config: &UNetConfig,
+        weights: &Weights,
+        scheduler: &SchedulerConfig,
+        settings: TrainSettings,
+        storage: ParamStorage,
+    ) -> Result<Self> {
+        Self::with_options(ctx, config, weights, scheduler, settings, None, storage)
+    }
+
+    /// The general constructor: min-SNR-γ or not, parameter storage.
+    pub fn with_options(
+        ctx: &GpuContext,
+        config: &UNetConfig,
+        weights: &Weights,
+        scheduler: &SchedulerConfig,
+        settings: TrainSettings,
+        snr_gamma: Option<f64>,
+        storage: ParamStorage,
+    ) -> Result<Self> {
         if let Some(g) = snr_gamma {
             check_gamma(g)?;
         }
@@ -90,7 +146,7 @@ impl Trainer {
             )));
         }
         let schedule = Schedule::new(scheduler)?;
-        let graph = TrainGraph::with_loss_weights(
+        let graph = TrainGraph::with_options(
             ctx,
             config,
             weights,
@@ -98,41 +154,85 @@ impl Trainer {
             scheduler.prediction_type,
             !settings.external_noise,
             snr_gamma.is_some(),
+            storage,
         )?;
-        let zeros_like = |ts: &[Tensor]| -> Result<Vec<Tensor>> {
-            ts.iter().map(|t| ctx.zeros(&t.shape)).collect()
-        };
-        let m = zeros_like(&graph.params)?;
-        let v = zeros_like(&graph.params)?;
-        let ema = graph
-            .names
-            .iter()
-            .map(|name| {
-                let (shape, data) = weights.get(name)?;
-                ctx.upload(data, shape)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        fn r(ts: &[Tensor]) -> Vec<&Tensor> {
-            ts.iter().collect()
-        }
-        let (params, grads, mm, vv, ee) = (&graph.params, &graph.grads, &m, &v, &ema);
         let mut step_program = Program::new();
         step_program.extend(graph.forward_program());
         step_program.extend(graph.backward_program());
-        let grad_norm =
-            GradNormOp::record(ctx, &mut step_program, &r(grads), settings.max_grad_norm)?;
-        let adamw = AdamWOp::record_with_ema(
-            ctx,
-            &mut step_program,
-            &r(params),
-            &r(grads),
-            &r(mm),
-            &r(vv),
-            Some(&r(ee)),
-            Some(grad_norm.stats()),
-            &[],
-            settings.adamw,
-        )?;
+        let (m, v, ema, optimizer) = match &graph.packed {
+            Some(packed) => {
+                let layout = &packed.layout;
+                let m = ctx.packed(layout)?;
+                let v = ctx.packed(layout)?;
+                let ema = ctx.packed(layout)?;
+                for (name, t) in graph.names.iter().zip(&ema.views) {
+                    ctx.write(t, weights.get(name)?.1)?;
+                }
+                let grad_norm = PackedGradNormOp::record(
+                    ctx,
+                    &mut step_program,
+                    layout,
+                    &packed.grads.packs,
+                    settings.max_grad_norm,
+                )?;
+                let adamw = PackedAdamWOp::record(
+                    ctx,
+                    &mut step_program,
+                    layout,
+                    &packed.params.packs,
+                    &packed.grads.packs,
+                    &m.packs,
+                    &v.packs,
+                    Some(&ema.packs),
+                    Some(grad_norm.stats()),
+                    &[],
+                    settings.adamw,
+                )?;
+                (
+                    m.views,
+                    v.views,
+                    ema.views,
+                    Optimizer::Packed { grad_norm, adamw },
+                )
+            }
+            None => {
+                let zeros_like = |ts: &[Tensor]| -> Result<Vec<Tensor>> {
+                    ts.iter().map(|t| ctx.zeros(&t.shape)).collect()
+                };
+                let m = zeros_like(&graph.params)?;
+                let v = zeros_like(&graph.params)?;
+                let ema = graph
+                    .names
+                    .iter()
+                    .map(|name| {
+                        let (shape, data) = weights.get(name)?;
+                        ctx.upload(data, shape)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                fn r(ts: &[Tensor]) -> Vec<&Tensor> {
+                    ts.iter().collect()
+                }
+                let grad_norm = GradNormOp::record(
+                    ctx,
+                    &mut step_program,
+                    &r(&graph.grads),
+                    settings.max_grad_norm,
+                )?;
+                let adamw = AdamWOp::record_with_ema(
+                    ctx,
+                    &mut step_program,
+                    &r(&graph.params),
+                    &r(&graph.grads),
+                    &r(&m),
+                    &r(&v),
+                    Some(&r(&ema)),
+                    Some(grad_norm.stats()),
+                    &[],
+                    settings.adamw,
+                )?;
+                (m, v, ema, Optimizer::PerTensor { grad_norm, adamw })
+            }
+        };
         Ok(Trainer {
             graph,
             rng: SplitMix64(settings.seed ^ 0x005E_ED0F_7EA1),
@@ -142,8 +242,7 @@ impl Trainer {
             m,
             v,
             ema,
-            grad_norm,
-            adamw,
+            optimizer,
             step_program,
             step: 0,
             snr_gamma,
@@ -254,12 +353,13 @@ impl Trainer {
         self.graph.set_noise(ctx, self.settings.seed, self.step);
         // learning_rate counts steps already taken (LambdaLR), ema_decay this step (EMAModel).
         let lr = learning_rate(self.step - 1, &self.settings.lr) as f32;
-        self.adamw.set_step_and_ema(
-            ctx,
-            self.step,
-            lr,
-            ema_decay(self.step, &self.settings.ema),
-        )?;
+        let decay = ema_decay(self.step, &self.settings.ema);
+        match &self.optimizer {
+            Optimizer::Packed { adamw, .. } => adamw.set_step_and_ema(ctx, self.step, lr, decay)?,
+            Optimizer::PerTensor { adamw, .. } => {
+                adamw.set_step_and_ema(ctx, self.step, lr, decay)?
+            }
+        }
         ctx.run(&self.step_program)
     }
 
@@ -277,7 +377,11 @@ impl Trainer {
     /// The last step's loss and [gradient norm before clipping, clip factor] (waits for the GPU).
     pub async fn read_stats(&self, ctx: &GpuContext) -> Result<(f32, f32)> {
         let loss = ctx.read(&self.graph.loss).await?;
-        let stats = ctx.read(self.grad_norm.stats()).await?;
+        let stats = match &self.optimizer {
+            Optimizer::Packed { grad_norm, .. } => grad_norm.stats(),
+            Optimizer::PerTensor { grad_norm, .. } => grad_norm.stats(),
+        };
+        let stats = ctx.read(stats).await?;
         Ok((loss[0], stats[0]))
     }
 

@@ -29,7 +29,7 @@ use structure::{Builder, Op, Params, Recording};
 /// reused by any later dispatch.
 #[derive(Default)]
 struct Arena {
-    free: HashMap<u64, Vec<Arc<wgpu::Buffer>>>,
+    free: HashMap<u64, Vec<Arc<crate::gpu::BufferView>>>,
     allocated_bytes: u64,
 }
 

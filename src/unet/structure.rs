@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 
 use crate::error::{Error, Result};
-use crate::gpu::{GpuContext, Program, Tensor};
+use crate::gpu::{GpuContext, PackLayout, Packed, Program, Tensor};
 use crate::model::config::UNetConfig;
 use crate::model::weights::{expected_tensors, Weights};
 use crate::ops::conv2d::{conv2d, Conv2dArgs};
@@ -52,6 +52,35 @@ impl Params {
             params.names.push(name);
         }
         Ok(params)
+    }
+
+    /// Every tensor the config expects as a view into packed buffers laid out by
+    /// [`PackLayout`] (training: the optimizer then updates whole packs), with the packs.
+    pub fn upload_packed(
+        ctx: &GpuContext,
+        cfg: &UNetConfig,
+        weights: &Weights,
+    ) -> Result<(Self, PackLayout, Packed)> {
+        let mut names = Vec::new();
+        let mut shapes = Vec::new();
+        let mut data = Vec::new();
+        for (name, _) in expected_tensors(cfg) {
+            let (shape, values) = weights.get(&name)?;
+            shapes.push(shape.to_vec());
+            data.push(values);
+            names.push(name);
+        }
+        let layout = PackLayout::new(&shapes, ctx.max_binding_bytes())?;
+        let packed = ctx.packed(&layout)?;
+        for (view, values) in packed.views.iter().zip(data) {
+            ctx.write(view, values)?;
+        }
+        let params = Params {
+            index: names.iter().cloned().zip(0..).collect(),
+            names,
+            tensors: packed.views.clone(),
+        };
+        Ok((params, layout, packed))
     }
 
     pub fn bytes(&self) -> u64 {
