@@ -233,6 +233,26 @@ pub struct LabUi {
     /// The field views' scales (max q(x_t) on the view, max ‖s‖ over both arrow fields), read
     /// back after each run of their exact or arrows program.
     pub field_scales: RwSignal<Option<(f32, f32)>>,
+    /// The class of the score view (`#lab-field-class`; None = the null class, all points);
+    /// with a class the arrows are guided with the page's w.
+    pub field_class: RwSignal<Option<u32>>,
+    /// The field views' GPU time per frame in ms, measured by `?bench=lab&view=…`.
+    pub field_ms: RwSignal<Option<FieldCost>>,
+}
+
+/// What one frame of a field view costs (ms of GPU work, each program submitted and awaited
+/// on its own; `?bench=lab&view=density|score`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FieldCost {
+    /// q(x_t) on every pixel (when t changes).
+    pub exact_ms: f64,
+    /// Both arrow fields and their panels (when t, the class or the weights change).
+    pub arrows_ms: f64,
+    /// Histogram of the shown particles and its panel (every frame).
+    pub particles_ms: f64,
+    /// One whole frame of the view while following the animation (t changes every frame):
+    /// a particle step, the copy of the shown row, all three programs and the render.
+    pub frame_ms: f64,
 }
 
 impl LabUi {
@@ -264,6 +284,8 @@ impl LabUi {
             draft_len: RwSignal::new(0),
             bench: RwSignal::new(None),
             field_scales: RwSignal::new(None),
+            field_class: RwSignal::new(None),
+            field_ms: RwSignal::new(None),
         }
     }
 }
@@ -363,6 +385,10 @@ struct FieldState {
     sources: Vec<BlitSource>,
     /// The schedule index (0-based) the exact program last ran for.
     exact_t: Option<usize>,
+    /// (class, w bits) the arrows last ran for.
+    shown_class: (Option<u32>, u32),
+    /// Per class of the data: whether it has points (only those can be shown).
+    class_has_points: Vec<bool>,
     /// (trainer steps, time ms) when the learned arrows last ran.
     arrows_at: (u64, f64),
 }
@@ -380,6 +406,14 @@ impl FieldState {
         let shown = ctx.zeros(&[m.run.particles.n, 4])?;
         views.bind_particles(ctx, &shown)?;
         views.bind_model(ctx, &m.trainer.ema, m.data.num_classes)?;
+        let mut per_class = vec![Vec::new(); m.data.num_classes];
+        if let Some(labels) = &m.data.labels {
+            for (p, &y) in m.data.points.iter().zip(labels) {
+                per_class[y as usize].push(*p);
+            }
+            views.bind_classes(ctx, &per_class)?;
+        }
+        let class_has_points = per_class.iter().map(|c| !c.is_empty()).collect();
         let sources = Panel::ALL
             .iter()
             .map(|&p| blit.source(ctx, views.image(p)))
@@ -389,6 +423,8 @@ impl FieldState {
             shown,
             sources,
             exact_t: None,
+            shown_class: (None, 0),
+            class_has_points,
             arrows_at: (0, f64::NEG_INFINITY),
         })
     }
@@ -409,6 +445,7 @@ impl LabModel {
         ctx: &GpuContext,
         blit: &FieldBlit,
         row: usize,
+        class: Option<u32>,
     ) -> Result<Option<Tensor>> {
         // Row r holds the particles before plan step r: x at the 0-based schedule index
         // plan[r].t; the last row is x_0, shown at index 0 (t = 1; ᾱ must stay below 1).
@@ -441,12 +478,28 @@ impl LabModel {
             bytes,
         );
         let mut scales = None;
+        // A class the data do not have (a new data set) shows the null class.
+        let class = class.filter(|&c| f.class_has_points.get(c as usize) == Some(&true));
+        let w = self.settings.guidance;
+        let shown_class = (class, w.to_bits());
+        let params = FieldParams {
+            class,
+            guidance: w,
+            ..FieldParams::at(&self.schedule, ti)?
+        };
         if f.exact_t != Some(ti) {
             scales = Some(f.views.maxima().clone());
-            f.views.update(ctx, &FieldParams::at(&self.schedule, ti)?)?;
+            f.views.update(ctx, &params)?;
             f.views.exact_program().encode(&mut enc);
             f.views.arrows_program().encode(&mut enc);
             f.exact_t = Some(ti);
+            f.shown_class = shown_class;
+            f.arrows_at = (steps, now);
+        } else if f.shown_class != shown_class {
+            scales = Some(f.views.maxima().clone());
+            f.views.update(ctx, &params)?;
+            f.views.arrows_program().encode(&mut enc);
+            f.shown_class = shown_class;
             f.arrows_at = (steps, now);
         } else if steps != f.arrows_at.0 && now - f.arrows_at.1 >= ARROWS_EVERY_MS {
             scales = Some(f.views.maxima().clone());
@@ -543,6 +596,72 @@ impl LabGpu {
         }
     }
 
+    /// The picked particles over the particles or a field panel (`base` = that view): their
+    /// trajectories up to `row` (line strips through the history), their position at `row`,
+    /// and a ring at their Tweedie x̂_0 there.
+    fn pick_draws<'a>(
+        &'a self,
+        run: &'a ParticleRun,
+        row: u32,
+        base: PointsView,
+        dpr: f32,
+    ) -> Vec<Draw<'a>> {
+        let k = self.n_picks as u32;
+        let n = run.particles.n as u32;
+        let mut draws = Vec::new();
+        if k == 0 {
+            return draws;
+        }
+        draws.push(Draw {
+            view: PointsView {
+                alpha: 0.9,
+                count: n,
+                use_color: 1,
+                rgb: [1.0, 1.0, 1.0],
+                ..base
+            },
+            pts: &run.history.buffer,
+            picks: &self.picks.buffer,
+            shape: Shape::Lines {
+                len: row + 1,
+                strips: k,
+            },
+        });
+        draws.push(Draw {
+            view: PointsView {
+                radius_px: 4.5 * dpr,
+                alpha: 1.0,
+                base: row * n,
+                use_pick: 1,
+                use_color: 1,
+                rgb: [1.0, 1.0, 1.0],
+                ..base
+            },
+            pts: &run.history.buffer,
+            picks: &self.picks.buffer,
+            shape: Shape::Points(k),
+        });
+        if row > 0 {
+            draws.push(Draw {
+                view: PointsView {
+                    radius_px: 7.0 * dpr,
+                    alpha: 1.0,
+                    base: row * n,
+                    stride: 2,
+                    use_pick: 1,
+                    ring: 1,
+                    use_color: 1,
+                    rgb: [1.0, 0.85, 0.2],
+                    ..base
+                },
+                pts: &run.x0_history.buffer,
+                picks: &self.picks.buffer,
+                shape: Shape::Points(k),
+            });
+        }
+        draws
+    }
+
     /// Draw the current view onto the lab canvas.
     fn render(&self, ctx: &GpuContext, ui: &LabUi) {
         let tex = match self.surface.get_current_texture() {
@@ -590,11 +709,16 @@ impl LabGpu {
                 v @ (LabView::Density | LabView::Score) => {
                     if let (Some(f), Some(pair)) = (&m.field, v.panels()) {
                         let rects = panel_rects(self.config.width, self.config.height, dpr);
+                        let row = shown_row(ui, &m.run) as u32;
                         for (p, rect) in pair.into_iter().zip(rects) {
+                            // Picks over each panel, in the panel's own viewport.
+                            let side = rect[2].round().max(1.0) as u32;
+                            let fit = PointsView::fit(side, side);
                             panels.push(PanelDraw {
                                 blit: &self.blit,
                                 src: f.source(p),
                                 rect,
+                                overlay: self.pick_draws(&m.run, row, fit, dpr),
                             });
                         }
                     }
@@ -657,56 +781,7 @@ impl LabGpu {
                         picks: &self.picks.buffer,
                         shape: Shape::Points(n),
                     });
-                    let k = self.n_picks as u32;
-                    if k > 0 {
-                        draws.push(Draw {
-                            view: PointsView {
-                                alpha: 0.9,
-                                count: n,
-                                use_color: 1,
-                                rgb: [1.0, 1.0, 1.0],
-                                ..base
-                            },
-                            pts: &run.history.buffer,
-                            picks: &self.picks.buffer,
-                            shape: Shape::Lines {
-                                len: row + 1,
-                                strips: k,
-                            },
-                        });
-                        draws.push(Draw {
-                            view: PointsView {
-                                radius_px: 4.5 * dpr,
-                                alpha: 1.0,
-                                base: row * n,
-                                use_pick: 1,
-                                use_color: 1,
-                                rgb: [1.0, 1.0, 1.0],
-                                ..base
-                            },
-                            pts: &run.history.buffer,
-                            picks: &self.picks.buffer,
-                            shape: Shape::Points(k),
-                        });
-                        if row > 0 {
-                            draws.push(Draw {
-                                view: PointsView {
-                                    radius_px: 7.0 * dpr,
-                                    alpha: 1.0,
-                                    base: row * n,
-                                    stride: 2,
-                                    use_pick: 1,
-                                    ring: 1,
-                                    use_color: 1,
-                                    rgb: [1.0, 0.85, 0.2],
-                                    ..base
-                                },
-                                pts: &run.x0_history.buffer,
-                                picks: &self.picks.buffer,
-                                shape: Shape::Points(k),
-                            });
-                        }
-                    }
+                    draws.extend(self.pick_draws(run, row, base, dpr));
                 }
             }
         }
@@ -719,6 +794,29 @@ impl LabGpu {
         );
         ctx.queue.present(tex);
     }
+}
+
+/// The world point under a click at (fx, fy) (fractions of the canvas, y down) and the pick
+/// radius there (14 CSS pixels in world units): over the whole canvas, or in a field view over
+/// the panel clicked (None between or outside the panels).
+fn click_to_world(l: &LabGpu, view: LabView, fx: f32, fy: f32) -> Option<([f32; 2], f32)> {
+    let (w, h) = (l.config.width, l.config.height);
+    let dpr = (w as f32 / l.canvas.client_width().max(1) as f32).max(1.0);
+    if view.panels().is_none() {
+        let css_px =
+            2.0 * WORLD_HALF / l.canvas.client_width().min(l.canvas.client_height()).max(1) as f32;
+        return Some((PointsView::fit(w, h).to_world(fx, fy), 14.0 * css_px));
+    }
+    let (px, py) = (fx * w as f32, fy * h as f32);
+    panel_rects(w, h, dpr)
+        .into_iter()
+        .find_map(|[x, y, rw, rh]| {
+            let (u, v) = ((px - x) / rw, (py - y) / rh);
+            ((0.0..=1.0).contains(&u) && (0.0..=1.0).contains(&v)).then(|| {
+                let world = [WORLD_HALF * (2.0 * u - 1.0), WORLD_HALF * (1.0 - 2.0 * v)];
+                (world, 14.0 * dpr * 2.0 * WORLD_HALF / rw.max(1.0))
+            })
+        })
 }
 
 /// Two squares side by side, centred in a `width` × `height` canvas, `8·dpr` pixels apart.
@@ -1137,8 +1235,7 @@ pub async fn pick_at(fx: f32, fy: f32) {
         let m = l.model.as_ref()?;
         let row = shown_row(&ui, &m.run);
         let n = m.run.particles.n;
-        let view = PointsView::fit(l.config.width, l.config.height);
-        let w = view.to_world(fx, fy);
+        let (w, radius) = click_to_world(l, ui.view.get_untracked(), fx, fy)?;
         let tmp = ctx.zeros(&[n, 4]).ok()?;
         let mut enc = ctx
             .device
@@ -1152,10 +1249,7 @@ pub async fn pick_at(fx: f32, fy: f32) {
             bytes,
         );
         ctx.queue.submit([enc.finish()]);
-        // Radius of 14 CSS pixels in world units.
-        let css_px = 2.0 * super::super::lab_points::WORLD_HALF
-            / l.canvas.client_width().min(l.canvas.client_height()).max(1) as f32;
-        Some((ctx.clone(), tmp, w, 14.0 * css_px))
+        Some((ctx.clone(), tmp, w, radius))
     })
     .flatten();
     let Some((ctx, tmp, w, radius)) = found else {
@@ -1463,7 +1557,8 @@ async fn run_loop(generation: u64) {
                 }
                 if !drawing && ui.view.get_untracked().panels().is_some() {
                     let row = shown_row(&ui, &m.run);
-                    field_scales = m.update_field(ctx, &l.blit, row)?;
+                    field_scales =
+                        m.update_field(ctx, &l.blit, row, ui.field_class.get_untracked())?;
                 }
             }
             l.render(ctx, &ui);
