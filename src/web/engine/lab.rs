@@ -236,23 +236,25 @@ pub struct LabUi {
     /// The class of the score view (`#lab-field-class`; None = the null class, all points);
     /// with a class the arrows are guided with the page's w.
     pub field_class: RwSignal<Option<u32>>,
-    /// The field views' GPU time per frame in ms, measured by `?bench=lab&view=…`.
-    pub field_ms: RwSignal<Option<FieldCost>>,
 }
 
-/// What one frame of a field view costs (ms of GPU work, each program submitted and awaited
-/// on its own; `?bench=lab&view=density|score`).
+/// What the field views cost on the GPU, in ms (medians; each submitted and awaited on its
+/// own; `?bench=lab&view=density|score`).
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct FieldCost {
+struct FieldCost {
     /// q(x_t) on every pixel (when t changes).
-    pub exact_ms: f64,
+    exact_ms: f64,
     /// Both arrow fields and their panels (when t, the class or the weights change).
-    pub arrows_ms: f64,
+    arrows_ms: f64,
     /// Histogram of the shown particles and its panel (every frame).
-    pub particles_ms: f64,
-    /// One whole frame of the view while following the animation (t changes every frame):
-    /// a particle step, the copy of the shown row, all three programs and the render.
-    pub frame_ms: f64,
+    particles_ms: f64,
+    /// A frame held by the scrubber: copy of the shown row + the particles program.
+    held_frame_ms: f64,
+    /// One particle step alone (what the reverse view costs per frame).
+    particle_step_ms: f64,
+    /// A frame following the animation: a particle step, then all three programs for the
+    /// new t.
+    live_frame_ms: f64,
 }
 
 impl LabUi {
@@ -285,7 +287,6 @@ impl LabUi {
             bench: RwSignal::new(None),
             field_scales: RwSignal::new(None),
             field_class: RwSignal::new(None),
-            field_ms: RwSignal::new(None),
         }
     }
 }
@@ -1717,6 +1718,10 @@ pub async fn run_lab_bench() {
             return;
         }
     };
+    if let Some(view) = query_param("view") {
+        run_field_bench(&ui, &ctx, &adapter, &view).await;
+        return;
+    }
     let batch = query_param("batch")
         .and_then(|b| b.parse::<usize>().ok())
         .unwrap_or(512)
@@ -1762,6 +1767,112 @@ pub async fn run_lab_bench() {
                 "adapter\t{adapter}\nbatch\t{batch}\nruns\t{}\nmedian\t{ms:.2} ms per step\nspeed\t{sps:.2} steps/s, {gflops:.2} GFLOP/s ({:.1} MFLOP per step)\ndispatches\t{dispatches} per step",
                 times.len(),
                 flops_per_step(batch) / 1e6
+            );
+            ui.bench.set(Some((json, table)));
+        }
+        Err(e) => {
+            let json = format!(
+                r#"{{"error": {}}}"#,
+                serde_json::Value::String(e.to_string())
+            );
+            ui.bench.set(Some((json, String::new())));
+            report_error(&e);
+        }
+    }
+}
+
+/// Median ms of `run` (submit, then wait for the GPU): at least 2 runs, at most 5 or until
+/// `budget_ms` is spent.
+async fn time_gpu(
+    ctx: &GpuContext,
+    budget_ms: f64,
+    mut run: impl FnMut() -> Result<()>,
+) -> Result<f64> {
+    let start = now_ms();
+    let mut times = Vec::new();
+    while times.len() < 2 || (times.len() < 5 && now_ms() - start < budget_ms) {
+        let t0 = now_ms();
+        run()?;
+        ctx.finish().await?;
+        times.push(now_ms() - t0);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// `?bench=lab&view=density|score`: the field views' GPU cost per frame at the page's sizes
+/// (the lab's settings, URL parameters included; untrained weights), JSON in #bench-result:
+/// each program on its own, a held frame (the scrubber holds t: copy of the shown row +
+/// histogram) and a live frame (one particle step, then all three programs for the new t).
+/// The canvas render (two 96² blits and the points) is not included. `field_class=y` times
+/// the guided arrows of class y (with `classes=1`).
+async fn run_field_bench(ui: &LabUi, ctx: &Rc<GpuContext>, adapter: &str, view: &str) {
+    let settings = ui.settings.get_untracked();
+    let class: Option<u32> = query_param("field_class").and_then(|c| c.parse().ok());
+    let result: Result<(FieldCost, usize)> = async {
+        let mut m = LabModel::new(ctx, &settings)?;
+        let blit = FieldBlit::new(ctx, wgpu::TextureFormat::Rgba8Unorm);
+        // Row 1 (t just below T): the first frame builds the views and runs everything.
+        m.run.advance(ctx)?;
+        m.update_field(ctx, &blit, 1, class)?;
+        ctx.finish().await?;
+        let budget = 20_000.0;
+        let f = m
+            .field
+            .as_ref()
+            .ok_or_else(|| Error::Gpu("no field views".into()))?;
+        let exact_ms = time_gpu(ctx, budget, || ctx.run(f.views.exact_program())).await?;
+        let arrows_ms = time_gpu(ctx, budget, || ctx.run(f.views.arrows_program())).await?;
+        let particles_ms = time_gpu(ctx, budget, || ctx.run(f.views.particles_program())).await?;
+        // A held frame: update_field at the same row runs only the copy and the histogram.
+        let held_frame_ms = time_gpu(ctx, budget, || {
+            m.update_field(ctx, &blit, 1, class).map(|_| ())
+        })
+        .await?;
+        let particle_step_ms = time_gpu(ctx, budget, || {
+            if m.run.k + 1 >= m.run.plan.len() {
+                m.run.k = 1;
+            }
+            m.run.advance(ctx).map(|_| ())
+        })
+        .await?;
+        let live_frame_ms = time_gpu(ctx, budget, || {
+            if m.run.k + 1 >= m.run.plan.len() {
+                m.run.k = 1;
+            }
+            m.run.advance(ctx)?;
+            m.update_field(ctx, &blit, m.run.k, class).map(|_| ())
+        })
+        .await?;
+        let cost = FieldCost {
+            exact_ms,
+            arrows_ms,
+            particles_ms,
+            held_frame_ms,
+            particle_step_ms,
+            live_frame_ms,
+        };
+        Ok((cost, m.data.len()))
+    }
+    .await;
+    match result {
+        Ok((c, points)) => {
+            let json = format!(
+                r#"{{"bench": "lab-field", "view": {}, "adapter": {}, "side": {FIELD_SIDE}, "grid": {FIELD_GRID}, "points": {points}, "particles": {}, "class": {}, "exact_ms": {:.2}, "arrows_ms": {:.2}, "particles_ms": {:.2}, "held_frame_ms": {:.2}, "particle_step_ms": {:.2}, "live_frame_ms": {:.2}}}"#,
+                serde_json::Value::String(view.to_string()),
+                serde_json::Value::String(adapter.to_string()),
+                settings.particles,
+                class.map_or("null".to_string(), |c| c.to_string()),
+                c.exact_ms,
+                c.arrows_ms,
+                c.particles_ms,
+                c.held_frame_ms,
+                c.particle_step_ms,
+                c.live_frame_ms,
+            );
+            let table = format!(
+                "adapter\t{adapter}\nview\t{view} ({FIELD_SIDE}² pixels, {FIELD_GRID}² arrows, {points} points, {} particles)\nexact q(x_t)\t{:.1} ms (when t changes)\narrows\t{:.1} ms (when t, class or weights change)\nhistogram\t{:.1} ms\nheld frame\t{:.1} ms (copy + histogram)\nparticle step\t{:.1} ms\nlive frame\t{:.1} ms (step + all three)",
+                settings.particles, c.exact_ms, c.arrows_ms, c.particles_ms, c.held_frame_ms, c.particle_step_ms, c.live_frame_ms
             );
             ui.bench.set(Some((json, table)));
         }
