@@ -15,6 +15,7 @@
 //   colour_exact      image ← density colour map of src_a (the exact density)
 //   arrow_vectors     values ← per grid arrow (s_θ, s*, ‖ε_θ − ε*‖), s = −ε/√(1−ᾱ) (the score,
 //                     ∇log q ≈ −ε/√(1−ᾱ), Ho et al. 2020 eq. 12 / denoising score matching);
+//                     with a class (guided = 1) both ε are ε_∅ + w(ε_y − ε_∅);
 //                     stats[1] ← max ‖s‖ over both fields
 //   draw_learned      image ← error map of ‖ε_θ − ε*‖ (bilinear between arrows) + s_θ arrows
 //   draw_exact        image ← density colour map of q(x_t) + s* arrows
@@ -52,25 +53,33 @@ struct Uniforms {
     arrow_gamma: f32,
     // 1/√(1−ᾱ_t).
     inv_sqrt_one_minus_ab: f32,
-    _pad2: f32,
+    // Guided arrows (guided = 1): ε = ε_∅ + w(ε_y − ε_∅) for both fields, w = guidance.
+    guidance: f32,
+    guided: u32,
+    _pad2: u32,
+    _pad3: u32,
+    _pad4: u32,
 }
 
 @group(0) @binding(0) var<uniform> u: Uniforms;
 // src_a: histogram: particles (n_particles, particle_stride); exact_density: lab_score output
 //        (width·height, 3) = (ε*, log q); colour_exact: exact density (height, width);
-//        arrow_vectors: ε_θ (G², 2)
+//        arrow_vectors: ε_θ (2·G², 2), rows [0, G²) the null class, [G², 2·G²) class y
 @group(0) @binding(1) var<storage, read> src_a: array<f32>;
-// src_b: arrow_vectors: lab_score output at the arrows (G², 3); draw_exact: exact density (height, width)
+// src_b: arrow_vectors: lab_score output at the arrows over all data points (G², 3);
+//        draw_exact: exact density (height, width)
 @group(0) @binding(2) var<storage, read> src_b: array<f32>;
+// src_c: arrow_vectors (guided only): lab_score output at the arrows over class y's points (G², 3)
+@group(0) @binding(3) var<storage, read> src_c: array<f32>;
 // counts: (height, width) particles per pixel
-@group(0) @binding(3) var<storage, read_write> counts: array<atomic<u32>>;
+@group(0) @binding(4) var<storage, read_write> counts: array<atomic<u32>>;
 // stats: (4) f32 bits of non-negative maxima: [0] max q(x_t) on the pixels, [1] max ‖s‖ of the arrows
-@group(0) @binding(4) var<storage, read_write> stats: array<atomic<u32>>;
+@group(0) @binding(5) var<storage, read_write> stats: array<atomic<u32>>;
 // values: particle_density / exact_density: (height, width) densities;
 //         arrow_vectors (written) and draw_* (read): arrows (G², 5) = (s_θ.x, s_θ.y, s*.x, s*.y, ‖ε_θ − ε*‖)
-@group(0) @binding(5) var<storage, read_write> values: array<f32>;
+@group(0) @binding(6) var<storage, read_write> values: array<f32>;
 // image: (height, width) packed RGBA8, row 0 = top
-@group(0) @binding(6) var<storage, read_write> image: array<u32>;
+@group(0) @binding(7) var<storage, read_write> image: array<u32>;
 
 const ARROW_STRIDE: u32 = 5u;
 const LEARNED_ARROW: vec3<f32> = vec3<f32>(0.55, 0.95, 1.0);
@@ -231,8 +240,17 @@ fn arrow_vectors(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     if (i >= u.grid * u.grid) {
         return;
     }
-    let eps_l = vec2<f32>(src_a[2u * i], src_a[2u * i + 1u]);
-    let eps_e = vec2<f32>(src_b[3u * i], src_b[3u * i + 1u]);
+    var eps_l = vec2<f32>(src_a[2u * i], src_a[2u * i + 1u]);
+    var eps_e = vec2<f32>(src_b[3u * i], src_b[3u * i + 1u]);
+    if (u.guided == 1u) {
+        // Classifier-free guidance (Ho & Salimans 2022): ε_∅ + w(ε_y − ε_∅); for the exact
+        // scores that is −√(1−ᾱ)∇log(q(x_t)^(1−w) q(x_t | y)^w).
+        let g2 = u.grid * u.grid;
+        let eps_ly = vec2<f32>(src_a[2u * (g2 + i)], src_a[2u * (g2 + i) + 1u]);
+        let eps_ey = vec2<f32>(src_c[3u * i], src_c[3u * i + 1u]);
+        eps_l += u.guidance * (eps_ly - eps_l);
+        eps_e += u.guidance * (eps_ey - eps_e);
+    }
     let s_l = -eps_l * u.inv_sqrt_one_minus_ab;
     let s_e = -eps_e * u.inv_sqrt_one_minus_ab;
     let o = ARROW_STRIDE * i;

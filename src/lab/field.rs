@@ -49,6 +49,8 @@ pub const MAX_SIDE: u32 = 4096;
 pub const MAX_GRID: usize = 128;
 /// Largest histogram smoothing σ in pixels (the kernel reaches 3σ).
 pub const MAX_SMOOTH_PX: f32 = 5.0;
+/// Largest |w| of the guided score panels.
+pub const MAX_GUIDANCE: f32 = 100.0;
 /// Floats per arrow in [`FieldViews::arrows`]: (s_θ.x, s_θ.y, s*.x, s*.y, ‖ε_θ − ε*‖).
 pub const ARROW_STRIDE: usize = 5;
 
@@ -147,9 +149,13 @@ pub struct FieldParams {
     pub t: usize,
     /// ᾱ_t, in (0, 1).
     pub alpha_bar: f64,
-    /// Class for the learned arrows; `None` = the null class (unconditional ε_θ, the one the
-    /// exact score describes).
+    /// Class of the score panels; `None` = the null class (unconditional ε_θ against the
+    /// exact score of all data points). `Some(y)` compares the guided ε_∅ + w(ε_y − ε_∅)
+    /// with the same combination of exact scores, ε*_∅ (all points) and ε*_y (class y's
+    /// points, [`FieldViews::bind_classes`]).
     pub class: Option<u32>,
+    /// Guidance scale w of the class's arrows (1 = the class's own conditional score).
+    pub guidance: f32,
     /// Density colour = map((v / max q)^gamma).
     pub gamma: f32,
     /// σ of the histogram's Gaussian smoothing in pixels (0 = raw counts), ≤ [`MAX_SMOOTH_PX`].
@@ -171,6 +177,7 @@ impl FieldParams {
             t,
             alpha_bar,
             class: None,
+            guidance: 1.0,
             gamma: 0.5,
             smooth_px: 1.0,
             err_max: 1.0,
@@ -196,6 +203,12 @@ impl FieldParams {
             return Err(Error::config(format!(
                 "field view: err_max must be > 0, got {}",
                 self.err_max
+            )));
+        }
+        if !(self.guidance.is_finite() && self.guidance.abs() <= MAX_GUIDANCE) {
+            return Err(Error::config(format!(
+                "field view: guidance w must lie in [−{MAX_GUIDANCE}, {MAX_GUIDANCE}], got {}",
+                self.guidance
             )));
         }
         if !(ok(self.smooth_px) && self.smooth_px <= MAX_SMOOTH_PX) {
@@ -251,7 +264,9 @@ struct FieldUniforms {
     err_max: f32,
     arrow_gamma: f32,
     inv_sqrt_one_minus_ab: f32,
-    _pad1: f32,
+    guidance: f32,
+    guided: u32,
+    _pad1: [u32; 3],
 }
 
 /// The histogram's Gaussian kernel: (radius in pixels, 1/(2σ²), 1/Σ weights). The weights are
@@ -401,19 +416,24 @@ pub struct FieldViews {
     counts: Tensor,
     /// (4) u32: f32 bits of max q(x_t), max ‖s‖.
     stats: Tensor,
-    /// (G², 2) anchors; (G², 4) ε_θ input rows; (G², 2) ε_θ; (G², 3) lab_score's output;
+    /// (G², 2) anchors; (2·G², 4) ε_θ input rows (null class, then the shown class); (2·G², 2)
+    /// ε_θ; (G², 3) lab_score's output over all points and over the class's points;
     /// (G², ARROW_STRIDE) arrows.
     arrow_queries: Tensor,
     arrow_rows: Tensor,
     eps_learned: Tensor,
     exact_arrows: Tensor,
+    exact_arrows_class: Tensor,
     arrows: Tensor,
+    /// Per class: the exact score of its points (None: the class has none) and its uniforms.
+    class_scores: Vec<Option<(ExactScore, wgpu::Buffer)>>,
     images: [Tensor; 4],
     ro_dummy: Tensor,
     rw_dummies: [Tensor; 4],
     mlp_scratch: [Tensor; 3],
     exact: Program,
-    arrow_program: Program,
+    /// The arrows program per class: [0] unconditional, [y + 1] class y.
+    arrow_programs: Vec<Program>,
     particle_program: Program,
 }
 
@@ -422,6 +442,7 @@ pub struct FieldViews {
 struct Slots<'a> {
     src_a: Option<&'a Tensor>,
     src_b: Option<&'a Tensor>,
+    src_c: Option<&'a Tensor>,
     counts: Option<&'a Tensor>,
     stats: Option<&'a Tensor>,
     values: Option<&'a Tensor>,
@@ -482,9 +503,11 @@ impl FieldViews {
             counts: ctx.zeros(&[view.height as usize, view.width as usize])?,
             stats: ctx.zeros(&[4])?,
             arrow_queries: ctx.upload(&aq, &[g2, 2])?,
-            arrow_rows: ctx.zeros(&[g2, 4])?,
-            eps_learned: ctx.zeros(&[g2, 2])?,
+            arrow_rows: ctx.zeros(&[2 * g2, 4])?,
+            eps_learned: ctx.zeros(&[2 * g2, 2])?,
             exact_arrows: ctx.zeros(&[g2, 3])?,
+            exact_arrows_class: ctx.zeros(&[g2, 3])?,
+            class_scores: Vec::new(),
             arrows: ctx.zeros(&[g2, ARROW_STRIDE])?,
             images: [
                 ctx.zeros(&[view.height as usize, view.width as usize])?,
@@ -501,7 +524,7 @@ impl FieldViews {
             ],
             mlp_scratch: [ctx.zeros(&[4])?, ctx.zeros(&[4])?, ctx.zeros(&[4])?],
             exact: Program::new(),
-            arrow_program: Program::new(),
+            arrow_programs: Vec::new(),
             particle_program: Program::new(),
         };
         fv.write_uniforms(ctx)?;
@@ -559,15 +582,60 @@ impl FieldViews {
     /// input rows; creates nothing, records nothing.
     pub fn update(&mut self, ctx: &GpuContext, params: &FieldParams) -> Result<()> {
         params.validate()?;
-        if let (Some(c), Some(nc)) = (params.class, self.model_classes) {
-            if c as usize > nc {
+        self.check_class(params.class, self.model_classes)?;
+        self.params = *params;
+        self.write_uniforms(ctx)
+    }
+
+    /// A class must be one of the model's and have points bound by [`FieldViews::bind_classes`].
+    fn check_class(&self, class: Option<u32>, model_classes: Option<usize>) -> Result<()> {
+        let Some(c) = class else {
+            return Ok(());
+        };
+        if let Some(nc) = model_classes {
+            if c as usize >= nc {
                 return Err(Error::config(format!(
                     "field view: class {c} given to a model with {nc} classes"
                 )));
             }
         }
-        self.params = *params;
-        self.write_uniforms(ctx)
+        match self.class_scores.get(c as usize) {
+            Some(Some(_)) => Ok(()),
+            Some(None) => Err(Error::config(format!(
+                "field view: class {c} has no data points"
+            ))),
+            None => Err(Error::config(format!(
+                "field view: class {c} given, but the data bound have {} classes",
+                self.class_scores.len()
+            ))),
+        }
+    }
+
+    /// The data points of each class (`per_class[y]` = class y's points, empty for a class
+    /// without points), for the exact score of a class (see [`FieldParams::class`]). Makes
+    /// one small uniform buffer per class and re-records the arrows programs; the shown class
+    /// is then chosen by [`FieldViews::update`] without recording anything.
+    pub fn bind_classes(&mut self, ctx: &GpuContext, per_class: &[Vec<[f32; 2]>]) -> Result<()> {
+        self.class_scores = per_class
+            .iter()
+            .map(|pts| -> Result<_> {
+                if pts.is_empty() {
+                    return Ok(None);
+                }
+                Ok(Some((
+                    ExactScore::new(ctx, pts)?,
+                    ExactScore::uniform_buffer(ctx),
+                )))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if self
+            .check_class(self.params.class, self.model_classes)
+            .is_err()
+        {
+            self.params.class = None;
+        }
+        self.write_uniforms(ctx)?;
+        self.record_arrows(ctx)
     }
 
     /// Draw the density of these particles: (n, 2) positions or (n, 4) rows (x, y, …) such as
@@ -594,22 +662,19 @@ impl FieldViews {
         num_classes: usize,
     ) -> Result<()> {
         mlp::check_params(params, num_classes)?;
-        if let Some(c) = self.params.class {
-            if c as usize > num_classes {
-                return Err(Error::config(format!(
-                    "field view: class {c} given to a model with {num_classes} classes"
-                )));
-            }
-        }
+        self.check_class(self.params.class, Some(num_classes))?;
         self.model_classes = Some(num_classes);
         self.model = Some(params.clone());
         self.write_uniforms(ctx)?;
         self.record_arrows(ctx)
     }
 
-    /// Replace the data set (a new [`ExactScore`]); particles and model stay bound.
+    /// Replace the data set (a new [`ExactScore`]); particles and model stay bound, the
+    /// classes' points are dropped (the shown class becomes the null class).
     pub fn bind_data(&mut self, ctx: &GpuContext, exact: &ExactScore) -> Result<()> {
         self.exact_score = exact.clone();
+        self.class_scores.clear();
+        self.params.class = None;
         self.write_uniforms(ctx)?;
         self.record_exact(ctx)?;
         self.record_arrows(ctx)
@@ -620,10 +685,11 @@ impl FieldViews {
         &self.exact
     }
 
-    /// Both score fields, the error map and the arrow panels; run after the exact program
-    /// whenever t or the weights changed.
+    /// Both score fields, the error map and the arrow panels (for the shown class); run after
+    /// the exact program whenever t, the class or the weights changed.
     pub fn arrows_program(&self) -> &Program {
-        &self.arrow_program
+        let i = self.params.class.map_or(0, |c| c as usize + 1);
+        &self.arrow_programs[i.min(self.arrow_programs.len() - 1)]
     }
 
     /// Histogram and particle density image; run every frame, after the exact program has run
@@ -635,7 +701,7 @@ impl FieldViews {
     /// Encode all three programs in order.
     pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) {
         self.exact.encode(encoder);
-        self.arrow_program.encode(encoder);
+        self.arrows_program().encode(encoder);
         self.particle_program.encode(encoder);
     }
 
@@ -685,6 +751,8 @@ impl FieldViews {
             err_max: p.err_max,
             arrow_gamma: p.arrow_gamma,
             inv_sqrt_one_minus_ab: (1.0 / (1.0 - p.alpha_bar).sqrt()) as f32,
+            guidance: p.guidance,
+            guided: p.class.is_some() as u32,
             ..Default::default()
         };
         ctx.queue
@@ -698,14 +766,21 @@ impl FieldViews {
         let g2 = self.grid * self.grid;
         self.exact_score
             .write_uniforms(ctx, &self.score_arrow_uniforms, g2, p.alpha_bar)?;
+        for (score, buf) in self.class_scores.iter().flatten() {
+            score.write_uniforms(ctx, buf, g2, p.alpha_bar)?;
+        }
         let classes = self.model_classes.unwrap_or(0);
-        mlp::write_eval_uniforms(ctx, &self.mlp_uniforms, g2, classes);
-        let class = p.class.map_or(classes as f32, |c| c as f32);
-        let mut rows = Vec::with_capacity(4 * g2);
-        for gy in 0..self.grid {
-            for gx in 0..self.grid {
-                let a = v.arrow_anchor(self.grid, gx, gy);
-                rows.extend([a[0] as f32, a[1] as f32, p.t as f32, class]);
+        mlp::write_eval_uniforms(ctx, &self.mlp_uniforms, 2 * g2, classes);
+        // Rows [0, G²): the null class; [G², 2·G²): the shown class (the null class again
+        // when none is shown; the shader then ignores them).
+        let null = classes as f32;
+        let mut rows = Vec::with_capacity(8 * g2);
+        for class in [null, p.class.map_or(null, |c| c as f32)] {
+            for gy in 0..self.grid {
+                for gx in 0..self.grid {
+                    let a = v.arrow_anchor(self.grid, gx, gy);
+                    rows.extend([a[0] as f32, a[1] as f32, p.t as f32, class]);
+                }
             }
         }
         ctx.write(&self.arrow_rows, &rows)
@@ -723,7 +798,7 @@ impl FieldViews {
         let rw = |t: Option<&Tensor>, i: usize| {
             t.map_or(&self.rw_dummies[i].buffer, |t| &t.buffer).clone()
         };
-        let (a, b) = (ro(slots.src_a), ro(slots.src_b));
+        let (a, b, c3) = (ro(slots.src_a), ro(slots.src_b), ro(slots.src_c));
         let (c, s, v, im) = (
             rw(slots.counts, 0),
             rw(slots.stats, 1),
@@ -738,7 +813,7 @@ impl FieldViews {
                 entry,
                 constants: &[],
                 params: Params::Buffer(&self.uniforms),
-                inputs: &[&a, &b],
+                inputs: &[&a, &b, &c3],
                 outputs: &[&c, &s, &v, &im],
                 workgroups,
             },
@@ -798,6 +873,26 @@ impl FieldViews {
 
     fn record_arrows(&mut self, ctx: &GpuContext) -> Result<()> {
         let g2 = self.grid * self.grid;
+        if self.model.is_none() {
+            // No model: ε_θ stays 0 (the buffer is never written).
+            ctx.write(&self.eps_learned, &vec![0.0; 4 * g2])?;
+        }
+        let mut programs = Vec::with_capacity(self.class_scores.len() + 1);
+        for class in std::iter::once(None).chain(self.class_scores.iter().map(Some)) {
+            programs.push(self.record_arrows_for(ctx, class.and_then(|c| c.as_ref()))?);
+        }
+        self.arrow_programs = programs;
+        Ok(())
+    }
+
+    /// The arrows program with `class` = (that class's exact score, its uniforms) evaluated
+    /// into `exact_arrows_class`, or none (unconditional).
+    fn record_arrows_for(
+        &self,
+        ctx: &GpuContext,
+        class: Option<&(ExactScore, wgpu::Buffer)>,
+    ) -> Result<Program> {
+        let g2 = self.grid * self.grid;
         let mut p = Program::new();
         self.dispatch(
             ctx,
@@ -816,8 +911,17 @@ impl FieldViews {
             &self.exact_arrows,
             &self.score_arrow_uniforms,
         )?;
-        match (&self.model, self.model_classes) {
-            (Some(params), Some(nc)) => mlp::record_eval_forward(
+        if let Some((score, uniforms)) = class {
+            score.record_with_uniforms(
+                ctx,
+                &mut p,
+                &self.arrow_queries,
+                &self.exact_arrows_class,
+                uniforms,
+            )?;
+        }
+        if let (Some(params), Some(nc)) = (&self.model, self.model_classes) {
+            mlp::record_eval_forward(
                 ctx,
                 &mut p,
                 params,
@@ -826,9 +930,7 @@ impl FieldViews {
                 &self.eps_learned,
                 &self.mlp_uniforms,
                 &self.mlp_scratch,
-            )?,
-            // No model: ε_θ stays 0 (the buffer is never written).
-            _ => ctx.write(&self.eps_learned, &vec![0.0; 2 * g2])?,
+            )?;
         }
         self.dispatch(
             ctx,
@@ -837,6 +939,7 @@ impl FieldViews {
             Slots {
                 src_a: Some(&self.eps_learned),
                 src_b: Some(&self.exact_arrows),
+                src_c: Some(&self.exact_arrows_class),
                 stats: Some(&self.stats),
                 values: Some(&self.arrows),
                 ..Default::default()
@@ -868,8 +971,7 @@ impl FieldViews {
             },
             self.pixel_grid(),
         )?;
-        self.arrow_program = p;
-        Ok(())
+        Ok(p)
     }
 
     fn record_particles(&mut self, ctx: &GpuContext) -> Result<()> {
@@ -1056,6 +1158,7 @@ mod tests {
             t: 10,
             alpha_bar: ab,
             class: None,
+            guidance: 1.0,
             gamma: 0.5,
             smooth_px: 0.0,
             err_max: 1.0,
@@ -1312,6 +1415,125 @@ mod tests {
             )
             .unwrap_err();
         assert!(e.to_string().contains("class 3"), "{e}");
+    }
+
+    /// Per-class arrows: with class y and guidance w both fields are ε_∅ + w(ε_y − ε_∅), the
+    /// learned one from the f64 MLP at the null class and at y, the exact one from the exact
+    /// score of all points and of class y's points (a guided target; w = 1 is the class's own
+    /// conditional score); without a class the guidance is ignored. Switching class or w is an
+    /// update: nothing is created. A class without points or outside the model is refused.
+    #[test]
+    fn class_arrows_are_guided_combinations() {
+        let ctx = ctx();
+        let view = View::square(2.0, 24);
+        let grid = 5;
+        let ab = 0.4;
+        // Class 0: one point; class 1: two points; class 2: none.
+        let per_class: Vec<Vec<[f64; 2]>> =
+            vec![vec![[0.9, -0.3]], vec![[-0.8, 0.6], [-0.2, 1.1]], vec![]];
+        let all: Vec<[f64; 2]> = per_class.iter().flatten().copied().collect();
+        let exact = ExactScore::new(&ctx, &as_f32(&all)).unwrap();
+        let mut fv = FieldViews::new(&ctx, view, grid, &exact, &params(ab)).unwrap();
+        let nc = 3;
+        let mut w32 = mlp::init_params(nc, 5);
+        // Stronger class embeddings, so that ε_y differs clearly from ε_∅.
+        for v in &mut w32[mlp::OFF_EMB..] {
+            *v *= 20.0;
+        }
+        let w64: Vec<f64> = w32.iter().map(|&v| v as f64).collect();
+        let weights = ctx.upload(&w32, &[w32.len()]).unwrap();
+        fv.bind_model(&ctx, &weights, nc).unwrap();
+        let classes_f32: Vec<Vec<[f32; 2]>> = per_class.iter().map(|c| as_f32(c)).collect();
+        fv.bind_classes(&ctx, &classes_f32).unwrap();
+        fv.run(&ctx).unwrap();
+        block_on(ctx.finish()).unwrap();
+        let (bytes, pipelines) = (ctx.allocated_bytes(), ctx.pipeline_count());
+        let sq = (1.0 - ab).sqrt();
+        for (class, w) in [
+            (Some(1u32), 1.0f32),
+            (Some(1), 2.5),
+            (Some(0), -0.5),
+            (None, 3.0),
+        ] {
+            let p = FieldParams {
+                class,
+                guidance: w,
+                ..params(ab)
+            };
+            fv.update(&ctx, &p).unwrap();
+            ctx.run(fv.arrows_program()).unwrap();
+            let got = block_on(ctx.read(fv.arrows())).unwrap();
+            let mut want = Vec::new();
+            for gy in 0..grid {
+                for gx in 0..grid {
+                    let x = view.arrow_anchor(grid, gx, gy);
+                    let e_null = mlp::forward_ref(&w64, x, p.t as f64, nc);
+                    let x_all = super::super::score::exact_ref(&all, x, ab).0;
+                    let (eps, eps_exact) = match class {
+                        Some(y) => {
+                            let e_y = mlp::forward_ref(&w64, x, p.t as f64, y as usize);
+                            let x_y =
+                                super::super::score::exact_ref(&per_class[y as usize], x, ab).0;
+                            let w = w as f64;
+                            (
+                                [0, 1].map(|d| e_null[d] + w * (e_y[d] - e_null[d])),
+                                [0, 1].map(|d| x_all[d] + w * (x_y[d] - x_all[d])),
+                            )
+                        }
+                        None => (e_null, x_all),
+                    };
+                    let err =
+                        ((eps[0] - eps_exact[0]).powi(2) + (eps[1] - eps_exact[1]).powi(2)).sqrt();
+                    want.extend([
+                        -eps[0] / sq,
+                        -eps[1] / sq,
+                        -eps_exact[0] / sq,
+                        -eps_exact[1] / sq,
+                        err,
+                    ]);
+                }
+            }
+            assert_close(
+                &got,
+                &want,
+                2e-4,
+                1e-3,
+                &format!("arrows, class {class:?}, w {w}"),
+            );
+        }
+        block_on(ctx.finish()).unwrap();
+        assert_eq!(
+            ctx.allocated_bytes(),
+            bytes,
+            "buffers created by a class switch"
+        );
+        assert_eq!(
+            ctx.pipeline_count(),
+            pipelines,
+            "pipelines created by a class switch"
+        );
+        for (class, what) in [(2, "no data points"), (3, "model with 3 classes")] {
+            let e = fv
+                .update(
+                    &ctx,
+                    &FieldParams {
+                        class: Some(class),
+                        ..params(ab)
+                    },
+                )
+                .unwrap_err();
+            assert!(e.to_string().contains(what), "{e}");
+        }
+        let e = fv
+            .update(
+                &ctx,
+                &FieldParams {
+                    guidance: f32::NAN,
+                    ..params(ab)
+                },
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("guidance"), "{e}");
     }
 
     /// Per-frame work (update + encode) creates no buffer and no pipeline; rebinding particles
@@ -1599,6 +1821,7 @@ mod bench {
             t: 30,
             alpha_bar: 0.5,
             class: None,
+            guidance: 1.0,
             gamma: 0.5,
             smooth_px: 1.0,
             err_max: 1.0,

@@ -52,10 +52,15 @@ fn field_legend(ui: eng::LabUi) -> impl IntoView {
     view! {
         <div id="lab-field-legend" class="lab-legend" hidden=move || !matches!(view(), LabView::Density | LabView::Score)
             data-view=move || view().key()>
-            <p class="lab-legend-title">{move || match view() {
-                LabView::Score => "Left: the learned score s_θ = −ε_θ/√(1−ᾱ_t) over ‖ε_θ − ε*‖. Right: the exact score ∇log q(x_t) over q(x_t).",
-                _ => "Left: the particles' density at t. Right: the exact density q(x_t) of the noised data.",
+            <p class="lab-legend-title">{move || match (view(), ui.field_class.get()) {
+                (LabView::Score, None) => "Left: the learned score s_θ = −ε_θ/√(1−ᾱ_t) over ‖ε_θ − ε*‖. Right: the exact score ∇log q(x_t) over q(x_t).".to_string(),
+                (LabView::Score, Some(y)) => {
+                    let w = ui.settings.get().guidance;
+                    format!("Class {y}, guidance w = {w}. Left: the learned guided score −(ε_∅ + w(ε_{y} − ε_∅))/√(1−ᾱ_t) over its error. Right: the exact guided score ∇log q(x_t) + w(∇log q(x_t | y = {y}) − ∇log q(x_t)) over q(x_t).")
+                }
+                _ => "Left: the particles' density at t. Right: the exact density q(x_t) of the noised data.".to_string(),
             }} " " <span class="lab-legend-t">{t_text}</span></p>
+            {field_class_select(ui)}
             <div class="lab-scale">
                 <span>"density 0"</span>
                 <span class="lab-bar" style=gradient_css(density_map)></span>
@@ -80,6 +85,27 @@ fn field_legend(ui: eng::LabUi) -> impl IntoView {
                 <span style=rgb_css(LEARNED_ARROW)>"cyan"</span> ") estimates ∇log q(x_t) ("
                 <span style=rgb_css(EXACT_ARROW)>"orange"</span>
                 "). The exact score is known in closed form: ∇log q(x_t) = (√ᾱ_t Σ_i w_i x_i − x_t)/(1−ᾱ_t), where w_i is the softmax over data points of −‖x_t − √ᾱ_t x_i‖²/(2(1−ᾱ_t)) — the posterior probability that x_t came from x_i. So Σ_i w_i x_i is Tweedie's E[x_0 | x_t], a weighted mean of data points, and every arrow points from x_t towards √ᾱ_t times it. Both panels share one arrow scale (length ∝ √‖s‖). The red-yellow heat map on the left is ‖ε_θ − ε*‖: where the model is still wrong. The learned arrows are re-evaluated from the EMA weights every ~1.5 s while it trains."</p>
+            <p class="hint" hidden=move || view() != LabView::Score || ui.num_classes.get() == 0>
+                "With classes, pick one under “Arrows for”: the network is then asked for ε_y (class y) as well as ε_∅ (the null class it learned by label dropout), and both panels show classifier-free guidance, ε_∅ + w(ε_y − ε_∅), the ε the particles of class y follow. Its exact counterpart combines the exact score of all points with that of class y's points alone, ∇log q(x_t) + w(∇log q(x_t | y) − ∇log q(x_t)) = ∇log(q(x_t)^(1−w) q(x_t | y)^w): at w = 1 the arrows lead into class y's modes only; w > 1 also pushes away from the other classes. The background stays q(x_t) of all points."</p>
+        </div>
+    }
+}
+
+/// The score view's class (`#lab-field-class`, class-conditional data only): the null class or
+/// one class, guided with the page's w.
+fn field_class_select(ui: eng::LabUi) -> impl IntoView {
+    let hidden = move || ui.view.get() != LabView::Score || ui.num_classes.get() == 0;
+    view! {
+        <div class="lab-row" hidden=hidden>
+            <label for="lab-field-class">"Arrows for"</label>
+            <select id="lab-field-class"
+                prop:value=move || ui.field_class.get().map(|c| c.to_string()).unwrap_or_default()
+                on:change=move |ev| ui.field_class.set(event_target_value(&ev).parse().ok())>
+                <option value="">"all points (null class ∅)"</option>
+                {move || (0..ui.num_classes.get()).map(|c| view! {
+                    <option value=c.to_string()>{format!("class {c} (guided, w from the slider)")}</option>
+                }).collect_view()}
+            </select>
         </div>
     }
 }

@@ -76,11 +76,14 @@ pub struct Draw<'a> {
 }
 
 /// A field-view image drawn under the points: stretched over `rect` = (x, y, w, h) in target
-/// pixels from the top-left corner.
+/// pixels from the top-left corner, then `overlay` drawn with the viewport set to `rect` (clip
+/// space = the panel, so a [`PointsView::fit`] of the rect's size puts the world square on the
+/// panel, and whatever leaves it is clipped at its edge).
 pub struct PanelDraw<'a> {
     pub blit: &'a FieldBlit,
     pub src: &'a BlitSource,
     pub rect: [f32; 4],
+    pub overlay: Vec<Draw<'a>>,
 }
 
 pub struct PointsRenderer {
@@ -91,8 +94,8 @@ pub struct PointsRenderer {
     uniforms: Vec<wgpu::Buffer>,
 }
 
-/// The most draw calls in one frame.
-pub const MAX_DRAWS: usize = 8;
+/// The most draw calls in one frame (panels' overlays included).
+pub const MAX_DRAWS: usize = 16;
 
 impl PointsRenderer {
     pub fn new(ctx: &GpuContext, format: wgpu::TextureFormat) -> PointsRenderer {
@@ -188,7 +191,13 @@ impl PointsRenderer {
         panels: &[PanelDraw],
         draws: &[Draw],
     ) {
-        let bind_groups: Vec<wgpu::BindGroup> = draws
+        // Panels' overlays first, then the draws over the whole target: one uniform slot each.
+        let all: Vec<&Draw> = panels
+            .iter()
+            .flat_map(|p| &p.overlay)
+            .chain(draws)
+            .collect();
+        let bind_groups: Vec<wgpu::BindGroup> = all
             .iter()
             .zip(&self.uniforms)
             .map(|(d, u)| {
@@ -238,28 +247,36 @@ impl PointsRenderer {
                 occlusion_query_set: None,
                 multiview_mask: None,
             });
+            let mut slots = bind_groups.iter();
             for p in panels {
                 p.blit.draw(&mut pass, p.src, p.rect);
+                for (d, bg) in p.overlay.iter().zip(slots.by_ref()) {
+                    self.encode_draw(&mut pass, d, bg);
+                }
             }
             if !panels.is_empty() {
                 pass.set_viewport(0.0, 0.0, size[0] as f32, size[1] as f32, 0.0, 1.0);
             }
-            for (d, bg) in draws.iter().zip(&bind_groups) {
-                match d.shape {
-                    Shape::Points(n) if n > 0 => {
-                        pass.set_pipeline(&self.points);
-                        pass.set_bind_group(0, bg, &[]);
-                        pass.draw(0..6, 0..n);
-                    }
-                    Shape::Lines { len, strips } if len > 1 && strips > 0 => {
-                        pass.set_pipeline(&self.lines);
-                        pass.set_bind_group(0, bg, &[]);
-                        pass.draw(0..len, 0..strips);
-                    }
-                    _ => {}
-                }
+            for (d, bg) in draws.iter().zip(slots) {
+                self.encode_draw(&mut pass, d, bg);
             }
         }
         ctx.queue.submit([encoder.finish()]);
+    }
+
+    fn encode_draw(&self, pass: &mut wgpu::RenderPass<'_>, d: &Draw, bg: &wgpu::BindGroup) {
+        match d.shape {
+            Shape::Points(n) if n > 0 => {
+                pass.set_pipeline(&self.points);
+                pass.set_bind_group(0, bg, &[]);
+                pass.draw(0..6, 0..n);
+            }
+            Shape::Lines { len, strips } if len > 1 && strips > 0 => {
+                pass.set_pipeline(&self.lines);
+                pass.set_bind_group(0, bg, &[]);
+                pass.draw(0..len, 0..strips);
+            }
+            _ => {}
+        }
     }
 }

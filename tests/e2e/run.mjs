@@ -941,6 +941,99 @@ check("t", "lab field views: density (particles | exact q(x_t)) and score (learn
   }
 });
 
+check("fv", "lab field views: per-class guided arrows (#lab-field-class) and picks drawn over the density and score panels", async ({ browser, base }) => {
+  // Class-conditional moons (2 classes), small sizes so that SwiftShader keeps up; untrained.
+  const page = await openPage(browser, `${base}?model=test-model/&preset=moons&classes=1&points=400&particles=300&sample_steps=5#lab`);
+  try {
+    const t0 = Date.now();
+    const halfOf = (img, right) => {
+      const w = Math.floor(img.width / 2);
+      const data = new Uint8Array(w * img.height * 4);
+      for (let y = 0; y < img.height; y++) {
+        const from = (y * img.width + (right ? img.width - w : 0)) * 4;
+        data.set(img.data.subarray(from, from + w * 4), y * w * 4);
+      }
+      return { width: w, height: img.height, data };
+    };
+    const notBlank = (img) => {
+      const st = imageStats(img);
+      return st.std >= MIN_STD && st.colours >= MIN_COLOURS;
+    };
+    const panelsOk = (img) => notBlank(halfOf(img, false)) && notBlank(halfOf(img, true));
+    // Pure white (every channel ≥ 252): the picks' colour; no colour map reaches it (the
+    // density map's top is (245, 250, 255), the arrows are cyan and orange).
+    const white = (img) => {
+      let n = 0;
+      for (let i = 0; i < img.data.length; i += 4) {
+        if (img.data[i] >= 252 && img.data[i + 1] >= 252 && img.data[i + 2] >= 252) n++;
+      }
+      return n;
+    };
+    // Screenshots until `ok` (frames are slow on SwiftShader); fails with `what` on timeout.
+    const shotUntil = async (name, what, ok) => {
+      let last = null;
+      const t = Date.now();
+      for (;;) {
+        failOnPanic(page);
+        const err = await errorText(page);
+        if (err) fail(`#error is visible: ${err}`);
+        last = await labShot(page, name);
+        if (ok(last)) return last;
+        if (Date.now() - t > 90000) fail(`timed out waiting for ${what} (screenshot ${name}.png)`);
+        await sleep(1000);
+      }
+    };
+    await labReady(page);
+    // A finished run, so that every history row is recorded; then row 3 of 5 (t ≈ 25,
+    // ᾱ ≈ 0.5; rows 4 and 5 both show t = 1), where the classes' exact scores differ clearly
+    // and the untrained model's error map is not saturated everywhere (the score panels do
+    // not depend on the particles).
+    await holdFinishedRun(page);
+    await setValue(page, "#lab-t", "3");
+    await setValue(page, "#lab-view", "score");
+    if (!(await visible(page, "#lab-field-class"))) fail("#lab-field-class is hidden in the score view of class-conditional data");
+    const nullClass = await shotUntil("fv1-score-null-class", "the score panels", panelsOk);
+    await setValue(page, "#lab-field-class", "1");
+    const class1 = await shotUntil("fv2-score-class-1", "the class-1 arrows",
+      (img) => panelsOk(img) && diffOk(imageDiff(nullClass, img)));
+    const legend = await text(page, "#lab-field-legend .lab-legend-title");
+    log(`  null class -> class 1: ${fmtDiff(imageDiff(nullClass, class1))}; legend: ${JSON.stringify(legend.slice(0, 90))}…`);
+    if (!diffOk(imageDiff(nullClass, class1))) fail("the score panels did not change with the class");
+    if (!/Class 1/.test(legend)) fail(`the legend does not name class 1: ${legend}`);
+    // Picks at x_T (row 0: the particles are N(0, I) draws, many near the origin): click the
+    // centre of the left panel (panel_rects in src/web/engine/lab.rs, in CSS pixels).
+    await setValue(page, "#lab-t", "0");
+    await sleep(500);
+    const box = await page.locator("#lab-canvas").boundingBox();
+    const gap = Math.min(8, box.width / 8);
+    const side = Math.max(1, Math.min((box.width - 3 * gap) / 2, box.height - 2 * gap));
+    const x0 = Math.max(0, (box.width - 2 * side - gap) / 2);
+    const y0 = Math.max(0, (box.height - side) / 2);
+    await page.mouse.click(box.x + x0 + side / 2, box.y + y0 + side / 2);
+    await waitFor("picked particles", async () => {
+      failOnPanic(page);
+      return /\d+ particles picked/.test(await text(page, ".lab-picks"));
+    }, 30000);
+    const picks = await text(page, ".lab-picks");
+    for (const [view, name] of [["score", "fv3-score-picks"], ["density", "fv4-density-picks"]]) {
+      await setValue(page, "#lab-view", view);
+      const img = await shotUntil(name, `picks over both ${view} panels`,
+        (im) => panelsOk(im) && white(halfOf(im, false)) > 0 && white(halfOf(im, true)) > 0);
+      const [l, r] = [white(halfOf(img, false)), white(halfOf(img, true))];
+      log(`  ${view} view with ${picks.split(".")[0]}: ${l} | ${r} white pixels (left | right panel)`);
+      if (!(l > 0 && r > 0)) fail(`the picks are not drawn over both ${view} panels (${l} | ${r} white pixels)`);
+    }
+    // Without picks the panels have no pure white.
+    await page.click("#lab-clear-picks");
+    const cleared = await shotUntil("fv5-density-no-picks", "the picks to go",
+      (im) => white(im) === 0);
+    if (white(cleared) !== 0) fail(`${white(cleared)} white pixels left after clearing the picks`);
+    log(`  ${((Date.now() - t0) / 1000).toFixed(1)} s from opening the lab`);
+  } finally {
+    await page.context_.close();
+  }
+});
+
 // ---------- main
 async function main() {
   fs.mkdirSync(OUT, { recursive: true });

@@ -233,6 +233,28 @@ pub struct LabUi {
     /// The field views' scales (max q(x_t) on the view, max ‖s‖ over both arrow fields), read
     /// back after each run of their exact or arrows program.
     pub field_scales: RwSignal<Option<(f32, f32)>>,
+    /// The class of the score view (`#lab-field-class`; None = the null class, all points);
+    /// with a class the arrows are guided with the page's w.
+    pub field_class: RwSignal<Option<u32>>,
+}
+
+/// What the field views cost on the GPU, in ms (medians; each submitted and awaited on its
+/// own; `?bench=lab&view=density|score`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct FieldCost {
+    /// q(x_t) on every pixel (when t changes).
+    exact_ms: f64,
+    /// Both arrow fields and their panels (when t, the class or the weights change).
+    arrows_ms: f64,
+    /// Histogram of the shown particles and its panel (every frame).
+    particles_ms: f64,
+    /// A frame held by the scrubber: copy of the shown row + the particles program.
+    held_frame_ms: f64,
+    /// One particle step alone (what the reverse view costs per frame).
+    particle_step_ms: f64,
+    /// A frame following the animation: a particle step, then all three programs for the
+    /// new t.
+    live_frame_ms: f64,
 }
 
 impl LabUi {
@@ -264,6 +286,7 @@ impl LabUi {
             draft_len: RwSignal::new(0),
             bench: RwSignal::new(None),
             field_scales: RwSignal::new(None),
+            field_class: RwSignal::new(None),
         }
     }
 }
@@ -363,6 +386,10 @@ struct FieldState {
     sources: Vec<BlitSource>,
     /// The schedule index (0-based) the exact program last ran for.
     exact_t: Option<usize>,
+    /// (class, w bits) the arrows last ran for.
+    shown_class: (Option<u32>, u32),
+    /// Per class of the data: whether it has points (only those can be shown).
+    class_has_points: Vec<bool>,
     /// (trainer steps, time ms) when the learned arrows last ran.
     arrows_at: (u64, f64),
 }
@@ -380,6 +407,14 @@ impl FieldState {
         let shown = ctx.zeros(&[m.run.particles.n, 4])?;
         views.bind_particles(ctx, &shown)?;
         views.bind_model(ctx, &m.trainer.ema, m.data.num_classes)?;
+        let mut per_class = vec![Vec::new(); m.data.num_classes];
+        if let Some(labels) = &m.data.labels {
+            for (p, &y) in m.data.points.iter().zip(labels) {
+                per_class[y as usize].push(*p);
+            }
+            views.bind_classes(ctx, &per_class)?;
+        }
+        let class_has_points = per_class.iter().map(|c| !c.is_empty()).collect();
         let sources = Panel::ALL
             .iter()
             .map(|&p| blit.source(ctx, views.image(p)))
@@ -389,6 +424,8 @@ impl FieldState {
             shown,
             sources,
             exact_t: None,
+            shown_class: (None, 0),
+            class_has_points,
             arrows_at: (0, f64::NEG_INFINITY),
         })
     }
@@ -409,6 +446,7 @@ impl LabModel {
         ctx: &GpuContext,
         blit: &FieldBlit,
         row: usize,
+        class: Option<u32>,
     ) -> Result<Option<Tensor>> {
         // Row r holds the particles before plan step r: x at the 0-based schedule index
         // plan[r].t; the last row is x_0, shown at index 0 (t = 1; ᾱ must stay below 1).
@@ -441,12 +479,28 @@ impl LabModel {
             bytes,
         );
         let mut scales = None;
+        // A class the data do not have (a new data set) shows the null class.
+        let class = class.filter(|&c| f.class_has_points.get(c as usize) == Some(&true));
+        let w = self.settings.guidance;
+        let shown_class = (class, w.to_bits());
+        let params = FieldParams {
+            class,
+            guidance: w,
+            ..FieldParams::at(&self.schedule, ti)?
+        };
         if f.exact_t != Some(ti) {
             scales = Some(f.views.maxima().clone());
-            f.views.update(ctx, &FieldParams::at(&self.schedule, ti)?)?;
+            f.views.update(ctx, &params)?;
             f.views.exact_program().encode(&mut enc);
             f.views.arrows_program().encode(&mut enc);
             f.exact_t = Some(ti);
+            f.shown_class = shown_class;
+            f.arrows_at = (steps, now);
+        } else if f.shown_class != shown_class {
+            scales = Some(f.views.maxima().clone());
+            f.views.update(ctx, &params)?;
+            f.views.arrows_program().encode(&mut enc);
+            f.shown_class = shown_class;
             f.arrows_at = (steps, now);
         } else if steps != f.arrows_at.0 && now - f.arrows_at.1 >= ARROWS_EVERY_MS {
             scales = Some(f.views.maxima().clone());
@@ -543,6 +597,72 @@ impl LabGpu {
         }
     }
 
+    /// The picked particles over the particles or a field panel (`base` = that view): their
+    /// trajectories up to `row` (line strips through the history), their position at `row`,
+    /// and a ring at their Tweedie x̂_0 there.
+    fn pick_draws<'a>(
+        &'a self,
+        run: &'a ParticleRun,
+        row: u32,
+        base: PointsView,
+        dpr: f32,
+    ) -> Vec<Draw<'a>> {
+        let k = self.n_picks as u32;
+        let n = run.particles.n as u32;
+        let mut draws = Vec::new();
+        if k == 0 {
+            return draws;
+        }
+        draws.push(Draw {
+            view: PointsView {
+                alpha: 0.9,
+                count: n,
+                use_color: 1,
+                rgb: [1.0, 1.0, 1.0],
+                ..base
+            },
+            pts: &run.history.buffer,
+            picks: &self.picks.buffer,
+            shape: Shape::Lines {
+                len: row + 1,
+                strips: k,
+            },
+        });
+        draws.push(Draw {
+            view: PointsView {
+                radius_px: 4.5 * dpr,
+                alpha: 1.0,
+                base: row * n,
+                use_pick: 1,
+                use_color: 1,
+                rgb: [1.0, 1.0, 1.0],
+                ..base
+            },
+            pts: &run.history.buffer,
+            picks: &self.picks.buffer,
+            shape: Shape::Points(k),
+        });
+        if row > 0 {
+            draws.push(Draw {
+                view: PointsView {
+                    radius_px: 7.0 * dpr,
+                    alpha: 1.0,
+                    base: row * n,
+                    stride: 2,
+                    use_pick: 1,
+                    ring: 1,
+                    use_color: 1,
+                    rgb: [1.0, 0.85, 0.2],
+                    ..base
+                },
+                pts: &run.x0_history.buffer,
+                picks: &self.picks.buffer,
+                shape: Shape::Points(k),
+            });
+        }
+        draws
+    }
+
     /// Draw the current view onto the lab canvas.
     fn render(&self, ctx: &GpuContext, ui: &LabUi) {
         let tex = match self.surface.get_current_texture() {
@@ -590,11 +710,16 @@ impl LabGpu {
                 v @ (LabView::Density | LabView::Score) => {
                     if let (Some(f), Some(pair)) = (&m.field, v.panels()) {
                         let rects = panel_rects(self.config.width, self.config.height, dpr);
+                        let row = shown_row(ui, &m.run) as u32;
                         for (p, rect) in pair.into_iter().zip(rects) {
+                            // Picks over each panel, in the panel's own viewport.
+                            let side = rect[2].round().max(1.0) as u32;
+                            let fit = PointsView::fit(side, side);
                             panels.push(PanelDraw {
                                 blit: &self.blit,
                                 src: f.source(p),
                                 rect,
+                                overlay: self.pick_draws(&m.run, row, fit, dpr),
                             });
                         }
                     }
@@ -657,56 +782,7 @@ impl LabGpu {
                         picks: &self.picks.buffer,
                         shape: Shape::Points(n),
                     });
-                    let k = self.n_picks as u32;
-                    if k > 0 {
-                        draws.push(Draw {
-                            view: PointsView {
-                                alpha: 0.9,
-                                count: n,
-                                use_color: 1,
-                                rgb: [1.0, 1.0, 1.0],
-                                ..base
-                            },
-                            pts: &run.history.buffer,
-                            picks: &self.picks.buffer,
-                            shape: Shape::Lines {
-                                len: row + 1,
-                                strips: k,
-                            },
-                        });
-                        draws.push(Draw {
-                            view: PointsView {
-                                radius_px: 4.5 * dpr,
-                                alpha: 1.0,
-                                base: row * n,
-                                use_pick: 1,
-                                use_color: 1,
-                                rgb: [1.0, 1.0, 1.0],
-                                ..base
-                            },
-                            pts: &run.history.buffer,
-                            picks: &self.picks.buffer,
-                            shape: Shape::Points(k),
-                        });
-                        if row > 0 {
-                            draws.push(Draw {
-                                view: PointsView {
-                                    radius_px: 7.0 * dpr,
-                                    alpha: 1.0,
-                                    base: row * n,
-                                    stride: 2,
-                                    use_pick: 1,
-                                    ring: 1,
-                                    use_color: 1,
-                                    rgb: [1.0, 0.85, 0.2],
-                                    ..base
-                                },
-                                pts: &run.x0_history.buffer,
-                                picks: &self.picks.buffer,
-                                shape: Shape::Points(k),
-                            });
-                        }
-                    }
+                    draws.extend(self.pick_draws(run, row, base, dpr));
                 }
             }
         }
@@ -719,6 +795,29 @@ impl LabGpu {
         );
         ctx.queue.present(tex);
     }
+}
+
+/// The world point under a click at (fx, fy) (fractions of the canvas, y down) and the pick
+/// radius there (14 CSS pixels in world units): over the whole canvas, or in a field view over
+/// the panel clicked (None between or outside the panels).
+fn click_to_world(l: &LabGpu, view: LabView, fx: f32, fy: f32) -> Option<([f32; 2], f32)> {
+    let (w, h) = (l.config.width, l.config.height);
+    let dpr = (w as f32 / l.canvas.client_width().max(1) as f32).max(1.0);
+    if view.panels().is_none() {
+        let css_px =
+            2.0 * WORLD_HALF / l.canvas.client_width().min(l.canvas.client_height()).max(1) as f32;
+        return Some((PointsView::fit(w, h).to_world(fx, fy), 14.0 * css_px));
+    }
+    let (px, py) = (fx * w as f32, fy * h as f32);
+    panel_rects(w, h, dpr)
+        .into_iter()
+        .find_map(|[x, y, rw, rh]| {
+            let (u, v) = ((px - x) / rw, (py - y) / rh);
+            ((0.0..=1.0).contains(&u) && (0.0..=1.0).contains(&v)).then(|| {
+                let world = [WORLD_HALF * (2.0 * u - 1.0), WORLD_HALF * (1.0 - 2.0 * v)];
+                (world, 14.0 * dpr * 2.0 * WORLD_HALF / rw.max(1.0))
+            })
+        })
 }
 
 /// Two squares side by side, centred in a `width` × `height` canvas, `8·dpr` pixels apart.
@@ -1137,8 +1236,7 @@ pub async fn pick_at(fx: f32, fy: f32) {
         let m = l.model.as_ref()?;
         let row = shown_row(&ui, &m.run);
         let n = m.run.particles.n;
-        let view = PointsView::fit(l.config.width, l.config.height);
-        let w = view.to_world(fx, fy);
+        let (w, radius) = click_to_world(l, ui.view.get_untracked(), fx, fy)?;
         let tmp = ctx.zeros(&[n, 4]).ok()?;
         let mut enc = ctx
             .device
@@ -1152,10 +1250,7 @@ pub async fn pick_at(fx: f32, fy: f32) {
             bytes,
         );
         ctx.queue.submit([enc.finish()]);
-        // Radius of 14 CSS pixels in world units.
-        let css_px = 2.0 * super::super::lab_points::WORLD_HALF
-            / l.canvas.client_width().min(l.canvas.client_height()).max(1) as f32;
-        Some((ctx.clone(), tmp, w, 14.0 * css_px))
+        Some((ctx.clone(), tmp, w, radius))
     })
     .flatten();
     let Some((ctx, tmp, w, radius)) = found else {
@@ -1463,7 +1558,8 @@ async fn run_loop(generation: u64) {
                 }
                 if !drawing && ui.view.get_untracked().panels().is_some() {
                     let row = shown_row(&ui, &m.run);
-                    field_scales = m.update_field(ctx, &l.blit, row)?;
+                    field_scales =
+                        m.update_field(ctx, &l.blit, row, ui.field_class.get_untracked())?;
                 }
             }
             l.render(ctx, &ui);
@@ -1622,6 +1718,10 @@ pub async fn run_lab_bench() {
             return;
         }
     };
+    if let Some(view) = query_param("view") {
+        run_field_bench(&ui, &ctx, &adapter, &view).await;
+        return;
+    }
     let batch = query_param("batch")
         .and_then(|b| b.parse::<usize>().ok())
         .unwrap_or(512)
@@ -1667,6 +1767,112 @@ pub async fn run_lab_bench() {
                 "adapter\t{adapter}\nbatch\t{batch}\nruns\t{}\nmedian\t{ms:.2} ms per step\nspeed\t{sps:.2} steps/s, {gflops:.2} GFLOP/s ({:.1} MFLOP per step)\ndispatches\t{dispatches} per step",
                 times.len(),
                 flops_per_step(batch) / 1e6
+            );
+            ui.bench.set(Some((json, table)));
+        }
+        Err(e) => {
+            let json = format!(
+                r#"{{"error": {}}}"#,
+                serde_json::Value::String(e.to_string())
+            );
+            ui.bench.set(Some((json, String::new())));
+            report_error(&e);
+        }
+    }
+}
+
+/// Median ms of `run` (submit, then wait for the GPU): at least 3 runs (one stall on a
+/// loaded machine must not be the result), at most 5 or until `budget_ms` is spent.
+async fn time_gpu(
+    ctx: &GpuContext,
+    budget_ms: f64,
+    mut run: impl FnMut() -> Result<()>,
+) -> Result<f64> {
+    let start = now_ms();
+    let mut times = Vec::new();
+    while times.len() < 3 || (times.len() < 5 && now_ms() - start < budget_ms) {
+        let t0 = now_ms();
+        run()?;
+        ctx.finish().await?;
+        times.push(now_ms() - t0);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// `?bench=lab&view=density|score`: the field views' GPU cost per frame at the page's sizes
+/// (the lab's settings, URL parameters included; untrained weights), JSON in #bench-result:
+/// each program on its own, a held frame (the scrubber holds t: copy of the shown row +
+/// histogram) and a live frame (one particle step, then all three programs for the new t).
+/// The canvas render (two 96² blits and the points) is not included. `field_class=y` times
+/// the guided arrows of class y (with `classes=1`).
+async fn run_field_bench(ui: &LabUi, ctx: &Rc<GpuContext>, adapter: &str, view: &str) {
+    let settings = ui.settings.get_untracked();
+    let class: Option<u32> = query_param("field_class").and_then(|c| c.parse().ok());
+    let result: Result<(FieldCost, usize)> = async {
+        let mut m = LabModel::new(ctx, &settings)?;
+        let blit = FieldBlit::new(ctx, wgpu::TextureFormat::Rgba8Unorm);
+        // Row 1 (t just below T): the first frame builds the views and runs everything.
+        m.run.advance(ctx)?;
+        m.update_field(ctx, &blit, 1, class)?;
+        ctx.finish().await?;
+        let budget = 20_000.0;
+        let f = m
+            .field
+            .as_ref()
+            .ok_or_else(|| Error::Gpu("no field views".into()))?;
+        let exact_ms = time_gpu(ctx, budget, || ctx.run(f.views.exact_program())).await?;
+        let arrows_ms = time_gpu(ctx, budget, || ctx.run(f.views.arrows_program())).await?;
+        let particles_ms = time_gpu(ctx, budget, || ctx.run(f.views.particles_program())).await?;
+        // A held frame: update_field at the same row runs only the copy and the histogram.
+        let held_frame_ms = time_gpu(ctx, budget, || {
+            m.update_field(ctx, &blit, 1, class).map(|_| ())
+        })
+        .await?;
+        let particle_step_ms = time_gpu(ctx, budget, || {
+            if m.run.k + 1 >= m.run.plan.len() {
+                m.run.k = 1;
+            }
+            m.run.advance(ctx).map(|_| ())
+        })
+        .await?;
+        let live_frame_ms = time_gpu(ctx, budget, || {
+            if m.run.k + 1 >= m.run.plan.len() {
+                m.run.k = 1;
+            }
+            m.run.advance(ctx)?;
+            m.update_field(ctx, &blit, m.run.k, class).map(|_| ())
+        })
+        .await?;
+        let cost = FieldCost {
+            exact_ms,
+            arrows_ms,
+            particles_ms,
+            held_frame_ms,
+            particle_step_ms,
+            live_frame_ms,
+        };
+        Ok((cost, m.data.len()))
+    }
+    .await;
+    match result {
+        Ok((c, points)) => {
+            let json = format!(
+                r#"{{"bench": "lab-field", "view": {}, "adapter": {}, "side": {FIELD_SIDE}, "grid": {FIELD_GRID}, "points": {points}, "particles": {}, "class": {}, "exact_ms": {:.2}, "arrows_ms": {:.2}, "particles_ms": {:.2}, "held_frame_ms": {:.2}, "particle_step_ms": {:.2}, "live_frame_ms": {:.2}}}"#,
+                serde_json::Value::String(view.to_string()),
+                serde_json::Value::String(adapter.to_string()),
+                settings.particles,
+                class.map_or("null".to_string(), |c| c.to_string()),
+                c.exact_ms,
+                c.arrows_ms,
+                c.particles_ms,
+                c.held_frame_ms,
+                c.particle_step_ms,
+                c.live_frame_ms,
+            );
+            let table = format!(
+                "adapter\t{adapter}\nview\t{view} ({FIELD_SIDE}² pixels, {FIELD_GRID}² arrows, {points} points, {} particles)\nexact q(x_t)\t{:.1} ms (when t changes)\narrows\t{:.1} ms (when t, class or weights change)\nhistogram\t{:.1} ms\nheld frame\t{:.1} ms (copy + histogram)\nparticle step\t{:.1} ms\nlive frame\t{:.1} ms (step + all three)",
+                settings.particles, c.exact_ms, c.arrows_ms, c.particles_ms, c.held_frame_ms, c.particle_step_ms, c.live_frame_ms
             );
             ui.bench.set(Some((json, table)));
         }
