@@ -2,9 +2,9 @@
 //! and async readback. This is the only module that knows whether it runs natively or in
 //! the browser, and it never blocks on wasm (readback is `map_async` + a future there).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use wgpu::util::DeviceExt;
 
@@ -84,6 +84,9 @@ pub struct Dispatch {
     pipeline: Arc<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
     workgroups: [u32; 3],
+    /// Keeps the tracked buffers its bind group uses (tensors, its static uniforms) from
+    /// being destroyed while this dispatch may still run (see [`BufferTracker`]).
+    _bound: Vec<Arc<()>>,
 }
 
 /// A list of dispatches recorded once (at plan time) and replayed every step: no buffer,
@@ -193,6 +196,99 @@ pub struct AdapterSummary {
     pub is_software: bool,
 }
 
+/// One buffer the context destroys explicitly once nothing uses it (see [`BufferTracker`]).
+struct TrackedBuffer {
+    /// The tensor's buffer (`Tensor::buffer`); None for a buffer only recorded dispatches
+    /// hold (a static uniform).
+    owner: Option<Weak<wgpu::Buffer>>,
+    /// A second handle to the same buffer, to call `destroy()` on.
+    handle: wgpu::Buffer,
+    /// Cloned into every recorded [`Dispatch`] that binds the buffer: a bind group must
+    /// never outlive its buffers' `destroy()`.
+    bound: Arc<()>,
+    bytes: u64,
+    /// Who made it (`GpuContext::tag_scope`), for `window.kakusanMemory()`'s breakdown.
+    tag: &'static str,
+}
+
+impl TrackedBuffer {
+    fn in_use(&self) -> bool {
+        Arc::strong_count(&self.bound) > 1
+            || self.owner.as_ref().is_some_and(|w| w.strong_count() > 0)
+    }
+}
+
+/// Counters of the buffers the context made, shared with the destroy callbacks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BufferCounts {
+    /// Tracked buffers created (tensors, static uniforms, readback staging), and their bytes.
+    pub created: u64,
+    pub created_bytes: u64,
+    /// Of those, destroyed with `Buffer::destroy()`.
+    pub destroyed: u64,
+    pub destroyed_bytes: u64,
+    /// Unused and waiting for the queue's work to finish before their `destroy()`.
+    pub dying: u64,
+    pub dying_bytes: u64,
+    /// Uniform buffers made by [`GpuContext::uniform_buffer`]: owned by their callers as plain
+    /// `wgpu::Buffer`s and not tracked (on WebGPU the garbage collector frees them).
+    pub untracked: u64,
+    pub untracked_bytes: u64,
+}
+
+/// What [`GpuContext::buffer_report`] returns: the counters and the live tracked buffers
+/// per tag (count, bytes), tags in first-seen order.
+#[derive(Clone, Debug, Default)]
+pub struct BufferReport {
+    pub counts: BufferCounts,
+    pub live: u64,
+    pub live_bytes: u64,
+    pub by_tag: Vec<(&'static str, u64, u64)>,
+}
+
+/// Explicit `destroy()` of GPU buffers nobody uses any more.
+///
+/// wgpu frees a dropped buffer natively, but on WebGPU (wgpu 30) dropping a `wgpu::Buffer`
+/// does nothing: the GPU memory waits for the browser's garbage collector. So every tensor
+/// buffer, static uniform and readback buffer the context makes is registered here. A
+/// tensor's buffer is unused once no `Tensor` holds it (the registry keeps only a `Weak`)
+/// and no recorded dispatch binds it (dispatches hold `bound`). [`GpuContext::sweep`] —
+/// called after every submission of a program, in `finish`, after readbacks and before a
+/// report — takes the unused ones out and destroys them in a
+/// `queue.on_submitted_work_done` callback, i.e. only after every submission that could
+/// still read or write them has completed (WebGPU would allow an earlier `destroy()`, but
+/// this way no in-flight work ever sees a destroyed buffer). Readback buffers are destroyed
+/// right after their mapping was read and unmapped.
+#[derive(Default)]
+struct BufferTracker {
+    /// Keyed by the buffer's address inside its `Arc` (the `Weak` keeps that allocation, so
+    /// a key is never reused while its entry exists); static uniforms by a counter with the
+    /// top bit set.
+    buffers: HashMap<u64, TrackedBuffer>,
+    next_static: u64,
+    counts: Arc<Mutex<BufferCounts>>,
+}
+
+/// Restores the previous tag when dropped; see [`GpuContext::tag_scope`].
+pub struct TagScope<'a> {
+    ctx: &'a GpuContext,
+    previous: &'static str,
+}
+
+impl Drop for TagScope<'_> {
+    fn drop(&mut self) {
+        self.ctx.tag.set(self.previous);
+    }
+}
+
+fn buffer_key(b: &wgpu::Buffer) -> u64 {
+    b as *const wgpu::Buffer as usize as u64
+}
+
+fn lock_counts(c: &Mutex<BufferCounts>) -> std::sync::MutexGuard<'_, BufferCounts> {
+    c.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A bind group layout and the pipeline layout made from it.
 type Layouts = (Arc<wgpu::BindGroupLayout>, Arc<wgpu::PipelineLayout>);
 
@@ -208,6 +304,10 @@ pub struct GpuContext {
     error_slot: Arc<Mutex<Option<String>>>,
     /// Bytes of every tensor created through this context so far (see `allocated_bytes`).
     allocated: std::cell::Cell<u64>,
+    /// Buffers destroyed explicitly once unused (see [`BufferTracker`]).
+    tracker: RefCell<BufferTracker>,
+    /// The tag new tracked buffers get (see [`GpuContext::tag_scope`]).
+    tag: Cell<&'static str>,
 }
 
 impl GpuContext {
@@ -302,6 +402,8 @@ impl GpuContext {
             pipelines: RefCell::new(HashMap::new()),
             error_slot,
             allocated: std::cell::Cell::new(0),
+            tracker: RefCell::new(BufferTracker::default()),
+            tag: Cell::new("other"),
         })
     }
 
@@ -448,6 +550,7 @@ impl GpuContext {
                 )));
             }
         }
+        let mut bound = self.bound_tokens(desc.inputs.iter().chain(desc.outputs).copied());
         let key = LayoutKey {
             uniform: !matches!(desc.params, Params::None),
             inputs: desc.inputs.len() as u32,
@@ -470,6 +573,7 @@ impl GpuContext {
                             contents: &padded,
                             usage: wgpu::BufferUsages::UNIFORM,
                         });
+                bound.push(self.track_static(&static_uniform));
                 entries.push(wgpu::BindGroupEntry {
                     binding: 0,
                     resource: static_uniform.as_entire_binding(),
@@ -500,6 +604,7 @@ impl GpuContext {
             pipeline,
             bind_group,
             workgroups: desc.workgroups,
+            _bound: bound,
         });
         Ok(())
     }
@@ -523,8 +628,10 @@ impl GpuContext {
                 | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
+        let buffer = Arc::new(buffer);
+        self.track(&buffer);
         Ok(Tensor {
-            buffer: Arc::new(buffer),
+            buffer,
             shape: shape.to_vec(),
         })
     }
@@ -580,7 +687,6 @@ impl GpuContext {
         Ok(())
     }
 
-    /// A uniform buffer the caller rewrites with `queue.write_buffer` between runs.
     /// Total bytes of the tensors created through this context so far (freed ones included).
     /// Training and sampling plan every buffer before their first step and create none per
     /// step, so read right after planning this is their peak GPU memory for tensors.
@@ -588,13 +694,165 @@ impl GpuContext {
         self.allocated.get()
     }
 
+    /// A uniform buffer the caller rewrites with `queue.write_buffer` between runs. Not
+    /// tracked (the caller owns it as a plain `wgpu::Buffer`); only counted.
     pub fn uniform_buffer(&self, bytes: usize) -> wgpu::Buffer {
+        let size = (bytes.div_ceil(16).max(1) * 16) as u64;
+        {
+            let t = self.tracker.borrow();
+            let mut c = lock_counts(&t.counts);
+            c.untracked += 1;
+            c.untracked_bytes += size;
+        }
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("params"),
-            size: (bytes.div_ceil(16).max(1) * 16) as u64,
+            size,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         })
+    }
+
+    /// A storage buffer of `bytes` (at least 4) that is destroyed explicitly once the
+    /// returned `Arc` and every recorded dispatch binding it are gone (e.g. the page's
+    /// timeline frames).
+    pub fn tracked_buffer(
+        &self,
+        label: &'static str,
+        bytes: u64,
+        usage: wgpu::BufferUsages,
+    ) -> Arc<wgpu::Buffer> {
+        let buffer = Arc::new(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(4),
+            usage,
+            mapped_at_creation: false,
+        }));
+        self.track(&buffer);
+        buffer
+    }
+
+    /// New tracked buffers made until the returned guard is dropped get `tag` (the page's
+    /// memory report sums live bytes per tag: "sampler", "timeline", "lab", …; "other"
+    /// otherwise). Hold it only in synchronous code: an await would let other tasks'
+    /// buffers take the tag.
+    pub fn tag_scope(&self, tag: &'static str) -> TagScope<'_> {
+        TagScope {
+            ctx: self,
+            previous: self.tag.replace(tag),
+        }
+    }
+
+    fn track(&self, buffer: &Arc<wgpu::Buffer>) {
+        let mut t = self.tracker.borrow_mut();
+        let bytes = buffer.size();
+        {
+            let mut c = lock_counts(&t.counts);
+            c.created += 1;
+            c.created_bytes += bytes;
+        }
+        t.buffers.insert(
+            buffer_key(buffer),
+            TrackedBuffer {
+                owner: Some(Arc::downgrade(buffer)),
+                handle: (**buffer).clone(),
+                bound: Arc::new(()),
+                bytes,
+                tag: self.tag.get(),
+            },
+        );
+    }
+
+    /// Track a buffer that only recorded dispatches hold; returns their token.
+    fn track_static(&self, buffer: &wgpu::Buffer) -> Arc<()> {
+        let mut t = self.tracker.borrow_mut();
+        let bytes = buffer.size();
+        {
+            let mut c = lock_counts(&t.counts);
+            c.created += 1;
+            c.created_bytes += bytes;
+        }
+        let bound = Arc::new(());
+        let key = (1 << 63) | t.next_static;
+        t.next_static += 1;
+        t.buffers.insert(
+            key,
+            TrackedBuffer {
+                owner: None,
+                handle: buffer.clone(),
+                bound: bound.clone(),
+                bytes,
+                tag: self.tag.get(),
+            },
+        );
+        bound
+    }
+
+    /// The tokens that keep the tracked buffers among `buffers` alive for a dispatch.
+    fn bound_tokens<'b>(&self, buffers: impl Iterator<Item = &'b wgpu::Buffer>) -> Vec<Arc<()>> {
+        let t = self.tracker.borrow();
+        buffers
+            .filter_map(|b| t.buffers.get(&buffer_key(b)).map(|e| e.bound.clone()))
+            .collect()
+    }
+
+    /// Destroy (after the queue's current work) every tracked buffer nothing uses any more.
+    /// Cheap enough to call after every submission (a pass over the tracked buffers).
+    pub fn sweep(&self) {
+        let mut dead = Vec::new();
+        let counts = {
+            let mut t = self.tracker.borrow_mut();
+            t.buffers.retain(|_, e| {
+                let keep = e.in_use();
+                if !keep {
+                    dead.push((e.handle.clone(), e.bytes));
+                }
+                keep
+            });
+            t.counts.clone()
+        };
+        if dead.is_empty() {
+            return;
+        }
+        {
+            let mut c = lock_counts(&counts);
+            c.dying += dead.len() as u64;
+            c.dying_bytes += dead.iter().map(|d| d.1).sum::<u64>();
+        }
+        // The callback may run at once (natively, with nothing in flight): no borrow or lock
+        // is held here.
+        self.queue.on_submitted_work_done(move || {
+            let mut c = lock_counts(&counts);
+            for (buffer, bytes) in dead {
+                buffer.destroy();
+                c.dying -= 1;
+                c.dying_bytes -= bytes;
+                c.destroyed += 1;
+                c.destroyed_bytes += bytes;
+            }
+        });
+    }
+
+    /// Sweep, then count: created/destroyed/dying buffers and the live tracked ones by tag.
+    pub fn buffer_report(&self) -> BufferReport {
+        self.sweep();
+        let t = self.tracker.borrow();
+        let mut r = BufferReport {
+            counts: *lock_counts(&t.counts),
+            ..Default::default()
+        };
+        for e in t.buffers.values() {
+            r.live += 1;
+            r.live_bytes += e.bytes;
+            match r.by_tag.iter_mut().find(|x| x.0 == e.tag) {
+                Some(x) => {
+                    x.1 += 1;
+                    x.2 += e.bytes;
+                }
+                None => r.by_tag.push((e.tag, 1, e.bytes)),
+            }
+        }
+        r.by_tag.sort_by_key(|x| x.0);
+        r
     }
 
     /// Encode and submit a program.
@@ -604,6 +862,7 @@ impl GpuContext {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
         program.encode(&mut encoder);
         self.queue.submit([encoder.finish()]);
+        self.sweep();
         self.check()
     }
 
@@ -628,6 +887,7 @@ impl GpuContext {
     /// Wait until the GPU has finished all submitted work. Natively this blocks; in the
     /// browser it awaits the queue's completion callback.
     pub async fn finish(&self) -> Result<()> {
+        self.sweep();
         let (tx, rx) = futures_channel::oneshot::channel();
         self.queue.on_submitted_work_done(move || {
             let _ = tx.send(());
@@ -662,16 +922,12 @@ impl GpuContext {
         if len == 0 {
             return Ok(Vec::new());
         }
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: len,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let staging = Staging::new(self, len);
+        let staging = &staging.buffer;
         let mut encoder = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, len);
+        encoder.copy_buffer_to_buffer(buffer, 0, staging, 0, len);
         self.queue.submit([encoder.finish()]);
         let (tx, rx) = futures_channel::oneshot::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
@@ -688,6 +944,41 @@ impl GpuContext {
             .to_vec();
         staging.unmap();
         Ok(data)
+    }
+}
+
+/// A readback buffer, destroyed (and counted) when dropped: after its mapping was read and
+/// unmapped, or when the readback failed or its future was dropped (then the pending
+/// `map_async` is aborted, which is what a dropped readback wants).
+struct Staging {
+    buffer: wgpu::Buffer,
+    counts: Arc<Mutex<BufferCounts>>,
+}
+
+impl Staging {
+    fn new(ctx: &GpuContext, len: u64) -> Staging {
+        let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: len,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let counts = ctx.tracker.borrow().counts.clone();
+        {
+            let mut c = lock_counts(&counts);
+            c.created += 1;
+            c.created_bytes += len;
+        }
+        Staging { buffer, counts }
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        self.buffer.destroy();
+        let mut c = lock_counts(&self.counts);
+        c.destroyed += 1;
+        c.destroyed_bytes += self.buffer.size();
     }
 }
 
@@ -737,5 +1028,57 @@ pub(crate) mod test_util {
             want[i],
             (got[i] as f64 - want[i]).abs()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_util::ctx;
+    use super::*;
+
+    /// A tensor dropped while a recorded program still binds it is not destroyed (the program
+    /// runs on and reads it); once the program is gone too, a sweep destroys its buffers after
+    /// the queue's work, and only unused ones.
+    #[test]
+    fn unused_buffers_are_destroyed_and_bound_ones_kept() {
+        let ctx = ctx();
+        let _tag = ctx.tag_scope("test");
+        let before = ctx.buffer_report();
+        let a = ctx.upload(&[1.0, -2.0, 3.0], &[3]).unwrap();
+        let out = ctx.zeros(&[3]).unwrap();
+        let mut program = Program::new();
+        crate::ops::elementwise::scale_shift(&ctx, &mut program, &a, &out, 2.0, 1.0).unwrap();
+        let kept = ctx.zeros(&[5]).unwrap();
+        // Only the program holds `a` now.
+        drop(a);
+        block_on(ctx.finish()).unwrap();
+        let r = ctx.buffer_report();
+        assert_eq!(r.counts.destroyed, before.counts.destroyed, "{r:?}");
+        // a, out, kept and the program's static uniform.
+        let test = r.by_tag.iter().find(|x| x.0 == "test").copied();
+        assert_eq!(test, Some(("test", 4, 12 + 12 + 20 + 32)), "{r:?}");
+        ctx.run(&program).unwrap();
+        assert_eq!(block_on(ctx.read(&out)).unwrap(), vec![3.0, -3.0, 7.0]);
+        // A readback's staging buffer is destroyed as soon as it was read.
+        let r = ctx.buffer_report();
+        assert_eq!(r.counts.created, before.counts.created + 4 + 1);
+        assert_eq!(r.counts.destroyed, before.counts.destroyed + 1);
+        drop(program);
+        drop(out);
+        ctx.sweep();
+        block_on(ctx.finish()).unwrap();
+        let r = ctx.buffer_report();
+        assert_eq!(r.counts.dying, 0, "{r:?}");
+        assert_eq!(r.counts.destroyed, before.counts.destroyed + 1 + 3, "{r:?}");
+        assert_eq!(
+            r.counts.destroyed_bytes,
+            before.counts.destroyed_bytes + 12 + (12 + 12 + 32),
+            "{r:?}"
+        );
+        let test = r.by_tag.iter().find(|x| x.0 == "test").copied();
+        assert_eq!(test, Some(("test", 1, 20)), "{r:?}");
+        assert_eq!(r.live, before.live + 1);
+        ctx.check().unwrap();
+        drop(kept);
     }
 }
