@@ -253,12 +253,12 @@ pub struct BufferReport {
 /// buffer, static uniform and readback buffer the context makes is registered here. A
 /// tensor's buffer is unused once no `Tensor` holds it (the registry keeps only a `Weak`)
 /// and no recorded dispatch binds it (dispatches hold `bound`). [`GpuContext::sweep`] —
-/// called after every submission of a program, in `finish`, after readbacks and before a
-/// report — takes the unused ones out and destroys them in a
-/// `queue.on_submitted_work_done` callback, i.e. only after every submission that could
-/// still read or write them has completed (WebGPU would allow an earlier `destroy()`, but
-/// this way no in-flight work ever sees a destroyed buffer). Readback buffers are destroyed
-/// right after their mapping was read and unmapped.
+/// called after every submission of a program, in `finish` and before a report — takes the
+/// unused ones out and destroys them at a later sweep, once a `queue.on_submitted_work_done`
+/// callback registered when they were found has run, i.e. only after every submission that
+/// could still read or write them has completed (WebGPU would allow an earlier `destroy()`,
+/// but this way no in-flight work ever sees a destroyed buffer). Readback buffers are
+/// destroyed right after their mapping was read and unmapped.
 #[derive(Default)]
 struct BufferTracker {
     /// Keyed by the buffer's address inside its `Arc` (the `Weak` keeps that allocation, so
@@ -267,6 +267,11 @@ struct BufferTracker {
     buffers: HashMap<u64, TrackedBuffer>,
     next_static: u64,
     counts: Arc<Mutex<BufferCounts>>,
+    /// Unused buffers by sweep (batch number), waiting for the queue's work.
+    dying: Vec<(u64, Vec<(wgpu::Buffer, u64)>)>,
+    next_batch: u64,
+    /// The last batch whose `on_submitted_work_done` callback has run.
+    done_batch: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Restores the previous tag when dropped; see [`GpuContext::tag_scope`].
@@ -795,41 +800,54 @@ impl GpuContext {
             .collect()
     }
 
-    /// Destroy (after the queue's current work) every tracked buffer nothing uses any more.
-    /// Cheap enough to call after every submission (a pass over the tracked buffers).
+    /// Destroy every tracked buffer nothing uses any more, once the queue's work submitted
+    /// before it became unused has completed: the unused ones found now are destroyed by a
+    /// later sweep, after `on_submitted_work_done` said so (its callback must be `Send`, which
+    /// a WebGPU buffer is not, so it only raises a counter). Cheap enough to call after every
+    /// submission (one pass over the tracked buffers).
     pub fn sweep(&self) {
+        let mut t = self.tracker.borrow_mut();
         let mut dead = Vec::new();
-        let counts = {
-            let mut t = self.tracker.borrow_mut();
-            t.buffers.retain(|_, e| {
-                let keep = e.in_use();
-                if !keep {
-                    dead.push((e.handle.clone(), e.bytes));
-                }
-                keep
-            });
-            t.counts.clone()
-        };
-        if dead.is_empty() {
-            return;
-        }
-        {
-            let mut c = lock_counts(&counts);
-            c.dying += dead.len() as u64;
-            c.dying_bytes += dead.iter().map(|d| d.1).sum::<u64>();
-        }
-        // The callback may run at once (natively, with nothing in flight): no borrow or lock
-        // is held here.
-        self.queue.on_submitted_work_done(move || {
-            let mut c = lock_counts(&counts);
-            for (buffer, bytes) in dead {
-                buffer.destroy();
-                c.dying -= 1;
-                c.dying_bytes -= bytes;
-                c.destroyed += 1;
-                c.destroyed_bytes += bytes;
+        t.buffers.retain(|_, e| {
+            let keep = e.in_use();
+            if !keep {
+                dead.push((e.handle.clone(), e.bytes));
             }
+            keep
         });
+        if !dead.is_empty() {
+            t.next_batch += 1;
+            let batch = t.next_batch;
+            {
+                let mut c = lock_counts(&t.counts);
+                c.dying += dead.len() as u64;
+                c.dying_bytes += dead.iter().map(|d| d.1).sum::<u64>();
+            }
+            t.dying.push((batch, dead));
+            let done = t.done_batch.clone();
+            // Natively the callback may run at once; it only touches the atomic.
+            self.queue.on_submitted_work_done(move || {
+                done.fetch_max(batch, std::sync::atomic::Ordering::Relaxed);
+            });
+        }
+        let done = t.done_batch.load(std::sync::atomic::Ordering::Relaxed);
+        if t.dying.first().is_some_and(|b| b.0 <= done) {
+            let counts = t.counts.clone();
+            let mut c = lock_counts(&counts);
+            t.dying.retain(|(batch, buffers)| {
+                if *batch > done {
+                    return true;
+                }
+                for (buffer, bytes) in buffers {
+                    buffer.destroy();
+                    c.dying -= 1;
+                    c.dying_bytes -= bytes;
+                    c.destroyed += 1;
+                    c.destroyed_bytes += bytes;
+                }
+                false
+            });
+        }
     }
 
     /// Sweep, then count: created/destroyed/dying buffers and the live tracked ones by tag.
