@@ -555,7 +555,17 @@ impl GpuContext {
                 )));
             }
         }
-        let mut bound = self.bound_tokens(desc.inputs.iter().chain(desc.outputs).copied());
+        let uniform = match desc.params {
+            Params::Buffer(b) => Some(b),
+            _ => None,
+        };
+        let mut bound = self.bound_tokens(
+            desc.inputs
+                .iter()
+                .chain(desc.outputs)
+                .copied()
+                .chain(uniform),
+        );
         let key = LayoutKey {
             uniform: !matches!(desc.params, Params::None),
             inputs: desc.inputs.len() as u32,
