@@ -217,7 +217,16 @@ async function labVisit(page, visit) {
   // Not `steps === 0`: a Reset that lands while a frame is awaiting the GPU lets that frame
   // still train its few steps on the reset weights (the lab's loop decides to train at the
   // start of a frame; docs/reliability.md), so the counter can read 1-2 afterwards.
-  await labWait(page, "the reset (the step counter back near 0)", (a) => a.state === "ready" && a.steps !== null && a.steps < first.steps);
+  // So: wait for "ready" and a counter that has stopped moving.
+  await labWait(page, "the reset (state ready)", (a) => a.state === "ready");
+  let afterReset = (await labAttrs(page)).steps;
+  await waitFor("the step counter to stop after Reset", async () => {
+    await sleep(1000);
+    const now = (await labAttrs(page)).steps;
+    const still = now === afterReset;
+    afterReset = now;
+    return still;
+  }, 60000, 0);
   const preset = LAB_PRESETS[visit % LAB_PRESETS.length];
   await setValue(page, "#lab-preset", preset);
   await labWait(page, `the ${preset} preset built`, (a) => a.state === "ready" && a.steps === 0);
@@ -225,7 +234,7 @@ async function labVisit(page, visit) {
   await page.evaluate(() => document.getElementById("sampler-tab").click());
   await waitFor("the lab to pause when hidden", async () => (await labAttrs(page)).state !== "training", 20000, 100);
   await waitFor("the sampler tab", () => visible(page, "#play"), 20000, 100);
-  return { preset, steps: [first.steps, second.steps], ms: Date.now() - t0 };
+  return { preset, steps: [first.steps, second.steps], steps_after_reset: afterReset, ms: Date.now() - t0 };
 }
 
 const BASELINE = { sampler: "ddim", steps: 4, batch: 2, seed: 0 };
@@ -357,7 +366,8 @@ async function main() {
       if (i % LAB_EVERY === LAB_AT) {
         const v = await labVisit(page, result.lab_visits.length);
         result.lab_visits.push({ run: i, ...v });
-        log(`  [${i}] lab: trained to step ${v.steps[0]}, reset, ${v.preset}, trained to step ${v.steps[1]} (${(v.ms / 1000).toFixed(1)} s)`);
+        log(`  [${i}] lab: trained to step ${v.steps[0]}, reset (counter then ${v.steps_after_reset}), ${v.preset}, ` +
+          `trained to step ${v.steps[1]} (${(v.ms / 1000).toFixed(1)} s)`);
       }
       const wantModel = i % every === 1 ? "models/mnist/" : "test-model/";
       if (wantModel !== model) {
