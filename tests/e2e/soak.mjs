@@ -227,7 +227,10 @@ async function labVisit(page, visit) {
     afterReset = now;
     return still;
   }, 60000, 0);
-  const preset = LAB_PRESETS[visit % LAB_PRESETS.length];
+  // The next preset that is not the current one (the same one would not rebuild anything).
+  const current = await page.locator("#lab-preset").inputValue();
+  let preset = LAB_PRESETS[visit % LAB_PRESETS.length];
+  if (preset === current) preset = LAB_PRESETS[(visit + 1) % LAB_PRESETS.length];
   await setValue(page, "#lab-preset", preset);
   await labWait(page, `the ${preset} preset built`, (a) => a.state === "ready" && a.steps === 0);
   const second = await labTrain(page);
