@@ -401,6 +401,12 @@ async function main() {
       await loadUrl(page, "test-model/");
       await waitLoaded(page, "test-model");
     }
+    // A last lab visit, so that the lab holds its buffers at the end as at the start (a device
+    // loss after the last regular visit drops them with the device).
+    const v = await labVisit(page, result.lab_visits.length);
+    result.lab_visits.push({ run: RUNS, ...v });
+    log(`  [end] lab: trained to step ${v.steps[0]}, reset (counter then ${v.steps_after_reset}), ${v.preset}, ` +
+      `trained to step ${v.steps[1]} (${(v.ms / 1000).toFixed(1)} s)`);
     result.end = await measure(page, cdp, `end, after ${RUNS} runs`);
     await shot(page, "soak-end");
     for (const [k, bound] of Object.entries(BOUNDS)) {
