@@ -214,9 +214,9 @@ async function labVisit(page, visit) {
   await labWait(page, "the lab panel", (a) => a.state !== null && a.state !== "idle");
   const first = await labTrain(page);
   await page.evaluate(() => document.getElementById("lab-reset").click());
-  // Not `steps === 0`: a Reset that lands while a frame is awaiting the GPU lets that frame
-  // still train its few steps on the reset weights (the lab's loop decides to train at the
-  // start of a frame; docs/reliability.md), so the counter can read 1-2 afterwards.
+  // Not `steps === 0`: a Reset that lands while a frame is awaiting the GPU is partly undone
+  // by that frame (the lab's loop decides to train at the start of a frame and writes the
+  // counter after its await; docs/reliability.md), so the counter can read a stale count.
   // So: wait for "ready" and a counter that has stopped moving.
   await labWait(page, "the reset (state ready)", (a) => a.state === "ready");
   let afterReset = (await labAttrs(page)).steps;
