@@ -2,9 +2,9 @@
 //! and async readback. This is the only module that knows whether it runs natively or in
 //! the browser, and it never blocks on wasm (readback is `map_async` + a future there).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use wgpu::util::DeviceExt;
 
@@ -278,6 +278,9 @@ pub struct Dispatch {
     pipeline: Arc<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
     workgroups: [u32; 3],
+    /// Keeps the tracked buffers its bind group uses (tensors, its static uniforms) from
+    /// being destroyed while this dispatch may still run (see [`BufferTracker`]).
+    _bound: Vec<Arc<()>>,
 }
 
 /// A list of dispatches recorded once (at plan time) and replayed every step: no buffer,
@@ -387,6 +390,111 @@ pub struct AdapterSummary {
     pub is_software: bool,
 }
 
+/// One buffer the context destroys explicitly once nothing uses it (see [`BufferTracker`]).
+struct TrackedBuffer {
+    /// The handles that use it: a tensor's buffer and any views into it (a pack's tensors),
+    /// or a [`GpuContext::tracked_buffer`]; none for a buffer only recorded dispatches hold
+    /// (a static uniform).
+    owners: Vec<Owner>,
+    /// Cloned into every recorded [`Dispatch`] that binds the buffer: a bind group must
+    /// never outlive its buffers' `destroy()`.
+    bound: Arc<()>,
+    bytes: u64,
+    /// Who made it (`GpuContext::tag_scope`), for `window.kakusanMemory()`'s breakdown.
+    tag: &'static str,
+}
+
+impl TrackedBuffer {
+    fn in_use(&self) -> bool {
+        Arc::strong_count(&self.bound) > 1 || self.owners.iter().any(Owner::alive)
+    }
+}
+
+/// Counters of the buffers the context made, shared with the destroy callbacks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BufferCounts {
+    /// Tracked buffers created (tensors, static uniforms, readback staging), and their bytes.
+    pub created: u64,
+    pub created_bytes: u64,
+    /// Of those, destroyed with `Buffer::destroy()`.
+    pub destroyed: u64,
+    pub destroyed_bytes: u64,
+    /// Unused and waiting for the queue's work to finish before their `destroy()`.
+    pub dying: u64,
+    pub dying_bytes: u64,
+    /// Uniform buffers made by [`GpuContext::uniform_buffer`]: owned by their callers as plain
+    /// `wgpu::Buffer`s and not tracked (on WebGPU the garbage collector frees them).
+    pub untracked: u64,
+    pub untracked_bytes: u64,
+}
+
+/// What [`GpuContext::buffer_report`] returns: the counters and the live tracked buffers
+/// per tag (count, bytes), tags in first-seen order.
+#[derive(Clone, Debug, Default)]
+pub struct BufferReport {
+    pub counts: BufferCounts,
+    pub live: u64,
+    pub live_bytes: u64,
+    pub by_tag: Vec<(&'static str, u64, u64)>,
+}
+
+/// Explicit `destroy()` of GPU buffers nobody uses any more.
+///
+/// wgpu frees a dropped buffer natively, but on WebGPU (wgpu 30) dropping a `wgpu::Buffer`
+/// does nothing: the GPU memory waits for the browser's garbage collector. So every tensor
+/// buffer, static uniform and readback buffer the context makes is registered here. A
+/// tensor's buffer is unused once no `Tensor` holds it (the registry keeps only a `Weak`)
+/// and no recorded dispatch binds it (dispatches hold `bound`). [`GpuContext::sweep`] —
+/// called after every submission of a program, in `finish` and before a report — takes the
+/// unused ones out and destroys them at a later sweep, once a `queue.on_submitted_work_done`
+/// callback registered when they were found has run, i.e. only after every submission that
+/// could still read or write them has completed (WebGPU would allow an earlier `destroy()`,
+/// but this way no in-flight work ever sees a destroyed buffer). Readback buffers are
+/// destroyed right after their mapping was read and unmapped.
+#[derive(Default)]
+struct BufferTracker {
+    /// Keyed by the buffer (wgpu handles compare by identity; the key is also the handle
+    /// `destroy()` is called on).
+    buffers: HashMap<wgpu::Buffer, TrackedBuffer>,
+    counts: Arc<Mutex<BufferCounts>>,
+    /// Unused buffers by sweep (batch number), waiting for the queue's work.
+    dying: Vec<(u64, Vec<(wgpu::Buffer, u64)>)>,
+    next_batch: u64,
+    /// The last batch whose `on_submitted_work_done` callback has run.
+    done_batch: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Restores the previous tag when dropped; see [`GpuContext::tag_scope`].
+pub struct TagScope<'a> {
+    ctx: &'a GpuContext,
+    previous: &'static str,
+}
+
+impl Drop for TagScope<'_> {
+    fn drop(&mut self) {
+        self.ctx.tag.set(self.previous);
+    }
+}
+
+/// A handle that keeps a tracked buffer in use while it lives.
+enum Owner {
+    View(Weak<BufferView>),
+    Buffer(Weak<wgpu::Buffer>),
+}
+
+impl Owner {
+    fn alive(&self) -> bool {
+        match self {
+            Owner::View(w) => w.strong_count() > 0,
+            Owner::Buffer(w) => w.strong_count() > 0,
+        }
+    }
+}
+
+fn lock_counts(c: &Mutex<BufferCounts>) -> std::sync::MutexGuard<'_, BufferCounts> {
+    c.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A bind group layout and the pipeline layout made from it.
 type Layouts = (Arc<wgpu::BindGroupLayout>, Arc<wgpu::PipelineLayout>);
 
@@ -402,6 +510,10 @@ pub struct GpuContext {
     error_slot: Arc<Mutex<Option<String>>>,
     /// Bytes of every tensor created through this context so far (see `allocated_bytes`).
     allocated: std::cell::Cell<u64>,
+    /// Buffers destroyed explicitly once unused (see [`BufferTracker`]).
+    tracker: RefCell<BufferTracker>,
+    /// The tag new tracked buffers get (see [`GpuContext::tag_scope`]).
+    tag: Cell<&'static str>,
 }
 
 impl GpuContext {
@@ -496,6 +608,8 @@ impl GpuContext {
             pipelines: RefCell::new(HashMap::new()),
             error_slot,
             allocated: std::cell::Cell::new(0),
+            tracker: RefCell::new(BufferTracker::default()),
+            tag: Cell::new("other"),
         })
     }
 
@@ -642,6 +756,17 @@ impl GpuContext {
                 )));
             }
         }
+        let uniform = match desc.params {
+            Params::Buffer(b) => Some(b),
+            _ => None,
+        };
+        let mut bound = self.bound_tokens(
+            desc.inputs
+                .iter()
+                .chain(desc.outputs)
+                .map(|v| v.raw())
+                .chain(uniform),
+        );
         let key = LayoutKey {
             uniform: !matches!(desc.params, Params::None),
             inputs: desc.inputs.len() as u32,
@@ -664,6 +789,7 @@ impl GpuContext {
                             contents: &padded,
                             usage: wgpu::BufferUsages::UNIFORM,
                         });
+                bound.push(self.track_static(&static_uniform));
                 entries.push(wgpu::BindGroupEntry {
                     binding: 0,
                     resource: static_uniform.as_entire_binding(),
@@ -694,6 +820,7 @@ impl GpuContext {
             pipeline,
             bind_group,
             workgroups: desc.workgroups,
+            _bound: bound,
         });
         Ok(())
     }
@@ -717,8 +844,10 @@ impl GpuContext {
                 | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
+        let buffer = Arc::new(BufferView::whole(buffer));
+        self.track(Owner::View(Arc::downgrade(&buffer)), buffer.raw());
         Ok(Tensor {
-            buffer: Arc::new(BufferView::whole(buffer)),
+            buffer,
             shape: shape.to_vec(),
         })
     }
@@ -739,8 +868,10 @@ impl GpuContext {
                 (slot.offset * 4) as u64,
                 (numel * 4) as u64,
             )?;
+            let view = Arc::new(view);
+            self.track(Owner::View(Arc::downgrade(&view)), view.raw());
             views.push(Tensor {
-                buffer: Arc::new(view),
+                buffer: view,
                 shape: shape.clone(),
             });
         }
@@ -805,7 +936,6 @@ impl GpuContext {
         Ok(())
     }
 
-    /// A uniform buffer the caller rewrites with `queue.write_buffer` between runs.
     /// Total bytes of the tensors created through this context so far (freed ones included).
     /// Training and sampling plan every buffer before their first step and create none per
     /// step, so read right after planning this is their peak GPU memory for tensors.
@@ -813,13 +943,180 @@ impl GpuContext {
         self.allocated.get()
     }
 
+    /// A uniform buffer the caller rewrites with `queue.write_buffer` between runs. Not
+    /// tracked (the caller owns it as a plain `wgpu::Buffer`); only counted.
     pub fn uniform_buffer(&self, bytes: usize) -> wgpu::Buffer {
+        let size = (bytes.div_ceil(16).max(1) * 16) as u64;
+        {
+            let t = self.tracker.borrow();
+            let mut c = lock_counts(&t.counts);
+            c.untracked += 1;
+            c.untracked_bytes += size;
+        }
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("params"),
-            size: (bytes.div_ceil(16).max(1) * 16) as u64,
+            size,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         })
+    }
+
+    /// A storage buffer of `bytes` (at least 4) that is destroyed explicitly once the
+    /// returned `Arc` and every recorded dispatch binding it are gone (e.g. the page's
+    /// timeline frames).
+    pub fn tracked_buffer(
+        &self,
+        label: &'static str,
+        bytes: u64,
+        usage: wgpu::BufferUsages,
+    ) -> Arc<wgpu::Buffer> {
+        let buffer = Arc::new(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(4),
+            usage,
+            mapped_at_creation: false,
+        }));
+        self.track(Owner::Buffer(Arc::downgrade(&buffer)), &buffer);
+        buffer
+    }
+
+    /// New tracked buffers made until the returned guard is dropped get `tag` (the page's
+    /// memory report sums live bytes per tag: "sampler", "timeline", "lab", …; "other"
+    /// otherwise). Hold it only in synchronous code: an await would let other tasks'
+    /// buffers take the tag.
+    pub fn tag_scope(&self, tag: &'static str) -> TagScope<'_> {
+        TagScope {
+            ctx: self,
+            previous: self.tag.replace(tag),
+        }
+    }
+
+    /// Register `owner` as a user of `buffer`, tracking the buffer if it is new (a view into
+    /// a tracked pack only adds an owner).
+    fn track(&self, owner: Owner, buffer: &wgpu::Buffer) {
+        let mut t = self.tracker.borrow_mut();
+        if let Some(e) = t.buffers.get_mut(buffer) {
+            e.owners.push(owner);
+            return;
+        }
+        let bytes = buffer.size();
+        {
+            let mut c = lock_counts(&t.counts);
+            c.created += 1;
+            c.created_bytes += bytes;
+        }
+        t.buffers.insert(
+            buffer.clone(),
+            TrackedBuffer {
+                owners: vec![owner],
+                bound: Arc::new(()),
+                bytes,
+                tag: self.tag.get(),
+            },
+        );
+    }
+
+    /// Track a buffer that only recorded dispatches hold; returns their token.
+    fn track_static(&self, buffer: &wgpu::Buffer) -> Arc<()> {
+        let mut t = self.tracker.borrow_mut();
+        let bytes = buffer.size();
+        {
+            let mut c = lock_counts(&t.counts);
+            c.created += 1;
+            c.created_bytes += bytes;
+        }
+        let bound = Arc::new(());
+        t.buffers.insert(
+            buffer.clone(),
+            TrackedBuffer {
+                owners: Vec::new(),
+                bound: bound.clone(),
+                bytes,
+                tag: self.tag.get(),
+            },
+        );
+        bound
+    }
+
+    /// The tokens that keep the tracked buffers among `buffers` alive for a dispatch.
+    fn bound_tokens<'b>(&self, buffers: impl Iterator<Item = &'b wgpu::Buffer>) -> Vec<Arc<()>> {
+        let t = self.tracker.borrow();
+        buffers
+            .filter_map(|b| t.buffers.get(b).map(|e| e.bound.clone()))
+            .collect()
+    }
+
+    /// Destroy every tracked buffer nothing uses any more, once the queue's work submitted
+    /// before it became unused has completed: the unused ones found now are destroyed by a
+    /// later sweep, after `on_submitted_work_done` said so (its callback must be `Send`, which
+    /// a WebGPU buffer is not, so it only raises a counter). Cheap enough to call after every
+    /// submission (one pass over the tracked buffers).
+    pub fn sweep(&self) {
+        let mut t = self.tracker.borrow_mut();
+        let mut dead = Vec::new();
+        t.buffers.retain(|buffer, e| {
+            let keep = e.in_use();
+            if !keep {
+                dead.push((buffer.clone(), e.bytes));
+            }
+            keep
+        });
+        if !dead.is_empty() {
+            t.next_batch += 1;
+            let batch = t.next_batch;
+            {
+                let mut c = lock_counts(&t.counts);
+                c.dying += dead.len() as u64;
+                c.dying_bytes += dead.iter().map(|d| d.1).sum::<u64>();
+            }
+            t.dying.push((batch, dead));
+            let done = t.done_batch.clone();
+            // Natively the callback may run at once; it only touches the atomic.
+            self.queue.on_submitted_work_done(move || {
+                done.fetch_max(batch, std::sync::atomic::Ordering::Relaxed);
+            });
+        }
+        let done = t.done_batch.load(std::sync::atomic::Ordering::Relaxed);
+        if t.dying.first().is_some_and(|b| b.0 <= done) {
+            let counts = t.counts.clone();
+            let mut c = lock_counts(&counts);
+            t.dying.retain(|(batch, buffers)| {
+                if *batch > done {
+                    return true;
+                }
+                for (buffer, bytes) in buffers {
+                    buffer.destroy();
+                    c.dying -= 1;
+                    c.dying_bytes -= bytes;
+                    c.destroyed += 1;
+                    c.destroyed_bytes += bytes;
+                }
+                false
+            });
+        }
+    }
+
+    /// Sweep, then count: created/destroyed/dying buffers and the live tracked ones by tag.
+    pub fn buffer_report(&self) -> BufferReport {
+        self.sweep();
+        let t = self.tracker.borrow();
+        let mut r = BufferReport {
+            counts: *lock_counts(&t.counts),
+            ..Default::default()
+        };
+        for e in t.buffers.values() {
+            r.live += 1;
+            r.live_bytes += e.bytes;
+            match r.by_tag.iter_mut().find(|x| x.0 == e.tag) {
+                Some(x) => {
+                    x.1 += 1;
+                    x.2 += e.bytes;
+                }
+                None => r.by_tag.push((e.tag, 1, e.bytes)),
+            }
+        }
+        r.by_tag.sort_by_key(|x| x.0);
+        r
     }
 
     /// Encode and submit a program.
@@ -829,6 +1126,7 @@ impl GpuContext {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
         program.encode(&mut encoder);
         self.queue.submit([encoder.finish()]);
+        self.sweep();
         self.check()
     }
 
@@ -853,6 +1151,7 @@ impl GpuContext {
     /// Wait until the GPU has finished all submitted work. Natively this blocks; in the
     /// browser it awaits the queue's completion callback.
     pub async fn finish(&self) -> Result<()> {
+        self.sweep();
         let (tx, rx) = futures_channel::oneshot::channel();
         self.queue.on_submitted_work_done(move || {
             let _ = tx.send(());
@@ -887,16 +1186,12 @@ impl GpuContext {
         if len == 0 {
             return Ok(Vec::new());
         }
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: len,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let staging = Staging::new(self, len);
+        let staging = &staging.buffer;
         let mut encoder = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        encoder.copy_buffer_to_buffer(buffer.raw(), buffer.offset(), &staging, 0, len);
+        encoder.copy_buffer_to_buffer(buffer.raw(), buffer.offset(), staging, 0, len);
         self.queue.submit([encoder.finish()]);
         let (tx, rx) = futures_channel::oneshot::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
@@ -913,6 +1208,41 @@ impl GpuContext {
             .to_vec();
         staging.unmap();
         Ok(data)
+    }
+}
+
+/// A readback buffer, destroyed (and counted) when dropped: after its mapping was read and
+/// unmapped, or when the readback failed or its future was dropped (then the pending
+/// `map_async` is aborted, which is what a dropped readback wants).
+struct Staging {
+    buffer: wgpu::Buffer,
+    counts: Arc<Mutex<BufferCounts>>,
+}
+
+impl Staging {
+    fn new(ctx: &GpuContext, len: u64) -> Staging {
+        let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: len,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let counts = ctx.tracker.borrow().counts.clone();
+        {
+            let mut c = lock_counts(&counts);
+            c.created += 1;
+            c.created_bytes += len;
+        }
+        Staging { buffer, counts }
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        self.buffer.destroy();
+        let mut c = lock_counts(&self.counts);
+        c.destroyed += 1;
+        c.destroyed_bytes += self.buffer.size();
     }
 }
 
@@ -1079,5 +1409,57 @@ mod view_tests {
         assert!(BufferView::range(raw, 256, 6).is_err());
         assert!(BufferView::range(raw, 768, 512).is_err());
         assert!(BufferView::range(raw, 0, 0).is_err());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_util::ctx;
+    use super::*;
+
+    /// A tensor dropped while a recorded program still binds it is not destroyed (the program
+    /// runs on and reads it); once the program is gone too, a sweep destroys its buffers after
+    /// the queue's work, and only unused ones.
+    #[test]
+    fn unused_buffers_are_destroyed_and_bound_ones_kept() {
+        let ctx = ctx();
+        let _tag = ctx.tag_scope("test");
+        let before = ctx.buffer_report();
+        let a = ctx.upload(&[1.0, -2.0, 3.0], &[3]).unwrap();
+        let out = ctx.zeros(&[3]).unwrap();
+        let mut program = Program::new();
+        crate::ops::elementwise::scale_shift(&ctx, &mut program, &a, &out, 2.0, 1.0).unwrap();
+        let kept = ctx.zeros(&[5]).unwrap();
+        // Only the program holds `a` now.
+        drop(a);
+        block_on(ctx.finish()).unwrap();
+        let r = ctx.buffer_report();
+        assert_eq!(r.counts.destroyed, before.counts.destroyed, "{r:?}");
+        // a, out, kept and the program's static uniform.
+        let test = r.by_tag.iter().find(|x| x.0 == "test").copied();
+        assert_eq!(test, Some(("test", 4, 12 + 12 + 20 + 32)), "{r:?}");
+        ctx.run(&program).unwrap();
+        assert_eq!(block_on(ctx.read(&out)).unwrap(), vec![3.0, -3.0, 7.0]);
+        // A readback's staging buffer is destroyed as soon as it was read.
+        let r = ctx.buffer_report();
+        assert_eq!(r.counts.created, before.counts.created + 4 + 1);
+        assert_eq!(r.counts.destroyed, before.counts.destroyed + 1);
+        drop(program);
+        drop(out);
+        ctx.sweep();
+        block_on(ctx.finish()).unwrap();
+        let r = ctx.buffer_report();
+        assert_eq!(r.counts.dying, 0, "{r:?}");
+        assert_eq!(r.counts.destroyed, before.counts.destroyed + 1 + 3, "{r:?}");
+        assert_eq!(
+            r.counts.destroyed_bytes,
+            before.counts.destroyed_bytes + 12 + (12 + 12 + 32),
+            "{r:?}"
+        );
+        let test = r.by_tag.iter().find(|x| x.0 == "test").copied();
+        assert_eq!(test, Some(("test", 1, 20)), "{r:?}");
+        assert_eq!(r.live, before.live + 1);
+        ctx.check().unwrap();
+        drop(kept);
     }
 }

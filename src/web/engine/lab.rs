@@ -533,10 +533,16 @@ pub struct LabGpu {
 fn with_lab<R>(f: impl FnOnce(&mut LabGpu, &Rc<GpuContext>) -> R) -> Option<R> {
     with_engine(|e| {
         let ctx = e.session.ctx().clone();
+        // Buffers made in here count as the lab's in `window.kakusanMemory()`.
+        let _tag = ctx.tag_scope(LAB_TAG);
         e.lab.as_mut().map(|l| f(l, &ctx))
     })
     .flatten()
 }
+
+/// The tag of the lab's GPU buffers (`GpuContext::tag_scope`; `lab_bytes` of
+/// `window.kakusanMemory()`).
+pub(super) const LAB_TAG: &str = "lab";
 
 fn canvas_size(canvas: &web_sys::HtmlCanvasElement) -> (u32, u32) {
     let dpr = web_sys::window()
@@ -1062,6 +1068,7 @@ fn ensure_lab(ui: &LabUi) -> bool {
         if e.lab.is_none() {
             let ctx = e.session.ctx().clone();
             let config = e.session.surface_config().clone();
+            let _tag = ctx.tag_scope(LAB_TAG);
             match LabGpu::open(&ctx, config, canvas) {
                 Ok(l) => e.lab = Some(l),
                 Err(err) => {

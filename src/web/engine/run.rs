@@ -141,6 +141,7 @@ impl Engine {
         let guidance = model.config.num_class_embeds.map(|_| s.guidance as f32);
         let ctx = self.session.ctx();
         let before = ctx.allocated_bytes();
+        let tag = ctx.tag_scope("sampler");
         let run = SamplingRun::new(
             ctx,
             &model.config,
@@ -155,6 +156,7 @@ impl Engine {
                 guidance,
             },
         )?;
+        drop(tag);
         let tensor_bytes = ctx.allocated_bytes() - before;
         let sh = &run.x_t().shape;
         let shape = [sh[0], sh[1], sh[2], sh[3]];

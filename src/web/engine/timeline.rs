@@ -9,6 +9,8 @@
 //! the canvas follows the live run. [`run`](super::run) plans it for a new run, clears it on
 //! restart and records steps into it; the scrubber ([`scrub`]) picks the frame shown.
 
+use std::sync::Arc;
+
 use leptos::prelude::*;
 
 use super::{ui, with_engine, Engine};
@@ -18,8 +20,9 @@ pub const MAX_FRAMES: usize = 100;
 const FRAME_BUDGET_BYTES: usize = 48 << 20;
 
 struct Frame {
-    xt: wgpu::Buffer,
-    x0: wgpu::Buffer,
+    /// Tracked by the context: destroyed explicitly once the frame is dropped.
+    xt: Arc<wgpu::Buffer>,
+    x0: Arc<wgpu::Buffer>,
     /// The timestep x_t is at (None: x_T before the first step).
     t: Option<usize>,
     step: usize,
@@ -81,7 +84,7 @@ impl Timeline {
     fn buffers(&self, frame: Option<usize>) -> Option<(&wgpu::Buffer, &wgpu::Buffer)> {
         frame
             .and_then(|i| self.frames.get(i))
-            .map(|f| (&f.xt, &f.x0))
+            .map(|f| (&*f.xt, &*f.x0))
     }
 
     /// The frame the canvas shows: None when it follows the live run.
@@ -97,13 +100,13 @@ impl Engine {
         let ctx = self.session.ctx();
         let run = &live.run;
         let bytes = run.x_t().bytes();
+        let _tag = ctx.tag_scope("timeline");
         let make = || {
-            ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("timeline frame"),
-                size: bytes,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
+            ctx.tracked_buffer(
+                "timeline frame",
+                bytes,
+                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            )
         };
         let (xt, x0) = (make(), make());
         let mut enc = ctx
