@@ -326,7 +326,9 @@ mod tests {
         use crate::ops::conv2d_direct::tests::{force, force_rows};
         force(false, || run_case_on(ctx, c, seed, false));
         for rows in [1, 2, 4] {
-            force(true, || force_rows(rows, || run_case_on(ctx, c, seed, true)));
+            force(true, || {
+                force_rows(rows, || run_case_on(ctx, c, seed, true))
+            });
         }
     }
 
