@@ -51,6 +51,9 @@ HEADER = """\
 //   rows that the next output row shares (k − s of them) in registers, so each output row
 //   costs one new input row (s = 1) and 8 vec4 loads of dout, restaged by stage_dout as
 //   [b][oy][ox padded to 4][Cout padded to 8] (zeros in the padding, no masks).
+//   conv2d_direct_dw_k{k}s{s}_nchw: the same for Wo a multiple of 4, reading dout in place
+//   (bound as `staged`) as vec4 of 4 pixels per channel: the same number of loads, and no
+//   staging pass.
 """
 
 PARAMS = """
@@ -232,16 +235,21 @@ def forward(k, s, rows):
     return L
 
 
-def weight(k, s):
+def weight(k, s, nchw):
     nx = 3 * s + k
     c4s = CBW // 4
     carry = k - s if k > s else 0  # rows kept from one output row to the next
+    suffix = "_nchw" if nchw else ""
     L = []
     w = L.append
-    w(f"\n// ---- weight gradient, {k}x{k}, stride {s} ----")
+    w(f"\n// ---- weight gradient, {k}x{k}, stride {s}{', dout read in place' if nchw else ''} ----")
     w("// Grid: x = block of 16 (image, input channel) lanes, z = output-channel block.")
+    if nchw:
+        w("// dout is bound as `staged` in its own (N, Cout, Ho, Wo) layout, Wo a multiple of 4:")
+        w("// one vec4 = 4 pixels of one channel; the transpose to 4 channels of one pixel is free")
+        w("// on llvmpipe (a vec4 is four separate SIMD registers there).")
     w("@compute @workgroup_size(16)")
-    w(f"fn conv2d_direct_dw_k{k}s{s}(@builtin(workgroup_id) wg: vec3<u32>,")
+    w(f"fn conv2d_direct_dw_k{k}s{s}{suffix}(@builtin(workgroup_id) wg: vec3<u32>,")
     w("                         @builtin(local_invocation_index) li: u32) {")
     w("    let lane = wg.x * 16u + li;")
     w("    let valid = lane < p.n_lanes;")
@@ -251,6 +259,8 @@ def weight(k, s):
     w(f"    let co0 = wg.z * {CBW}u;")
     w("    let xb = i32((b * p.cin + ci) * p.h * p.w);")
     w("    let wo4 = 4u * p.groups_per_row;")
+    if nchw:
+        w("    let dlast = p.batch * p.cout * p.ho * p.groups_per_row - 1u;")
     for ky in range(k):
         for kx in range(k):
             for c in range(c4s):
@@ -277,10 +287,20 @@ def weight(k, s):
     w("        for (var oy = 0u; oy < p.ho; oy++) {")
     for ky in range(carry, k):
         load_row(f"r{ky}", f"i32(oy * {s}u + {ky}u) - p.pad_top", "            ", False)
-    w(f"            let d = ((b * p.ho + oy) * wo4 + ox0) * p.cpad4 + co0 / 4u;")
-    for q in range(4):
-        for c in range(c4s):
-            w(f"            let d{q}_{c} = staged[d + {q}u * p.cpad4 + {c}u];")
+    if nchw:
+        # Channel co0 + e of this pixel group; channels past Cout read as 0.
+        w("            let d = ((b * p.cout + co0) * p.ho + oy) * p.groups_per_row + ox0 / 4u;")
+        for e in range(CBW):
+            w(f"            let e{e} = select(vec4<f32>(0.0), staged[min(d + {e}u * p.ho * p.groups_per_row, dlast)], co0 + {e}u < p.cout);")
+        for q in range(4):
+            for c in range(c4s):
+                comps = ", ".join(f"e{4 * c + j}.{'xyzw'[q]}" for j in range(4))
+                w(f"            let d{q}_{c} = vec4<f32>({comps});")
+    else:
+        w(f"            let d = ((b * p.ho + oy) * wo4 + ox0) * p.cpad4 + co0 / 4u;")
+        for q in range(4):
+            for c in range(c4s):
+                w(f"            let d{q}_{c} = staged[d + {q}u * p.cpad4 + {c}u];")
     for ky in range(k):
         for kx in range(k):
             for q in range(4):
@@ -312,8 +332,9 @@ def main():
     for k, s in VARIANTS:
         for rows in FORWARD_ROWS:
             out.append("\n".join(forward(k, s, rows)))
-    for k, s in VARIANTS:
-        out.append("\n".join(weight(k, s)))
+    for nchw in [False, True]:
+        for k, s in VARIANTS:
+            out.append("\n".join(weight(k, s, nchw)))
     path = os.path.join(os.path.dirname(__file__), "..", "shaders", "conv2d_direct.wgsl")
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")

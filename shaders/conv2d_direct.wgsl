@@ -29,6 +29,9 @@
 //   rows that the next output row shares (k − s of them) in registers, so each output row
 //   costs one new input row (s = 1) and 8 vec4 loads of dout, restaged by stage_dout as
 //   [b][oy][ox padded to 4][Cout padded to 8] (zeros in the padding, no masks).
+//   conv2d_direct_dw_k{k}s{s}_nchw: the same for Wo a multiple of 4, reading dout in place
+//   (bound as `staged`) as vec4 of 4 pixels per channel: the same number of loads, and no
+//   staging pass.
 
 struct Params {
     batch: u32,
@@ -4622,6 +4625,656 @@ fn conv2d_direct_dw_k1s1(@builtin(workgroup_id) wg: vec3<u32>,
             let d2_1 = staged[d + 2u * p.cpad4 + 1u];
             let d3_0 = staged[d + 3u * p.cpad4 + 0u];
             let d3_1 = staged[d + 3u * p.cpad4 + 1u];
+            a00_0 += r0_0 * d0_0;
+            a00_1 += r0_0 * d0_1;
+            a00_0 += r0_1 * d1_0;
+            a00_1 += r0_1 * d1_1;
+            a00_0 += r0_2 * d2_0;
+            a00_1 += r0_2 * d2_1;
+            a00_0 += r0_3 * d3_0;
+            a00_1 += r0_3 * d3_1;
+        }
+    }
+    if (!valid) { return; }
+    let nco = min(8u, p.cout - co0);
+    let ncol = p.cin * 1u;
+    let ob = (b * p.cout + co0) * ncol + ci * 1u;
+    if (0u < nco) { out[ob + 0u * ncol + 0u] = a00_0.x; }
+    if (1u < nco) { out[ob + 1u * ncol + 0u] = a00_0.y; }
+    if (2u < nco) { out[ob + 2u * ncol + 0u] = a00_0.z; }
+    if (3u < nco) { out[ob + 3u * ncol + 0u] = a00_0.w; }
+    if (4u < nco) { out[ob + 4u * ncol + 0u] = a00_1.x; }
+    if (5u < nco) { out[ob + 5u * ncol + 0u] = a00_1.y; }
+    if (6u < nco) { out[ob + 6u * ncol + 0u] = a00_1.z; }
+    if (7u < nco) { out[ob + 7u * ncol + 0u] = a00_1.w; }
+}
+
+// ---- weight gradient, 3x3, stride 1, dout read in place ----
+// Grid: x = block of 16 (image, input channel) lanes, z = output-channel block.
+// dout is bound as `staged` in its own (N, Cout, Ho, Wo) layout, Wo a multiple of 4:
+// one vec4 = 4 pixels of one channel; the transpose to 4 channels of one pixel is free
+// on llvmpipe (a vec4 is four separate SIMD registers there).
+@compute @workgroup_size(16)
+fn conv2d_direct_dw_k3s1_nchw(@builtin(workgroup_id) wg: vec3<u32>,
+                         @builtin(local_invocation_index) li: u32) {
+    let lane = wg.x * 16u + li;
+    let valid = lane < p.n_lanes;
+    let l = min(lane, p.n_lanes - 1u);
+    let b = l / p.cin;
+    let ci = l - b * p.cin;
+    let co0 = wg.z * 8u;
+    let xb = i32((b * p.cin + ci) * p.h * p.w);
+    let wo4 = 4u * p.groups_per_row;
+    let dlast = p.batch * p.cout * p.ho * p.groups_per_row - 1u;
+    var a00_0 = vec4<f32>(0.0);
+    var a00_1 = vec4<f32>(0.0);
+    var a01_0 = vec4<f32>(0.0);
+    var a01_1 = vec4<f32>(0.0);
+    var a02_0 = vec4<f32>(0.0);
+    var a02_1 = vec4<f32>(0.0);
+    var a10_0 = vec4<f32>(0.0);
+    var a10_1 = vec4<f32>(0.0);
+    var a11_0 = vec4<f32>(0.0);
+    var a11_1 = vec4<f32>(0.0);
+    var a12_0 = vec4<f32>(0.0);
+    var a12_1 = vec4<f32>(0.0);
+    var a20_0 = vec4<f32>(0.0);
+    var a20_1 = vec4<f32>(0.0);
+    var a21_0 = vec4<f32>(0.0);
+    var a21_1 = vec4<f32>(0.0);
+    var a22_0 = vec4<f32>(0.0);
+    var a22_1 = vec4<f32>(0.0);
+    for (var ox0 = 0u; ox0 < p.wo; ox0 += 4u) {
+        let ix0 = i32(ox0 * 1u) - p.pad_left;
+        let cok0 = ix0 + 0 >= 0 && ix0 + 0 < i32(p.w);
+        let cok1 = ix0 + 1 >= 0 && ix0 + 1 < i32(p.w);
+        let cok2 = ix0 + 2 >= 0 && ix0 + 2 < i32(p.w);
+        let cok3 = ix0 + 3 >= 0 && ix0 + 3 < i32(p.w);
+        let cok4 = ix0 + 4 >= 0 && ix0 + 4 < i32(p.w);
+        let cok5 = ix0 + 5 >= 0 && ix0 + 5 < i32(p.w);
+        var r0_0 = 0.0;
+        var r0_1 = 0.0;
+        var r0_2 = 0.0;
+        var r0_3 = 0.0;
+        var r0_4 = 0.0;
+        var r0_5 = 0.0;
+        var r1_0 = 0.0;
+        var r1_1 = 0.0;
+        var r1_2 = 0.0;
+        var r1_3 = 0.0;
+        var r1_4 = 0.0;
+        var r1_5 = 0.0;
+        var r2_0 = 0.0;
+        var r2_1 = 0.0;
+        var r2_2 = 0.0;
+        var r2_3 = 0.0;
+        var r2_4 = 0.0;
+        var r2_5 = 0.0;
+        {
+            let iy = 0 - p.pad_top;
+            let yok = iy >= 0 && iy < i32(p.h);
+            let rb = xb + iy * i32(p.w) + ix0;
+            r0_0 = ldx(rb + 0, yok && cok0);
+            r0_1 = ldx(rb + 1, yok && cok1);
+            r0_2 = ldx(rb + 2, yok && cok2);
+            r0_3 = ldx(rb + 3, yok && cok3);
+            r0_4 = ldx(rb + 4, yok && cok4);
+            r0_5 = ldx(rb + 5, yok && cok5);
+        }
+        {
+            let iy = 1 - p.pad_top;
+            let yok = iy >= 0 && iy < i32(p.h);
+            let rb = xb + iy * i32(p.w) + ix0;
+            r1_0 = ldx(rb + 0, yok && cok0);
+            r1_1 = ldx(rb + 1, yok && cok1);
+            r1_2 = ldx(rb + 2, yok && cok2);
+            r1_3 = ldx(rb + 3, yok && cok3);
+            r1_4 = ldx(rb + 4, yok && cok4);
+            r1_5 = ldx(rb + 5, yok && cok5);
+        }
+        for (var oy = 0u; oy < p.ho; oy++) {
+            {
+                let iy = i32(oy * 1u + 2u) - p.pad_top;
+                let yok = iy >= 0 && iy < i32(p.h);
+                let rb = xb + iy * i32(p.w) + ix0;
+                r2_0 = ldx(rb + 0, yok && cok0);
+                r2_1 = ldx(rb + 1, yok && cok1);
+                r2_2 = ldx(rb + 2, yok && cok2);
+                r2_3 = ldx(rb + 3, yok && cok3);
+                r2_4 = ldx(rb + 4, yok && cok4);
+                r2_5 = ldx(rb + 5, yok && cok5);
+            }
+            let d = ((b * p.cout + co0) * p.ho + oy) * p.groups_per_row + ox0 / 4u;
+            let e0 = select(vec4<f32>(0.0), staged[min(d + 0u * p.ho * p.groups_per_row, dlast)], co0 + 0u < p.cout);
+            let e1 = select(vec4<f32>(0.0), staged[min(d + 1u * p.ho * p.groups_per_row, dlast)], co0 + 1u < p.cout);
+            let e2 = select(vec4<f32>(0.0), staged[min(d + 2u * p.ho * p.groups_per_row, dlast)], co0 + 2u < p.cout);
+            let e3 = select(vec4<f32>(0.0), staged[min(d + 3u * p.ho * p.groups_per_row, dlast)], co0 + 3u < p.cout);
+            let e4 = select(vec4<f32>(0.0), staged[min(d + 4u * p.ho * p.groups_per_row, dlast)], co0 + 4u < p.cout);
+            let e5 = select(vec4<f32>(0.0), staged[min(d + 5u * p.ho * p.groups_per_row, dlast)], co0 + 5u < p.cout);
+            let e6 = select(vec4<f32>(0.0), staged[min(d + 6u * p.ho * p.groups_per_row, dlast)], co0 + 6u < p.cout);
+            let e7 = select(vec4<f32>(0.0), staged[min(d + 7u * p.ho * p.groups_per_row, dlast)], co0 + 7u < p.cout);
+            let d0_0 = vec4<f32>(e0.x, e1.x, e2.x, e3.x);
+            let d0_1 = vec4<f32>(e4.x, e5.x, e6.x, e7.x);
+            let d1_0 = vec4<f32>(e0.y, e1.y, e2.y, e3.y);
+            let d1_1 = vec4<f32>(e4.y, e5.y, e6.y, e7.y);
+            let d2_0 = vec4<f32>(e0.z, e1.z, e2.z, e3.z);
+            let d2_1 = vec4<f32>(e4.z, e5.z, e6.z, e7.z);
+            let d3_0 = vec4<f32>(e0.w, e1.w, e2.w, e3.w);
+            let d3_1 = vec4<f32>(e4.w, e5.w, e6.w, e7.w);
+            a00_0 += r0_0 * d0_0;
+            a00_1 += r0_0 * d0_1;
+            a00_0 += r0_1 * d1_0;
+            a00_1 += r0_1 * d1_1;
+            a00_0 += r0_2 * d2_0;
+            a00_1 += r0_2 * d2_1;
+            a00_0 += r0_3 * d3_0;
+            a00_1 += r0_3 * d3_1;
+            a01_0 += r0_1 * d0_0;
+            a01_1 += r0_1 * d0_1;
+            a01_0 += r0_2 * d1_0;
+            a01_1 += r0_2 * d1_1;
+            a01_0 += r0_3 * d2_0;
+            a01_1 += r0_3 * d2_1;
+            a01_0 += r0_4 * d3_0;
+            a01_1 += r0_4 * d3_1;
+            a02_0 += r0_2 * d0_0;
+            a02_1 += r0_2 * d0_1;
+            a02_0 += r0_3 * d1_0;
+            a02_1 += r0_3 * d1_1;
+            a02_0 += r0_4 * d2_0;
+            a02_1 += r0_4 * d2_1;
+            a02_0 += r0_5 * d3_0;
+            a02_1 += r0_5 * d3_1;
+            a10_0 += r1_0 * d0_0;
+            a10_1 += r1_0 * d0_1;
+            a10_0 += r1_1 * d1_0;
+            a10_1 += r1_1 * d1_1;
+            a10_0 += r1_2 * d2_0;
+            a10_1 += r1_2 * d2_1;
+            a10_0 += r1_3 * d3_0;
+            a10_1 += r1_3 * d3_1;
+            a11_0 += r1_1 * d0_0;
+            a11_1 += r1_1 * d0_1;
+            a11_0 += r1_2 * d1_0;
+            a11_1 += r1_2 * d1_1;
+            a11_0 += r1_3 * d2_0;
+            a11_1 += r1_3 * d2_1;
+            a11_0 += r1_4 * d3_0;
+            a11_1 += r1_4 * d3_1;
+            a12_0 += r1_2 * d0_0;
+            a12_1 += r1_2 * d0_1;
+            a12_0 += r1_3 * d1_0;
+            a12_1 += r1_3 * d1_1;
+            a12_0 += r1_4 * d2_0;
+            a12_1 += r1_4 * d2_1;
+            a12_0 += r1_5 * d3_0;
+            a12_1 += r1_5 * d3_1;
+            a20_0 += r2_0 * d0_0;
+            a20_1 += r2_0 * d0_1;
+            a20_0 += r2_1 * d1_0;
+            a20_1 += r2_1 * d1_1;
+            a20_0 += r2_2 * d2_0;
+            a20_1 += r2_2 * d2_1;
+            a20_0 += r2_3 * d3_0;
+            a20_1 += r2_3 * d3_1;
+            a21_0 += r2_1 * d0_0;
+            a21_1 += r2_1 * d0_1;
+            a21_0 += r2_2 * d1_0;
+            a21_1 += r2_2 * d1_1;
+            a21_0 += r2_3 * d2_0;
+            a21_1 += r2_3 * d2_1;
+            a21_0 += r2_4 * d3_0;
+            a21_1 += r2_4 * d3_1;
+            a22_0 += r2_2 * d0_0;
+            a22_1 += r2_2 * d0_1;
+            a22_0 += r2_3 * d1_0;
+            a22_1 += r2_3 * d1_1;
+            a22_0 += r2_4 * d2_0;
+            a22_1 += r2_4 * d2_1;
+            a22_0 += r2_5 * d3_0;
+            a22_1 += r2_5 * d3_1;
+            r0_0 = r1_0;
+            r0_1 = r1_1;
+            r0_2 = r1_2;
+            r0_3 = r1_3;
+            r0_4 = r1_4;
+            r0_5 = r1_5;
+            r1_0 = r2_0;
+            r1_1 = r2_1;
+            r1_2 = r2_2;
+            r1_3 = r2_3;
+            r1_4 = r2_4;
+            r1_5 = r2_5;
+        }
+    }
+    if (!valid) { return; }
+    let nco = min(8u, p.cout - co0);
+    let ncol = p.cin * 9u;
+    let ob = (b * p.cout + co0) * ncol + ci * 9u;
+    if (0u < nco) { out[ob + 0u * ncol + 0u] = a00_0.x; }
+    if (1u < nco) { out[ob + 1u * ncol + 0u] = a00_0.y; }
+    if (2u < nco) { out[ob + 2u * ncol + 0u] = a00_0.z; }
+    if (3u < nco) { out[ob + 3u * ncol + 0u] = a00_0.w; }
+    if (4u < nco) { out[ob + 4u * ncol + 0u] = a00_1.x; }
+    if (5u < nco) { out[ob + 5u * ncol + 0u] = a00_1.y; }
+    if (6u < nco) { out[ob + 6u * ncol + 0u] = a00_1.z; }
+    if (7u < nco) { out[ob + 7u * ncol + 0u] = a00_1.w; }
+    if (0u < nco) { out[ob + 0u * ncol + 1u] = a01_0.x; }
+    if (1u < nco) { out[ob + 1u * ncol + 1u] = a01_0.y; }
+    if (2u < nco) { out[ob + 2u * ncol + 1u] = a01_0.z; }
+    if (3u < nco) { out[ob + 3u * ncol + 1u] = a01_0.w; }
+    if (4u < nco) { out[ob + 4u * ncol + 1u] = a01_1.x; }
+    if (5u < nco) { out[ob + 5u * ncol + 1u] = a01_1.y; }
+    if (6u < nco) { out[ob + 6u * ncol + 1u] = a01_1.z; }
+    if (7u < nco) { out[ob + 7u * ncol + 1u] = a01_1.w; }
+    if (0u < nco) { out[ob + 0u * ncol + 2u] = a02_0.x; }
+    if (1u < nco) { out[ob + 1u * ncol + 2u] = a02_0.y; }
+    if (2u < nco) { out[ob + 2u * ncol + 2u] = a02_0.z; }
+    if (3u < nco) { out[ob + 3u * ncol + 2u] = a02_0.w; }
+    if (4u < nco) { out[ob + 4u * ncol + 2u] = a02_1.x; }
+    if (5u < nco) { out[ob + 5u * ncol + 2u] = a02_1.y; }
+    if (6u < nco) { out[ob + 6u * ncol + 2u] = a02_1.z; }
+    if (7u < nco) { out[ob + 7u * ncol + 2u] = a02_1.w; }
+    if (0u < nco) { out[ob + 0u * ncol + 3u] = a10_0.x; }
+    if (1u < nco) { out[ob + 1u * ncol + 3u] = a10_0.y; }
+    if (2u < nco) { out[ob + 2u * ncol + 3u] = a10_0.z; }
+    if (3u < nco) { out[ob + 3u * ncol + 3u] = a10_0.w; }
+    if (4u < nco) { out[ob + 4u * ncol + 3u] = a10_1.x; }
+    if (5u < nco) { out[ob + 5u * ncol + 3u] = a10_1.y; }
+    if (6u < nco) { out[ob + 6u * ncol + 3u] = a10_1.z; }
+    if (7u < nco) { out[ob + 7u * ncol + 3u] = a10_1.w; }
+    if (0u < nco) { out[ob + 0u * ncol + 4u] = a11_0.x; }
+    if (1u < nco) { out[ob + 1u * ncol + 4u] = a11_0.y; }
+    if (2u < nco) { out[ob + 2u * ncol + 4u] = a11_0.z; }
+    if (3u < nco) { out[ob + 3u * ncol + 4u] = a11_0.w; }
+    if (4u < nco) { out[ob + 4u * ncol + 4u] = a11_1.x; }
+    if (5u < nco) { out[ob + 5u * ncol + 4u] = a11_1.y; }
+    if (6u < nco) { out[ob + 6u * ncol + 4u] = a11_1.z; }
+    if (7u < nco) { out[ob + 7u * ncol + 4u] = a11_1.w; }
+    if (0u < nco) { out[ob + 0u * ncol + 5u] = a12_0.x; }
+    if (1u < nco) { out[ob + 1u * ncol + 5u] = a12_0.y; }
+    if (2u < nco) { out[ob + 2u * ncol + 5u] = a12_0.z; }
+    if (3u < nco) { out[ob + 3u * ncol + 5u] = a12_0.w; }
+    if (4u < nco) { out[ob + 4u * ncol + 5u] = a12_1.x; }
+    if (5u < nco) { out[ob + 5u * ncol + 5u] = a12_1.y; }
+    if (6u < nco) { out[ob + 6u * ncol + 5u] = a12_1.z; }
+    if (7u < nco) { out[ob + 7u * ncol + 5u] = a12_1.w; }
+    if (0u < nco) { out[ob + 0u * ncol + 6u] = a20_0.x; }
+    if (1u < nco) { out[ob + 1u * ncol + 6u] = a20_0.y; }
+    if (2u < nco) { out[ob + 2u * ncol + 6u] = a20_0.z; }
+    if (3u < nco) { out[ob + 3u * ncol + 6u] = a20_0.w; }
+    if (4u < nco) { out[ob + 4u * ncol + 6u] = a20_1.x; }
+    if (5u < nco) { out[ob + 5u * ncol + 6u] = a20_1.y; }
+    if (6u < nco) { out[ob + 6u * ncol + 6u] = a20_1.z; }
+    if (7u < nco) { out[ob + 7u * ncol + 6u] = a20_1.w; }
+    if (0u < nco) { out[ob + 0u * ncol + 7u] = a21_0.x; }
+    if (1u < nco) { out[ob + 1u * ncol + 7u] = a21_0.y; }
+    if (2u < nco) { out[ob + 2u * ncol + 7u] = a21_0.z; }
+    if (3u < nco) { out[ob + 3u * ncol + 7u] = a21_0.w; }
+    if (4u < nco) { out[ob + 4u * ncol + 7u] = a21_1.x; }
+    if (5u < nco) { out[ob + 5u * ncol + 7u] = a21_1.y; }
+    if (6u < nco) { out[ob + 6u * ncol + 7u] = a21_1.z; }
+    if (7u < nco) { out[ob + 7u * ncol + 7u] = a21_1.w; }
+    if (0u < nco) { out[ob + 0u * ncol + 8u] = a22_0.x; }
+    if (1u < nco) { out[ob + 1u * ncol + 8u] = a22_0.y; }
+    if (2u < nco) { out[ob + 2u * ncol + 8u] = a22_0.z; }
+    if (3u < nco) { out[ob + 3u * ncol + 8u] = a22_0.w; }
+    if (4u < nco) { out[ob + 4u * ncol + 8u] = a22_1.x; }
+    if (5u < nco) { out[ob + 5u * ncol + 8u] = a22_1.y; }
+    if (6u < nco) { out[ob + 6u * ncol + 8u] = a22_1.z; }
+    if (7u < nco) { out[ob + 7u * ncol + 8u] = a22_1.w; }
+}
+
+// ---- weight gradient, 3x3, stride 2, dout read in place ----
+// Grid: x = block of 16 (image, input channel) lanes, z = output-channel block.
+// dout is bound as `staged` in its own (N, Cout, Ho, Wo) layout, Wo a multiple of 4:
+// one vec4 = 4 pixels of one channel; the transpose to 4 channels of one pixel is free
+// on llvmpipe (a vec4 is four separate SIMD registers there).
+@compute @workgroup_size(16)
+fn conv2d_direct_dw_k3s2_nchw(@builtin(workgroup_id) wg: vec3<u32>,
+                         @builtin(local_invocation_index) li: u32) {
+    let lane = wg.x * 16u + li;
+    let valid = lane < p.n_lanes;
+    let l = min(lane, p.n_lanes - 1u);
+    let b = l / p.cin;
+    let ci = l - b * p.cin;
+    let co0 = wg.z * 8u;
+    let xb = i32((b * p.cin + ci) * p.h * p.w);
+    let wo4 = 4u * p.groups_per_row;
+    let dlast = p.batch * p.cout * p.ho * p.groups_per_row - 1u;
+    var a00_0 = vec4<f32>(0.0);
+    var a00_1 = vec4<f32>(0.0);
+    var a01_0 = vec4<f32>(0.0);
+    var a01_1 = vec4<f32>(0.0);
+    var a02_0 = vec4<f32>(0.0);
+    var a02_1 = vec4<f32>(0.0);
+    var a10_0 = vec4<f32>(0.0);
+    var a10_1 = vec4<f32>(0.0);
+    var a11_0 = vec4<f32>(0.0);
+    var a11_1 = vec4<f32>(0.0);
+    var a12_0 = vec4<f32>(0.0);
+    var a12_1 = vec4<f32>(0.0);
+    var a20_0 = vec4<f32>(0.0);
+    var a20_1 = vec4<f32>(0.0);
+    var a21_0 = vec4<f32>(0.0);
+    var a21_1 = vec4<f32>(0.0);
+    var a22_0 = vec4<f32>(0.0);
+    var a22_1 = vec4<f32>(0.0);
+    for (var ox0 = 0u; ox0 < p.wo; ox0 += 4u) {
+        let ix0 = i32(ox0 * 2u) - p.pad_left;
+        let cok0 = ix0 + 0 >= 0 && ix0 + 0 < i32(p.w);
+        let cok1 = ix0 + 1 >= 0 && ix0 + 1 < i32(p.w);
+        let cok2 = ix0 + 2 >= 0 && ix0 + 2 < i32(p.w);
+        let cok3 = ix0 + 3 >= 0 && ix0 + 3 < i32(p.w);
+        let cok4 = ix0 + 4 >= 0 && ix0 + 4 < i32(p.w);
+        let cok5 = ix0 + 5 >= 0 && ix0 + 5 < i32(p.w);
+        let cok6 = ix0 + 6 >= 0 && ix0 + 6 < i32(p.w);
+        let cok7 = ix0 + 7 >= 0 && ix0 + 7 < i32(p.w);
+        let cok8 = ix0 + 8 >= 0 && ix0 + 8 < i32(p.w);
+        var r0_0 = 0.0;
+        var r0_1 = 0.0;
+        var r0_2 = 0.0;
+        var r0_3 = 0.0;
+        var r0_4 = 0.0;
+        var r0_5 = 0.0;
+        var r0_6 = 0.0;
+        var r0_7 = 0.0;
+        var r0_8 = 0.0;
+        var r1_0 = 0.0;
+        var r1_1 = 0.0;
+        var r1_2 = 0.0;
+        var r1_3 = 0.0;
+        var r1_4 = 0.0;
+        var r1_5 = 0.0;
+        var r1_6 = 0.0;
+        var r1_7 = 0.0;
+        var r1_8 = 0.0;
+        var r2_0 = 0.0;
+        var r2_1 = 0.0;
+        var r2_2 = 0.0;
+        var r2_3 = 0.0;
+        var r2_4 = 0.0;
+        var r2_5 = 0.0;
+        var r2_6 = 0.0;
+        var r2_7 = 0.0;
+        var r2_8 = 0.0;
+        {
+            let iy = 0 - p.pad_top;
+            let yok = iy >= 0 && iy < i32(p.h);
+            let rb = xb + iy * i32(p.w) + ix0;
+            r0_0 = ldx(rb + 0, yok && cok0);
+            r0_1 = ldx(rb + 1, yok && cok1);
+            r0_2 = ldx(rb + 2, yok && cok2);
+            r0_3 = ldx(rb + 3, yok && cok3);
+            r0_4 = ldx(rb + 4, yok && cok4);
+            r0_5 = ldx(rb + 5, yok && cok5);
+            r0_6 = ldx(rb + 6, yok && cok6);
+            r0_7 = ldx(rb + 7, yok && cok7);
+            r0_8 = ldx(rb + 8, yok && cok8);
+        }
+        for (var oy = 0u; oy < p.ho; oy++) {
+            {
+                let iy = i32(oy * 2u + 1u) - p.pad_top;
+                let yok = iy >= 0 && iy < i32(p.h);
+                let rb = xb + iy * i32(p.w) + ix0;
+                r1_0 = ldx(rb + 0, yok && cok0);
+                r1_1 = ldx(rb + 1, yok && cok1);
+                r1_2 = ldx(rb + 2, yok && cok2);
+                r1_3 = ldx(rb + 3, yok && cok3);
+                r1_4 = ldx(rb + 4, yok && cok4);
+                r1_5 = ldx(rb + 5, yok && cok5);
+                r1_6 = ldx(rb + 6, yok && cok6);
+                r1_7 = ldx(rb + 7, yok && cok7);
+                r1_8 = ldx(rb + 8, yok && cok8);
+            }
+            {
+                let iy = i32(oy * 2u + 2u) - p.pad_top;
+                let yok = iy >= 0 && iy < i32(p.h);
+                let rb = xb + iy * i32(p.w) + ix0;
+                r2_0 = ldx(rb + 0, yok && cok0);
+                r2_1 = ldx(rb + 1, yok && cok1);
+                r2_2 = ldx(rb + 2, yok && cok2);
+                r2_3 = ldx(rb + 3, yok && cok3);
+                r2_4 = ldx(rb + 4, yok && cok4);
+                r2_5 = ldx(rb + 5, yok && cok5);
+                r2_6 = ldx(rb + 6, yok && cok6);
+                r2_7 = ldx(rb + 7, yok && cok7);
+                r2_8 = ldx(rb + 8, yok && cok8);
+            }
+            let d = ((b * p.cout + co0) * p.ho + oy) * p.groups_per_row + ox0 / 4u;
+            let e0 = select(vec4<f32>(0.0), staged[min(d + 0u * p.ho * p.groups_per_row, dlast)], co0 + 0u < p.cout);
+            let e1 = select(vec4<f32>(0.0), staged[min(d + 1u * p.ho * p.groups_per_row, dlast)], co0 + 1u < p.cout);
+            let e2 = select(vec4<f32>(0.0), staged[min(d + 2u * p.ho * p.groups_per_row, dlast)], co0 + 2u < p.cout);
+            let e3 = select(vec4<f32>(0.0), staged[min(d + 3u * p.ho * p.groups_per_row, dlast)], co0 + 3u < p.cout);
+            let e4 = select(vec4<f32>(0.0), staged[min(d + 4u * p.ho * p.groups_per_row, dlast)], co0 + 4u < p.cout);
+            let e5 = select(vec4<f32>(0.0), staged[min(d + 5u * p.ho * p.groups_per_row, dlast)], co0 + 5u < p.cout);
+            let e6 = select(vec4<f32>(0.0), staged[min(d + 6u * p.ho * p.groups_per_row, dlast)], co0 + 6u < p.cout);
+            let e7 = select(vec4<f32>(0.0), staged[min(d + 7u * p.ho * p.groups_per_row, dlast)], co0 + 7u < p.cout);
+            let d0_0 = vec4<f32>(e0.x, e1.x, e2.x, e3.x);
+            let d0_1 = vec4<f32>(e4.x, e5.x, e6.x, e7.x);
+            let d1_0 = vec4<f32>(e0.y, e1.y, e2.y, e3.y);
+            let d1_1 = vec4<f32>(e4.y, e5.y, e6.y, e7.y);
+            let d2_0 = vec4<f32>(e0.z, e1.z, e2.z, e3.z);
+            let d2_1 = vec4<f32>(e4.z, e5.z, e6.z, e7.z);
+            let d3_0 = vec4<f32>(e0.w, e1.w, e2.w, e3.w);
+            let d3_1 = vec4<f32>(e4.w, e5.w, e6.w, e7.w);
+            a00_0 += r0_0 * d0_0;
+            a00_1 += r0_0 * d0_1;
+            a00_0 += r0_2 * d1_0;
+            a00_1 += r0_2 * d1_1;
+            a00_0 += r0_4 * d2_0;
+            a00_1 += r0_4 * d2_1;
+            a00_0 += r0_6 * d3_0;
+            a00_1 += r0_6 * d3_1;
+            a01_0 += r0_1 * d0_0;
+            a01_1 += r0_1 * d0_1;
+            a01_0 += r0_3 * d1_0;
+            a01_1 += r0_3 * d1_1;
+            a01_0 += r0_5 * d2_0;
+            a01_1 += r0_5 * d2_1;
+            a01_0 += r0_7 * d3_0;
+            a01_1 += r0_7 * d3_1;
+            a02_0 += r0_2 * d0_0;
+            a02_1 += r0_2 * d0_1;
+            a02_0 += r0_4 * d1_0;
+            a02_1 += r0_4 * d1_1;
+            a02_0 += r0_6 * d2_0;
+            a02_1 += r0_6 * d2_1;
+            a02_0 += r0_8 * d3_0;
+            a02_1 += r0_8 * d3_1;
+            a10_0 += r1_0 * d0_0;
+            a10_1 += r1_0 * d0_1;
+            a10_0 += r1_2 * d1_0;
+            a10_1 += r1_2 * d1_1;
+            a10_0 += r1_4 * d2_0;
+            a10_1 += r1_4 * d2_1;
+            a10_0 += r1_6 * d3_0;
+            a10_1 += r1_6 * d3_1;
+            a11_0 += r1_1 * d0_0;
+            a11_1 += r1_1 * d0_1;
+            a11_0 += r1_3 * d1_0;
+            a11_1 += r1_3 * d1_1;
+            a11_0 += r1_5 * d2_0;
+            a11_1 += r1_5 * d2_1;
+            a11_0 += r1_7 * d3_0;
+            a11_1 += r1_7 * d3_1;
+            a12_0 += r1_2 * d0_0;
+            a12_1 += r1_2 * d0_1;
+            a12_0 += r1_4 * d1_0;
+            a12_1 += r1_4 * d1_1;
+            a12_0 += r1_6 * d2_0;
+            a12_1 += r1_6 * d2_1;
+            a12_0 += r1_8 * d3_0;
+            a12_1 += r1_8 * d3_1;
+            a20_0 += r2_0 * d0_0;
+            a20_1 += r2_0 * d0_1;
+            a20_0 += r2_2 * d1_0;
+            a20_1 += r2_2 * d1_1;
+            a20_0 += r2_4 * d2_0;
+            a20_1 += r2_4 * d2_1;
+            a20_0 += r2_6 * d3_0;
+            a20_1 += r2_6 * d3_1;
+            a21_0 += r2_1 * d0_0;
+            a21_1 += r2_1 * d0_1;
+            a21_0 += r2_3 * d1_0;
+            a21_1 += r2_3 * d1_1;
+            a21_0 += r2_5 * d2_0;
+            a21_1 += r2_5 * d2_1;
+            a21_0 += r2_7 * d3_0;
+            a21_1 += r2_7 * d3_1;
+            a22_0 += r2_2 * d0_0;
+            a22_1 += r2_2 * d0_1;
+            a22_0 += r2_4 * d1_0;
+            a22_1 += r2_4 * d1_1;
+            a22_0 += r2_6 * d2_0;
+            a22_1 += r2_6 * d2_1;
+            a22_0 += r2_8 * d3_0;
+            a22_1 += r2_8 * d3_1;
+            r0_0 = r2_0;
+            r0_1 = r2_1;
+            r0_2 = r2_2;
+            r0_3 = r2_3;
+            r0_4 = r2_4;
+            r0_5 = r2_5;
+            r0_6 = r2_6;
+            r0_7 = r2_7;
+            r0_8 = r2_8;
+        }
+    }
+    if (!valid) { return; }
+    let nco = min(8u, p.cout - co0);
+    let ncol = p.cin * 9u;
+    let ob = (b * p.cout + co0) * ncol + ci * 9u;
+    if (0u < nco) { out[ob + 0u * ncol + 0u] = a00_0.x; }
+    if (1u < nco) { out[ob + 1u * ncol + 0u] = a00_0.y; }
+    if (2u < nco) { out[ob + 2u * ncol + 0u] = a00_0.z; }
+    if (3u < nco) { out[ob + 3u * ncol + 0u] = a00_0.w; }
+    if (4u < nco) { out[ob + 4u * ncol + 0u] = a00_1.x; }
+    if (5u < nco) { out[ob + 5u * ncol + 0u] = a00_1.y; }
+    if (6u < nco) { out[ob + 6u * ncol + 0u] = a00_1.z; }
+    if (7u < nco) { out[ob + 7u * ncol + 0u] = a00_1.w; }
+    if (0u < nco) { out[ob + 0u * ncol + 1u] = a01_0.x; }
+    if (1u < nco) { out[ob + 1u * ncol + 1u] = a01_0.y; }
+    if (2u < nco) { out[ob + 2u * ncol + 1u] = a01_0.z; }
+    if (3u < nco) { out[ob + 3u * ncol + 1u] = a01_0.w; }
+    if (4u < nco) { out[ob + 4u * ncol + 1u] = a01_1.x; }
+    if (5u < nco) { out[ob + 5u * ncol + 1u] = a01_1.y; }
+    if (6u < nco) { out[ob + 6u * ncol + 1u] = a01_1.z; }
+    if (7u < nco) { out[ob + 7u * ncol + 1u] = a01_1.w; }
+    if (0u < nco) { out[ob + 0u * ncol + 2u] = a02_0.x; }
+    if (1u < nco) { out[ob + 1u * ncol + 2u] = a02_0.y; }
+    if (2u < nco) { out[ob + 2u * ncol + 2u] = a02_0.z; }
+    if (3u < nco) { out[ob + 3u * ncol + 2u] = a02_0.w; }
+    if (4u < nco) { out[ob + 4u * ncol + 2u] = a02_1.x; }
+    if (5u < nco) { out[ob + 5u * ncol + 2u] = a02_1.y; }
+    if (6u < nco) { out[ob + 6u * ncol + 2u] = a02_1.z; }
+    if (7u < nco) { out[ob + 7u * ncol + 2u] = a02_1.w; }
+    if (0u < nco) { out[ob + 0u * ncol + 3u] = a10_0.x; }
+    if (1u < nco) { out[ob + 1u * ncol + 3u] = a10_0.y; }
+    if (2u < nco) { out[ob + 2u * ncol + 3u] = a10_0.z; }
+    if (3u < nco) { out[ob + 3u * ncol + 3u] = a10_0.w; }
+    if (4u < nco) { out[ob + 4u * ncol + 3u] = a10_1.x; }
+    if (5u < nco) { out[ob + 5u * ncol + 3u] = a10_1.y; }
+    if (6u < nco) { out[ob + 6u * ncol + 3u] = a10_1.z; }
+    if (7u < nco) { out[ob + 7u * ncol + 3u] = a10_1.w; }
+    if (0u < nco) { out[ob + 0u * ncol + 4u] = a11_0.x; }
+    if (1u < nco) { out[ob + 1u * ncol + 4u] = a11_0.y; }
+    if (2u < nco) { out[ob + 2u * ncol + 4u] = a11_0.z; }
+    if (3u < nco) { out[ob + 3u * ncol + 4u] = a11_0.w; }
+    if (4u < nco) { out[ob + 4u * ncol + 4u] = a11_1.x; }
+    if (5u < nco) { out[ob + 5u * ncol + 4u] = a11_1.y; }
+    if (6u < nco) { out[ob + 6u * ncol + 4u] = a11_1.z; }
+    if (7u < nco) { out[ob + 7u * ncol + 4u] = a11_1.w; }
+    if (0u < nco) { out[ob + 0u * ncol + 5u] = a12_0.x; }
+    if (1u < nco) { out[ob + 1u * ncol + 5u] = a12_0.y; }
+    if (2u < nco) { out[ob + 2u * ncol + 5u] = a12_0.z; }
+    if (3u < nco) { out[ob + 3u * ncol + 5u] = a12_0.w; }
+    if (4u < nco) { out[ob + 4u * ncol + 5u] = a12_1.x; }
+    if (5u < nco) { out[ob + 5u * ncol + 5u] = a12_1.y; }
+    if (6u < nco) { out[ob + 6u * ncol + 5u] = a12_1.z; }
+    if (7u < nco) { out[ob + 7u * ncol + 5u] = a12_1.w; }
+    if (0u < nco) { out[ob + 0u * ncol + 6u] = a20_0.x; }
+    if (1u < nco) { out[ob + 1u * ncol + 6u] = a20_0.y; }
+    if (2u < nco) { out[ob + 2u * ncol + 6u] = a20_0.z; }
+    if (3u < nco) { out[ob + 3u * ncol + 6u] = a20_0.w; }
+    if (4u < nco) { out[ob + 4u * ncol + 6u] = a20_1.x; }
+    if (5u < nco) { out[ob + 5u * ncol + 6u] = a20_1.y; }
+    if (6u < nco) { out[ob + 6u * ncol + 6u] = a20_1.z; }
+    if (7u < nco) { out[ob + 7u * ncol + 6u] = a20_1.w; }
+    if (0u < nco) { out[ob + 0u * ncol + 7u] = a21_0.x; }
+    if (1u < nco) { out[ob + 1u * ncol + 7u] = a21_0.y; }
+    if (2u < nco) { out[ob + 2u * ncol + 7u] = a21_0.z; }
+    if (3u < nco) { out[ob + 3u * ncol + 7u] = a21_0.w; }
+    if (4u < nco) { out[ob + 4u * ncol + 7u] = a21_1.x; }
+    if (5u < nco) { out[ob + 5u * ncol + 7u] = a21_1.y; }
+    if (6u < nco) { out[ob + 6u * ncol + 7u] = a21_1.z; }
+    if (7u < nco) { out[ob + 7u * ncol + 7u] = a21_1.w; }
+    if (0u < nco) { out[ob + 0u * ncol + 8u] = a22_0.x; }
+    if (1u < nco) { out[ob + 1u * ncol + 8u] = a22_0.y; }
+    if (2u < nco) { out[ob + 2u * ncol + 8u] = a22_0.z; }
+    if (3u < nco) { out[ob + 3u * ncol + 8u] = a22_0.w; }
+    if (4u < nco) { out[ob + 4u * ncol + 8u] = a22_1.x; }
+    if (5u < nco) { out[ob + 5u * ncol + 8u] = a22_1.y; }
+    if (6u < nco) { out[ob + 6u * ncol + 8u] = a22_1.z; }
+    if (7u < nco) { out[ob + 7u * ncol + 8u] = a22_1.w; }
+}
+
+// ---- weight gradient, 1x1, stride 1, dout read in place ----
+// Grid: x = block of 16 (image, input channel) lanes, z = output-channel block.
+// dout is bound as `staged` in its own (N, Cout, Ho, Wo) layout, Wo a multiple of 4:
+// one vec4 = 4 pixels of one channel; the transpose to 4 channels of one pixel is free
+// on llvmpipe (a vec4 is four separate SIMD registers there).
+@compute @workgroup_size(16)
+fn conv2d_direct_dw_k1s1_nchw(@builtin(workgroup_id) wg: vec3<u32>,
+                         @builtin(local_invocation_index) li: u32) {
+    let lane = wg.x * 16u + li;
+    let valid = lane < p.n_lanes;
+    let l = min(lane, p.n_lanes - 1u);
+    let b = l / p.cin;
+    let ci = l - b * p.cin;
+    let co0 = wg.z * 8u;
+    let xb = i32((b * p.cin + ci) * p.h * p.w);
+    let wo4 = 4u * p.groups_per_row;
+    let dlast = p.batch * p.cout * p.ho * p.groups_per_row - 1u;
+    var a00_0 = vec4<f32>(0.0);
+    var a00_1 = vec4<f32>(0.0);
+    for (var ox0 = 0u; ox0 < p.wo; ox0 += 4u) {
+        let ix0 = i32(ox0 * 1u) - p.pad_left;
+        let cok0 = ix0 + 0 >= 0 && ix0 + 0 < i32(p.w);
+        let cok1 = ix0 + 1 >= 0 && ix0 + 1 < i32(p.w);
+        let cok2 = ix0 + 2 >= 0 && ix0 + 2 < i32(p.w);
+        let cok3 = ix0 + 3 >= 0 && ix0 + 3 < i32(p.w);
+        var r0_0 = 0.0;
+        var r0_1 = 0.0;
+        var r0_2 = 0.0;
+        var r0_3 = 0.0;
+        for (var oy = 0u; oy < p.ho; oy++) {
+            {
+                let iy = i32(oy * 1u + 0u) - p.pad_top;
+                let yok = iy >= 0 && iy < i32(p.h);
+                let rb = xb + iy * i32(p.w) + ix0;
+                r0_0 = ldx(rb + 0, yok && cok0);
+                r0_1 = ldx(rb + 1, yok && cok1);
+                r0_2 = ldx(rb + 2, yok && cok2);
+                r0_3 = ldx(rb + 3, yok && cok3);
+            }
+            let d = ((b * p.cout + co0) * p.ho + oy) * p.groups_per_row + ox0 / 4u;
+            let e0 = select(vec4<f32>(0.0), staged[min(d + 0u * p.ho * p.groups_per_row, dlast)], co0 + 0u < p.cout);
+            let e1 = select(vec4<f32>(0.0), staged[min(d + 1u * p.ho * p.groups_per_row, dlast)], co0 + 1u < p.cout);
+            let e2 = select(vec4<f32>(0.0), staged[min(d + 2u * p.ho * p.groups_per_row, dlast)], co0 + 2u < p.cout);
+            let e3 = select(vec4<f32>(0.0), staged[min(d + 3u * p.ho * p.groups_per_row, dlast)], co0 + 3u < p.cout);
+            let e4 = select(vec4<f32>(0.0), staged[min(d + 4u * p.ho * p.groups_per_row, dlast)], co0 + 4u < p.cout);
+            let e5 = select(vec4<f32>(0.0), staged[min(d + 5u * p.ho * p.groups_per_row, dlast)], co0 + 5u < p.cout);
+            let e6 = select(vec4<f32>(0.0), staged[min(d + 6u * p.ho * p.groups_per_row, dlast)], co0 + 6u < p.cout);
+            let e7 = select(vec4<f32>(0.0), staged[min(d + 7u * p.ho * p.groups_per_row, dlast)], co0 + 7u < p.cout);
+            let d0_0 = vec4<f32>(e0.x, e1.x, e2.x, e3.x);
+            let d0_1 = vec4<f32>(e4.x, e5.x, e6.x, e7.x);
+            let d1_0 = vec4<f32>(e0.y, e1.y, e2.y, e3.y);
+            let d1_1 = vec4<f32>(e4.y, e5.y, e6.y, e7.y);
+            let d2_0 = vec4<f32>(e0.z, e1.z, e2.z, e3.z);
+            let d2_1 = vec4<f32>(e4.z, e5.z, e6.z, e7.z);
+            let d3_0 = vec4<f32>(e0.w, e1.w, e2.w, e3.w);
+            let d3_1 = vec4<f32>(e4.w, e5.w, e6.w, e7.w);
             a00_0 += r0_0 * d0_0;
             a00_1 += r0_0 * d0_1;
             a00_0 += r0_1 * d1_0;

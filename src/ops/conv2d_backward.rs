@@ -816,6 +816,8 @@ mod tests {
         run_case(&ctx, case(2, 3, 5, (7, 7), 3, 1, [1; 4]), 1, false);
         run_case(&ctx, case(1, 5, 33, (14, 14), 3, 1, [1; 4]), 2, true);
         run_case(&ctx, case(2, 33, 3, (9, 11), 3, 1, [1; 4]), 3, false);
+        // Wo a multiple of 4: the direct weight gradient reads dout in place.
+        run_case(&ctx, case(2, 5, 9, (6, 12), 3, 1, [1; 4]), 4, true);
     }
 
     #[test]
@@ -840,6 +842,7 @@ mod tests {
         let ctx = ctx();
         run_case(&ctx, case(2, 33, 5, (7, 7), 1, 1, [0; 4]), 20, false);
         run_case(&ctx, case(3, 5, 70, (14, 14), 1, 1, [0; 4]), 21, true);
+        run_case(&ctx, case(2, 6, 11, (5, 8), 1, 1, [0; 4]), 23, false);
         // 1x1 with stride 2: three of the four phase classes have no taps (gradient 0).
         run_case(&ctx, case(2, 5, 3, (7, 8), 1, 2, [0; 4]), 22, false);
     }

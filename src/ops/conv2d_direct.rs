@@ -84,6 +84,12 @@ const WEIGHT_ENTRIES: [&str; 3] = [
     "conv2d_direct_dw_k3s2",
     "conv2d_direct_dw_k1s1",
 ];
+/// The same reading dout in place (Wo a multiple of 4): no staging pass.
+const WEIGHT_ENTRIES_NCHW: [&str; 3] = [
+    "conv2d_direct_dw_k3s1_nchw",
+    "conv2d_direct_dw_k3s2_nchw",
+    "conv2d_direct_dw_k1s1_nchw",
+];
 
 /// Whether a convolution takes the direct kernels: a kernel size and stride they have, on
 /// a CPU adapter (llvmpipe, SwiftShader), where they were measured to be faster than the
@@ -262,8 +268,9 @@ pub(crate) fn record_forward(ctx: &GpuContext, program: &mut Program, f: &Forwar
 }
 
 /// Record the weight gradient's per-image partial sums: partials (N, Cout, Cin·k·k)
-/// (at least that many elements) from x (N, Cin, H, W) and dout (N, Cout, Ho, Wo), with
-/// dout staged as [N][Ho][Wo padded to 4][Cout padded to 16] first.
+/// (at least that many elements) from x (N, Cin, H, W) and dout (N, Cout, Ho, Wo), read in
+/// place when Wo is a multiple of 4, else staged as [N][Ho][Wo padded to 4][Cout padded to 8]
+/// first.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn record_weight_partials(
     ctx: &GpuContext,
@@ -303,7 +310,6 @@ pub(crate) fn record_weight_partials(
             "conv2d_direct: dout is too large for one kernel",
         ));
     }
-    let staged = ctx.zeros(&[staged_len])?;
     let mut p = DirectParams {
         batch: n as u32,
         cin: cin as u32,
@@ -321,14 +327,23 @@ pub(crate) fn record_weight_partials(
         k: k as u32,
         ..Default::default()
     };
-    record_stage(ctx, program, "stage_dout", &p, dout, &staged)?;
+    // With Wo a multiple of 4 the kernel reads dout in place as vec4 of 4 pixels (the
+    // tensor is then whole vec4s); otherwise dout is restaged, padded.
+    let in_place = wo % 4 == 0;
+    let (staged, entry) = if in_place {
+        (dout.clone(), WEIGHT_ENTRIES_NCHW[v])
+    } else {
+        let staged = ctx.zeros(&[staged_len])?;
+        record_stage(ctx, program, "stage_dout", &p, dout, &staged)?;
+        (staged, WEIGHT_ENTRIES[v])
+    };
     p.n_lanes = lanes as u32;
     ctx.record(
         program,
         DispatchDesc {
             label: "conv2d_direct_dw",
             shader: &CONV2D_DIRECT,
-            entry: WEIGHT_ENTRIES[v],
+            entry,
             constants: &[],
             params: Params::Static(bytemuck::bytes_of(&p)),
             inputs: &[&x.buffer, &staged.buffer, &x.buffer, &x.buffer, &x.buffer],
