@@ -329,7 +329,7 @@ pub(crate) fn record_weight_partials(
     };
     // With Wo a multiple of 4 the kernel reads dout in place as vec4 of 4 pixels (the
     // tensor is then whole vec4s); otherwise dout is restaged, padded.
-    let in_place = wo % 4 == 0;
+    let in_place = wo.is_multiple_of(4);
     let (staged, entry) = if in_place {
         (dout.clone(), WEIGHT_ENTRIES_NCHW[v])
     } else {

@@ -23,7 +23,7 @@ struct GroupNormParams {
 /// (`group_norm_v4.wgsl`, `group_norm_backward_v4.wgsl`): every plane then starts on a vec4
 /// and the tensor is whole vec4s. On llvmpipe they read and write a quarter as often.
 pub(crate) fn use_v4(hw: usize) -> bool {
-    hw % 4 == 0
+    hw.is_multiple_of(4)
 }
 
 /// out = GroupNorm(x; groups, eps) · gamma + beta, then SiLU if `silu`.
