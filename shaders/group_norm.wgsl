@@ -42,15 +42,21 @@ fn group_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     // Passes 1 and 2: mean and variance.
     let st = group_stats(lid, base, n, p.eps);
 
-    // Pass 3: normalise, affine, optional SiLU.
+    // Pass 3: normalise, affine, optional SiLU; channel by channel, so that γ and β are
+    // loaded once per channel (on llvmpipe every load is a per-lane gather).
     let c0 = (gi % p.groups) * p.channels_per_group;
-    for (var i = lid; i < n; i = i + WG) {
-        let c = c0 + i / p.hw;
-        let y = ((x[base + i] - st.m1) - st.m_lo) * (st.rstd * gamma[c]) + beta[c];
-        if (p.silu != 0u) {
-            out[base + i] = y / (1.0 + exp(-y));
-        } else {
-            out[base + i] = y;
+    for (var k = 0u; k < p.channels_per_group; k = k + 1u) {
+        let c = c0 + k;
+        let cbase = base + k * p.hw;
+        let scale = st.rstd * gamma[c];
+        let shift = beta[c];
+        for (var i = lid; i < p.hw; i = i + WG) {
+            let y = ((x[cbase + i] - st.m1) - st.m_lo) * scale + shift;
+            if (p.silu != 0u) {
+                out[cbase + i] = y / (1.0 + exp(-y));
+            } else {
+                out[cbase + i] = y;
+            }
         }
     }
 }

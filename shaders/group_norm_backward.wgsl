@@ -52,11 +52,10 @@ struct Params {
 // dbeta: (C), overwritten
 @group(0) @binding(8) var<storage, read_write> dbeta: array<f32>;
 
-// dz = dy · dy/dz for element i of channel c, given x̂.
-fn dz_of(i: u32, c: u32, xh: f32) -> f32 {
-    let d = dout[i];
+// dz = dy · dy/dz for dy = d, given x̂ and its channel's γ (g) and β (bt).
+fn dz_of(d: f32, g: f32, bt: f32, xh: f32) -> f32 {
     if (p.silu == 0u) { return d; }
-    let z = gamma[c] * xh + beta[c];
+    let z = g * xh + bt;
     let s = 1.0 / (1.0 + exp(-z));
     return d * (s * (1.0 + z * (1.0 - s)));
 }
@@ -86,11 +85,14 @@ fn group_norm_backward_dx(@builtin(workgroup_id) wg: vec3<u32>,
     for (var k = 0u; k < p.channels_per_group; k = k + 1u) {
         let c = c0 + k;
         let cbase = base + k * p.hw;
+        // γ and β once per channel: on llvmpipe every load costs a per-lane gather.
+        let g = gamma[c];
+        let bt = beta[c];
         var a = 0.0;
         var b = 0.0;
         for (var i = lid; i < p.hw; i = i + WG) {
             let xh = ((x[cbase + i] - m1) - m_lo) * rstd;
-            let dz = dz_of(cbase + i, c, xh);
+            let dz = dz_of(dout[cbase + i], g, bt, xh);
             a = a + dz;
             b = b + dz * xh;
         }
@@ -99,21 +101,28 @@ fn group_norm_backward_dx(@builtin(workgroup_id) wg: vec3<u32>,
             scratch[n * p.channels + c] = r.y;
             scratch[(p.batch + n) * p.channels + c] = r.x;
         }
-        g_dz = g_dz + gamma[c] * r.x;
-        g_dzx = g_dzx + gamma[c] * r.y;
+        g_dz = g_dz + g * r.x;
+        g_dzx = g_dzx + g * r.y;
     }
     let mean_dz = g_dz * inv_m;
     let mean_dzx = g_dzx * inv_m;
 
-    for (var i = lid; i < m; i = i + WG) {
-        let c = c0 + i / p.hw;
-        let xh = ((x[base + i] - m1) - m_lo) * rstd;
-        let dz = dz_of(base + i, c, xh);
-        let v = rstd * ((gamma[c] * dz - mean_dz) - xh * mean_dzx);
-        if (p.accumulate != 0u) {
-            dx[base + i] = dx[base + i] + v;
-        } else {
-            dx[base + i] = v;
+    // Channel by channel, again so that γ and β are loaded once per channel.
+    for (var k = 0u; k < p.channels_per_group; k = k + 1u) {
+        let c = c0 + k;
+        let cbase = base + k * p.hw;
+        let g = gamma[c];
+        let bt = beta[c];
+        for (var i = lid; i < p.hw; i = i + WG) {
+            let j = cbase + i;
+            let xh = ((x[j] - m1) - m_lo) * rstd;
+            let dz = dz_of(dout[j], g, bt, xh);
+            let v = rstd * ((g * dz - mean_dz) - xh * mean_dzx);
+            if (p.accumulate != 0u) {
+                dx[j] = dx[j] + v;
+            } else {
+                dx[j] = v;
+            }
         }
     }
 }

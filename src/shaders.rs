@@ -99,6 +99,7 @@ snippets! {
     GROUP_NORM_STATS => "group_norm_stats",
     TRIG_POLY => "trig_poly",
     MLP_LAYOUT => "mlp_layout",
+    GROUP_NORM_STATS_V4 => "group_norm_stats_v4",
 }
 
 // Each snippet is named twice (static and file stem) because `concat!` needs the literal; the
@@ -108,6 +109,10 @@ shaders! {
     GROUP_NORM => "group_norm" [
         WORKGROUP_SUM = "workgroup_sum",
         GROUP_NORM_STATS = "group_norm_stats"
+    ],
+    GROUP_NORM_V4 => "group_norm_v4" [
+        WORKGROUP_SUM = "workgroup_sum",
+        GROUP_NORM_STATS_V4 = "group_norm_stats_v4"
     ],
     EMBEDDING => "embedding" [TRIG_POLY = "trig_poly"],
     NOISE => "noise" [PHILOX = "philox", TRIG_POLY = "trig_poly"],
@@ -125,6 +130,10 @@ shaders! {
     GROUP_NORM_BACKWARD => "group_norm_backward" [
         WORKGROUP_SUM = "workgroup_sum",
         GROUP_NORM_STATS = "group_norm_stats"
+    ],
+    GROUP_NORM_BACKWARD_V4 => "group_norm_backward_v4" [
+        WORKGROUP_SUM = "workgroup_sum",
+        GROUP_NORM_STATS_V4 = "group_norm_stats_v4"
     ],
     SOFTMAX_BACKWARD => "softmax_backward" [WORKGROUP_SUM = "workgroup_sum"],
     EMBEDDING_BACKWARD => "embedding_backward",

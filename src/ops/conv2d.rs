@@ -321,10 +321,14 @@ mod tests {
     }
 
     /// Every case on both paths: the GEMM tiles and (where they apply) the direct kernels
-    /// of `conv2d_direct.rs`.
+    /// of `conv2d_direct.rs`, with each of their output-row tilings.
     fn run_case(ctx: &GpuContext, c: &Case, seed: u64) {
-        for direct in [false, true] {
-            crate::ops::conv2d_direct::tests::force(direct, || run_case_on(ctx, c, seed, direct));
+        use crate::ops::conv2d_direct::tests::{force, force_rows};
+        force(false, || run_case_on(ctx, c, seed, false));
+        for rows in [1, 2, 4] {
+            force(true, || {
+                force_rows(rows, || run_case_on(ctx, c, seed, true))
+            });
         }
     }
 

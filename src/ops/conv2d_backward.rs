@@ -336,7 +336,7 @@ fn use_direct_weight(ctx: &GpuContext, x_shape: [usize; 4], ck: [usize; 3], stri
     let [n, cin, _, _] = x_shape;
     let [cout, kh, kw] = ck;
     n * cout * cin * kh * kw * 4 <= MAX_SCRATCH_BYTES
-        && conv2d_direct::prefer_direct(ctx, kh, kw, stride, n * cin * kh)
+        && conv2d_direct::prefer_direct(ctx, kh, kw, stride, n * cin)
 }
 
 /// Scratch elements [`conv2d_backward_weight`] would allocate for these shapes (0 when K is
@@ -674,8 +674,14 @@ mod tests {
     /// Every case on both paths: the GEMM tiles and (where they apply) the direct kernels
     /// of `conv2d_direct.rs`.
     fn run_case(ctx: &GpuContext, c: Case, seed: u64, accumulate: bool) {
-        for direct in [false, true] {
-            conv2d_direct::tests::force(direct, || run_case_on(ctx, c, seed, accumulate, direct));
+        use conv2d_direct::tests::{force, force_rows};
+        force(false, || run_case_on(ctx, c, seed, accumulate, false));
+        // The output-row tilings matter for the stride-1 input gradient only.
+        let rows: &[usize] = if c.stride == 1 { &[1, 2, 4] } else { &[4] };
+        for &r in rows {
+            force(true, || {
+                force_rows(r, || run_case_on(ctx, c, seed, accumulate, true))
+            });
         }
     }
 
@@ -810,6 +816,8 @@ mod tests {
         run_case(&ctx, case(2, 3, 5, (7, 7), 3, 1, [1; 4]), 1, false);
         run_case(&ctx, case(1, 5, 33, (14, 14), 3, 1, [1; 4]), 2, true);
         run_case(&ctx, case(2, 33, 3, (9, 11), 3, 1, [1; 4]), 3, false);
+        // Wo a multiple of 4: the direct weight gradient reads dout in place.
+        run_case(&ctx, case(2, 5, 9, (6, 12), 3, 1, [1; 4]), 4, true);
     }
 
     #[test]
@@ -834,6 +842,7 @@ mod tests {
         let ctx = ctx();
         run_case(&ctx, case(2, 33, 5, (7, 7), 1, 1, [0; 4]), 20, false);
         run_case(&ctx, case(3, 5, 70, (14, 14), 1, 1, [0; 4]), 21, true);
+        run_case(&ctx, case(2, 6, 11, (5, 8), 1, 1, [0; 4]), 23, false);
         // 1x1 with stride 2: three of the four phase classes have no taps (gradient 0).
         run_case(&ctx, case(2, 5, 3, (7, 8), 1, 2, [0; 4]), 22, false);
     }

@@ -13,8 +13,12 @@ use crate::error::{Error, Result};
 use crate::gpu::{grid_1d, DispatchDesc, GpuContext, Params, Program, Tensor};
 use crate::shaders::CONV2D_DIRECT;
 
-/// Output channels per invocation (`CB` in the shader: 16 accumulators).
+/// Output channels per forward invocation (`co0` blocks of 16 in the shader).
 pub const CHANNEL_BLOCK: usize = 16;
+/// Output channels per weight-gradient invocation.
+const WEIGHT_CHANNEL_BLOCK: usize = 8;
+/// Output rows per forward invocation that the shader has entry points for, largest first.
+const FORWARD_ROWS: [usize; 3] = [4, 2, 1];
 /// Invocations per workgroup of the forward kernel and of the weight-gradient kernel.
 const FORWARD_WORKGROUP: usize = 64;
 const WEIGHT_WORKGROUP: usize = 16;
@@ -43,6 +47,8 @@ struct DirectParams {
     cpad4: u32,
     out_scale: f32,
     k: u32,
+    row_groups: u32,
+    _pad: [u32; 3],
 }
 
 /// The entry-point suffix for a square kernel of size `k` and `stride`, if there is one.
@@ -55,22 +61,41 @@ fn variant(kh: usize, kw: usize, stride: usize) -> Option<usize> {
     }
 }
 
-const FORWARD_ENTRIES: [&str; 3] = [
-    "conv2d_direct_k3s1",
-    "conv2d_direct_k3s2",
-    "conv2d_direct_k1s1",
+/// Forward entry points by [variant] and index in [FORWARD_ROWS].
+const FORWARD_ENTRIES: [[&str; 3]; 3] = [
+    [
+        "conv2d_direct_k3s1_r4",
+        "conv2d_direct_k3s1_r2",
+        "conv2d_direct_k3s1_r1",
+    ],
+    [
+        "conv2d_direct_k3s2_r4",
+        "conv2d_direct_k3s2_r2",
+        "conv2d_direct_k3s2_r1",
+    ],
+    [
+        "conv2d_direct_k1s1_r4",
+        "conv2d_direct_k1s1_r2",
+        "conv2d_direct_k1s1_r1",
+    ],
 ];
 const WEIGHT_ENTRIES: [&str; 3] = [
     "conv2d_direct_dw_k3s1",
     "conv2d_direct_dw_k3s2",
     "conv2d_direct_dw_k1s1",
 ];
+/// The same reading dout in place (Wo a multiple of 4): no staging pass.
+const WEIGHT_ENTRIES_NCHW: [&str; 3] = [
+    "conv2d_direct_dw_k3s1_nchw",
+    "conv2d_direct_dw_k3s2_nchw",
+    "conv2d_direct_dw_k1s1_nchw",
+];
 
 /// Whether a convolution takes the direct kernels: a kernel size and stride they have, on
 /// a CPU adapter (llvmpipe, SwiftShader), where they were measured to be faster than the
 /// GEMM tiles (docs/training.md, "Training speed"; on GPUs the GEMM tiles stay, unmeasured
 /// against these), when it has at least `MIN_LANES` invocations (`lanes`: output pixel
-/// groups of 4 for the forward and the input gradient, (ci, ky) × images for the weight
+/// groups of 4 for the forward and the input gradient, images × input channels for the weight
 /// gradient). Below that a 64-wide workgroup runs mostly empty: the 8x8 and 4x4 levels of
 /// the CIFAR-10 model at batch 1 were 2–6× slower direct.
 pub fn prefer_direct(ctx: &GpuContext, kh: usize, kw: usize, stride: usize, lanes: usize) -> bool {
@@ -87,9 +112,23 @@ pub fn prefer_direct(ctx: &GpuContext, kh: usize, kw: usize, stride: usize, lane
 /// See [`prefer_direct`].
 const MIN_LANES: usize = 64;
 
-/// The forward kernel's invocations for an output (N, ·, Ho, Wo).
+/// The forward kernel's invocations for an output (N, ·, Ho, Wo) with one output row per
+/// invocation (the most it launches).
 pub fn forward_lanes(n: usize, ho: usize, wo: usize) -> usize {
     n * ho * wo.div_ceil(4)
+}
+
+/// Output rows per forward invocation: the most (fewest weight loads per multiply-add) that
+/// still launches [`MIN_LANES`] invocations; returns the index into [`FORWARD_ROWS`].
+fn forward_rows(n: usize, ho: usize, wo: usize) -> usize {
+    #[cfg(test)]
+    if let Some(r) = tests::forced_rows() {
+        return FORWARD_ROWS.iter().position(|&x| x == r).unwrap_or(2);
+    }
+    FORWARD_ROWS
+        .iter()
+        .position(|&r| n * ho.div_ceil(r) * wo.div_ceil(4) >= MIN_LANES)
+        .unwrap_or(FORWARD_ROWS.len() - 1)
 }
 
 /// The forward kernel's operands: out (N, Co, Ho, Wo) from x (N, Ci, H, W) and a weight
@@ -161,7 +200,9 @@ pub(crate) fn record_forward(ctx: &GpuContext, program: &mut Program, f: &Forwar
     let v = variant(f.k, f.k, f.stride)
         .ok_or_else(|| Error::shape("conv2d_direct: unsupported kernel size or stride"))?;
     let groups_per_row = wo.div_ceil(4);
-    let lanes = n * ho * groups_per_row;
+    let ri = forward_rows(n, ho, wo);
+    let row_groups = ho.div_ceil(FORWARD_ROWS[ri]);
+    let lanes = n * row_groups * groups_per_row;
     if lanes == 0 || cout == 0 {
         return Ok(());
     }
@@ -198,6 +239,8 @@ pub(crate) fn record_forward(ctx: &GpuContext, program: &mut Program, f: &Forwar
         cpad4: (cpad / 4) as u32,
         out_scale: f.out_scale,
         k: f.k as u32,
+        row_groups: row_groups as u32,
+        _pad: [0; 3],
     };
     record_stage(ctx, program, "stage_weight", &p, f.weight, &staged)?;
     p.n_lanes = lanes as u32;
@@ -208,7 +251,7 @@ pub(crate) fn record_forward(ctx: &GpuContext, program: &mut Program, f: &Forwar
         DispatchDesc {
             label: "conv2d_direct",
             shader: &CONV2D_DIRECT,
-            entry: FORWARD_ENTRIES[v],
+            entry: FORWARD_ENTRIES[v][ri],
             constants: &[],
             params: Params::Static(bytemuck::bytes_of(&p)),
             inputs: &[
@@ -225,8 +268,9 @@ pub(crate) fn record_forward(ctx: &GpuContext, program: &mut Program, f: &Forwar
 }
 
 /// Record the weight gradient's per-image partial sums: partials (N, Cout, Cin·k·k)
-/// (at least that many elements) from x (N, Cin, H, W) and dout (N, Cout, Ho, Wo), with
-/// dout staged as [N][Ho][Wo padded to 4][Cout padded to 16] first.
+/// (at least that many elements) from x (N, Cin, H, W) and dout (N, Cout, Ho, Wo), read in
+/// place when Wo is a multiple of 4, else staged as [N][Ho][Wo padded to 4][Cout padded to 8]
+/// first.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn record_weight_partials(
     ctx: &GpuContext,
@@ -249,16 +293,16 @@ pub(crate) fn record_weight_partials(
             cin * k * k
         )));
     }
-    let lanes = cin * k;
-    if lanes == 0 || cout == 0 || n == 0 || ho * wo == 0 {
+    let lanes = n * cin;
+    if lanes == 0 || cout == 0 || ho * wo == 0 {
         return Ok(());
     }
-    if n > crate::gpu::MAX_WORKGROUPS_PER_DIM as usize {
+    if lanes.div_ceil(WEIGHT_WORKGROUP) > crate::gpu::MAX_WORKGROUPS_PER_DIM as usize {
         return Err(Error::shape(format!(
-            "conv2d_direct: a batch of {n} is more than one dispatch can launch"
+            "conv2d_direct: {n} images x {cin} channels is more than one dispatch can launch"
         )));
     }
-    let cpad = padded_channels(cout);
+    let cpad = cout.div_ceil(WEIGHT_CHANNEL_BLOCK) * WEIGHT_CHANNEL_BLOCK;
     let groups_per_row = wo.div_ceil(4);
     let staged_len = n * ho * groups_per_row * 4 * cpad;
     if staged_len >= 1 << 31 {
@@ -266,7 +310,6 @@ pub(crate) fn record_weight_partials(
             "conv2d_direct: dout is too large for one kernel",
         ));
     }
-    let staged = ctx.zeros(&[staged_len])?;
     let mut p = DirectParams {
         batch: n as u32,
         cin: cin as u32,
@@ -284,22 +327,31 @@ pub(crate) fn record_weight_partials(
         k: k as u32,
         ..Default::default()
     };
-    record_stage(ctx, program, "stage_dout", &p, dout, &staged)?;
+    // With Wo a multiple of 4 the kernel reads dout in place as vec4 of 4 pixels (the
+    // tensor is then whole vec4s); otherwise dout is restaged, padded.
+    let in_place = wo.is_multiple_of(4);
+    let (staged, entry) = if in_place {
+        (dout.clone(), WEIGHT_ENTRIES_NCHW[v])
+    } else {
+        let staged = ctx.zeros(&[staged_len])?;
+        record_stage(ctx, program, "stage_dout", &p, dout, &staged)?;
+        (staged, WEIGHT_ENTRIES[v])
+    };
     p.n_lanes = lanes as u32;
     ctx.record(
         program,
         DispatchDesc {
             label: "conv2d_direct_dw",
             shader: &CONV2D_DIRECT,
-            entry: WEIGHT_ENTRIES[v],
+            entry,
             constants: &[],
             params: Params::Static(bytemuck::bytes_of(&p)),
             inputs: &[&x.buffer, &staged.buffer, &x.buffer, &x.buffer, &x.buffer],
             outputs: &[&partials.buffer],
             workgroups: [
                 lanes.div_ceil(WEIGHT_WORKGROUP) as u32,
-                n as u32,
-                (cpad / CHANNEL_BLOCK) as u32,
+                1,
+                (cpad / WEIGHT_CHANNEL_BLOCK) as u32,
             ],
         },
     )
@@ -322,6 +374,23 @@ pub(crate) mod tests {
         FORCED.with(|f| f.get())
     }
 
+    thread_local! {
+        static ROWS: Cell<Option<usize>> = const { Cell::new(None) };
+    }
+
+    /// The forward's output rows per invocation forced on this thread (1, 2 or 4).
+    pub(crate) fn forced_rows() -> Option<usize> {
+        ROWS.with(|f| f.get())
+    }
+
+    /// Run `f` with the forward's output rows per invocation forced to `rows`.
+    pub(crate) fn force_rows<R>(rows: usize, f: impl FnOnce() -> R) -> R {
+        let old = ROWS.with(|c| c.replace(Some(rows)));
+        let r = f();
+        ROWS.with(|c| c.set(old));
+        r
+    }
+
     /// Run `f` with the direct kernels forced on (where they apply) or off, on this thread.
     pub(crate) fn force<R>(direct: bool, f: impl FnOnce() -> R) -> R {
         let old = FORCED.with(|c| c.replace(Some(direct)));
@@ -332,7 +401,8 @@ pub(crate) mod tests {
 
     /// GEMM tiles vs the direct kernels on the default MNIST model's convolutions (N = 64):
     /// forward, input and weight gradient, timed interleaved in one process (best of
-    /// BENCH_REPS), so that other load on the machine hits both alike.
+    /// BENCH_REPS), so that other load on the machine hits both alike. BENCH_ROWS=1|2|4
+    /// forces the direct forward's output rows per invocation.
     /// `cargo test --lib ops::conv2d_direct::tests::bench_direct_vs_gemm -- --ignored --nocapture`
     #[test]
     #[ignore]
@@ -394,8 +464,11 @@ pub(crate) mod tests {
             let dx = ctx.zeros(&[n, cin, hw, hw]).unwrap();
             let dw = ctx.zeros(&[cout, cin, 3, 3]).unwrap();
             let what = format!("{cin}->{cout} {hw}x{hw} s{stride}");
+            let forced_rows = std::env::var("BENCH_ROWS")
+                .ok()
+                .and_then(|v| v.parse().ok());
             let mk = |direct: bool, which: usize| {
-                force(direct, || {
+                let run = || {
                     let mut p = Program::new();
                     match which {
                         0 => conv2d(
@@ -424,7 +497,11 @@ pub(crate) mod tests {
                         .unwrap(),
                     }
                     p
-                })
+                };
+                match forced_rows {
+                    Some(r) if direct => force(direct, || force_rows(r, run)),
+                    _ => force(direct, run),
+                }
             };
             for (which, name) in ["forward", "input", "weight"].iter().enumerate() {
                 rows.push((

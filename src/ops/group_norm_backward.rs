@@ -6,7 +6,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::{expect_shape, grid_1d, DispatchDesc, GpuContext, Params, Program, Tensor};
 use crate::ops::elementwise::nchw;
-use crate::shaders::GROUP_NORM_BACKWARD;
+use crate::shaders::{GROUP_NORM_BACKWARD, GROUP_NORM_BACKWARD_V4};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -103,12 +103,21 @@ pub fn group_norm_backward(
     ];
     // An empty group (H·W = 0) still needs dγ = dβ = 0: the dx pass then writes zero partials.
     if total > 0 {
+        let v4 = crate::ops::group_norm::use_v4(h * w);
         ctx.record(
             program,
             DispatchDesc {
                 label: "group_norm_backward_dx",
-                shader: &GROUP_NORM_BACKWARD,
-                entry: "group_norm_backward_dx",
+                shader: if v4 {
+                    &GROUP_NORM_BACKWARD_V4
+                } else {
+                    &GROUP_NORM_BACKWARD
+                },
+                entry: if v4 {
+                    "group_norm_backward_dx_v4"
+                } else {
+                    "group_norm_backward_dx"
+                },
                 constants: &[],
                 params: Params::Static(bytes),
                 inputs: &inputs,
@@ -354,6 +363,18 @@ mod tests {
         }
         check([3, 5, 3, 1], 5, 0.0, true, false, 12);
         check([1, 4, 3, 3], 1, 0.0, true, true, 13);
+    }
+
+    /// H·W a multiple of 4: the vec4 kernel (`group_norm_backward_v4.wgsl`).
+    #[test]
+    fn group_norm_backward_vec4_shapes() {
+        assert!(crate::ops::group_norm::use_v4(4 * 3) && crate::ops::group_norm::use_v4(4 * 5));
+        for (silu, acc) in [(false, false), (true, false), (false, true), (true, true)] {
+            check([2, 6, 4, 3], 3, 0.0, silu, acc, 50);
+        }
+        check([2, 6, 4, 5], 3, 100.0, true, true, 51);
+        check([1, 8, 4, 5], 2, -1000.0, true, false, 52);
+        check([3, 4, 4, 1], 4, 0.0, true, false, 53);
     }
 
     #[test]
