@@ -254,7 +254,7 @@ impl Particles {
         end: usize,
     ) -> Result<()> {
         let end = end.min(self.n);
-        if first % Self::CHUNK_ALIGN != 0 || first >= end {
+        if !first.is_multiple_of(Self::CHUNK_ALIGN) || first >= end {
             return Err(Error::shape(format!(
                 "lab particles: chunk [{first}, {end}) of {} particles",
                 self.n

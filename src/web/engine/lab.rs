@@ -968,6 +968,9 @@ struct Clock {
     /// Training's unspent GPU time (ms): a half step longer than a frame's share runs once
     /// enough frames have passed.
     train_credit_ms: f64,
+    /// Whether particles / training have run once (their first run may include compiling
+    /// pipelines, so it does not count as a time sample).
+    warm: (bool, bool),
 }
 
 /// `?lab_debug`: phase timings of the lab's loop in the console.
@@ -1522,6 +1525,7 @@ async fn run_loop(generation: u64) {
         ms_render: None,
         ms_per_half: None,
         train_credit_ms: 0.0,
+        warm: (false, false),
     };
     loop {
         next_frame().await;
@@ -1574,7 +1578,11 @@ async fn run_loop(generation: u64) {
             }
         };
         if adv.rows > 0 {
-            clock.ms_per_row = smooth(clock.ms_per_row, t_chunk / adv.rows as f64);
+            // The first chunk may include compiling the pipeline: not a sample.
+            if clock.warm.0 {
+                clock.ms_per_row = smooth(clock.ms_per_row, t_chunk / adv.rows as f64);
+            }
+            clock.warm.0 = true;
         }
         if adv.step_done {
             clock.sample_steps += 1;
@@ -1677,7 +1685,10 @@ async fn run_loop(generation: u64) {
                         return;
                     }
                 };
-                clock.ms_per_half = smooth(clock.ms_per_half, t_train / halves as f64);
+                if clock.warm.1 {
+                    clock.ms_per_half = smooth(clock.ms_per_half, t_train / halves as f64);
+                }
+                clock.warm.1 = true;
                 clock.train_credit_ms = (clock.train_credit_ms - t_train).max(0.0);
                 debug(|| format!("{halves} training half steps {t_train:.0} ms"));
             }
