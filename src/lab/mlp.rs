@@ -20,11 +20,8 @@ pub const HIDDEN: usize = 128;
 pub const TIME_DIM: usize = 32;
 /// First-layer inputs: x_t (2) and the embedding.
 pub const IN: usize = 2 + TIME_DIM;
-/// Samples per workgroup tile of the training kernels (`TB`).
-pub const TILE: usize = 8;
-/// Rows per workgroup tile of the forward-only kernels, `eval_forward` and `sample_step`
-/// (`FR`).
-pub const FORWARD_TILE: usize = 16;
+/// Rows per workgroup tile of every mlp.wgsl kernel (`FR`).
+pub const TILE: usize = 16;
 /// Floats per row of the activation buffer: input, a1, a2, a3.
 pub const ACT_STRIDE: usize = IN + 3 * HIDDEN;
 /// Floats per row of the delta buffer: d1, d2, d3, d_out.
@@ -259,14 +256,6 @@ pub(crate) struct UpdateUniforms {
     pub _pad1: [f32; 2],
 }
 
-/// Rows per workgroup of mlp.wgsl's entry point `entry`.
-pub(crate) fn rows_per_tile(entry: &str) -> usize {
-    match entry {
-        "eval_forward" | "sample_step" => FORWARD_TILE,
-        _ => TILE,
-    }
-}
-
 /// Workgroups of the per-parameter kernels (64 threads; mlp_update.wgsl's `param_index`
 /// assumes rows of `grid[0]` workgroups).
 pub(crate) fn param_grid(n: usize) -> Result<[u32; 3]> {
@@ -302,7 +291,7 @@ pub(crate) fn record_mlp(
             params: Params::Static(bytemuck::bytes_of(uniforms)),
             inputs: &inputs,
             outputs: &outputs,
-            workgroups: grid_1d(rows.div_ceil(rows_per_tile(entry)) as u64)?,
+            workgroups: grid_1d(rows.div_ceil(TILE) as u64)?,
         },
     )
 }
@@ -413,7 +402,7 @@ pub fn record_eval_forward(
                 &scratch[0].buffer,
             ],
             outputs: &[&scratch[1].buffer, &scratch[2].buffer, &out.buffer],
-            workgroups: grid_1d(b.div_ceil(FORWARD_TILE) as u64)?,
+            workgroups: grid_1d(b.div_ceil(TILE) as u64)?,
         },
     )
 }
@@ -563,10 +552,7 @@ mod tests {
         }
         assert_eq!(got, want);
         // mlp.wgsl's rows per tile.
-        assert!(MLP.body.contains(&format!("const TB: u32 = {TILE}u;")));
-        assert!(MLP
-            .body
-            .contains(&format!("const FR: u32 = {FORWARD_TILE}u;")));
+        assert!(MLP.body.contains(&format!("const FR: u32 = {TILE}u;")));
     }
 
     fn random_rows(n: usize, num_classes: usize, seed: u64) -> Vec<Row> {

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Program, Tensor};
 use crate::rng::SplitMix64;
 
-use super::mlp::{check_params, record_mlp, MlpUniforms, FORWARD_TILE};
+use super::mlp::{check_params, record_mlp, MlpUniforms, TILE};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum LabSampler {
@@ -222,7 +222,7 @@ impl Particles {
     }
 
     /// Rows per chunk are rounded to this (the kernel's tile).
-    pub const CHUNK_ALIGN: usize = FORWARD_TILE;
+    pub const CHUNK_ALIGN: usize = TILE;
 
     fn set_range(&self, ctx: &GpuContext, first: usize, end: usize) {
         ctx.queue.write_buffer(
@@ -261,7 +261,7 @@ impl Particles {
             )));
         }
         self.set_range(ctx, first, end);
-        let tiles = (end - first).div_ceil(FORWARD_TILE) as u32;
+        let tiles = (end - first).div_ceil(TILE) as u32;
         let mut p = Program::new();
         for d in &self.steps[k].steps {
             p.steps.push(d.clone().with_workgroups([tiles, 1, 1]));

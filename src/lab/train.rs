@@ -1,6 +1,6 @@
 //! Training the lab MLP on the GPU (Ho et al. 2020, Algorithm 1): per step, `train_fwd_bwd`
 //! draws the batch (data index, t, ε and label dropout from a hash of (seed, step, row)) and
-//! runs forward + backward for a tile of 8 rows per workgroup; `grad_adamw` forms every
+//! runs forward + backward for a tile of 16 rows per workgroup; `grad_adamw` forms every
 //! parameter's gradient and applies AdamW and the EMA in place; `tick` records the loss and
 //! advances the step counter that lives on the GPU. Three dispatches per step and no CPU
 //! writes between steps, so any number of steps can be queued in one submission.
