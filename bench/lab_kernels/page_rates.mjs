@@ -1,4 +1,4 @@
-// node bench/lab_kernels/page_rates.mjs [--dist dist] [--url "particles=10000"] [--seconds 90]
+// node bench/lab_kernels/page_rates.mjs [--dist dist] [--url "particles=10000"] [--seconds 90] [--debug]
 //
 // The Lab tab's rates in headless Chromium (SwiftShader without a GPU), from a `trunk build
 // --release` in dist/: opens `?model=test-model/&URL#lab`, waits for the lab to be ready,
@@ -42,8 +42,10 @@ async function main() {
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
   try {
     const page = await openPage(browser, `${base}?model=test-model/&${URL_PARAMS}#lab`);
+    // --debug: the loop's phase timings (`lab_debug` in the URL) as they come.
+    if (process.argv.includes("--debug")) page.on("console", (m) => m.text().startsWith("lab:") && log(m.text()));
     await waitFor("the lab to be ready", async () => (await rates(page)).state === "ready");
-    await page.click("#lab-train");
+    await page.click("#lab-train", { timeout: 300000 });
     const t0 = Date.now();
     const rows = [];
     while (Date.now() - t0 < SECONDS * 1000) {

@@ -1502,11 +1502,12 @@ async fn timed_on_gpu(ctx: &GpuContext) -> Result<f64> {
 /// blocking poll) so that the next frame's share can be sized from measured GPU times:
 /// 1. particles: the next chunk of the current sampler step, sized so that it takes about a
 ///    third of what is left of [`FRAME_BUDGET_MS`] after the picture while training (all of
-///    it while not); never more than one step per frame (on a fast GPU one step per frame is
+///    it while not; at least half the picture's time when the picture alone overruns the
+///    budget); never more than one step per frame (on a fast GPU one step per frame is
 ///    the animation's pace). A step is drawn once all its chunks ran.
 /// 2. the picture (field views if shown, then the particles from the history buffers).
-/// 3. training: half steps (`train_fwd_bwd`, or the update) worth about two thirds of the
-///    budget, at least [`MIN_TRAIN_MS`], at most three times the frame's other GPU work (so a
+/// 3. training: half steps (`train_fwd_bwd`, or the update) worth about two thirds of what
+///    is left, at least [`MIN_TRAIN_MS`], at most three times the frame's other GPU work (so a
 ///    fast GPU keeps a high frame rate). A half step that takes longer than its share goes
 ///    every few frames (a credit of GPU time is kept).
 async fn run_loop(generation: u64) {
@@ -1549,7 +1550,10 @@ async fn run_loop(generation: u64) {
         };
         // Phase 1: the next chunk of particles (or the restart / hold).
         let render_ms = clock.ms_render.unwrap_or(10.0);
-        let left = (FRAME_BUDGET_MS - render_ms).max(20.0);
+        // Where the picture alone costs more than the budget (headless Chromium on a loaded
+        // CPU: 350–1,300 ms per frame), the frame is long anyway: give particles and training
+        // half the picture's time, so the particles still advance.
+        let left = (FRAME_BUDGET_MS - render_ms).max(0.5 * render_ms).max(20.0);
         let particle_ms = if training { left / 3.0 } else { left };
         let max_rows = match clock.ms_per_row {
             Some(c) => (particle_ms / c.max(1e-6)).min(1e9) as usize,
