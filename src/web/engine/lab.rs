@@ -1723,8 +1723,8 @@ async fn run_loop(generation: u64) {
             }
             clock.window = (t1, steps);
             let (sw0, ss0) = clock.sample_window;
-            if t1 - sw0 >= 2000.0 {
-                // Over ≥ 2 s: a step can span several frames.
+            if t1 - sw0 >= 2000.0 && (clock.sample_steps > ss0 || t1 - sw0 >= 10_000.0) {
+                // Over ≥ 2 s and at least one step (or 10 s): a step can span many frames.
                 ui.sample_steps_per_s
                     .set((clock.sample_steps - ss0) as f64 * 1000.0 / (t1 - sw0));
                 clock.sample_window = (t1, clock.sample_steps);
