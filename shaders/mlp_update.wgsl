@@ -176,11 +176,12 @@ fn adamw_ema(p: u32, g: f32) {
     ema[p] -= (1.0 - decay) * (ema[p] - w);
 }
 
-// 64 threads (llvmpipe runs a workgroup as one coroutine per 8 lanes and switches all of
-// them at each barrier; see docs/notes.md), each owning a 4 × 4 register block of a 32 × 32
-// output tile, so every value loaded from workgroup memory feeds 4 multiply-adds.
+// 32 threads, each owning an 8 × 8 register block (four mat4x4s) of a 64 × 32 output tile (64
+// output units × 32 columns), so every value loaded from workgroup memory feeds 8
+// multiply-adds (4 with the earlier 4 × 4 blocks of a 32 × 32 tile): on CPU adapters every
+// workgroup-memory load is a per-lane gather, and loads per multiply-add is what counts.
 const CHUNK_ROWS: u32 = 32u;
-var<workgroup> tile_d: array<vec4<f32>, 256>; // (32 rows of the batch, 32 output units)
+var<workgroup> tile_d: array<vec4<f32>, 512>; // (32 rows of the batch, 64 output units)
 var<workgroup> tile_a: array<vec4<f32>, 256>; // (32 rows of the batch, 32 input columns)
 
 // Layer l's gradient block as a GEMM: rows (output units), k (inputs), cols (k + bias + class
@@ -209,34 +210,76 @@ fn layer_gemm(l: u32) -> LayerGemm {
     return LayerGemm(2u, H, H + 1u, 3u * H, IN + 2u * H, OFF_W4, OFF_B4);
 }
 
-@compute @workgroup_size(8, 8)
+fn outer4(a: vec4<f32>, d: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(a * d.x, a * d.y, a * d.z, a * d.w);
+}
+
+// The gradient of unit j, column k: AdamW + EMA on its parameter (mode 0) or into m (mode 1).
+fn put_gradient(g: LayerGemm, j: u32, k: u32, v: f32) {
+    if (j >= g.rows || k >= g.cols) {
+        return;
+    }
+    var p = g.b_off + j;
+    if (k < g.k) {
+        p = g.w_off + j * g.k + k;
+    } else if (k > g.k) {
+        p = OFF_EMB + (k - g.k - 1u) * H + j;
+    }
+    if (u.mode == 1u) {
+        m[p] = v;
+    } else {
+        adamw_ema(p, v);
+    }
+}
+
+// Units j, j+1, j+2, j+3 (the matrix's columns) × columns k … k+3 (their components).
+fn put_block(g: LayerGemm, j: u32, k: u32, acc: mat4x4<f32>) {
+    for (var i = 0u; i < 4u; i++) {
+        let col = acc[i];
+        put_gradient(g, j + i, k, col.x);
+        put_gradient(g, j + i, k + 1u, col.y);
+        put_gradient(g, j + i, k + 2u, col.z);
+        put_gradient(g, j + i, k + 3u, col.w);
+    }
+}
+
+@compute @workgroup_size(8, 4)
 fn grad_adamw_tiled(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
     @builtin(workgroup_id) wg: vec3<u32>,
 ) {
     let g = layer_gemm(wg.z);
-    let j0 = wg.y * 32u;
+    let j0 = wg.y * 64u;
     let k0 = wg.x * 32u;
     if (j0 >= g.rows || k0 >= g.cols) {
         return; // the whole workgroup: uniform
     }
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
+    // acc_uc: units 8·lid.x + 4u …, columns 8·lid.y + 4c ….
+    var acc00 = mat4x4<f32>();
+    var acc01 = mat4x4<f32>();
+    var acc10 = mat4x4<f32>();
+    var acc11 = mat4x4<f32>();
     for (var b0 = 0u; b0 < u.batch; b0 += CHUNK_ROWS) {
-        for (var r = 0u; r < 16u; r++) {
-            let idx = r * 64u + li;
+        // 32 rows × 64 deltas and 32 rows × 32 columns, 96 values per thread.
+        for (var r = 0u; r < 64u; r++) {
+            let idx = r * 32u + li;
+            let row = idx / 64u;
+            let unit = idx % 64u;
+            let b = b0 + row;
+            var dv = 0.0;
+            if (b < u.batch && j0 + unit < g.rows) {
+                dv = deltas[b * DS + g.d_off + j0 + unit];
+            }
+            tile_d[row * 16u + unit / 4u][unit % 4u] = dv;
+        }
+        for (var r = 0u; r < 32u; r++) {
+            let idx = r * 32u + li;
             let row = idx / 32u;
             let col = idx % 32u;
             let b = b0 + row;
-            var dv = 0.0;
             var av = 0.0;
             if (b < u.batch) {
-                if (j0 + col < g.rows) {
-                    dv = deltas[b * DS + g.d_off + j0 + col];
-                }
                 let k = k0 + col;
                 if (k < g.k) {
                     av = acts[b * AS + g.a_off + k];
@@ -246,45 +289,25 @@ fn grad_adamw_tiled(
                     av = 1.0;
                 }
             }
-            tile_d[row * 8u + col / 4u][col % 4u] = dv;
             tile_a[row * 8u + col / 4u][col % 4u] = av;
         }
         workgroupBarrier();
         for (var bb = 0u; bb < CHUNK_ROWS; bb++) {
-            let d = tile_d[bb * 8u + lid.y];
-            let a = tile_a[bb * 8u + lid.x];
-            acc0 += d.x * a;
-            acc1 += d.y * a;
-            acc2 += d.z * a;
-            acc3 += d.w * a;
+            let d0 = tile_d[bb * 16u + 2u * lid.x];
+            let d1 = tile_d[bb * 16u + 2u * lid.x + 1u];
+            let a0 = tile_a[bb * 8u + 2u * lid.y];
+            let a1 = tile_a[bb * 8u + 2u * lid.y + 1u];
+            acc00 += outer4(a0, d0);
+            acc01 += outer4(a1, d0);
+            acc10 += outer4(a0, d1);
+            acc11 += outer4(a1, d1);
         }
         workgroupBarrier();
     }
-    for (var rr = 0u; rr < 4u; rr++) {
-        let j = j0 + 4u * lid.y + rr;
-        var acc = acc0;
-        if (rr == 1u) {
-            acc = acc1;
-        } else if (rr == 2u) {
-            acc = acc2;
-        } else if (rr == 3u) {
-            acc = acc3;
-        }
-        for (var c = 0u; c < 4u; c++) {
-            let k = k0 + 4u * lid.x + c;
-            if (j < g.rows && k < g.cols) {
-                var p = g.b_off + j;
-                if (k < g.k) {
-                    p = g.w_off + j * g.k + k;
-                } else if (k > g.k) {
-                    p = OFF_EMB + (k - g.k - 1u) * H + j;
-                }
-                if (u.mode == 1u) {
-                    m[p] = acc[c];
-                } else {
-                    adamw_ema(p, acc[c]);
-                }
-            }
-        }
-    }
+    let j = j0 + 8u * lid.x;
+    let k = k0 + 8u * lid.y;
+    put_block(g, j, k, acc00);
+    put_block(g, j, k + 4u, acc01);
+    put_block(g, j + 4u, k, acc10);
+    put_block(g, j + 4u, k + 4u, acc11);
 }

@@ -1,4 +1,4 @@
-// node bench/lab_kernels/run.mjs [--dir shaders] [--reps 3] [--only a,b]: serves the repository
+// node bench/lab_kernels/run.mjs [--dir shaders] [--reps 3] [--only a,b] [--frows 16] [--gunits 64] [--trows 16] [--particles N]: serves the repository
 // root on 127.0.0.1 and runs page.html in headless Chromium on SwiftShader (flags as
 // tests/e2e/run.mjs), printing each lab kernel's time per dispatch.
 import http from "node:http";
@@ -24,7 +24,8 @@ const browser = await chromium.launch({
 });
 const page = await browser.newPage();
 page.on("console", (m) => console.log(m.text()));
-const qs = new URLSearchParams({ dir: opt("--dir", "shaders"), reps: opt("--reps", "3"), ...(opt("--only") ? { only: opt("--only") } : {}) });
+const qs = new URLSearchParams({ dir: opt("--dir", "shaders"), reps: opt("--reps", "3"), ...(opt("--only") ? { only: opt("--only") } : {}),
+  ...(opt("--frows") ? { frows: opt("--frows") } : {}), ...(opt("--gunits") ? { gunits: opt("--gunits") } : {}), ...(opt("--trows") ? { trows: opt("--trows") } : {}), ...(opt("--particles") ? { particles: opt("--particles") } : {}) });
 await page.goto(`${base}/bench/lab_kernels/page.html?${qs}`);
 await page.waitForFunction(() => /done|error/.test(document.getElementById("out").textContent), null, { timeout: 1000 * Number(opt("--timeout", "600")) });
 await browser.close();

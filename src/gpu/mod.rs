@@ -283,6 +283,15 @@ pub struct Dispatch {
     _bound: Vec<Arc<()>>,
 }
 
+impl Dispatch {
+    /// The same pipeline and bindings over another grid (e.g. a chunk of the rows, when the
+    /// kernel reads where the chunk starts from a buffer).
+    pub fn with_workgroups(mut self, workgroups: [u32; 3]) -> Dispatch {
+        self.workgroups = workgroups;
+        self
+    }
+}
+
 /// A list of dispatches recorded once (at plan time) and replayed every step: no buffer,
 /// bind group or pipeline is created when it runs.
 #[derive(Default, Clone)]

@@ -20,8 +20,8 @@ pub const HIDDEN: usize = 128;
 pub const TIME_DIM: usize = 32;
 /// First-layer inputs: x_t (2) and the embedding.
 pub const IN: usize = 2 + TIME_DIM;
-/// Samples per workgroup tile (`TB`).
-pub const TILE: usize = 8;
+/// Rows per workgroup tile of every mlp.wgsl kernel (`FR`).
+pub const TILE: usize = 16;
 /// Floats per row of the activation buffer: input, a1, a2, a3.
 pub const ACT_STRIDE: usize = IN + 3 * HIDDEN;
 /// Floats per row of the delta buffer: d1, d2, d3, d_out.
@@ -256,22 +256,17 @@ pub(crate) struct UpdateUniforms {
     pub _pad1: [f32; 2],
 }
 
-/// Workgroups for `rows` rows (one tile of [`TILE`] rows each).
-pub(crate) fn tile_grid(rows: usize) -> Result<[u32; 3]> {
-    grid_1d(rows.div_ceil(TILE) as u64)
-}
-
 /// Workgroups of the per-parameter kernels (64 threads; mlp_update.wgsl's `param_index`
 /// assumes rows of `grid[0]` workgroups).
 pub(crate) fn param_grid(n: usize) -> Result<[u32; 3]> {
     grid_1d(n.div_ceil(64) as u64)
 }
 
-/// Workgroups of `grad_adamw_tiled`: 32 × 32 blocks of each layer's [W | b | one-hots]
-/// (x: columns, y: output units, z: the 4 layers).
+/// Workgroups of `grad_adamw_tiled`: 64 (output units) × 32 (columns) blocks of each layer's
+/// [W | b | one-hots] (x: columns, y: output units, z: the 4 layers).
 pub(crate) fn tiled_grad_grid(num_classes: usize) -> [u32; 3] {
     let cols = (IN + 2 + num_classes).max(HIDDEN + 1);
-    [cols.div_ceil(32) as u32, HIDDEN.div_ceil(32) as u32, 4]
+    [cols.div_ceil(32) as u32, HIDDEN.div_ceil(64) as u32, 4]
 }
 
 /// Record one dispatch of mlp.wgsl's `entry` over `rows` rows. Every entry point shares
@@ -296,7 +291,7 @@ pub(crate) fn record_mlp(
             params: Params::Static(bytemuck::bytes_of(uniforms)),
             inputs: &inputs,
             outputs: &outputs,
-            workgroups: tile_grid(rows)?,
+            workgroups: grid_1d(rows.div_ceil(TILE) as u64)?,
         },
     )
 }
@@ -407,7 +402,7 @@ pub fn record_eval_forward(
                 &scratch[0].buffer,
             ],
             outputs: &[&scratch[1].buffer, &scratch[2].buffer, &out.buffer],
-            workgroups: tile_grid(b)?,
+            workgroups: grid_1d(b.div_ceil(TILE) as u64)?,
         },
     )
 }
@@ -557,7 +552,7 @@ mod tests {
         }
         assert_eq!(got, want);
         // mlp.wgsl's rows per tile.
-        assert!(MLP.body.contains(&format!("const TB: u32 = {TILE}u;")));
+        assert!(MLP.body.contains(&format!("const FR: u32 = {TILE}u;")));
     }
 
     fn random_rows(n: usize, num_classes: usize, seed: u64) -> Vec<Row> {
@@ -625,14 +620,15 @@ mod tests {
     }
 
     /// The fused GPU kernels (forward, backward, per-parameter gradient) against the f64
-    /// reference, with a batch that is not a multiple of the tile.
+    /// reference, with a batch that is not a multiple of either tile.
     #[test]
     fn gpu_forward_and_gradient_match_reference() {
         let ctx = ctx();
         let nc = 3;
         let p32 = init_params(nc, 5);
         let p = as_f64(&p32);
-        let rows = random_rows(13, nc, 6);
+        // 37 rows: several tiles of both kernels' sizes, the last one partial.
+        let rows = random_rows(37, nc, 6);
         let params = ctx.upload(&p32, &[p32.len()]).unwrap();
         let eval_rows: Vec<[f32; 4]> = rows
             .iter()

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, Program, Tensor};
 use crate::rng::SplitMix64;
 
-use super::mlp::{check_params, record_mlp, MlpUniforms};
+use super::mlp::{check_params, record_mlp, MlpUniforms, TILE};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum LabSampler {
@@ -123,6 +123,9 @@ pub struct Particles {
     pub state: Tensor,
     /// (n, 2) Tweedie's x̂_0 at the last step run.
     pub x0_hat: Tensor,
+    /// (4) u32: the rows [first, end) that `sample_step` updates (all of them unless a step is
+    /// being run in chunks, see [`Particles::encode_chunk`]).
+    range: Tensor,
     pub steps: Vec<Program>,
 }
 
@@ -170,6 +173,7 @@ impl Particles {
         let x0_hat = ctx.zeros(&[n, 2])?;
         let dummy = ctx.zeros(&[4])?;
         let dummy_c = ctx.zeros(&[1])?;
+        let range = ctx.upload_u32(&[0, n as u32, 0, 0], &[4])?;
         let mut steps = Vec::with_capacity(plan.len());
         for (k, s) in plan.iter().enumerate() {
             let uni = MlpUniforms {
@@ -192,7 +196,7 @@ impl Particles {
                 &mut p,
                 ("lab sample_step", "sample_step"),
                 &uni,
-                [&params.buffer, &dummy.buffer, &dummy.buffer, &dummy.buffer],
+                [&params.buffer, &dummy.buffer, &dummy.buffer, &range.buffer],
                 [&state.buffer, &x0_hat.buffer, &dummy_c.buffer],
                 n,
             )?;
@@ -202,17 +206,68 @@ impl Particles {
             n,
             state,
             x0_hat,
+            range,
             steps,
         })
     }
 
     /// Submit every step in one command buffer.
     pub fn run_all(&self, ctx: &GpuContext) -> Result<()> {
+        self.set_range(ctx, 0, self.n);
         let mut all = Program::new();
         for s in &self.steps {
             all.extend(s);
         }
         ctx.run(&all)
+    }
+
+    /// Rows per chunk are rounded to this (the kernel's tile).
+    pub const CHUNK_ALIGN: usize = TILE;
+
+    fn set_range(&self, ctx: &GpuContext, first: usize, end: usize) {
+        ctx.queue.write_buffer(
+            &self.range.buffer,
+            0,
+            bytemuck::cast_slice(&[first as u32, end as u32, 0, 0]),
+        );
+    }
+
+    /// Encode step `k` over all particles. The row range lives in a buffer that
+    /// `queue.write_buffer` sets for the next submission, so a submission holds either whole
+    /// steps ([`Particles::encode_whole`], any number) or one chunk ([`Particles::encode_chunk`]).
+    pub fn encode_whole(&self, ctx: &GpuContext, enc: &mut wgpu::CommandEncoder, k: usize) {
+        self.set_range(ctx, 0, self.n);
+        self.steps[k].encode(enc);
+    }
+
+    /// Encode step `k` over particles [first, end) only (`first` a multiple of
+    /// [`Particles::CHUNK_ALIGN`]): one dispatch of ⌈(end − first)/16⌉ workgroups. At most
+    /// one chunk per submission (see [`Particles::encode_whole`]). A step run chunk by chunk
+    /// gives the same particles as the whole step (the noise depends on the row, not the
+    /// chunk).
+    pub fn encode_chunk(
+        &self,
+        ctx: &GpuContext,
+        enc: &mut wgpu::CommandEncoder,
+        k: usize,
+        first: usize,
+        end: usize,
+    ) -> Result<()> {
+        let end = end.min(self.n);
+        if !first.is_multiple_of(Self::CHUNK_ALIGN) || first >= end {
+            return Err(Error::shape(format!(
+                "lab particles: chunk [{first}, {end}) of {} particles",
+                self.n
+            )));
+        }
+        self.set_range(ctx, first, end);
+        let tiles = (end - first).div_ceil(TILE) as u32;
+        let mut p = Program::new();
+        for d in &self.steps[k].steps {
+            p.steps.push(d.clone().with_workgroups([tiles, 1, 1]));
+        }
+        p.encode(enc);
+        Ok(())
     }
 
     /// Current positions.
@@ -243,6 +298,70 @@ pub async fn sample(
 pub(crate) mod tests {
     use super::*;
     use crate::diffusion::schedule::SchedulerConfig;
+    use crate::gpu::block_on;
+    use crate::gpu::test_util::ctx;
+    use crate::lab::mlp::{forward_ref, init_params};
+
+    /// `sample_step` against the f64 MLP: deterministic DDIM (c_z = 0) with guidance on
+    /// class-conditional particles (some unconditional), 61 particles (not a tile multiple);
+    /// then the same steps run in chunks of 32 rows, one submission each, give the same bits
+    /// as whole steps.
+    #[test]
+    fn sample_step_matches_reference_and_chunks_match_whole_steps() {
+        let ctx = ctx();
+        let (nc, n, w) = (2, 61, 2.5f32);
+        let p32 = init_params(nc, 7);
+        let p: Vec<f64> = p32.iter().map(|&v| v as f64).collect();
+        let params = ctx.upload(&p32, &[p32.len()]).unwrap();
+        let classes: Vec<u32> = (0..n as u32).map(|i| i % 3).collect(); // 2 = unconditional
+        let s = schedule();
+        let plan = plan(&s, LabSampler::Ddim { eta: 0.0 }, 3).unwrap();
+        let whole = Particles::new(&ctx, &params, nc, &plan, n, &classes, w, 5).unwrap();
+        let start = block_on(whole.positions(&ctx)).unwrap();
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        whole.encode_whole(&ctx, &mut enc, 0);
+        ctx.queue.submit([enc.finish()]);
+        let got = block_on(whole.positions(&ctx)).unwrap();
+        let c = plan[0];
+        for (i, (x, g)) in start.iter().zip(&got).enumerate() {
+            let x = [x[0] as f64, x[1] as f64];
+            let y = classes[i] as usize;
+            let null = forward_ref(&p, x, c.t as f64, nc);
+            let eps = if y < nc {
+                let cond = forward_ref(&p, x, c.t as f64, y);
+                [0, 1].map(|o| null[o] + w as f64 * (cond[o] - null[o]))
+            } else {
+                null
+            };
+            for o in 0..2 {
+                let want = c.c_x * x[o] + c.c_eps * eps[o];
+                assert!(
+                    (g[o] as f64 - want).abs() < 1e-4 * (1.0 + want.abs()),
+                    "particle {i}: {} vs {want}",
+                    g[o]
+                );
+            }
+        }
+        for k in 1..plan.len() {
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            whole.encode_whole(&ctx, &mut enc, k);
+            ctx.queue.submit([enc.finish()]);
+        }
+        let want = block_on(whole.positions(&ctx)).unwrap();
+        let chunked = Particles::new(&ctx, &params, nc, &plan, n, &classes, w, 5).unwrap();
+        for k in 0..plan.len() {
+            for first in (0..n).step_by(32) {
+                let mut enc = ctx.device.create_command_encoder(&Default::default());
+                chunked
+                    .encode_chunk(&ctx, &mut enc, k, first, first + 32)
+                    .unwrap();
+                ctx.queue.submit([enc.finish()]);
+            }
+        }
+        assert_eq!(block_on(chunked.positions(&ctx)).unwrap(), want);
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        assert!(chunked.encode_chunk(&ctx, &mut enc, 0, 8, 20).is_err());
+    }
 
     /// The small schedule (T = 100) of the lab's unit tests.
     pub(crate) fn schedule() -> Schedule {

@@ -1,6 +1,6 @@
 //! Training the lab MLP on the GPU (Ho et al. 2020, Algorithm 1): per step, `train_fwd_bwd`
 //! draws the batch (data index, t, ε and label dropout from a hash of (seed, step, row)) and
-//! runs forward + backward for a tile of 8 rows per workgroup; `grad_adamw` forms every
+//! runs forward + backward for a tile of 16 rows per workgroup; `grad_adamw` forms every
 //! parameter's gradient and applies AdamW and the EMA in place; `tick` records the loss and
 //! advances the step counter that lives on the GPU. Three dispatches per step and no CPU
 //! writes between steps, so any number of steps can be queued in one submission.
@@ -147,6 +147,9 @@ pub struct LabTrainer {
     /// `step` repeated, cached for the last count asked for.
     queued: std::cell::RefCell<(usize, Program)>,
     steps_taken: u64,
+    /// A step's first half (`train_fwd_bwd`) was submitted by [`LabTrainer::run_halves`] and
+    /// its update (gradient, AdamW, EMA, tick) not yet.
+    update_pending: bool,
 }
 
 impl LabTrainer {
@@ -284,6 +287,7 @@ impl LabTrainer {
             step,
             queued: std::cell::RefCell::new((0, Program::new())),
             steps_taken: 0,
+            update_pending: false,
         })
     }
 
@@ -307,6 +311,10 @@ impl LabTrainer {
         if n == 0 {
             return Ok(());
         }
+        if self.update_pending {
+            // Finish the half step first, so every step is forward+backward then update.
+            self.run_halves(ctx, 1)?;
+        }
         let mut q = self.queued.borrow_mut();
         if q.0 != n {
             let mut p = Program::new();
@@ -318,6 +326,34 @@ impl LabTrainer {
         ctx.run(&q.1)?;
         self.steps_taken += n as u64;
         Ok(())
+    }
+
+    /// Submit `halves` half steps in one command buffer, continuing where the last call
+    /// stopped: a step's first half is `train_fwd_bwd` (the batch, forward and backward), its
+    /// second the update (`grad_adamw*` and `tick`). For a frame loop on a slow adapter, where
+    /// a whole step takes longer than a frame should: the halves can go in different frames,
+    /// since everything between them stays on the GPU. Returns the steps completed.
+    pub fn run_halves(&mut self, ctx: &GpuContext, halves: usize) -> Result<u64> {
+        let (first, update) = self.step.steps.split_at(1);
+        let mut p = Program::new();
+        let mut left = halves;
+        let mut done = 0u64;
+        while left > 0 {
+            if self.update_pending {
+                p.steps.extend(update.iter().cloned());
+                self.update_pending = false;
+                done += 1;
+            } else {
+                p.steps.extend(first.iter().cloned());
+                self.update_pending = true;
+            }
+            left -= 1;
+        }
+        if !p.is_empty() {
+            ctx.run(&p)?;
+        }
+        self.steps_taken += done;
+        Ok(done)
     }
 
     /// The losses of the last min(steps, [`LOSS_SLOTS`]) steps, oldest first.
@@ -341,6 +377,7 @@ impl LabTrainer {
         ctx.write(&self.v, &vec![0.0; init.len()])?;
         ctx.write_u32(&self.state, &vec![0; 2 + LOSS_SLOTS])?;
         self.steps_taken = 0;
+        self.update_pending = false;
         Ok(())
     }
 }
@@ -392,6 +429,36 @@ mod tests {
             assert_eq!(losses.len(), 1);
             assert!(losses[0] > 0.1 && losses[0] < 10.0, "{losses:?}");
         }
+    }
+
+    /// Half steps in separate submissions (as the page's frame loop runs them on a slow
+    /// adapter), mixed with whole steps, give the same weights, EMA and losses as whole steps.
+    #[test]
+    fn half_steps_match_whole_steps() {
+        let ctx = ctx();
+        let data = generate(Preset::Moons, 300, 3, "").unwrap();
+        let cfg = TrainConfig {
+            batch: 20,
+            ..Default::default()
+        };
+        let mut whole = LabTrainer::new(&ctx, &data, &schedule(), &cfg).unwrap();
+        whole.run(&ctx, 4).unwrap();
+        let mut halves = LabTrainer::new(&ctx, &data, &schedule(), &cfg).unwrap();
+        assert_eq!(halves.run_halves(&ctx, 1).unwrap(), 0);
+        assert_eq!(halves.run_halves(&ctx, 2).unwrap(), 1);
+        assert_eq!(halves.steps_taken(), 1);
+        halves.run(&ctx, 2).unwrap(); // finishes the pending half, then two whole steps
+        assert_eq!(halves.steps_taken(), 4);
+        for (a, b) in [(&whole.params, &halves.params), (&whole.ema, &halves.ema)] {
+            assert_eq!(
+                block_on(ctx.read(a)).unwrap(),
+                block_on(ctx.read(b)).unwrap()
+            );
+        }
+        assert_eq!(
+            block_on(whole.losses(&ctx)).unwrap(),
+            block_on(halves.losses(&ctx)).unwrap()
+        );
     }
 
     /// A short run lowers L_simple (a broken gradient or optimizer would not).

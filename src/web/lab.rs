@@ -339,9 +339,10 @@ pub fn LabPanel(active: Signal<bool>) -> impl IntoView {
                         data-steps-per-s=move || format!("{:.3}", ui.steps_per_s.get())
                         data-gflops=move || format!("{:.3}", ui.gflops.get())
                         data-fps=move || format!("{:.2}", ui.fps.get())
+                        data-sample-steps-per-s=move || format!("{:.3}", ui.sample_steps_per_s.get())
                         data-train-s=move || format!("{:.2}", ui.train_s.get())>
-                        {move || format!("step {} · {:.1} steps/s · {:.2} GFLOP/s · {:.1} frames/s · {:.0} s of training",
-                            ui.steps.get(), ui.steps_per_s.get(), ui.gflops.get(), ui.fps.get(), ui.train_s.get())}
+                        {move || format!("step {} · {:.1} steps/s · {:.2} GFLOP/s · {:.0} s of training · sampling {:.1} steps/s, drawing {:.1} frames/s",
+                            ui.steps.get(), ui.steps_per_s.get(), ui.gflops.get(), ui.train_s.get(), ui.sample_steps_per_s.get(), ui.fps.get())}
                     </p>
                     <p class="hint" id="lab-data-info">{move || ui.data_info.get()}</p>
                     <div class="fields">

@@ -206,6 +206,8 @@ pub struct LabUi {
     pub steps_per_s: RwSignal<f64>,
     pub gflops: RwSignal<f64>,
     pub fps: RwSignal<f64>,
+    /// Sampler steps of the particles per second (a step can span frames on a slow adapter).
+    pub sample_steps_per_s: RwSignal<f64>,
     pub train_s: RwSignal<f64>,
     /// Every step's loss so far (the loss ring is read about once a second).
     pub losses: RwSignal<Vec<f32>>,
@@ -266,6 +268,7 @@ impl LabUi {
             steps_per_s: RwSignal::new(0.0),
             gflops: RwSignal::new(0.0),
             fps: RwSignal::new(0.0),
+            sample_steps_per_s: RwSignal::new(0.0),
             train_s: RwSignal::new(0.0),
             losses: RwSignal::new(Vec::new()),
             fit: RwSignal::new(None),
@@ -352,6 +355,8 @@ struct ParticleRun {
     last: Tensor,
     /// Steps done in the current run.
     k: usize,
+    /// Particles of step k + 1 computed so far (a step runs in chunks on a slow adapter).
+    rows_done: usize,
     /// Frames left to hold the finished run on screen.
     hold: u32,
     /// True once a run has finished since it was built (the fit may read `last`).
@@ -851,6 +856,17 @@ fn particle_classes(data: &Dataset, n: usize, seed: u64) -> Vec<u32> {
         .collect()
 }
 
+/// What one [`ParticleRun::advance`] did.
+#[derive(Default, Clone, Copy)]
+struct Advance {
+    /// It finished a run (the end points are in `last`).
+    finished_run: bool,
+    /// Particle rows computed (0: a held or restarted run).
+    rows: usize,
+    /// It completed a sampler step.
+    step_done: bool,
+}
+
 fn copy_rows(enc: &mut wgpu::CommandEncoder, src: &Tensor, dst: &Tensor, row: usize) {
     let bytes = src.bytes();
     enc.copy_buffer_to_buffer(&src.buffer, 0, &dst.buffer, row as u64 * bytes, bytes);
@@ -893,20 +909,24 @@ impl ParticleRun {
             x0_history,
             last,
             k: 0,
+            rows_done: 0,
             hold: 0,
             finished: false,
             classes,
         })
     }
 
-    /// One sampler step (or the restart from x_T after a finished run has been shown).
-    /// Returns true when this call finished a run.
-    fn advance(&mut self, ctx: &GpuContext) -> Result<bool> {
+    /// Sampler work for one frame: the next chunk of at most `max_rows` particles of the
+    /// current step (the whole step when it fits; never more than one step per frame, so the
+    /// animation keeps its pace on a fast GPU), or the restart from x_T after a finished run
+    /// has been shown. A step is copied into the history (and so drawn) once all its chunks
+    /// ran.
+    fn advance(&mut self, ctx: &GpuContext, max_rows: usize) -> Result<Advance> {
         let steps = self.plan.len();
         if self.k >= steps {
             if self.hold > 0 {
                 self.hold -= 1;
-                return Ok(false);
+                return Ok(Advance::default());
             }
             // Back to x_T (row 0) for the next run from the current EMA weights.
             let mut enc = ctx
@@ -922,29 +942,51 @@ impl ParticleRun {
             );
             ctx.queue.submit([enc.finish()]);
             self.k = 0;
-            return Ok(false);
+            self.rows_done = 0;
+            return Ok(Advance::default());
         }
+        let n = self.particles.n;
+        let align = Particles::CHUNK_ALIGN;
+        let rows = max_rows.div_ceil(align).max(1) * align;
+        let end = (self.rows_done + rows).min(n);
         let mut enc = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        self.particles.steps[self.k].encode(&mut enc);
-        copy_rows(&mut enc, &self.particles.state, &self.history, self.k + 1);
-        copy_rows(
-            &mut enc,
-            &self.particles.x0_hat,
-            &self.x0_history,
-            self.k + 1,
-        );
-        self.k += 1;
-        let done = self.k == steps;
-        if done {
-            copy_rows(&mut enc, &self.particles.state, &self.last, 0);
-            self.hold = 20;
-            self.finished = true;
+        if self.rows_done == 0 && end == n {
+            self.particles.encode_whole(ctx, &mut enc, self.k);
+        } else {
+            self.particles
+                .encode_chunk(ctx, &mut enc, self.k, self.rows_done, end)?;
+        }
+        let computed = end - self.rows_done;
+        self.rows_done = end;
+        let mut done = false;
+        let mut step_done = false;
+        if end == n {
+            copy_rows(&mut enc, &self.particles.state, &self.history, self.k + 1);
+            copy_rows(
+                &mut enc,
+                &self.particles.x0_hat,
+                &self.x0_history,
+                self.k + 1,
+            );
+            self.k += 1;
+            self.rows_done = 0;
+            step_done = true;
+            done = self.k == steps;
+            if done {
+                copy_rows(&mut enc, &self.particles.state, &self.last, 0);
+                self.hold = 20;
+                self.finished = true;
+            }
         }
         ctx.queue.submit([enc.finish()]);
         ctx.check()?;
-        Ok(done)
+        Ok(Advance {
+            finished_run: done,
+            rows: computed,
+            step_done,
+        })
     }
 }
 
@@ -1008,18 +1050,32 @@ impl LabModel {
     }
 }
 
-/// Counters of the loop (steps/s, frames/s, training time).
+/// Counters of the loop (steps/s, frames/s, training time) and its GPU time estimates.
 struct Clock {
     /// (time ms, steps) at the start of the current rate window.
     window: (f64, u64),
     frames: (f64, u32),
+    /// (time ms, sampler steps) at the start of the sampling rate window.
+    sample_window: (f64, u64),
+    /// Sampler steps completed by this loop.
+    sample_steps: u64,
     train_ms: f64,
     last_losses: f64,
     last_fit: f64,
     last_bound: f64,
     bound_step: u64,
-    /// Training steps per frame (adapted to keep frames short).
-    per_frame: usize,
+    /// GPU ms per particle row of a sampler step (measured, smoothed).
+    ms_per_row: Option<f64>,
+    /// GPU ms of the picture (field views + particles).
+    ms_render: Option<f64>,
+    /// GPU ms per training half step.
+    ms_per_half: Option<f64>,
+    /// Training's unspent GPU time (ms): a half step longer than a frame's share runs once
+    /// enough frames have passed.
+    train_credit_ms: f64,
+    /// Whether particles / training have run once (their first run may include compiling
+    /// pipelines, so it does not count as a time sample).
+    warm: (bool, bool),
 }
 
 /// `?lab_debug`: phase timings of the lab's loop in the console.
@@ -1525,17 +1581,54 @@ pub fn flops_per_step(batch: usize) -> f64 {
     3.0 * 2.0 * forward_macs() as f64 * batch as f64
 }
 
+/// GPU work queued per frame, at most, on a slow adapter (ms): particles, picture and training
+/// together, so frames keep flowing at ≥ 10/s on a CPU adapter.
+const FRAME_BUDGET_MS: f64 = 75.0;
+/// The least GPU time given to training per frame while it trains (ms).
+const MIN_TRAIN_MS: f64 = 12.0;
+
+/// Smoothed estimate: the first sample as it is, then half way to each new one (frame times
+/// are noisy on a shared CPU).
+fn smooth(old: Option<f64>, sample: f64) -> Option<f64> {
+    Some(old.map_or(sample, |o| 0.5 * (o + sample)))
+}
+
+/// Wait until the GPU has done everything submitted (just before); the ms that took.
+async fn timed_on_gpu(ctx: &GpuContext) -> Result<f64> {
+    let t = now_ms();
+    ctx.finish().await?;
+    Ok(now_ms() - t)
+}
+
+/// The frame loop. Per frame, each part timed on its own (`ctx.finish().await`, never a
+/// blocking poll) so that the next frame's share can be sized from measured GPU times:
+/// 1. particles: the next chunk of the current sampler step, sized so that it takes about a
+///    third of what is left of [`FRAME_BUDGET_MS`] after the picture while training (all of
+///    it while not; at least half the picture's time when the picture alone overruns the
+///    budget); never more than one step per frame (on a fast GPU one step per frame is
+///    the animation's pace). A step is drawn once all its chunks ran.
+/// 2. the picture (field views if shown, then the particles from the history buffers).
+/// 3. training: half steps (`train_fwd_bwd`, or the update) worth about two thirds of what
+///    is left, at least [`MIN_TRAIN_MS`], at most three times the frame's other GPU work (so a
+///    fast GPU keeps a high frame rate). A half step that takes longer than its share goes
+///    every few frames (a credit of GPU time is kept).
 async fn run_loop(generation: u64) {
     let ui = lab_ui();
     let mut clock = Clock {
         window: (now_ms(), ui.steps.get_untracked()),
         frames: (now_ms(), 0),
+        sample_window: (now_ms(), 0),
+        sample_steps: 0,
         train_ms: ui.train_s.get_untracked() * 1000.0,
         last_losses: 0.0,
         last_fit: 0.0,
         last_bound: 0.0,
         bound_step: u64::MAX,
-        per_frame: 1,
+        ms_per_row: None,
+        ms_render: None,
+        ms_per_half: None,
+        train_credit_ms: 0.0,
+        warm: (false, false),
     };
     loop {
         next_frame().await;
@@ -1554,15 +1647,57 @@ async fn run_loop(generation: u64) {
         let training = ui.state.get_untracked() == "training";
         let scrubbing = ui.scrub.get_untracked().is_some();
         let drawing = ui.drawing.get_untracked();
-        // Phase 1: one particle step (or the restart / hold) and the picture.
+        let Some(ctx) = with_engine(|e| e.session.ctx().clone()) else {
+            continue;
+        };
+        // Phase 1: the next chunk of particles (or the restart / hold).
+        let render_ms = clock.ms_render.unwrap_or(10.0);
+        // Where the picture alone costs more than the budget (headless Chromium on a loaded
+        // CPU: 350–1,300 ms per frame), the frame is long anyway: give particles and training
+        // half the picture's time, so the particles still advance.
+        let left = (FRAME_BUDGET_MS - render_ms).max(0.5 * render_ms).max(20.0);
+        let particle_ms = if training { left / 3.0 } else { left };
+        let max_rows = match clock.ms_per_row {
+            Some(c) => (particle_ms / c.max(1e-6)).min(1e9) as usize,
+            None => 1024,
+        };
+        let adv = with_lab(|l, ctx| -> Result<Advance> {
+            match &mut l.model {
+                Some(m) if !scrubbing && !drawing => m.run.advance(ctx, max_rows),
+                _ => Ok(Advance::default()),
+            }
+        });
+        let adv = match adv {
+            Some(Ok(a)) => a,
+            Some(Err(e)) => {
+                report_error(&e);
+                ui.state.set("paused");
+                continue;
+            }
+            None => continue,
+        };
+        let t_chunk = match timed_on_gpu(&ctx).await {
+            Ok(t) => t,
+            Err(e) => {
+                report_error(&e);
+                return;
+            }
+        };
+        if adv.rows > 0 {
+            // The first chunk may include compiling the pipeline: not a sample.
+            if clock.warm.0 {
+                clock.ms_per_row = smooth(clock.ms_per_row, t_chunk / adv.rows as f64);
+            }
+            clock.warm.0 = true;
+        }
+        if adv.step_done {
+            clock.sample_steps += 1;
+        }
+        // Phase 2: the picture.
         let mut field_scales: Option<Tensor> = None;
-        let out = with_lab(|l, ctx| -> Result<(bool, usize, usize, usize)> {
+        let out = with_lab(|l, ctx| -> Result<(usize, usize, usize)> {
             l.resize(ctx);
-            let mut finished = false;
             if let Some(m) = &mut l.model {
-                if !scrubbing && !drawing {
-                    finished = m.run.advance(ctx)?;
-                }
                 if !drawing && ui.view.get_untracked().panels().is_some() {
                     let row = shown_row(&ui, &m.run);
                     field_scales =
@@ -1570,7 +1705,7 @@ async fn run_loop(generation: u64) {
                 }
             }
             l.render(ctx, &ui);
-            let (row, total, t) = match &l.model {
+            Ok(match &l.model {
                 Some(m) => {
                     let row = shown_row(&ui, &m.run);
                     let total = m.run.plan.len();
@@ -1578,13 +1713,13 @@ async fn run_loop(generation: u64) {
                     (row, total, t)
                 }
                 None => (0, 0, 0),
-            };
-            Ok((finished, row, total, t))
+            })
         });
-        let (finished, t) = match out {
-            Some(Ok((f, row, total, t))) => {
+        let finished = adv.finished_run;
+        let t = match out {
+            Some(Ok((row, total, t))) => {
                 ui.row.set((row, total));
-                (f, t)
+                t
             }
             Some(Err(e)) => {
                 report_error(&e);
@@ -1594,15 +1729,20 @@ async fn run_loop(generation: u64) {
             None => continue,
         };
         ui.shown_t.set(t);
-        let Some(ctx) = with_engine(|e| e.session.ctx().clone()) else {
-            continue;
+        let t_render = match timed_on_gpu(&ctx).await {
+            Ok(t) => t,
+            Err(e) => {
+                report_error(&e);
+                return;
+            }
         };
-        if let Err(e) = ctx.finish().await {
-            report_error(&e);
-            return;
-        }
-        let t_particles = now_ms() - t0;
-        debug(|| format!("particles + render {t_particles:.0} ms"));
+        clock.ms_render = smooth(clock.ms_render, t_render);
+        debug(|| {
+            format!(
+                "particles {} rows {t_chunk:.0} ms, picture {t_render:.0} ms",
+                adv.rows
+            )
+        });
         if let Some(scales) = field_scales {
             // 16 bytes, only after the field views' exact or arrows program ran.
             match ctx.read_u32(&scales).await {
@@ -1613,40 +1753,54 @@ async fn run_loop(generation: u64) {
                 Err(e) => report_error(&e),
             }
         }
-        // Phase 2: `per_frame` training steps in one submission, timed on their own so that
-        // training gets about 3/4 of the GPU time and frames stay short.
+        // Phase 3: training, as many half steps as this frame's share of GPU time buys.
         let mut steps = ui.steps.get_untracked();
         if training && !drawing && is_current(generation) {
-            let t_start = now_ms();
-            let r = with_lab(|l, ctx| -> Result<u64> {
-                match &mut l.model {
-                    Some(m) => {
-                        m.trainer.run(ctx, clock.per_frame)?;
-                        Ok(m.trainer.steps_taken())
+            let share = (2.0 * left / 3.0)
+                .min(3.0 * (t_chunk + t_render))
+                .max(MIN_TRAIN_MS);
+            let halves = match clock.ms_per_half {
+                Some(h) => {
+                    clock.train_credit_ms = (clock.train_credit_ms + share).min(share + h);
+                    (clock.train_credit_ms / h.max(1e-3)).floor().min(512.0) as usize
+                }
+                None => 1,
+            };
+            if halves > 0 {
+                let r = with_lab(|l, ctx| -> Result<u64> {
+                    match &mut l.model {
+                        Some(m) => {
+                            m.trainer.run_halves(ctx, halves)?;
+                            Ok(m.trainer.steps_taken())
+                        }
+                        None => Ok(0),
                     }
-                    None => Ok(0),
+                });
+                match r {
+                    Some(Ok(s)) => steps = s,
+                    Some(Err(e)) => {
+                        report_error(&e);
+                        ui.state.set("paused");
+                        continue;
+                    }
+                    None => continue,
                 }
-            });
-            match r {
-                Some(Ok(s)) => steps = s,
-                Some(Err(e)) => {
-                    report_error(&e);
-                    ui.state.set("paused");
-                    continue;
+                let t_train = match timed_on_gpu(&ctx).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        report_error(&e);
+                        return;
+                    }
+                };
+                if clock.warm.1 {
+                    clock.ms_per_half = smooth(clock.ms_per_half, t_train / halves as f64);
                 }
-                None => continue,
+                clock.warm.1 = true;
+                clock.train_credit_ms = (clock.train_credit_ms - t_train).max(0.0);
+                debug(|| format!("{halves} training half steps {t_train:.0} ms"));
             }
-            if let Err(e) = ctx.finish().await {
-                report_error(&e);
-                return;
-            }
-            let t_train = now_ms() - t_start;
-            debug(|| format!("{} training steps {t_train:.0} ms", clock.per_frame));
-            let per_step = t_train / clock.per_frame as f64;
-            let want = (3.0 * t_particles).max(100.0);
-            let target = (want / per_step.max(0.01)).clamp(1.0, 256.0);
-            // Move half way to the target (frame times are noisy on a shared CPU).
-            clock.per_frame = ((clock.per_frame as f64 + target) / 2.0).round().max(1.0) as usize;
+        } else {
+            clock.train_credit_ms = 0.0;
         }
         if !is_current(generation) {
             return;
@@ -1671,6 +1825,13 @@ async fn run_loop(generation: u64) {
                 ui.gflops.set(rate * flops_per_step(batch) / 1e9);
             }
             clock.window = (t1, steps);
+            let (sw0, ss0) = clock.sample_window;
+            if t1 - sw0 >= 2000.0 && (clock.sample_steps > ss0 || t1 - sw0 >= 10_000.0) {
+                // Over ≥ 2 s and at least one step (or 10 s): a step can span many frames.
+                ui.sample_steps_per_s
+                    .set((clock.sample_steps - ss0) as f64 * 1000.0 / (t1 - sw0));
+                clock.sample_window = (t1, clock.sample_steps);
+            }
         }
         if !training {
             clock.window = (t1, steps);
@@ -1711,6 +1872,9 @@ pub fn lab_bench_mode() -> bool {
     query_param("bench").as_deref() == Some("lab")
 }
 
+/// Particles in `?bench=lab`'s sampler-step timing (the page's default count).
+const BENCH_PARTICLES: usize = 10_000;
+
 pub async fn run_lab_bench() {
     let ui = lab_ui();
     // Wait for the page's device.
@@ -1733,7 +1897,7 @@ pub async fn run_lab_bench() {
         .and_then(|b| b.parse::<usize>().ok())
         .unwrap_or(512)
         .max(1);
-    let result: Result<(f64, usize, Vec<f64>)> = async {
+    let result: Result<(f64, usize, Vec<f64>, f64)> = async {
         let data = generate(Preset::Moons, 8000, 0, "")?.unlabelled();
         let schedule = lab_schedule(false, 100)?;
         let cfg = TrainConfig {
@@ -1759,19 +1923,42 @@ pub async fn run_lab_bench() {
             times.push(ms / per as f64);
         }
         times.sort_by(f64::total_cmp);
-        Ok((times[times.len() / 2], tr.dispatches_per_step(), times))
+        // One sampler step over the page's default 10,000 particles (from the trained EMA
+        // weights), alone on the GPU: what the frame loop splits into chunks on a slow adapter.
+        let steps = plan(&schedule, LabSampler::Ddpm, 50)?;
+        let parts = Particles::new(&ctx, &tr.ema, 0, &steps, BENCH_PARTICLES, &[], 1.0, 0)?;
+        let mut ptimes = Vec::new();
+        for k in 0..4 {
+            let t0 = now_ms();
+            let mut enc = ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            parts.encode_whole(&ctx, &mut enc, k);
+            ctx.queue.submit([enc.finish()]);
+            ctx.finish().await?;
+            if k > 0 {
+                ptimes.push(now_ms() - t0); // the first one compiles the pipeline
+            }
+        }
+        ptimes.sort_by(f64::total_cmp);
+        Ok((
+            times[times.len() / 2],
+            tr.dispatches_per_step(),
+            times,
+            ptimes[1],
+        ))
     }
     .await;
     match result {
-        Ok((ms, dispatches, times)) => {
+        Ok((ms, dispatches, times, particle_ms)) => {
             let sps = 1000.0 / ms;
             let gflops = sps * flops_per_step(batch) / 1e9;
             let json = format!(
-                r#"{{"bench": "lab", "adapter": {}, "batch": {batch}, "ms_per_step": {ms:.3}, "steps_per_s": {sps:.3}, "gflops": {gflops:.3}, "dispatches_per_step": {dispatches}}}"#,
+                r#"{{"bench": "lab", "adapter": {}, "batch": {batch}, "ms_per_step": {ms:.3}, "steps_per_s": {sps:.3}, "gflops": {gflops:.3}, "dispatches_per_step": {dispatches}, "particles": {BENCH_PARTICLES}, "particle_step_ms": {particle_ms:.1}}}"#,
                 serde_json::Value::String(adapter.clone())
             );
             let table = format!(
-                "adapter\t{adapter}\nbatch\t{batch}\nruns\t{}\nmedian\t{ms:.2} ms per step\nspeed\t{sps:.2} steps/s, {gflops:.2} GFLOP/s ({:.1} MFLOP per step)\ndispatches\t{dispatches} per step",
+                "adapter\t{adapter}\nbatch\t{batch}\nruns\t{}\nmedian\t{ms:.2} ms per step\nspeed\t{sps:.2} steps/s, {gflops:.2} GFLOP/s ({:.1} MFLOP per step)\ndispatches\t{dispatches} per step\nparticles\t{particle_ms:.1} ms per sampler step of {BENCH_PARTICLES}",
                 times.len(),
                 flops_per_step(batch) / 1e6
             );
