@@ -21,6 +21,13 @@ pub const LOSS_SLOTS: usize = 4096;
 /// The largest batch (the activation buffer must stay well inside one storage binding).
 pub const MAX_BATCH: usize = 65_536;
 
+/// Diffusion timesteps T of the default recipe, shared by `kakusan lab train` and the page's
+/// Lab tab (docs/lab.md, "Fit of the default preset").
+pub const DEFAULT_TIMESTEPS: usize = 100;
+/// The default recipe's noise schedule: Nichol & Dhariwal's cosine (true) or the rescaled
+/// linear one (false).
+pub const DEFAULT_COSINE: bool = false;
+
 /// Hyperparameters of a lab training run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainConfig {
