@@ -202,7 +202,10 @@ mod tests {
         // The floor is a mean over pairs of draws: stable across seeds, where single pairs
         // of draws differ by up to ~2.7x.
         let other = sw_floor(&d, 1000, 11).unwrap();
-        assert!((other - floor).abs() < 0.15 * floor, "floors {floor}, {other}");
+        assert!(
+            (other - floor).abs() < 0.15 * floor,
+            "floors {floor}, {other}"
+        );
         let singles: Vec<f64> = (0..8)
             .map(|k| {
                 let (a, b) = (d.draw(1000, 100 + 2 * k), d.draw(1000, 101 + 2 * k));
