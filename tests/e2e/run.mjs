@@ -572,7 +572,7 @@ check("s", "?bench=lab writes JSON with steps_per_s > 0 and gflops > 0 at batch 
   } finally {
     await page.context_.close();
   }
-}, { slow: true });
+});
 
 // ---------- the toolbox panel (inpainting, interpolation)
 /** Wait for a toolbox tool (`#inpaint`, `#interp`) to reach data-state=done. */
