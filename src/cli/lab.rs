@@ -13,7 +13,8 @@ use crate::error::{Error, Result};
 use crate::gpu::{block_on, GpuContext, Tensor};
 use crate::lab::data::{generate, parse_points_csv, Dataset, Preset};
 use crate::lab::metrics::{
-    sliced_wasserstein, sw_floor, variational_bound, FIT_SAMPLES, SW_PROJECTIONS, SW_SEED,
+    sliced_wasserstein, sw_floor, variational_bound, FIT_SAMPLES, FLOOR_PAIRS, SW_PROJECTIONS,
+    SW_SEED,
 };
 use crate::lab::mlp::{self, eval_eps, forward_macs, num_params, HIDDEN, TIME_DIM};
 use crate::lab::sample::{plan, sample, LabSampler, DEFAULT_SAMPLER, DEFAULT_SAMPLE_STEPS};
@@ -333,7 +334,7 @@ pub fn train(a: LabTrainArgs) -> Result<()> {
         ctx.adapter.name
     );
     println!(
-        "fit figure (sliced W2, {} samples, {}): {:.4}; floor (two draws of the data) {:.4}; untrained {:.4}; {:.2}x floor",
+        "fit figure (sliced W2, {} samples, {}): {:.4}; floor (mean of {FLOOR_PAIRS} pairs of data draws) {:.4}; untrained {:.4}; {:.2}x floor",
         a.samples,
         lab_sampler(&a).name(),
         fit.sw,
