@@ -12,11 +12,14 @@ use crate::diffusion::schedule::{BetaSchedule, Schedule, SchedulerConfig};
 use crate::error::{Error, Result};
 use crate::gpu::{block_on, GpuContext, Tensor};
 use crate::lab::data::{generate, parse_points_csv, Dataset, Preset};
-use crate::lab::metrics::{sliced_wasserstein, variational_bound, SW_PROJECTIONS, SW_SEED};
+use crate::lab::metrics::{
+    sliced_wasserstein, sw_floor, variational_bound, FIT_SAMPLES, FLOOR_PAIRS, SW_PROJECTIONS,
+    SW_SEED,
+};
 use crate::lab::mlp::{self, eval_eps, forward_macs, num_params, HIDDEN, TIME_DIM};
-use crate::lab::sample::{plan, sample, LabSampler};
+use crate::lab::sample::{plan, sample, LabSampler, DEFAULT_SAMPLER, DEFAULT_SAMPLE_STEPS};
 use crate::lab::score::ExactScore;
-use crate::lab::train::{LabTrainer, TrainConfig};
+use crate::lab::train::{LabTrainer, TrainConfig, DEFAULT_COSINE, DEFAULT_TIMESTEPS};
 
 #[derive(clap::Args, Debug)]
 pub struct LabArgs {
@@ -46,6 +49,14 @@ pub enum LabSamplerName {
     Ode,
 }
 
+/// The shared default recipe (`lab::train`, `lab::sample`) as clap defaults.
+const DEFAULT_SCHEDULE: &str = if DEFAULT_COSINE { "cosine" } else { "linear" };
+const DEFAULT_SAMPLER_NAME: &str = match DEFAULT_SAMPLER {
+    LabSampler::Ddpm => "ddpm",
+    LabSampler::Ddim { .. } => "ddim",
+    LabSampler::ProbabilityFlow => "ode",
+};
+
 #[derive(clap::Args, Debug)]
 pub struct LabTrainArgs {
     /// Data set: gaussians, moons, spiral, rings, checkerboard, word.
@@ -67,14 +78,14 @@ pub struct LabTrainArgs {
     /// Training steps.
     #[arg(long, default_value_t = 3000)]
     pub steps: usize,
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = TrainConfig::default().batch)]
     pub batch: usize,
-    #[arg(long, default_value_t = 2e-3)]
+    #[arg(long, default_value_t = TrainConfig::default().lr)]
     pub lr: f32,
     /// Diffusion timesteps T.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = DEFAULT_TIMESTEPS)]
     pub timesteps: usize,
-    #[arg(long, value_enum, default_value = "linear")]
+    #[arg(long, value_enum, default_value = DEFAULT_SCHEDULE)]
     pub schedule: LabScheduleName,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -82,9 +93,9 @@ pub struct LabTrainArgs {
     #[arg(long, default_value = "runs/lab")]
     pub out: PathBuf,
     /// Sampler for the samples and the fit figure.
-    #[arg(long, value_enum, default_value = "ddpm")]
+    #[arg(long, value_enum, default_value = DEFAULT_SAMPLER_NAME)]
     pub sampler: LabSamplerName,
-    /// Sampling steps [default: T].
+    /// Sampling steps [default: 50, at most T].
     #[arg(long)]
     pub sample_steps: Option<usize>,
     /// DDIM's η.
@@ -94,7 +105,7 @@ pub struct LabTrainArgs {
     #[arg(long, default_value_t = 1.0)]
     pub guidance: f32,
     /// Samples drawn for the fit figure and the picture.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = FIT_SAMPLES)]
     pub samples: usize,
     /// Also measure the fit figure every this many steps (0: only at the end) and report
     /// the training time until it first is ≤ 2× its floor.
@@ -166,7 +177,9 @@ fn fit_figure(
     reference: &[[f32; 2]],
     floor: f64,
 ) -> Result<(Fit, Vec<[f32; 2]>)> {
-    let steps = a.sample_steps.unwrap_or(schedule.num_train_timesteps());
+    let steps = a
+        .sample_steps
+        .unwrap_or(DEFAULT_SAMPLE_STEPS.min(schedule.num_train_timesteps()));
     let p = plan(schedule, lab_sampler(a), steps)?;
     let classes = particle_classes(data, a.samples, a.seed ^ 0x11);
     let s = block_on(sample(
@@ -243,14 +256,10 @@ pub fn train(a: LabTrainArgs) -> Result<()> {
         trainer.dispatches_per_step()
     );
 
-    // The fit figure's reference and floor: independent draws of the data.
+    // The fit figure's reference (a draw of the data) and floor (the mean distance between
+    // two independent draws of the same size).
     let reference = data.draw(a.samples, a.seed ^ 0xa);
-    let floor = sliced_wasserstein(
-        &reference,
-        &data.draw(a.samples, a.seed ^ 0xb),
-        SW_PROJECTIONS,
-        SW_SEED,
-    )?;
+    let floor = sw_floor(&data, a.samples, a.seed)?;
     let (untrained, _) = fit_figure(&ctx, &trainer.ema, &data, &schedule, &a, &reference, floor)?;
     println!(
         "fit figure before training (sliced W2 to the data): {:.4} (floor {:.4})",
@@ -325,7 +334,7 @@ pub fn train(a: LabTrainArgs) -> Result<()> {
         ctx.adapter.name
     );
     println!(
-        "fit figure (sliced W2, {} samples, {}): {:.4}; floor (two draws of the data) {:.4}; untrained {:.4}; {:.2}x floor",
+        "fit figure (sliced W2, {} samples, {}): {:.4}; floor (mean of {FLOOR_PAIRS} pairs of data draws) {:.4}; untrained {:.4}; {:.2}x floor",
         a.samples,
         lab_sampler(&a).name(),
         fit.sw,

@@ -35,6 +35,11 @@ impl LabSampler {
     }
 }
 
+/// The sampler of the default recipe (the page's particles and the CLI's fit figure).
+pub const DEFAULT_SAMPLER: LabSampler = LabSampler::Ddpm;
+/// Its number of steps (at most T).
+pub const DEFAULT_SAMPLE_STEPS: usize = 50;
+
 /// One sampler step: from timestep `t` with x ← c_x·x + c_eps·ε + c_z·z.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepCoef {

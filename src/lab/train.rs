@@ -21,6 +21,13 @@ pub const LOSS_SLOTS: usize = 4096;
 /// The largest batch (the activation buffer must stay well inside one storage binding).
 pub const MAX_BATCH: usize = 65_536;
 
+/// Diffusion timesteps T of the default recipe, shared by `kakusan lab train` and the page's
+/// Lab tab (docs/lab.md, "Fit of the default preset").
+pub const DEFAULT_TIMESTEPS: usize = 100;
+/// The default recipe's noise schedule: Nichol & Dhariwal's cosine (true) or the rescaled
+/// linear one (false).
+pub const DEFAULT_COSINE: bool = true;
+
 /// Hyperparameters of a lab training run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainConfig {
@@ -39,7 +46,10 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             batch: 512,
-            lr: 2e-3,
+            // With the cosine schedule, 1.2e-2 brings the default preset within 2x of its fit
+            // floor in 200 steps, 8e-3 in 400, 2e-3 in ~1,500 (docs/lab.md, "Fit of
+            // the default preset").
+            lr: 1.2e-2,
             weight_decay: 0.0,
             ema_decay: 0.995,
             p_uncond: 0.1,

@@ -454,7 +454,7 @@ pub fn LabPanel(active: Signal<bool>) -> impl IntoView {
                         data-time-to-fit=move || ui.time_to_fit.get().map(|t| format!("{:.2}", t.0)).unwrap_or_default()>
                         {fit_text}</p>
                     <div id="lab-fit-plot" class="svg-box" inner_html=move || fit_svg(&ui.fit_history.get(), ui.fit.get().map_or(0.0, |f| f.floor))></div>
-                    <figcaption>"Fit figure: the sliced 2-Wasserstein distance between the particles' end points and the data (64 projections, 1,000 points each), next to its floor — the same distance between two independent draws of the data — and the untrained model's. "
+                    <figcaption>"Fit figure: the sliced 2-Wasserstein distance between the particles' end points and the data (64 projections, 1,000 points each), next to its floor — the mean of the same distance between two independent draws of the data, over 16 pairs — and the untrained model's. "
                         {move || ui.time_to_fit.get().map(|(s, k)| format!("Reached 2× the floor after {s:.0} s of training ({k} steps)."))}</figcaption>
                 </figure>
                 <figure class="plot">

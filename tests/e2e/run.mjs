@@ -522,11 +522,17 @@ check("r", "lab: bad drawings get a clear error; a two-colour drawing trains; gu
     log(`  empty drawing: ${JSON.stringify(err)}`);
     if (!/empty/i.test(err)) fail(`#error does not say the drawing is empty: ${err}`);
     await page.click("#dismiss-error");
-    const box = await page.locator("#lab-canvas").boundingBox();
+    // Clicking a colour can scroll the page: take the canvas's box after it, in view.
+    const canvasBox = async () => {
+      await page.locator("#lab-canvas").scrollIntoViewIfNeeded();
+      return page.locator("#lab-canvas").boundingBox();
+    };
     await page.click("#lab-class-0");
-    await stroke(page, box, [[0.25, 0.3], [0.3, 0.45], [0.25, 0.6], [0.3, 0.7]]);
+    await stroke(page, await canvasBox(), [[0.25, 0.3], [0.3, 0.45], [0.25, 0.6], [0.3, 0.7]]);
     await page.click("#lab-class-2");
-    await stroke(page, box, [[0.7, 0.3], [0.75, 0.45], [0.7, 0.6], [0.75, 0.7]]);
+    await stroke(page, await canvasBox(), [[0.7, 0.3], [0.75, 0.45], [0.7, 0.6], [0.75, 0.7]]);
+    const drafted = await text(page, "#lab-data-info");
+    log(`  after two strokes: ${JSON.stringify(drafted)}`);
     await shot(page, "r1-drawing");
     await page.click("#lab-draw-use");
     await labReady(page);
@@ -572,7 +578,7 @@ check("s", "?bench=lab writes JSON with steps_per_s > 0 and gflops > 0 at batch 
   } finally {
     await page.context_.close();
   }
-}, { slow: true });
+});
 
 // ---------- the toolbox panel (inpainting, interpolation)
 /** Wait for a toolbox tool (`#inpaint`, `#interp`) to reach data-state=done. */

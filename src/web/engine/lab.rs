@@ -28,17 +28,22 @@ use crate::gpu::{GpuContext, Tensor};
 use crate::lab::data::{generate, Dataset, Preset};
 use crate::lab::field::{BlitSource, FieldBlit, FieldParams, FieldViews, Panel, View};
 use crate::lab::metrics::{
-    sliced_wasserstein, variational_bound, BoundTerms, SW_PROJECTIONS, SW_SEED,
+    sliced_wasserstein, sw_floor, variational_bound, BoundTerms, FIT_SAMPLES, SW_PROJECTIONS,
+    SW_SEED,
 };
 use crate::lab::mlp::{forward_macs, init_params};
-use crate::lab::sample::{plan, sample, LabSampler, Particles, StepCoef};
+use crate::lab::sample::{
+    plan, sample, LabSampler, Particles, StepCoef, DEFAULT_SAMPLER, DEFAULT_SAMPLE_STEPS,
+};
 use crate::lab::score::ExactScore;
-use crate::lab::train::{lab_schedule, losses_from_state, LabTrainer, TrainConfig};
+use crate::lab::train::{
+    lab_schedule, losses_from_state, LabTrainer, TrainConfig, DEFAULT_COSINE, DEFAULT_TIMESTEPS,
+};
 use crate::rng::SplitMix64;
 use crate::web::lab_points::{Draw, PanelDraw, PointsRenderer, PointsView, Shape, WORLD_HALF};
 
 /// Particles (and data points) compared by the fit figure.
-pub const FIT_N: usize = 1000;
+pub const FIT_N: usize = FIT_SAMPLES;
 /// Picked particles at most.
 pub const MAX_PICKS: usize = 8;
 /// The fit threshold of the issue: sliced W₂ ≤ 2× its floor.
@@ -106,14 +111,18 @@ impl Default for LabSettings {
             points: 8000,
             word: "DDPM".into(),
             classes: false,
-            timesteps: 100,
-            cosine: false,
-            batch: 512,
-            lr: 2e-3,
+            timesteps: DEFAULT_TIMESTEPS,
+            cosine: DEFAULT_COSINE,
+            batch: TrainConfig::default().batch,
+            lr: TrainConfig::default().lr,
             seed: 0,
-            sampler: LabSamplerKind::Ddpm,
+            sampler: match DEFAULT_SAMPLER {
+                LabSampler::Ddpm => LabSamplerKind::Ddpm,
+                LabSampler::Ddim { .. } => LabSamplerKind::Ddim,
+                LabSampler::ProbabilityFlow => LabSamplerKind::Ode,
+            },
             eta: 0.0,
-            sample_steps: 50,
+            sample_steps: DEFAULT_SAMPLE_STEPS.min(DEFAULT_TIMESTEPS),
             particles: 10_000,
             guidance: 1.0,
         }
@@ -1028,12 +1037,7 @@ impl LabModel {
         let run = ParticleRun::new(ctx, &trainer, &data, &schedule, s)?;
         let m = FIT_N.min(s.particles);
         let reference = data.draw(m, s.seed ^ 0x5245);
-        let floor = sliced_wasserstein(
-            &data.draw(m, s.seed ^ 0x464c),
-            &reference,
-            SW_PROJECTIONS,
-            SW_SEED,
-        )?;
+        let floor = sw_floor(&data, m, s.seed)?;
         Ok(LabModel {
             data,
             schedule,
@@ -1221,12 +1225,7 @@ fn rebuild_particles(ui: &LabUi) {
         let k = FIT_N.min(s.particles);
         if m.reference.len() != k {
             m.reference = m.data.draw(k, s.seed ^ 0x5245);
-            m.floor = sliced_wasserstein(
-                &m.data.draw(k, s.seed ^ 0x464c),
-                &m.reference,
-                SW_PROJECTIONS,
-                SW_SEED,
-            )?;
+            m.floor = sw_floor(&m.data, k, s.seed)?;
         }
         Ok::<_, Error>(())
     });
