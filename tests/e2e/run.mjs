@@ -14,7 +14,7 @@ import path from "node:path";
 import { chromium } from "playwright-core";
 import { decodePng, imageDiff, imageStats } from "./png.mjs";
 import {
-  CHROMIUM, CHROMIUM_ARGS, HEADED, MODEL_FILES, OUT, ROOT, TIMEOUT_MS, errorText, fail, failOnPanic, lastPage,
+  CHROMIUM, CheckFailed, CHROMIUM_ARGS, HEADED, MODEL_FILES, OUT, ROOT, TIMEOUT_MS, errorText, fail, failOnPanic, lastPage,
   log, openPage, opt, panelState, prepareModels, probeWebGpu, removeModels, runToDone,
   setValue, shot, sleep, startServer, stopServer, text, visible, waitFor, waitLoaded,
 } from "./lib.mjs";
