@@ -35,8 +35,10 @@ struct Uniforms {
     seed: u32,
     // Sampling: index of this sampler step (noise stream).
     sample_step: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // sample_step: weight of x̂_0 in the step (c_x, c_eps include it), and the range x̂_0 is
+    // clipped to (0: none), as diffusers' clip_sample.
+    c_x0: f32,
+    clip_x0: f32,
     // Label dropout probability (train_fwd_bwd, labelled data).
     p_uncond: f32,
     // Guidance scale w: ε = ε_∅ + w(ε_y − ε_∅) (sample_step; 1 = no guidance).
@@ -604,11 +606,16 @@ fn sample_step(
         }
         let z = gauss2(pcg(u.seed ^ pcg(u.sample_step ^ pcg(b + 0x85ebca6bu))),
                        pcg(u.seed ^ pcg(u.sample_step ^ pcg(b + 0xc2b2ae35u))));
-        let x_next = u.c_x * x + u.c_eps * eps + u.c_z * z;
-        buf_a[b * 4u] = x_next.x;
-        buf_a[b * 4u + 1u] = x_next.y;
         // Tweedie: E[x_0 | x_t] = (x_t − √(1−ᾱ_t) ε)/√ᾱ_t (eq. 15).
         let x0 = (x - u.sqrt_one_minus_ab * eps) / u.sqrt_ab;
+        var x_next = u.c_x * x + u.c_eps * eps + u.c_z * z;
+        if (u.clip_x0 > 0.0) {
+            // The step with x̂_0 replaced by its clip (c_x, c_eps hold the unclipped x̂_0).
+            let r = vec2<f32>(u.clip_x0);
+            x_next += u.c_x0 * (clamp(x0, -r, r) - x0);
+        }
+        buf_a[b * 4u] = x_next.x;
+        buf_a[b * 4u + 1u] = x_next.y;
         buf_b[b * 2u] = x0.x;
         buf_b[b * 2u + 1u] = x0.y;
     }

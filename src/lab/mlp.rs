@@ -227,7 +227,9 @@ pub(crate) struct MlpUniforms {
     pub null_class: u32,
     pub seed: u32,
     pub sample_step: u32,
-    pub _pad: [u32; 2],
+    /// sample_step: weight of x̂_0 in the step, and the clip range (0: no clip).
+    pub c_x0: f32,
+    pub clip_x0: f32,
     pub p_uncond: f32,
     pub guidance: f32,
     pub t: f32,

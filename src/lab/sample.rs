@@ -40,13 +40,24 @@ pub const DEFAULT_SAMPLER: LabSampler = LabSampler::Ddpm;
 /// Its number of steps (at most T).
 pub const DEFAULT_SAMPLE_STEPS: usize = 50;
 
-/// One sampler step: from timestep `t` with x ← c_x·x + c_eps·ε + c_z·z.
+/// Tweedie's x̂_0 is clipped to ±this in DDPM and DDIM steps (as diffusers' `clip_sample`,
+/// with a range that holds every preset and scaled drawing, which lie within about ±2.5):
+/// without it, the first steps from ᾱ_T ≈ 0 (the cosine schedule ends at 2.4e-7)
+/// multiply the network's error by up to 1/√ᾱ_T, and few-step sampling blows up.
+pub const CLIP_X0: f64 = 3.0;
+
+/// One sampler step: from timestep `t` with x ← c_x·x + c_eps·ε + c_z·z, where x̂_0 (the
+/// Tweedie estimate inside that linear form) enters with weight `c_x0`; the kernel replaces
+/// it by its clip to ±[`CLIP_X0`], i.e. adds c_x0·(clip(x̂_0) − x̂_0).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepCoef {
     pub t: usize,
     pub c_x: f64,
     pub c_eps: f64,
     pub c_z: f64,
+    /// Weight of x̂_0 in the step (DDPM: the posterior mean's √ᾱ_prev·β/(1−ᾱ), eq. 7;
+    /// DDIM: √ᾱ_prev, eq. 12; the probability-flow ODE: 0, not clipped).
+    pub c_x0: f64,
     pub sqrt_ab: f64,
     pub sqrt_one_minus_ab: f64,
 }
@@ -81,7 +92,7 @@ pub fn plan(schedule: &Schedule, sampler: LabSampler, steps: usize) -> Result<Ve
         .map(|(i, &t)| {
             let ab = ac[t];
             let ab_prev = ts.get(i + 1).map_or(1.0, |&p| ac[p]);
-            let (c_x, c_eps, c_z) = match sampler {
+            let (c_x, c_eps, c_z, c_x0) = match sampler {
                 LabSampler::Ddpm => {
                     let alpha = ab / ab_prev;
                     let beta = 1.0 - alpha;
@@ -90,6 +101,7 @@ pub fn plan(schedule: &Schedule, sampler: LabSampler, steps: usize) -> Result<Ve
                         1.0 / alpha.sqrt(),
                         -beta / (alpha.sqrt() * (1.0 - ab).sqrt()),
                         var.max(0.0).sqrt(),
+                        ab_prev.sqrt() * beta / (1.0 - ab),
                     )
                 }
                 LabSampler::Ddim { eta } => {
@@ -101,11 +113,12 @@ pub fn plan(schedule: &Schedule, sampler: LabSampler, steps: usize) -> Result<Ve
                         (ab_prev / ab).sqrt(),
                         dir - (ab_prev / ab).sqrt() * (1.0 - ab).sqrt(),
                         sigma,
+                        ab_prev.sqrt(),
                     )
                 }
                 LabSampler::ProbabilityFlow => {
                     let b = (ab_prev / ab).ln();
-                    (1.0 + 0.5 * b, -0.5 * b / (1.0 - ab).sqrt(), 0.0)
+                    (1.0 + 0.5 * b, -0.5 * b / (1.0 - ab).sqrt(), 0.0, 0.0)
                 }
             };
             StepCoef {
@@ -113,6 +126,7 @@ pub fn plan(schedule: &Schedule, sampler: LabSampler, steps: usize) -> Result<Ve
                 c_x,
                 c_eps,
                 c_z,
+                c_x0,
                 sqrt_ab: ab.sqrt(),
                 sqrt_one_minus_ab: (1.0 - ab).sqrt(),
             }
@@ -191,6 +205,8 @@ impl Particles {
                 c_x: s.c_x as f32,
                 c_eps: s.c_eps as f32,
                 c_z: s.c_z as f32,
+                c_x0: s.c_x0 as f32,
+                clip_x0: CLIP_X0 as f32,
                 sqrt_ab: s.sqrt_ab as f32,
                 sqrt_one_minus_ab: s.sqrt_one_minus_ab as f32,
                 ..Default::default()
@@ -339,7 +355,9 @@ pub(crate) mod tests {
                 null
             };
             for o in 0..2 {
-                let want = c.c_x * x[o] + c.c_eps * eps[o];
+                let x0 = (x[o] - c.sqrt_one_minus_ab * eps[o]) / c.sqrt_ab;
+                let want =
+                    c.c_x * x[o] + c.c_eps * eps[o] + c.c_x0 * (x0.clamp(-CLIP_X0, CLIP_X0) - x0);
                 assert!(
                     (g[o] as f64 - want).abs() < 1e-4 * (1.0 + want.abs()),
                     "particle {i}: {} vs {want}",

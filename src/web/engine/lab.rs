@@ -2006,7 +2006,7 @@ async fn run_field_bench(ui: &LabUi, ctx: &Rc<GpuContext>, adapter: &str, view: 
         let mut m = LabModel::new(ctx, &settings)?;
         let blit = FieldBlit::new(ctx, wgpu::TextureFormat::Rgba8Unorm);
         // Row 1 (t just below T): the first frame builds the views and runs everything.
-        m.run.advance(ctx)?;
+        m.run.advance(ctx, m.run.particles.n)?;
         m.update_field(ctx, &blit, 1, class)?;
         ctx.finish().await?;
         let budget = 20_000.0;
@@ -2026,14 +2026,14 @@ async fn run_field_bench(ui: &LabUi, ctx: &Rc<GpuContext>, adapter: &str, view: 
             if m.run.k + 1 >= m.run.plan.len() {
                 m.run.k = 1;
             }
-            m.run.advance(ctx).map(|_| ())
+            m.run.advance(ctx, m.run.particles.n).map(|_| ())
         })
         .await?;
         let live_frame_ms = time_gpu(ctx, budget, || {
             if m.run.k + 1 >= m.run.plan.len() {
                 m.run.k = 1;
             }
-            m.run.advance(ctx)?;
+            m.run.advance(ctx, m.run.particles.n)?;
             m.update_field(ctx, &blit, m.run.k, class).map(|_| ())
         })
         .await?;
