@@ -1804,6 +1804,16 @@ async fn run_loop(generation: u64) {
         if !is_current(generation) {
             return;
         }
+        // A Reset (or Pause) may have landed during this frame's awaits: then the count taken
+        // before them is stale and must not overwrite the cleared counter.
+        let training = training && ui.state.get_untracked() == "training";
+        if training {
+            if let Some(s) =
+                with_lab(|l, _| l.model.as_ref().map(|m| m.trainer.steps_taken())).flatten()
+            {
+                steps = s;
+            }
+        }
         let t1 = now_ms();
         let frame_ms = t1 - t0;
         if training {
