@@ -214,10 +214,8 @@ async function labVisit(page, visit) {
   await labWait(page, "the lab panel", (a) => a.state !== null && a.state !== "idle");
   const first = await labTrain(page);
   await page.evaluate(() => document.getElementById("lab-reset").click());
-  // Not `steps === 0`: a Reset that lands while a frame is awaiting the GPU is partly undone
-  // by that frame (the lab's loop decides to train at the start of a frame and writes the
-  // counter after its await; docs/reliability.md), so the counter can read a stale count.
-  // So: wait for "ready" and a counter that has stopped moving.
+  // The counter must read 0 once Reset is done and stay there (a frame awaiting the GPU when
+  // Reset lands used to write its stale count back; fixed in the lab's run_loop).
   await labWait(page, "the reset (state ready)", (a) => a.state === "ready");
   let afterReset = (await labAttrs(page)).steps;
   await waitFor("the step counter to stop after Reset", async () => {
@@ -227,6 +225,7 @@ async function labVisit(page, visit) {
     afterReset = now;
     return still;
   }, 60000, 0);
+  if (afterReset !== 0) fail(`the lab's step counter reads ${afterReset} after Reset, want 0`);
   // The next preset that is not the current one (the same one would not rebuild anything).
   const current = await page.locator("#lab-preset").inputValue();
   let preset = LAB_PRESETS[visit % LAB_PRESETS.length];
