@@ -187,45 +187,9 @@ impl TrainGraph {
         )
     }
 
-    /// With `loss_weights`, the loss is weighted per sample by [`TrainGraph::loss_weights`]
-    /// (initially 1), which the caller rewrites before each step.
-    pub fn with_loss_weights(
-        ctx: &GpuContext,
-        config: &UNetConfig,
-        weights: &Weights,
-        batch: usize,
-        prediction: PredictionType,
-        gpu_noise: bool,
-        loss_weights: bool,
-    ) -> Result<Self> {
-        Self::with_options(
-            ctx,
-            config,
-            weights,
-            batch,
-            prediction,
-            gpu_noise,
-            loss_weights,
-            ParamStorage::Packed,
-        )
-    }
-
-    /// [`new`](Self::new) with the parameters stored as `storage` says.
-    pub fn with_storage(
-        ctx: &GpuContext,
-        config: &UNetConfig,
-        weights: &Weights,
-        batch: usize,
-        prediction: PredictionType,
-        gpu_noise: bool,
-        storage: ParamStorage,
-    ) -> Result<Self> {
-        Self::with_options(
-            ctx, config, weights, batch, prediction, gpu_noise, false, storage,
-        )
-    }
-
-    /// The general constructor: per-sample loss weights or not, parameter storage.
+    /// The general constructor. With `loss_weights`, the loss is weighted per sample by
+    /// [`TrainGraph::loss_weights`] (initially 1), which the caller rewrites before each step;
+    /// `storage` says how the parameters (and gradients) are stored.
     #[allow(clippy::too_many_arguments)]
     pub fn with_options(
         ctx: &GpuContext,
