@@ -136,3 +136,88 @@ fn eval_bad_input_is_a_clear_error() {
     let (ok, _, stderr) = kakusan(&["eval", "--model", cifar]);
     assert!(!ok && stderr.contains("error:"), "{stderr}");
 }
+
+/// `--save-samples`: a stopped evaluation continues from the saved batches and gives the same
+/// report; a batch sampled with other settings is a clear error, not silently mixed in.
+#[test]
+fn eval_save_samples_resumes_and_rejects_other_settings() {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/models/mnist");
+    let dir = std::env::temp_dir().join(format!("kakusan-eval-save-{}", std::process::id()));
+    let saved = dir.join("batches");
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |guidance: &str, out: &str| {
+        let json = dir.join(out);
+        let r = kakusan(&[
+            "eval",
+            "--model",
+            model,
+            "--steps",
+            "3",
+            "--guidance",
+            guidance,
+            "-n",
+            "6",
+            "--batch",
+            "3",
+            "--save-samples",
+            saved.to_str().unwrap(),
+            "--out",
+            json.to_str().unwrap(),
+        ]);
+        (r, json)
+    };
+    let ((ok, _, stderr), first) = run("2", "a.json");
+    assert!(ok, "{stderr}");
+    let b1 = saved.join("batch_00001.safetensors");
+    assert!(saved.join("batch_00000.safetensors").is_file() && b1.is_file());
+    // As if stopped after batch 0: batch 1 is missing, so the next run reads batch 0 back
+    // and samples batch 1 again.
+    std::fs::remove_file(&b1).unwrap();
+    let ((ok, _, stderr), second) = run("2", "b.json");
+    assert!(ok, "{stderr}");
+    assert!(b1.is_file(), "batch 1 sampled again and saved");
+    let read = |p: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let (a, b) = (read(&first), read(&second));
+    for key in ["accuracy", "fid", "median_pixel"] {
+        assert_eq!(a[key], b[key], "{key}: a resumed run gives the same report");
+    }
+    // Batch 0 is really read back: replace its pixels by white (+1), keeping its settings,
+    // and the report's median pixel moves.
+    let b0 = saved.join("batch_00000.safetensors");
+    let bytes = std::fs::read(&b0).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let white: Vec<u8> = (0..3 * 784).flat_map(|_| 1.0f32.to_le_bytes()).collect();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![3, 1, 28, 28], &white)
+            .unwrap();
+    let out = safetensors::serialize([("sample", view)], meta.metadata().clone()).unwrap();
+    std::fs::write(&b0, out).unwrap();
+    let ((ok, _, stderr), third) = run("2", "w.json");
+    assert!(ok, "{stderr}");
+    let w = read(&third);
+    assert!(
+        w["median_pixel"].as_f64().unwrap() > a["median_pixel"].as_f64().unwrap() + 0.5,
+        "the white batch 0 was read back: {} vs {}",
+        w["median_pixel"],
+        a["median_pixel"]
+    );
+    // Other settings (guidance 3) with the same folder: an error naming the batch.
+    let ((ok, _, stderr), _) = run("3", "c.json");
+    assert!(
+        !ok && stderr.contains("error:")
+            && stderr.contains("batch_00000")
+            && stderr.contains("other settings"),
+        "{stderr}"
+    );
+    // A truncated batch file: an error, not a panic.
+    let bytes = std::fs::read(&b0).unwrap();
+    std::fs::write(&b0, &bytes[..bytes.len() / 2]).unwrap();
+    let ((ok, _, stderr), _) = run("2", "d.json");
+    assert!(
+        !ok && stderr.contains("error:") && stderr.contains("batch_00000"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -13,7 +13,7 @@ use crate::data::{load_default_mnist, BatchSampler, Dataset};
 use crate::diffusion::sampler::{SampleSettings, SamplingRun};
 use crate::diffusion::schedule::Sampler;
 use crate::error::{Error, Result};
-use crate::eval::classifier::{Mlp, MlpTrainer, MlpWeights, DIGIT_DIMS};
+use crate::eval::classifier::{random_shift, Mlp, MlpTrainer, MlpWeights, DIGIT_DIMS};
 use crate::eval::{
     class_accuracy, fid, median, reference_draws, shipped_classifier, split_indices,
 };
@@ -67,6 +67,11 @@ pub struct EvalArgs {
     /// `kakusan train --holdout`) also holds out. With `--holdout eval` that is all 2,000.
     #[arg(long)]
     pub heldout: bool,
+    /// Keep each finished batch of samples in this folder (`batch_00000.safetensors`, …) and
+    /// reuse the batches already there, so a long evaluation (DDPM's 1000 steps at n = 500)
+    /// can be stopped and continued. A batch written with other settings is an error.
+    #[arg(long)]
+    pub save_samples: Option<PathBuf>,
 }
 
 pub fn eval(a: EvalArgs) -> Result<()> {
@@ -149,7 +154,8 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     let ctx = super::gpu()?;
     let start = Instant::now();
     let wanted: Vec<u32> = (0..a.num).map(|i| (i % 10) as u32).collect();
-    let samples = sample_all(&ctx, &model, &a, sampler, steps, &wanted)?;
+    let weights_hash = weights_fingerprint(&model.weights);
+    let samples = sample_all(&ctx, &model, &a, sampler, steps, &wanted, weights_hash)?;
     let sample_secs = start.elapsed().as_secs_f64();
     if samples.iter().any(|v| !v.is_finite()) {
         return Err(Error::Other(
@@ -285,7 +291,81 @@ fn pixels(d: &Dataset, indices: &[usize]) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-/// Sample `wanted.len()` images in batches of `a.batch` (batch k seeded `seed + k`).
+/// FNV-1a (64 bit) over the weights' names and values: identifies the model a saved batch
+/// came from.
+fn weights_fingerprint(w: &crate::model::Weights) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for (name, (_, values)) in &w.tensors {
+        eat(name.as_bytes());
+        for v in values {
+            eat(&v.to_le_bytes());
+        }
+    }
+    h
+}
+
+/// Metadata key of saved sample batches: everything that decides a batch's pixels.
+const SAVED_SETTINGS_KEY: &str = "kakusan_eval_settings";
+
+/// A saved batch (`--save-samples`) if one with exactly these settings exists; an error if
+/// one exists with other settings or is unreadable.
+fn load_saved_batch(path: &Path, settings: &str, rows: usize) -> Result<Option<Vec<f32>>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::file(path.display(), e))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
+        Error::file(
+            path.display(),
+            format!("not a readable safetensors file ({e}); delete it to sample this batch again"),
+        )
+    })?;
+    let found = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(SAVED_SETTINGS_KEY).cloned())
+        .unwrap_or_default();
+    if found != settings {
+        return Err(Error::config(format!(
+            "{}: this batch was sampled with other settings ({found}) than this run's ({settings}); \
+             use another --save-samples folder",
+            path.display()
+        )));
+    }
+    let (shape, data) = super::io::read_named_tensor(path, "sample", "saved samples", 4)?;
+    if shape != [rows, 1, 28, 28] {
+        return Err(Error::file(
+            path.display(),
+            format!("`sample` has shape {shape:?}, this batch needs [{rows}, 1, 28, 28]"),
+        ));
+    }
+    Ok(Some(data))
+}
+
+fn save_batch(path: &Path, settings: &str, data: &[f32], rows: usize) -> Result<()> {
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let encode_err = |e: safetensors::SafeTensorError| {
+        Error::file(path.display(), format!("cannot encode: {e}"))
+    };
+    let view = safetensors::tensor::TensorView::new(
+        safetensors::Dtype::F32,
+        vec![rows, 1, 28, 28],
+        &bytes,
+    )
+    .map_err(encode_err)?;
+    let meta =
+        std::collections::HashMap::from([(SAVED_SETTINGS_KEY.to_string(), settings.to_string())]);
+    let out = safetensors::serialize([("sample", view)], Some(meta)).map_err(encode_err)?;
+    super::io::write_atomic(path, &out)
+}
+
+/// Sample `wanted.len()` images in batches of `a.batch` (batch k seeded `seed + k`); with
+/// `--save-samples`, batches already saved with the same settings are read instead.
 fn sample_all(
     ctx: &GpuContext,
     model: &crate::model::Model,
@@ -293,15 +373,42 @@ fn sample_all(
     sampler: Sampler,
     steps: usize,
     wanted: &[u32],
+    weights_hash: u64,
 ) -> Result<Vec<f32>> {
     let n = wanted.len();
     let bar = super::progress_bar(
         n.div_ceil(a.batch) * steps,
         "{spinner} sampling [{bar:40}] {pos}/{len} steps  eta {eta}  {msg}",
     );
+    if let Some(d) = &a.save_samples {
+        std::fs::create_dir_all(d).map_err(|e| Error::file(d.display(), e))?;
+    }
     let mut out = Vec::with_capacity(n * 784);
     for (k, start) in (0..n).step_by(a.batch).enumerate() {
         let rows = (n - start).min(a.batch);
+        let settings = format!(
+            "weights fnv1a {weights_hash:016x}, {} {steps} steps, eta {}, guidance {:?}, \
+             clip_sample {}, use_clipped_model_output {}, seed {}, labels {:?}",
+            a.sampler.as_str(),
+            a.sampling.eta,
+            a.sampling.guidance,
+            model.scheduler.clip_sample,
+            a.sampling.use_clipped_model_output,
+            a.seed + k as u64,
+            &wanted[start..start + rows],
+        );
+        let saved = a
+            .save_samples
+            .as_ref()
+            .map(|d| d.join(format!("batch_{k:05}.safetensors")));
+        if let Some(p) = &saved {
+            if let Some(data) = load_saved_batch(p, &settings, rows)? {
+                out.extend(data);
+                bar.inc(steps as u64);
+                bar.set_message(format!("{} images (batch {k} read back)", start + rows));
+                continue;
+            }
+        }
         let mut run = SamplingRun::new(
             ctx,
             &model.config,
@@ -323,7 +430,11 @@ fn sample_all(
             block_on(ctx.finish())?;
             bar.inc(1);
         }
-        out.extend(block_on(ctx.read(run.x_t()))?);
+        let batch = block_on(ctx.read(run.x_t()))?;
+        if let Some(p) = &saved {
+            save_batch(p, &settings, &batch, rows)?;
+        }
+        out.extend(batch);
         bar.set_message(format!("{} images", start + rows));
     }
     bar.finish_and_clear();
@@ -352,6 +463,7 @@ struct ClassifierInfo {
     lr: f64,
     lr_schedule: &'static str,
     adamw_weight_decay: f32,
+    augmentation: String,
     seed: u64,
     train_split: &'static str,
     train_digits: usize,
@@ -367,6 +479,8 @@ struct ClassifierInfo {
 const CLASSIFIER_BATCH: usize = 128;
 const CLASSIFIER_LR: f64 = 1e-3;
 const CLASSIFIER_SEED: u64 = 0;
+/// Training digits are shifted by up to this many pixels each way (`random_shift`).
+const CLASSIFIER_MAX_SHIFT: usize = 2;
 
 /// Train the digit classifier on the non-held-out embedded digits and write it to `--out`.
 fn train_classifier(a: &EvalArgs) -> Result<()> {
@@ -385,11 +499,13 @@ fn train_classifier(a: &EvalArgs) -> Result<()> {
     let mut trainer = MlpTrainer::new(&ctx, &weights, CLASSIFIER_BATCH, cfg)?;
     let mut order = BatchSampler::new(train.len(), CLASSIFIER_BATCH, CLASSIFIER_SEED)?;
     let mut images = vec![0.0f32; CLASSIFIER_BATCH * 784];
+    let mut shifts = crate::rng::SplitMix64(CLASSIFIER_SEED ^ 0x5348_4946_54);
     let start = Instant::now();
     let mut loss = f64::NAN;
     for step in 0..steps {
         let idx: Vec<usize> = order.next_batch().iter().map(|&i| train[i]).collect();
         digits.batch(&idx, &mut images)?;
+        random_shift(&mut images, 28, 28, CLASSIFIER_MAX_SHIFT, -1.0, &mut shifts);
         let labels = digits.batch_labels(&idx)?;
         // Cosine decay from CLASSIFIER_LR to 0.
         let lr =
@@ -424,6 +540,9 @@ fn train_classifier(a: &EvalArgs) -> Result<()> {
         lr: CLASSIFIER_LR,
         lr_schedule: "cosine to 0",
         adamw_weight_decay: cfg.weight_decay,
+        augmentation: format!(
+            "every training digit shifted by a random (dx, dy), |dx|, |dy| <= {CLASSIFIER_MAX_SHIFT} px, border filled with the background"
+        ),
         seed: CLASSIFIER_SEED,
         train_split: "embedded MNIST index i with (i / 10) % 5 != 4; the rest is held out",
         train_digits: train.len(),
