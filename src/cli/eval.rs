@@ -499,7 +499,7 @@ fn train_classifier(a: &EvalArgs) -> Result<()> {
     let mut trainer = MlpTrainer::new(&ctx, &weights, CLASSIFIER_BATCH, cfg)?;
     let mut order = BatchSampler::new(train.len(), CLASSIFIER_BATCH, CLASSIFIER_SEED)?;
     let mut images = vec![0.0f32; CLASSIFIER_BATCH * 784];
-    let mut shifts = crate::rng::SplitMix64(CLASSIFIER_SEED ^ 0x5348_4946_54);
+    let mut shifts = crate::rng::SplitMix64(CLASSIFIER_SEED ^ 0x0053_4849_4654);
     let start = Instant::now();
     let mut loss = f64::NAN;
     for step in 0..steps {
