@@ -13,8 +13,8 @@ use kakusan::eval::{class_accuracy, reference_draws, shipped_classifier, split_i
 use kakusan::gpu::{block_on, GpuContext};
 
 /// The floor docs/evaluation.md states for the shipped classifier on the 2,000 held-out
-/// digits (it measured 96.85 % when trained; see assets/classifier/classifier.json).
-const MIN_HELD_OUT_ACCURACY: f64 = 0.96;
+/// digits (it measured 98.45 % when trained; see assets/classifier/classifier.json).
+const MIN_HELD_OUT_ACCURACY: f64 = 0.98;
 
 fn ctx() -> GpuContext {
     common::xdg();
