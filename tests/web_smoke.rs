@@ -236,8 +236,15 @@ async fn likelihood_panel_jobs_take_class_and_seed() {
     for j in [job(None, 0), job(Some(3), 0)] {
         let mut run = nll_run(&ctx, &model, &j, mode).unwrap();
         while run.step(&ctx).await.unwrap().is_some() {}
-        let got: Vec<f64> = run.terms().iter().filter_map(|v| v.first().copied()).collect();
-        assert!(got.len() >= 4 && got.iter().all(|v| v.is_finite()), "{got:?}");
+        let got: Vec<f64> = run
+            .terms()
+            .iter()
+            .filter_map(|v| v.first().copied())
+            .collect();
+        assert!(
+            got.len() >= 4 && got.iter().all(|v| v.is_finite()),
+            "{got:?}"
+        );
         terms.push(got);
     }
     assert_ne!(terms[0], terms[1], "the bound's terms ignore the class");

@@ -1,11 +1,14 @@
 //! Form rows shared by the toolbox and the likelihood panel: a labelled number input bound
-//! to a signal (parsed, clamped), a class select with “none” (the null class) and a picker
-//! of the embedded digits or an uploaded image. One place for the markup and the parsing,
+//! to a signal (parsed, clamped), a class select with “none” (the null class), a picker
+//! of the embedded digits or an uploaded image, an upload input and run/stop buttons. One place for the markup and the parsing,
 //! so every panel's fields behave alike.
 
 use std::str::FromStr;
 
 use leptos::prelude::*;
+
+use crate::web::engine;
+use crate::web::forward::{self, Image};
 
 fn parse_or<T: FromStr>(s: &str, default: T) -> T {
     s.trim().parse().unwrap_or(default)
@@ -155,5 +158,44 @@ pub fn digit_options(extra: Vec<(&'static str, &'static str, Signal<bool>)>) -> 
         {extra.into_iter().map(|(v, text, ok)| view! {
             <option value=v disabled=move || !ok.get()>{text}</option>
         }).collect_view()}
+    }
+}
+
+/// A file input for one picture: decoded and handed to `on_image`; a file that is not a
+/// readable picture goes to the page's error box.
+pub fn upload_input(id: &'static str, on_image: impl Fn(Image) + Copy + 'static) -> impl IntoView {
+    view! {
+        <input id=id type="file" accept="image/*"
+            on:change=move |ev| {
+                let input = event_target::<web_sys::HtmlInputElement>(&ev);
+                if let Some(f) = input.files().and_then(|f| f.get(0)) {
+                    wasm_bindgen_futures::spawn_local(async move {
+                        match forward::decode_upload(&f).await {
+                            Ok(img) => on_image(img),
+                            Err(e) => engine::report(e),
+                        }
+                    });
+                }
+            }/>
+    }
+}
+
+/// A tool's primary run button and its stop button: run is disabled while `blocked()` (no
+/// model) or while `running()`, stop while not running.
+pub fn run_stop(
+    (run_id, run_text): (&'static str, &'static str),
+    (stop_id, stop_text): (&'static str, &'static str),
+    blocked: impl Fn() -> bool + Copy + Send + Sync + 'static,
+    running: impl Fn() -> bool + Copy + Send + Sync + 'static,
+    on_run: impl Fn() + 'static,
+    on_stop: impl Fn() + 'static,
+) -> impl IntoView {
+    view! {
+        <div class="buttons">
+            <button id=run_id type="button" class="primary" disabled=move || blocked() || running()
+                on:click=move |_| on_run()>{run_text}</button>
+            <button id=stop_id type="button" disabled=move || !running()
+                on:click=move |_| on_stop()>{stop_text}</button>
+        </div>
     }
 }

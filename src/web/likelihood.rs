@@ -10,7 +10,9 @@ use std::fmt::Write;
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 
-use crate::web::controls::{class_of, class_select, digit_options, NumberField};
+use crate::web::controls::{
+    class_of, class_select, digit_options, run_stop, upload_input, NumberField,
+};
 use crate::web::engine::{self, AnomalyView, NllMode, NllView, ToolImage, ToolState, Ui};
 use crate::web::forward::{self, Image};
 
@@ -384,7 +386,7 @@ pub fn LikelihoodPanel(ui: Ui) -> impl IntoView {
         }
         nll_plot(&terms, nll.t_max.get().max(2), nll.strided.get())
     };
-    let start_nll = move |_| {
+    let start_nll = move || {
         let m = if mode.get_untracked() == "exact" {
             NllMode {
                 stride: 1,
@@ -449,21 +451,7 @@ pub fn LikelihoodPanel(ui: Ui) -> impl IntoView {
                         ])}
                     </select>
                     <label for="tool-upload">"Upload an image"</label>
-                    <input id="tool-upload" type="file" accept="image/*"
-                        on:change=move |ev| {
-                            let el = event_target::<web_sys::HtmlInputElement>(&ev);
-                            if let Some(f) = el.files().and_then(|f| f.get(0)) {
-                                wasm_bindgen_futures::spawn_local(async move {
-                                    match forward::decode_upload(&f).await {
-                                        Ok(img) => {
-                                            uploaded.set(Some(img));
-                                            which.set("upload".into());
-                                        }
-                                        Err(e) => engine::report(e),
-                                    }
-                                });
-                            }
-                        }/>
+                    {upload_input("tool-upload", move |img| { uploaded.set(Some(img)); which.set("upload".into()); })}
                     <div class="draw-row">
                         <canvas id="tool-draw" node_ref=draw_ref
                             aria-label="Draw a digit here with the mouse or a finger"
@@ -546,12 +534,8 @@ pub fn LikelihoodPanel(ui: Ui) -> impl IntoView {
                         format!("Estimate: L₀ exactly, and one KL term in each block of {k} timesteps (position drawn at random), counted {k} times: ~{} evaluations instead of {}.",
                             t_max() / stride.get().max(1) + 1, t_max(), k = stride.get())
                     }}</p>
-                    <div class="buttons">
-                        <button id="nll-run" type="button" class="primary" disabled=move || !has_model() || nll.state.get() == ToolState::Running
-                            on:click=start_nll>"Compute bits/dim"</button>
-                        <button id="nll-stop" type="button" disabled=move || nll.state.get() != ToolState::Running
-                            on:click=move |_| engine::stop_nll(nll)>"Stop"</button>
-                    </div>
+                    {run_stop(("nll-run", "Compute bits/dim"), ("nll-stop", "Stop"), move || !has_model(),
+                        move || nll.state.get() == ToolState::Running, start_nll, move || engine::stop_nll(nll))}
                     <progress id="nll-progress" max="1" hidden=move || nll.state.get() != ToolState::Running
                         prop:value=move || nll.progress.get()></progress>
                     <figure class="plot" style:display=move || if nll.terms.get().is_empty() { "none" } else { "block" }>

@@ -8,7 +8,9 @@ use leptos::prelude::*;
 use wasm_bindgen::{Clamped, JsCast};
 
 use crate::diffusion::interpolate as interp;
-use crate::web::controls::{class_of, class_select, digit_options, NumberField};
+use crate::web::controls::{
+    class_of, class_select, digit_options, run_stop, upload_input, NumberField,
+};
 use crate::web::engine::{self, Ends, InpaintRequest, InterpRequest, ToolState, ToolboxUi, Ui};
 use crate::web::forward::{self, Image};
 
@@ -147,6 +149,7 @@ pub fn ToolboxPanel(ui: Ui) -> impl IntoView {
     let t_train = move || ui.model.get().map(|m| m.t_train).unwrap_or(1000);
     let uploaded: RwSignal<Option<Image>> = RwSignal::new(None);
     let has_upload = Signal::derive(move || uploaded.get().is_some());
+    let no_model = move || ui.model.get().is_none();
 
     // ---- inpainting
     let which = RwSignal::new("3".to_string());
@@ -408,18 +411,7 @@ pub fn ToolboxPanel(ui: Ui) -> impl IntoView {
                             {digit_options(vec![("upload", "uploaded image", has_upload)])}
                         </select>
                         <label for="inpaint-upload">"Upload"</label>
-                        <input id="inpaint-upload" type="file" accept="image/*"
-                            on:change=move |ev| {
-                                let input = event_target::<web_sys::HtmlInputElement>(&ev);
-                                if let Some(f) = input.files().and_then(|f| f.get(0)) {
-                                    wasm_bindgen_futures::spawn_local(async move {
-                                        match forward::decode_upload(&f).await {
-                                            Ok(img) => { uploaded.set(Some(img)); which.set("upload".into()); }
-                                            Err(e) => engine::report(e),
-                                        }
-                                    });
-                                }
-                            }/>
+                        {upload_input("inpaint-upload", move |img| { uploaded.set(Some(img)); which.set("upload".into()); })}
                         {class_select("inpaint-class", "Class", classes, class)}
                         {NumberField::new("inpaint-guidance", "Guidance w", guidance, 2.5, 0.0).max(|| 20.0).step("0.5")
                             .disabled(move || classes().is_none() || class.get() == "none").view()}
@@ -429,13 +421,8 @@ pub fn ToolboxPanel(ui: Ui) -> impl IntoView {
                         {NumberField::new("inpaint-seed", "Seed", seed, 0, 0).view()}
                     </div>
                     <div class="tool-out">
-                        <div class="buttons">
-                            <button id="inpaint-run" type="button" class="primary"
-                                disabled=move || ui.model.get().is_none() || inpaint_running()
-                                on:click=move |_| run_inpaint()>"▶ Inpaint"</button>
-                            <button id="inpaint-stop" type="button" disabled=move || !inpaint_running()
-                                on:click=move |_| engine::stop_inpaint()>"■ Stop"</button>
-                        </div>
+                        {run_stop(("inpaint-run", "▶ Inpaint"), ("inpaint-stop", "■ Stop"), no_model, inpaint_running,
+                            run_inpaint, engine::stop_inpaint)}
                         <canvas id="inpaint-canvas" node_ref=out_ref
                             aria-label="Left to right: the input with the part to fill grey, the current x_t, the network's x̂_0, and the result"></canvas>
                         <div class="quad-labels"><span>"input"</span><span>"x" <sub>"t"</sub></span><span>"x̂" <sub>"0"</sub></span><span>"result"</span></div>
@@ -482,13 +469,8 @@ pub fn ToolboxPanel(ui: Ui) -> impl IntoView {
                             .disabled(move || classes().is_none() || interp_class.get() == "none").view()}
                     </div>
                     <div class="tool-out">
-                        <div class="buttons">
-                            <button id="interp-run" type="button" class="primary"
-                                disabled=move || ui.model.get().is_none() || interp_running()
-                                on:click=move |_| run_interp()>"▶ Interpolate"</button>
-                            <button id="interp-stop" type="button" disabled=move || !interp_running()
-                                on:click=move |_| engine::stop_interpolation()>"■ Stop"</button>
-                        </div>
+                        {run_stop(("interp-run", "▶ Interpolate"), ("interp-stop", "■ Stop"), no_model, interp_running,
+                            run_interp, engine::stop_interpolation)}
                         <canvas id="interp-frame" node_ref=frame_ref
                             aria-label="The frame chosen with the λ slider"></canvas>
                         <div class="lambda-row">
