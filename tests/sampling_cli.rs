@@ -156,12 +156,7 @@ fn interpolate_bad_input_is_a_clear_error() {
         // The shared sampler flags (SamplerArgs): seeds need DDIM's deterministic paths, and
         // use_clipped_model_output is DDIM's only.
         (
-            vec![
-                "--seeds".into(),
-                "1,2".into(),
-                "--eta".into(),
-                "0.5".into(),
-            ],
+            vec!["--seeds".into(), "1,2".into(), "--eta".into(), "0.5".into()],
             "--eta must be 0",
         ),
         (
