@@ -6,28 +6,7 @@
 
 mod common;
 
-use std::process::Command;
-
-fn kakusan(args: &[&str]) -> (bool, String, String) {
-    common::xdg();
-    let out = Command::new(env!("CARGO_BIN_EXE_kakusan"))
-        .args(args)
-        .output()
-        .expect("run kakusan");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        !stderr.contains("panicked"),
-        "kakusan panicked on {args:?}:\n{stderr}"
-    );
-    (out.status.success(), stdout, stderr)
-}
-
-fn tmpdir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("kakusan-lab-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
+use common::cli::{kakusan, tmpdir};
 
 #[test]
 fn lab_train_lowers_loss_and_fit_figure() {

@@ -153,6 +153,22 @@ fn interpolate_bad_input_is_a_clear_error() {
             ],
             "--t 1000",
         ),
+        // The shared sampler flags (SamplerArgs): seeds need DDIM's deterministic paths, and
+        // use_clipped_model_output is DDIM's only.
+        (
+            vec!["--seeds".into(), "1,2".into(), "--eta".into(), "0.5".into()],
+            "--eta must be 0",
+        ),
+        (
+            vec![
+                "--images".into(),
+                two(&good, &good),
+                "--sampler".into(),
+                "ddpm".into(),
+                "--use-clipped-model-output".into(),
+            ],
+            "use_clipped_model_output only applies to the DDIM sampler",
+        ),
     ];
     for (extra, want) in cases {
         let mut args = vec!["interpolate", "--model", p(&m), "--out", p(&out)];

@@ -169,3 +169,88 @@ async fn ddim_20_steps_matches_diffusers_on_webgpu() {
         }
     }
 }
+
+/// The likelihood panel's jobs (`web::engine::{anomaly_run, nll_run}`, what its buttons
+/// start) condition on the chosen class and draw their noise from the chosen seed: on the
+/// class-conditional fixture, class 3 gives another anomaly score and other bound terms than
+/// the null class, the same as the engine given label 3 directly, and another seed another
+/// score. A job that ignored the class (or the seed) fails here.
+#[wasm_bindgen_test]
+async fn likelihood_panel_jobs_take_class_and_seed() {
+    use kakusan::diffusion::anomaly::{ReconstructionRun, ReconstructionSettings};
+    use kakusan::model::Model;
+    use kakusan::web::engine::{anomaly_run, nll_run, tool_labels, NllMode, ToolImage};
+    use kakusan::web::forward::Image;
+
+    let ctx = GpuContext::new().await.unwrap();
+    let model = Model::from_files(&fixture!("class_cond").files).unwrap();
+    // A 16×16 image on the 8-bit grid.
+    let image = Image {
+        c: 1,
+        h: 16,
+        w: 16,
+        data: (0..256)
+            .map(|i| ((i * 37 + (i / 16) * 11) % 256) as f32 / 127.5 - 1.0)
+            .collect(),
+    };
+    let job = |class: Option<u32>, seed: u64| ToolImage {
+        image: image.clone(),
+        class,
+        seed,
+    };
+    let (t, steps) = (300, 3);
+    let mut scores = Vec::new();
+    for j in [job(None, 0), job(Some(3), 0), job(Some(3), 1)] {
+        let mut run = anomaly_run(&ctx, &model, &j, t, steps).unwrap();
+        while run.step(&ctx).await.unwrap().is_some() {}
+        scores.push(run.scores()[0]);
+    }
+    let mut direct = ReconstructionRun::new(
+        &ctx,
+        &model.config,
+        &model.weights,
+        &model.scheduler,
+        &image.data,
+        &[1, 1, 16, 16],
+        Some(&[3]),
+        ReconstructionSettings {
+            t,
+            steps,
+            repeats: 1,
+            seed: 0,
+        },
+    )
+    .unwrap();
+    while direct.step(&ctx).await.unwrap().is_some() {}
+    let want = direct.scores()[0];
+    assert_eq!(scores[1], want, "class 3: the job's score is not label 3's");
+    assert_ne!(scores[0], scores[1], "class 3 scored as the null class");
+    assert_ne!(scores[1], scores[2], "seed 1 scored as seed 0");
+
+    // The bound: a strided plan (L_0 and a few KL terms), null class vs class 3.
+    let mode = NllMode {
+        stride: 250,
+        per_call: 8,
+    };
+    let mut terms = Vec::new();
+    for j in [job(None, 0), job(Some(3), 0)] {
+        let mut run = nll_run(&ctx, &model, &j, mode).unwrap();
+        while run.step(&ctx).await.unwrap().is_some() {}
+        let got: Vec<f64> = run
+            .terms()
+            .iter()
+            .filter_map(|v| v.first().copied())
+            .collect();
+        assert!(
+            got.len() >= 4 && got.iter().all(|v| v.is_finite()),
+            "{got:?}"
+        );
+        terms.push(got);
+    }
+    assert_ne!(terms[0], terms[1], "the bound's terms ignore the class");
+
+    // The null class (10 of 11 embeddings) is not a class one can pick.
+    assert_eq!(tool_labels(&model, None).unwrap(), Some(vec![10]));
+    assert_eq!(tool_labels(&model, Some(9)).unwrap(), Some(vec![9]));
+    assert!(tool_labels(&model, Some(10)).is_err());
+}

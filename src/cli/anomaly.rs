@@ -29,8 +29,8 @@ pub struct AnomalyArgs {
     /// Independent noise draws per image; the score is the mean over them.
     #[arg(long, default_value_t = 1)]
     pub repeats: usize,
-    /// DDIM steps from t back to x_0.
-    #[arg(long, default_value_t = 10)]
+    /// DDIM steps from t back to x_0 (5, as the page and the shipped anomaly reference).
+    #[arg(long, default_value_t = 5)]
     pub steps: usize,
     /// Seed of the noise (repeat r uses Philox stream r).
     #[arg(long, default_value_t = 0)]

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{block_on, GpuContext};
 use crate::model::Model;
 
-use super::io;
+use super::{io, GuidanceArgs, SamplerArgs, SamplerName};
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum InterpolationSampler {
@@ -45,24 +45,18 @@ pub struct InterpolateArgs {
     /// Number of frames, both ends included (λ = 0, 1/(K−1), …, 1).
     #[arg(long, default_value_t = 8)]
     pub frames: usize,
-    /// Denoising steps over the whole schedule [default: 50 for DDIM, all T for DDPM].
-    #[arg(long)]
-    pub steps: Option<usize>,
-    /// With --images: seed of the shared noise (and of DDPM's step noise).
+    /// Denoising steps, DDIM's η (with --images; --seeds needs η = 0), guidance and the
+    /// scheduler overrides, as for `sample`.
+    #[command(flatten)]
+    pub sampling: SamplerArgs,
+    /// With --images: seed of the shared noise (and of DDPM's or DDIM η > 0's step noise).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Class of every frame (class-conditional models) [default: 0, as `sample -n 1`].
     #[arg(long)]
     pub class_label: Option<u32>,
-    /// Classifier-free guidance scale w (class-conditional models).
-    #[arg(long)]
-    pub guidance: Option<f32>,
-    /// Guidance rescale φ in [0, 1] (as for `sample`). 0 = off.
-    #[arg(long, default_value_t = 0.0)]
-    pub guidance_rescale: f64,
-    /// Guide only at timesteps LO..=HI (as for `sample`). Default: every step.
-    #[arg(long)]
-    pub guidance_interval: Option<String>,
+    #[command(flatten)]
+    pub guidance_options: GuidanceArgs,
     /// Where to write the strip of frames (PNG, one row).
     #[arg(long, default_value = "interpolation.png")]
     pub out: PathBuf,
@@ -144,7 +138,7 @@ fn settings(
         seed,
         batch,
         class_labels: None,
-        guidance: a.guidance,
+        guidance: a.sampling.guidance,
     }
 }
 
@@ -190,17 +184,22 @@ pub fn interpolate(a: InterpolateArgs) -> Result<()> {
             ))
         }
     };
-    let options = super::guidance_options(a.guidance_rescale, a.guidance_interval.as_deref())?;
-    let model = super::load(&a.model)?;
+    let options = a.guidance_options.options()?;
+    if matches!(ends, Ends::Seeds(..)) && a.sampling.eta != 0.0 {
+        return Err(Error::Other(format!(
+            "--seeds interpolates deterministic DDIM paths: --eta must be 0 (got {})",
+            a.sampling.eta
+        )));
+    }
+    let mut model = super::load(&a.model)?;
+    super::override_scheduler(&mut model.scheduler, a.sampling.clip_sample, None, None)?;
     let t_train = model.scheduler.num_train_timesteps;
     let k = a.frames;
-    let (sampler, default_steps) = match (&ends, a.sampler) {
-        (Ends::Seeds(..), _) | (_, InterpolationSampler::Ddim) => {
-            (Sampler::Ddim { eta: 0.0 }, 50.min(t_train))
-        }
-        (_, InterpolationSampler::Ddpm) => (Sampler::Ddpm, t_train),
+    let name = match (&ends, a.sampler) {
+        (Ends::Seeds(..), _) | (_, InterpolationSampler::Ddim) => SamplerName::Ddim,
+        (_, InterpolationSampler::Ddpm) => SamplerName::Ddpm,
     };
-    let steps = a.steps.unwrap_or(default_steps);
+    let (sampler, steps) = a.sampling.sampler(name, t_train);
     if let Ends::Images(..) = ends {
         if a.t >= t_train {
             return Err(Error::Other(format!(
@@ -251,6 +250,7 @@ pub fn interpolate(a: InterpolateArgs) -> Result<()> {
         }
     };
     run.set_guidance_options(&ctx, options)?;
+    run.set_use_clipped_model_output(a.sampling.use_clipped_model_output)?;
     run.set_state(&ctx, start_index, &x_start)?;
     while run.step(&ctx)?.is_some() {}
     let data = block_on(ctx.read(run.x_t()))?;

@@ -109,6 +109,26 @@ pub struct SamplerArgs {
     pub use_clipped_model_output: bool,
 }
 
+/// Classifier-free guidance's options beyond the scale (`sample`, `interpolate`).
+#[derive(clap::Args, Debug)]
+pub struct GuidanceArgs {
+    /// Guidance rescale φ in [0, 1] (Lin et al. 2024; diffusers `guidance_rescale`): scale the
+    /// guided ε back towards the conditional ε's standard deviation. 0 = off.
+    #[arg(long, default_value_t = 0.0)]
+    pub guidance_rescale: f64,
+    /// Guide only at timesteps LO..=HI, e.g. `100,700` (Kynkäänniemi et al. 2024); elsewhere
+    /// the conditional output alone. Default: every step.
+    #[arg(long)]
+    pub guidance_interval: Option<String>,
+}
+
+impl GuidanceArgs {
+    /// The engine's guidance options.
+    pub(crate) fn options(&self) -> Result<crate::diffusion::sampler::GuidanceOptions> {
+        guidance_options(self.guidance_rescale, self.guidance_interval.as_deref())
+    }
+}
+
 impl SamplerArgs {
     /// The engine's sampler for `name` and the number of steps: `--steps`, else the
     /// sampler's default for a schedule of `t` training timesteps.
@@ -162,14 +182,8 @@ pub struct SampleArgs {
     /// and optionally `class_labels` [N] (int64).
     #[arg(long)]
     pub init_noise: Option<PathBuf>,
-    /// Guidance rescale φ in [0, 1] (Lin et al. 2024; diffusers `guidance_rescale`): scale the
-    /// guided ε back towards the conditional ε's standard deviation. 0 = off.
-    #[arg(long, default_value_t = 0.0)]
-    pub guidance_rescale: f64,
-    /// Guide only at timesteps LO..=HI, e.g. `100,700` (Kynkäänniemi et al. 2024); elsewhere
-    /// the conditional output alone. Default: every step.
-    #[arg(long)]
-    pub guidance_interval: Option<String>,
+    #[command(flatten)]
+    pub guidance_options: GuidanceArgs,
     /// Dynamic thresholding of x̂_0 (Saharia et al. 2022) with this quantile of |x̂_0|, e.g.
     /// 0.995, instead of clipping [default: scheduler_config.json's `thresholding`, off].
     #[arg(long)]
@@ -394,7 +408,7 @@ fn sample(a: SampleArgs) -> Result<()> {
     let (sampler, steps) = a
         .sampling
         .sampler(a.sampler, model.scheduler.num_train_timesteps);
-    let guidance_options = guidance_options(a.guidance_rescale, a.guidance_interval.as_deref())?;
+    let guidance_options = a.guidance_options.options()?;
     let init = match &a.init_noise {
         Some(p) => Some(io::read_init_noise(p)?),
         None => None,

@@ -10,15 +10,14 @@ use std::fmt::Write;
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 
-use crate::web::engine::{self, AnomalyView, NllMode, NllView, ToolState, Ui};
+use crate::web::controls::{
+    class_of, class_select, digit_options, run_stop, upload_input, NumberField,
+};
+use crate::web::engine::{self, AnomalyView, NllMode, NllView, ToolImage, ToolState, Ui};
 use crate::web::forward::{self, Image};
 
 /// Side of the drawing canvas (pixels of the drawn image).
 const DRAW_SIZE: usize = 28;
-
-fn parse_or<T: std::str::FromStr>(s: &str, default: T) -> T {
-    s.trim().parse().unwrap_or(default)
-}
 
 /// `img` resampled to (c, h, w) by box averaging (nearest pixel when enlarging), gray ↔ RGB
 /// by luma / replication, and put on the 256-level grid k/127.5 − 1 (the bound is for 8-bit
@@ -301,6 +300,19 @@ pub fn LikelihoodPanel(ui: Ui) -> impl IntoView {
         current.set(source());
         transforms.set(Vec::new());
     });
+    // What the tools condition on: the picked digit's class by default (when the model has
+    // it), else the null class ("none"); the select changes it.
+    let classes = move || ui.model.get().and_then(|m| m.classes);
+    let class = RwSignal::new("3".to_string());
+    Effect::new(move |_| {
+        let digit = which.get().parse::<usize>().ok();
+        let n = classes();
+        class.set(match (digit, n) {
+            (Some(k), Some(n)) if k < n => k.to_string(),
+            _ => "none".into(),
+        });
+    });
+
     // The image in the model's shape, on the 8-bit grid (what both tools are given).
     let model_shape = move || {
         ui.model
@@ -352,6 +364,15 @@ pub fn LikelihoodPanel(ui: Ui) -> impl IntoView {
         }
     };
 
+    let seed = RwSignal::new(0u64);
+    // The image with its class and seed, as both tools take it.
+    let job = move || ToolImage {
+        image: input.get_untracked(),
+        class: classes()
+            .and_then(|n| class_of(&class.get_untracked()).filter(|&c| (c as usize) < n)),
+        seed: seed.get_untracked(),
+    };
+
     // The bound.
     let nll = NllView::new();
     let mode = RwSignal::new("stride".to_string());
@@ -365,8 +386,7 @@ pub fn LikelihoodPanel(ui: Ui) -> impl IntoView {
         }
         nll_plot(&terms, nll.t_max.get().max(2), nll.strided.get())
     };
-    let start_nll = move |_| {
-        let img = input.get_untracked();
+    let start_nll = move || {
         let m = if mode.get_untracked() == "exact" {
             NllMode {
                 stride: 1,
@@ -378,7 +398,7 @@ pub fn LikelihoodPanel(ui: Ui) -> impl IntoView {
                 per_call: per_call.get_untracked(),
             }
         };
-        engine::start_nll(nll, img, m);
+        engine::start_nll(nll, job(), m);
     };
 
     // Anomaly.
@@ -403,7 +423,7 @@ pub fn LikelihoodPanel(ui: Ui) -> impl IntoView {
     let start_anomaly = move |_| {
         engine::start_anomaly(
             anomaly,
-            input.get_untracked(),
+            job(),
             an_t.get_untracked(),
             an_steps.get_untracked(),
         );
@@ -425,26 +445,13 @@ pub fn LikelihoodPanel(ui: Ui) -> impl IntoView {
                     <label for="tool-image">"Image"</label>
                     <select id="tool-image" prop:value=move || which.get()
                         on:change=move |ev| which.set(event_target_value(&ev))>
-                        {(0..10).map(|k| view! { <option value=k.to_string()>{format!("MNIST digit {k}")}</option> }).collect_view()}
-                        <option value="draw" disabled=move || drawn.get().is_none()>"my drawing"</option>
-                        <option value="upload" disabled=move || uploaded.get().is_none()>"uploaded image"</option>
+                        {digit_options(vec![
+                            ("draw", "my drawing", Signal::derive(move || drawn.get().is_some())),
+                            ("upload", "uploaded image", Signal::derive(move || uploaded.get().is_some())),
+                        ])}
                     </select>
                     <label for="tool-upload">"Upload an image"</label>
-                    <input id="tool-upload" type="file" accept="image/*"
-                        on:change=move |ev| {
-                            let el = event_target::<web_sys::HtmlInputElement>(&ev);
-                            if let Some(f) = el.files().and_then(|f| f.get(0)) {
-                                wasm_bindgen_futures::spawn_local(async move {
-                                    match forward::decode_upload(&f).await {
-                                        Ok(img) => {
-                                            uploaded.set(Some(img));
-                                            which.set("upload".into());
-                                        }
-                                        Err(e) => engine::report(e),
-                                    }
-                                });
-                            }
-                        }/>
+                    {upload_input("tool-upload", move |img| { uploaded.set(Some(img)); which.set("upload".into()); })}
                     <div class="draw-row">
                         <canvas id="tool-draw" node_ref=draw_ref
                             aria-label="Draw a digit here with the mouse or a finger"
@@ -500,6 +507,14 @@ pub fn LikelihoodPanel(ui: Ui) -> impl IntoView {
                                 if t.is_empty() { String::new() } else { format!(" · {}", t.join(", ")) })
                         }}</p>
                     </div>
+                    <div class="fields">
+                        {class_select("tool-class", "Class label", classes, class)}
+                        {NumberField::new("tool-seed", "Noise seed", seed, 0, 0).view()}
+                    </div>
+                    <p class="hint">{move || match classes() {
+                        Some(_) => "Both tools condition the model on this class (default: the digit's own; “none” = the null class, the unconditional model). The seed draws their noise, as the CLI's --seed.".to_string(),
+                        None => "The seed draws both tools' noise, as the CLI's --seed. (Class labels apply to class-conditional models only.)".to_string(),
+                    }}</p>
                 </div>
                 <div class="tool-nll">
                     <h3>"Bits/dim by the variational bound"</h3>
@@ -510,15 +525,8 @@ pub fn LikelihoodPanel(ui: Ui) -> impl IntoView {
                             <option value="exact">"all T (the bound itself)"</option>
                             <option value="stride">"every k-th (estimate)"</option>
                         </select>
-                        <label for="nll-stride">"k"</label>
-                        <input id="nll-stride" type="number" min="2" max="500" inputmode="numeric"
-                            disabled=move || mode.get() == "exact"
-                            prop:value=move || stride.get().to_string()
-                            on:change=move |ev| stride.set(parse_or(&event_target_value(&ev), 10usize).clamp(2, 500))/>
-                        <label for="nll-batch">"t's per U-Net call"</label>
-                        <input id="nll-batch" type="number" min="1" max="200" inputmode="numeric"
-                            prop:value=move || per_call.get().to_string()
-                            on:change=move |ev| per_call.set(parse_or(&event_target_value(&ev), 1usize).clamp(1, 200))/>
+                        {NumberField::new("nll-stride", "k", stride, 10, 2).max(|| 500).disabled(move || mode.get() == "exact").view()}
+                        {NumberField::new("nll-batch", "t's per U-Net call", per_call, 1, 1).max(|| 200).view()}
                     </div>
                     <p class="hint">{move || if mode.get() == "exact" {
                         format!("{} U-Net evaluations (T), batched: the network takes one timestep per sample, so many t's run in one call.", t_max())
@@ -526,12 +534,8 @@ pub fn LikelihoodPanel(ui: Ui) -> impl IntoView {
                         format!("Estimate: L₀ exactly, and one KL term in each block of {k} timesteps (position drawn at random), counted {k} times: ~{} evaluations instead of {}.",
                             t_max() / stride.get().max(1) + 1, t_max(), k = stride.get())
                     }}</p>
-                    <div class="buttons">
-                        <button id="nll-run" type="button" class="primary" disabled=move || !has_model() || nll.state.get() == ToolState::Running
-                            on:click=start_nll>"Compute bits/dim"</button>
-                        <button id="nll-stop" type="button" disabled=move || nll.state.get() != ToolState::Running
-                            on:click=move |_| engine::stop_nll(nll)>"Stop"</button>
-                    </div>
+                    {run_stop(("nll-run", "Compute bits/dim"), ("nll-stop", "Stop"), move || !has_model(),
+                        move || nll.state.get() == ToolState::Running, start_nll, move || engine::stop_nll(nll))}
                     <progress id="nll-progress" max="1" hidden=move || nll.state.get() != ToolState::Running
                         prop:value=move || nll.progress.get()></progress>
                     <figure class="plot" style:display=move || if nll.terms.get().is_empty() { "none" } else { "block" }>
@@ -545,15 +549,8 @@ pub fn LikelihoodPanel(ui: Ui) -> impl IntoView {
                 <div class="tool-anomaly">
                     <h3>"Anomaly score by reconstruction"</h3>
                     <div class="fields">
-                        <label for="anomaly-t">"Noise to t"</label>
-                        <input id="anomaly-t" type="number" min="1" inputmode="numeric"
-                            max=move || t_max().saturating_sub(1).to_string()
-                            prop:value=move || an_t.get().to_string()
-                            on:change=move |ev| an_t.set(parse_or(&event_target_value(&ev), 300usize).clamp(1, t_max().saturating_sub(1).max(1)))/>
-                        <label for="anomaly-steps">"DDIM steps back"</label>
-                        <input id="anomaly-steps" type="number" min="1" max="100" inputmode="numeric"
-                            prop:value=move || an_steps.get().to_string()
-                            on:change=move |ev| an_steps.set(parse_or(&event_target_value(&ev), 5usize).clamp(1, 100))/>
+                        {NumberField::new("anomaly-t", "Noise to t", an_t, 300, 1).max(move || t_max().saturating_sub(1).max(1)).view()}
+                        {NumberField::new("anomaly-steps", "DDIM steps back", an_steps, 5, 1).max(|| 100).view()}
                     </div>
                     <div class="buttons">
                         <button id="anomaly-run" type="button" class="primary"

@@ -11,9 +11,11 @@
 //!   point renderer; its GPU side is `engine::lab`.
 //! - [`toolbox`]: the toolbox panel (inpainting with a painted mask, interpolation).
 //! - [`likelihood`]: the likelihood and anomaly panel (bits/dim per t, reconstruction score).
+//! - [`controls`]: form rows both of those panels use (number fields, class select).
 //! - [`app`]: the page (components, controls with the contract's DOM ids).
 
 pub mod app;
+pub mod controls;
 pub mod engine;
 pub mod forward;
 pub mod lab;

@@ -8,6 +8,9 @@ use leptos::prelude::*;
 use wasm_bindgen::{Clamped, JsCast};
 
 use crate::diffusion::interpolate as interp;
+use crate::web::controls::{
+    class_of, class_select, digit_options, run_stop, upload_input, NumberField,
+};
 use crate::web::engine::{self, Ends, InpaintRequest, InterpRequest, ToolState, ToolboxUi, Ui};
 use crate::web::forward::{self, Image};
 
@@ -145,6 +148,8 @@ pub fn ToolboxPanel(ui: Ui) -> impl IntoView {
     let classes = move || ui.model.get().and_then(|m| m.classes);
     let t_train = move || ui.model.get().map(|m| m.t_train).unwrap_or(1000);
     let uploaded: RwSignal<Option<Image>> = RwSignal::new(None);
+    let has_upload = Signal::derive(move || uploaded.get().is_some());
+    let no_model = move || ui.model.get().is_none();
 
     // ---- inpainting
     let which = RwSignal::new("3".to_string());
@@ -218,7 +223,7 @@ pub fn ToolboxPanel(ui: Ui) -> impl IntoView {
             image: image.get_untracked(),
             shape: sh,
             mask: mask.get_untracked(),
-            class: class.get_untracked().parse().ok(),
+            class: class_of(&class.get_untracked()),
             guidance: guidance.get_untracked(),
             steps: steps.get_untracked(),
             jump_length: jump.get_untracked(),
@@ -255,20 +260,6 @@ pub fn ToolboxPanel(ui: Ui) -> impl IntoView {
             None => draw_row(&c, sh, &[Some(&masked), None, None, None]),
         }
     });
-    // Each option says itself whether it is selected: the class options appear only once a
-    // model is loaded, and a select's value set before its options exist would be lost.
-    let class_options = move |sel: RwSignal<String>| {
-        move || {
-            (0..classes().unwrap_or(0))
-                .map(|c| {
-                    let v = c.to_string();
-                    let v2 = v.clone();
-                    view! { <option value=v prop:selected=move || sel.get() == v2>{c.to_string()}</option> }
-                })
-                .collect_view()
-        }
-    };
-
     // ---- interpolation
     let mode = RwSignal::new("seeds".to_string());
     let seed_a = RwSignal::new(0u64);
@@ -306,7 +297,7 @@ pub fn ToolboxPanel(ui: Ui) -> impl IntoView {
             ends,
             frames: frames_k.get_untracked(),
             steps: interp_steps.get_untracked(),
-            class: interp_class.get_untracked().parse().ok(),
+            class: class_of(&interp_class.get_untracked()),
             guidance: interp_guidance.get_untracked(),
         });
     };
@@ -417,60 +408,21 @@ pub fn ToolboxPanel(ui: Ui) -> impl IntoView {
                                 }
                                 which.set(v);
                             }>
-                            {(0..10).map(|k| view! { <option value=k.to_string()>{format!("MNIST digit {k}")}</option> }).collect_view()}
-                            <option value="upload" disabled=move || uploaded.get().is_none()>"uploaded image"</option>
+                            {digit_options(vec![("upload", "uploaded image", has_upload)])}
                         </select>
                         <label for="inpaint-upload">"Upload"</label>
-                        <input id="inpaint-upload" type="file" accept="image/*"
-                            on:change=move |ev| {
-                                let input = event_target::<web_sys::HtmlInputElement>(&ev);
-                                if let Some(f) = input.files().and_then(|f| f.get(0)) {
-                                    wasm_bindgen_futures::spawn_local(async move {
-                                        match forward::decode_upload(&f).await {
-                                            Ok(img) => { uploaded.set(Some(img)); which.set("upload".into()); }
-                                            Err(e) => engine::report(e),
-                                        }
-                                    });
-                                }
-                            }/>
-                        <label for="inpaint-class">"Class"</label>
-                        <select id="inpaint-class" disabled=move || classes().is_none()
-                            prop:value=move || class.get()
-                            on:change=move |ev| class.set(event_target_value(&ev))>
-                            <option value="none" prop:selected=move || class.get() == "none">"none (unconditional)"</option>
-                            {class_options(class)}
-                        </select>
-                        <label for="inpaint-guidance">"Guidance w"</label>
-                        <input id="inpaint-guidance" type="number" min="0" max="20" step="0.5"
-                            disabled=move || classes().is_none() || class.get() == "none"
-                            prop:value=move || guidance.get().to_string()
-                            on:change=move |ev| guidance.set(parse_or(&event_target_value(&ev), 2.5f64).clamp(0.0, 20.0))/>
-                        <label for="inpaint-steps">"Steps"</label>
-                        <input id="inpaint-steps" type="number" min="1" inputmode="numeric"
-                            max=move || t_train().to_string()
-                            prop:value=move || steps.get().to_string()
-                            on:change=move |ev| steps.set(parse_or(&event_target_value(&ev), 25usize).clamp(1, t_train()))/>
-                        <label for="inpaint-jump">"Jump length"</label>
-                        <input id="inpaint-jump" type="number" min="1" inputmode="numeric"
-                            prop:value=move || jump.get().to_string()
-                            on:change=move |ev| jump.set(parse_or(&event_target_value(&ev), 5usize).max(1))/>
-                        <label for="inpaint-resample">"Resampling r"</label>
-                        <input id="inpaint-resample" type="number" min="1" max="20" inputmode="numeric"
-                            prop:value=move || resample.get().to_string()
-                            on:change=move |ev| resample.set(parse_or(&event_target_value(&ev), 2usize).clamp(1, 20))/>
-                        <label for="inpaint-seed">"Seed"</label>
-                        <input id="inpaint-seed" type="number" min="0" inputmode="numeric"
-                            prop:value=move || seed.get().to_string()
-                            on:change=move |ev| seed.set(parse_or(&event_target_value(&ev), 0u64))/>
+                        {upload_input("inpaint-upload", move |img| { uploaded.set(Some(img)); which.set("upload".into()); })}
+                        {class_select("inpaint-class", "Class", classes, class)}
+                        {NumberField::new("inpaint-guidance", "Guidance w", guidance, 2.5, 0.0).max(|| 20.0).step("0.5")
+                            .disabled(move || classes().is_none() || class.get() == "none").view()}
+                        {NumberField::new("inpaint-steps", "Steps", steps, 25, 1).max(t_train).view()}
+                        {NumberField::new("inpaint-jump", "Jump length", jump, 5, 1).view()}
+                        {NumberField::new("inpaint-resample", "Resampling r", resample, 2, 1).max(|| 20).view()}
+                        {NumberField::new("inpaint-seed", "Seed", seed, 0, 0).view()}
                     </div>
                     <div class="tool-out">
-                        <div class="buttons">
-                            <button id="inpaint-run" type="button" class="primary"
-                                disabled=move || ui.model.get().is_none() || inpaint_running()
-                                on:click=move |_| run_inpaint()>"▶ Inpaint"</button>
-                            <button id="inpaint-stop" type="button" disabled=move || !inpaint_running()
-                                on:click=move |_| engine::stop_inpaint()>"■ Stop"</button>
-                        </div>
+                        {run_stop(("inpaint-run", "▶ Inpaint"), ("inpaint-stop", "■ Stop"), no_model, inpaint_running,
+                            run_inpaint, engine::stop_inpaint)}
                         <canvas id="inpaint-canvas" node_ref=out_ref
                             aria-label="Left to right: the input with the part to fill grey, the current x_t, the network's x̂_0, and the result"></canvas>
                         <div class="quad-labels"><span>"input"</span><span>"x" <sub>"t"</sub></span><span>"x̂" <sub>"0"</sub></span><span>"result"</span></div>
@@ -495,65 +447,30 @@ pub fn ToolboxPanel(ui: Ui) -> impl IntoView {
                             <option value="seeds">"two seeds"</option>
                             <option value="digits">"two digits (Fig. 8)"</option>
                         </select>
-                        <label for="interp-seed-a" hidden=move || mode.get() != "seeds">"Seed A"</label>
-                        <input id="interp-seed-a" type="number" min="0" inputmode="numeric" hidden=move || mode.get() != "seeds"
-                            prop:value=move || seed_a.get().to_string()
-                            on:change=move |ev| seed_a.set(parse_or(&event_target_value(&ev), 0u64))/>
-                        <label for="interp-seed-b" hidden=move || mode.get() != "seeds">"Seed B"</label>
-                        <input id="interp-seed-b" type="number" min="0" inputmode="numeric" hidden=move || mode.get() != "seeds"
-                            prop:value=move || seed_b.get().to_string()
-                            on:change=move |ev| seed_b.set(parse_or(&event_target_value(&ev), 1u64))/>
+                        {NumberField::new("interp-seed-a", "Seed A", seed_a, 0, 0).hidden(move || mode.get() != "seeds").view()}
+                        {NumberField::new("interp-seed-b", "Seed B", seed_b, 1, 0).hidden(move || mode.get() != "seeds").view()}
                         <label for="interp-digit-a" hidden=move || mode.get() != "digits">"Image A"</label>
                         <select id="interp-digit-a" hidden=move || mode.get() != "digits" prop:value=move || digit_a.get()
                             on:change=move |ev| digit_a.set(event_target_value(&ev))>
-                            {(0..10).map(|k| view! { <option value=k.to_string()>{format!("MNIST digit {k}")}</option> }).collect_view()}
-                            <option value="upload" disabled=move || uploaded.get().is_none()>"uploaded image"</option>
+                            {digit_options(vec![("upload", "uploaded image", has_upload)])}
                         </select>
                         <label for="interp-digit-b" hidden=move || mode.get() != "digits">"Image B"</label>
                         <select id="interp-digit-b" hidden=move || mode.get() != "digits" prop:value=move || digit_b.get()
                             on:change=move |ev| digit_b.set(event_target_value(&ev))>
-                            {(0..10).map(|k| view! { <option value=k.to_string()>{format!("MNIST digit {k}")}</option> }).collect_view()}
-                            <option value="upload" disabled=move || uploaded.get().is_none()>"uploaded image"</option>
+                            {digit_options(vec![("upload", "uploaded image", has_upload)])}
                         </select>
-                        <label for="interp-t" hidden=move || mode.get() != "digits">"Noise to t"</label>
-                        <input id="interp-t" type="number" min="0" inputmode="numeric" hidden=move || mode.get() != "digits"
-                            max=move || (t_train() - 1).to_string()
-                            prop:value=move || t_mix.get().to_string()
-                            on:change=move |ev| t_mix.set(parse_or(&event_target_value(&ev), 500usize).min(t_train() - 1))/>
-                        <label for="interp-noise-seed" hidden=move || mode.get() != "digits">"Noise seed"</label>
-                        <input id="interp-noise-seed" type="number" min="0" inputmode="numeric" hidden=move || mode.get() != "digits"
-                            prop:value=move || noise_seed.get().to_string()
-                            on:change=move |ev| noise_seed.set(parse_or(&event_target_value(&ev), 0u64))/>
-                        <label for="interp-frames">"Frames K"</label>
-                        <input id="interp-frames" type="number" min="2" max="16" inputmode="numeric"
-                            prop:value=move || frames_k.get().to_string()
-                            on:change=move |ev| frames_k.set(parse_or(&event_target_value(&ev), 5usize).clamp(2, 16))/>
-                        <label for="interp-steps">"DDIM steps"</label>
-                        <input id="interp-steps" type="number" min="1" inputmode="numeric"
-                            max=move || t_train().to_string()
-                            prop:value=move || interp_steps.get().to_string()
-                            on:change=move |ev| interp_steps.set(parse_or(&event_target_value(&ev), 10usize).clamp(1, t_train()))/>
-                        <label for="interp-class">"Class"</label>
-                        <select id="interp-class" disabled=move || classes().is_none()
-                            prop:value=move || interp_class.get()
-                            on:change=move |ev| interp_class.set(event_target_value(&ev))>
-                            <option value="none" prop:selected=move || interp_class.get() == "none">"none (unconditional)"</option>
-                            {class_options(interp_class)}
-                        </select>
-                        <label for="interp-guidance">"Guidance w"</label>
-                        <input id="interp-guidance" type="number" min="0" max="20" step="0.5"
-                            disabled=move || classes().is_none() || interp_class.get() == "none"
-                            prop:value=move || interp_guidance.get().to_string()
-                            on:change=move |ev| interp_guidance.set(parse_or(&event_target_value(&ev), 2.5f64).clamp(0.0, 20.0))/>
+                        {NumberField::new("interp-t", "Noise to t", t_mix, 500, 0).max(move || t_train() - 1)
+                            .hidden(move || mode.get() != "digits").view()}
+                        {NumberField::new("interp-noise-seed", "Noise seed", noise_seed, 0, 0).hidden(move || mode.get() != "digits").view()}
+                        {NumberField::new("interp-frames", "Frames K", frames_k, 5, 2).max(|| 16).view()}
+                        {NumberField::new("interp-steps", "DDIM steps", interp_steps, 10, 1).max(t_train).view()}
+                        {class_select("interp-class", "Class", classes, interp_class)}
+                        {NumberField::new("interp-guidance", "Guidance w", interp_guidance, 2.5, 0.0).max(|| 20.0).step("0.5")
+                            .disabled(move || classes().is_none() || interp_class.get() == "none").view()}
                     </div>
                     <div class="tool-out">
-                        <div class="buttons">
-                            <button id="interp-run" type="button" class="primary"
-                                disabled=move || ui.model.get().is_none() || interp_running()
-                                on:click=move |_| run_interp()>"▶ Interpolate"</button>
-                            <button id="interp-stop" type="button" disabled=move || !interp_running()
-                                on:click=move |_| engine::stop_interpolation()>"■ Stop"</button>
-                        </div>
+                        {run_stop(("interp-run", "▶ Interpolate"), ("interp-stop", "■ Stop"), no_model, interp_running,
+                            run_interp, engine::stop_interpolation)}
                         <canvas id="interp-frame" node_ref=frame_ref
                             aria-label="The frame chosen with the λ slider"></canvas>
                         <div class="lambda-row">

@@ -779,6 +779,9 @@ check("m", "likelihood panel: per-t NLL plot of a digit fills in live, finite, w
     await setValue(page, "#nll-stride", 25);
     await setValue(page, "#nll-batch", 8);
     await sleep(200);
+    // The test model is class-conditional: the class label defaults to the digit's.
+    const cls = await page.locator("#tool-class").inputValue();
+    if (cls !== "3") fail(`#tool-class is ${JSON.stringify(cls)} for digit 3, not "3"`);
     const t0 = Date.now();
     await page.click("#nll-run", { force: true });
     // Live: the plot gets points before the run is over (8 t's per call, 41 terms).
@@ -803,6 +806,16 @@ check("m", "likelihood panel: per-t NLL plot of a digit fills in live, finite, w
     if (!(Number.isFinite(total) && total > 0)) fail(`data-bpd = ${total}`);
     if (!/total = [0-9.e+-]+ bits\/dim/.test(line)) fail("#nll-total does not state the total in bits/dim");
     if (!/estimate/.test(line)) fail("a strided run is not labelled as an estimate");
+    // The same image under the null class: the network sees another label, so another bound.
+    await setValue(page, "#tool-class", "none");
+    await sleep(200);
+    await page.click("#nll-run", { force: true });
+    await waitFor("#nll-total to restart", async () =>
+      (await page.locator("#nll-total").getAttribute("data-state")) !== "done", 5000, 50).catch(() => {});
+    await waitToolDone(page, "#nll-total");
+    const totalNull = Number(await page.locator("#nll-total").getAttribute("data-bpd"));
+    log(`  class 3: ${total} bits/dim; null class: ${totalNull} bits/dim`);
+    if (!Number.isFinite(totalNull) || totalNull === total) fail(`the null class gave ${totalNull} bits/dim, class 3 ${total}: the class label does not reach the bound`);
     await page.setViewportSize({ width: 390, height: 844 });
     await sleep(500);
     await page.locator("#likelihood-panel").screenshot({ path: path.join(OUT, "m-nll-phone.png") });
@@ -814,7 +827,7 @@ check("m", "likelihood panel: per-t NLL plot of a digit fills in live, finite, w
   }
 });
 
-check("n", "anomaly score of a digit and of its inverted version (shipped model): inverted scores higher", async ({ browser, base }) => {
+check("n", "anomaly score of a digit and its inverted version (shipped model, class label and null class, two seeds): inverted scores higher; class and seed reach the score", async ({ browser, base }) => {
   const page = await openPage(browser, base);
   try {
     await waitLoaded(page, "mnist");
@@ -822,35 +835,66 @@ check("n", "anomaly score of a digit and of its inverted version (shipped model)
     await setValue(page, "#tool-image", "3");
     await setValue(page, "#anomaly-t", 300);
     await setValue(page, "#anomaly-steps", 5);
-    const scores = {};
-    for (const kind of ["digit", "inverted"]) {
-      if (kind === "inverted") {
-        await page.click("#tool-invert", { force: true });
-        await sleep(200);
-      }
+    await sleep(200);
+    const cls = await page.locator("#tool-class").inputValue();
+    if (cls !== "3") fail(`#tool-class is ${JSON.stringify(cls)} for digit 3, not "3"`);
+    /** Score the current image; returns [score, line]. */
+    async function score(name) {
       const t0 = Date.now();
       await page.click("#anomaly-run", { force: true });
       await waitFor("#anomaly-score to start", async () =>
         (await page.locator("#anomaly-score").getAttribute("data-state")) !== "done", 5000, 50).catch(() => {});
       await waitToolDone(page, "#anomaly-score");
       const secs = (Date.now() - t0) / 1000;
-      const score = Number(await page.locator("#anomaly-score").getAttribute("data-score"));
+      const s = Number(await page.locator("#anomaly-score").getAttribute("data-score"));
       const line = await text(page, "#anomaly-score");
-      // The 2-D canvas's own pixels (toDataURL): an element screenshot waits for the page to
-      // be "stable", which timed out on a busy machine.
+      const ref = await text(page, "#anomaly-reference");
+      log(`  ${name}: ${JSON.stringify(line)} (${secs.toFixed(1)} s)`);
+      if (!(Number.isFinite(s) && s >= 0)) fail(`${name}: data-score = ${s}`);
+      if (!/higher than \d+% of real digits/.test(line)) fail(`${name}: the score is not placed among real digits (reference missing?): ${ref}`);
+      return [s, ref];
+    }
+    const scores = {};
+    // Class 3 (the default), seed 0.
+    const [digit, refClass] = await score("digit 3, class 3, seed 0");
+    scores.digit = digit;
+    if (!/own label/.test(refClass)) fail(`a class-3 score is not placed among class-conditioned real digits: ${refClass}`);
+    // The 2-D canvas's own pixels (toDataURL): an element screenshot waits for the page to
+    // be "stable", which timed out on a busy machine.
+    const shot = async (kind) => {
       const url = await page.evaluate(() => document.getElementById("anomaly-canvas").toDataURL("image/png"));
       const buf = Buffer.from(url.replace(/^data:image\/png;base64,/, ""), "base64");
       fs.writeFileSync(path.join(OUT, `n-anomaly-${kind}.png`), buf);
-      const img = decodePng(buf);
-      const st = imageStats(img);
-      log(`  ${kind}: ${JSON.stringify(line)} (${secs.toFixed(1)} s); canvas ${fmtStats(st)}`);
-      if (!(Number.isFinite(score) && score >= 0)) fail(`${kind}: data-score = ${score}`);
+      const st = imageStats(decodePng(buf));
+      log(`  canvas ${fmtStats(st)}`);
       if (st.std < MIN_STD || st.colours < MIN_COLOURS) fail(`${kind}: the reconstruction canvas is blank (${fmtStats(st)})`);
-      if (!/higher than \d+% of real digits/.test(line)) fail(`${kind}: the score is not placed among real digits (reference missing?)`);
-      scores[kind] = score;
-    }
+    };
+    await shot("digit");
+    // Another seed: another x_t, another score.
+    await setValue(page, "#tool-seed", 1);
+    await sleep(200);
+    [scores.seed1] = await score("digit 3, class 3, seed 1");
+    await setValue(page, "#tool-seed", 0);
+    // The null class, placed among the null-class reference.
+    await setValue(page, "#tool-class", "none");
+    await sleep(200);
+    const [nullScore, refNull] = await score("digit 3, null class, seed 0");
+    scores.null = nullScore;
+    if (!/null class/.test(refNull)) fail(`a null-class score is not placed among null-class real digits: ${refNull}`);
+    // Back to class 3, seed 0: the first score again (the differences came from the controls).
+    await setValue(page, "#tool-class", "3");
+    await sleep(200);
+    [scores.again] = await score("digit 3, class 3, seed 0 again");
+    // The inverted digit (class 3).
+    await page.click("#tool-invert", { force: true });
+    await sleep(200);
+    [scores.inverted] = await score("inverted 3, class 3, seed 0");
+    await shot("inverted");
     await page.locator("#likelihood-panel").screenshot({ path: path.join(OUT, "n-anomaly-panel.png") }).catch((e) => log(`  (no panel screenshot: ${e.message.split("\n")[0]})`));
     log(`  #anomaly-reference: ${JSON.stringify((await text(page, "#anomaly-reference")).slice(0, 160))}`);
+    if (scores.again !== scores.digit) fail(`the same settings scored ${scores.again}, first ${scores.digit}`);
+    if (scores.null === scores.digit) fail(`the null class scored ${scores.null}, as class 3: the class label does not reach the score`);
+    if (scores.seed1 === scores.digit) fail(`seed 1 scored ${scores.seed1}, as seed 0: the seed does not reach the score`);
     if (!(scores.inverted > scores.digit)) fail(`inverted digit scored ${scores.inverted}, not above the digit's ${scores.digit}`);
     failOnPanic(page);
   } finally {

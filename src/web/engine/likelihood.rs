@@ -26,6 +26,20 @@ use crate::Error;
 
 use super::toolbox::ToolState;
 
+/// One image for the panel's tools, with what it is conditioned on.
+#[derive(Clone, Debug)]
+pub struct ToolImage {
+    /// (C, H, W), already in the model's shape and on the 8-bit grid.
+    pub image: Image,
+    /// The class label for class-conditional models; `None` = the null class (the
+    /// unconditional model), as the CLI without `--class-label`. Ignored by unconditional
+    /// models.
+    pub class: Option<u32>,
+    /// Seed of the noise (the CLI's `--seed`): the bound's x_t per timestep and the
+    /// strided estimate's positions; the anomaly score's x_t.
+    pub seed: u64,
+}
+
 /// How to evaluate the bound.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct NllMode {
@@ -133,12 +147,77 @@ fn same_device(ctx: &Rc<GpuContext>) -> bool {
     with_engine(|e| Rc::ptr_eq(e.session.ctx(), ctx)) == Some(true)
 }
 
-/// The null class (the unconditional model) for class-conditional models.
-fn null_labels(model: &Model, n: usize) -> Option<Vec<u32>> {
-    model
-        .config
-        .num_class_embeds
-        .map(|k| vec![k.saturating_sub(1) as u32; n])
+/// The label of a one-image job: `class` for class-conditional models, else their null class
+/// (the last embedding: the unconditional model); `None` for unconditional models, which
+/// have no labels to take. A class the model does not have is an error.
+pub fn tool_labels(model: &Model, class: Option<u32>) -> Result<Option<Vec<u32>>, Error> {
+    let Some(k) = model.config.num_class_embeds else {
+        return Ok(None);
+    };
+    let null = k.saturating_sub(1) as u32;
+    match class {
+        Some(c) if c >= null => Err(Error::Config(format!(
+            "class {c} is not one of this model's classes (0 … {})",
+            null.saturating_sub(1)
+        ))),
+        Some(c) => Ok(Some(vec![c])),
+        None => Ok(Some(vec![null])),
+    }
+}
+
+/// The bound's run for `job` (what the panel's “Compute bits/dim” starts).
+pub fn nll_run(
+    ctx: &GpuContext,
+    model: &Model,
+    job: &ToolImage,
+    mode: NllMode,
+) -> Result<LikelihoodRun, Error> {
+    let image = &job.image;
+    let plan = TermPlan {
+        per_call: mode.per_call.max(1),
+        stride: mode.stride.max(1),
+        seed: job.seed,
+    };
+    let labels = tool_labels(model, job.class)?;
+    LikelihoodRun::with_plan(
+        ctx,
+        &model.config,
+        &model.weights,
+        &model.scheduler,
+        &image.data,
+        &[1, image.c, image.h, image.w],
+        labels.as_deref(),
+        TermNoise::Seeded(job.seed),
+        plan,
+    )
+}
+
+/// The reconstruction run for `job`: noise to `t`, DDIM back in `steps`, one repeat
+/// (what the panel's “Score this image” starts).
+pub fn anomaly_run(
+    ctx: &GpuContext,
+    model: &Model,
+    job: &ToolImage,
+    t: usize,
+    steps: usize,
+) -> Result<ReconstructionRun, Error> {
+    let image = &job.image;
+    let labels = tool_labels(model, job.class)?;
+    ReconstructionRun::new(
+        ctx,
+        &model.config,
+        &model.weights,
+        &model.scheduler,
+        &image.data,
+        &[1, image.c, image.h, image.w],
+        labels.as_deref(),
+        ReconstructionSettings {
+            t,
+            steps,
+            repeats: 1,
+            seed: job.seed,
+        },
+    )
 }
 
 /// The state and status line that a job writes.
@@ -186,10 +265,10 @@ impl JobStatus {
     }
 }
 
-/// Evaluate the bound of `image` (already in the model's shape, on the 8-bit grid).
-pub fn start_nll(view: NllView, image: Image, mode: NllMode) {
+/// Evaluate the bound of `job`'s image.
+pub fn start_nll(view: NllView, job: ToolImage, mode: NllMode) {
     let generation = bump(&NLL_JOB);
-    wasm_bindgen_futures::spawn_local(nll_job(view, image, mode, generation));
+    wasm_bindgen_futures::spawn_local(nll_job(view, job, mode, generation));
 }
 
 pub fn stop_nll(view: NllView) {
@@ -200,7 +279,7 @@ pub fn stop_nll(view: NllView) {
     }
 }
 
-async fn nll_job(view: NllView, image: Image, mode: NllMode, generation: u64) {
+async fn nll_job(view: NllView, job: ToolImage, mode: NllMode, generation: u64) {
     let Some((ctx, model)) = gpu_and_model() else {
         return;
     };
@@ -208,25 +287,7 @@ async fn nll_job(view: NllView, image: Image, mode: NllMode, generation: u64) {
         state: view.state,
         text: view.text,
     };
-    let shape = [1, image.c, image.h, image.w];
-    let plan = TermPlan {
-        per_call: mode.per_call.max(1),
-        stride: mode.stride.max(1),
-        seed: 0,
-    };
-    let labels = null_labels(&model, 1);
-    let created = LikelihoodRun::with_plan(
-        &ctx,
-        &model.config,
-        &model.weights,
-        &model.scheduler,
-        &image.data,
-        &shape,
-        labels.as_deref(),
-        TermNoise::Seeded(0),
-        plan,
-    );
-    let mut lk = match created {
+    let mut lk = match nll_run(&ctx, &model, &job, mode) {
         Ok(r) => r,
         Err(e) => {
             status.fail("Could not start", &e);
@@ -242,7 +303,8 @@ async fn nll_job(view: NllView, image: Image, mode: NllMode, generation: u64) {
         }
         w
     };
-    let strided = (plan.stride > 1).then_some(plan.stride);
+    let (stride, per_call) = (mode.stride.max(1), mode.per_call.max(1));
+    let strided = (stride > 1).then_some(stride);
     let prior = lk.prior_bits()[0];
     view.t_max.set(t_max);
     view.strided.set(strided.is_some());
@@ -252,7 +314,7 @@ async fn nll_job(view: NllView, image: Image, mode: NllMode, generation: u64) {
     view.state.set(ToolState::Running);
     view.text
         .set(summary_text(prior, None, 0.0, 0, total_terms, strided));
-    let calls = total_terms.div_ceil(plan.per_call.min(total_terms));
+    let calls = total_terms.div_ceil(per_call.min(total_terms));
     let start = now_ms();
     loop {
         let r = lk.step(&ctx).await;
@@ -281,7 +343,7 @@ async fn nll_job(view: NllView, image: Image, mode: NllMode, generation: u64) {
         if done == total_terms {
             text.push_str(&format!(
                 " · {total_terms} evaluations in {calls} U-Net calls of batch {}, {secs:.1} s",
-                plan.per_call.min(total_terms)
+                per_call.min(total_terms)
             ));
             view.total.set(Some(prior + decoder.unwrap_or(0.0) + kl));
         } else {
@@ -299,7 +361,9 @@ async fn nll_job(view: NllView, image: Image, mode: NllMode, generation: u64) {
 }
 
 /// The score distribution of real digits, made natively by `kakusan anomaly` (the model
-/// folder's `anomaly_reference.json`; docs/toolbox.md).
+/// folder's `anomaly_reference.json`; docs/toolbox.md). The top-level distribution is that of
+/// the null class (the unconditional model); `conditioned`, when present, that of every
+/// digit conditioned on its own class label.
 #[derive(Debug, Deserialize)]
 pub struct AnomalyReference {
     pub t: usize,
@@ -308,36 +372,79 @@ pub struct AnomalyReference {
     /// How many real digits.
     pub n: usize,
     pub digits: String,
-    /// Scores at 0 %, 1 %, …, 100 % of the real digits (ascending).
+    /// Scores at 0 %, 1 %, …, 100 % of the real digits (ascending), null class.
     pub quantiles: Vec<f64>,
-    /// Median score of each out-of-distribution kind.
+    /// Median score of each out-of-distribution kind, null class.
+    #[serde(default)]
+    pub ood_medians: Vec<(String, f64)>,
+    /// The same digits (and out-of-distribution sets) scored with class labels.
+    #[serde(default)]
+    pub conditioned: Option<ScoreDistribution>,
+}
+
+/// Real digits' score quantiles and the out-of-distribution medians under one conditioning.
+#[derive(Debug, Deserialize)]
+pub struct ScoreDistribution {
+    /// What the images were conditioned on, in words.
+    pub class: String,
+    pub quantiles: Vec<f64>,
     #[serde(default)]
     pub ood_medians: Vec<(String, f64)>,
 }
 
+/// One conditioning's scores in an [`AnomalyReference`].
+pub struct Distribution<'a> {
+    pub class: &'a str,
+    pub quantiles: &'a [f64],
+    pub ood_medians: &'a [(String, f64)],
+}
+
 impl AnomalyReference {
-    /// Percent of real digits scoring below `score` (linear between the quantiles).
-    pub fn percent_below(&self, score: f64) -> f64 {
-        let q = &self.quantiles;
-        if q.len() < 2 || score <= q[0] {
-            return 0.0;
+    /// The quantiles and out-of-distribution medians for a score computed with a class label
+    /// (`conditioned`) or with the null class; None when the file has no such distribution.
+    pub fn distribution(&self, conditioned: bool) -> Option<Distribution<'_>> {
+        match (conditioned, &self.conditioned) {
+            (false, _) => Some(Distribution {
+                class: "null class",
+                quantiles: &self.quantiles,
+                ood_medians: &self.ood_medians,
+            }),
+            (true, Some(d)) => Some(Distribution {
+                class: &d.class,
+                quantiles: &d.quantiles,
+                ood_medians: &d.ood_medians,
+            }),
+            (true, None) => None,
         }
-        if score >= q[q.len() - 1] {
-            return 100.0;
-        }
-        let step = 100.0 / (q.len() - 1) as f64;
-        for i in 0..q.len() - 1 {
-            if score < q[i + 1] {
-                let f = if q[i + 1] > q[i] {
-                    (score - q[i]) / (q[i + 1] - q[i])
-                } else {
-                    0.0
-                };
-                return (i as f64 + f) * step;
-            }
-        }
-        100.0
     }
+
+    /// Percent of real digits (null class) scoring below `score`.
+    pub fn percent_below(&self, score: f64) -> f64 {
+        percent_below(&self.quantiles, score)
+    }
+}
+
+/// Percent of the scores whose quantiles (0 %, …, 100 %) are `q` lying below `score` (linear
+/// between the quantiles).
+pub fn percent_below(q: &[f64], score: f64) -> f64 {
+    if q.len() < 2 || score <= q[0] {
+        return 0.0;
+    }
+    if score >= q[q.len() - 1] {
+        return 100.0;
+    }
+    let step = 100.0 / (q.len() - 1) as f64;
+    for i in 0..q.len() - 1 {
+        if score < q[i + 1] {
+            let f = if q[i + 1] > q[i] {
+                (score - q[i]) / (q[i + 1] - q[i])
+            } else {
+                0.0
+            };
+            return (i as f64 + f) * step;
+        }
+    }
+    100.0
 }
 
 /// The current model folder's reference (fetched once per folder); None when it has none.
@@ -368,12 +475,12 @@ async fn reference() -> Result<Option<Rc<AnomalyReference>>, String> {
 }
 
 /// Noise `image` to `t`, DDIM back in `steps` steps, score the reconstruction.
-pub fn start_anomaly(view: AnomalyView, image: Image, t: usize, steps: usize) {
+pub fn start_anomaly(view: AnomalyView, job: ToolImage, t: usize, steps: usize) {
     let generation = bump(&ANOMALY_JOB);
-    wasm_bindgen_futures::spawn_local(anomaly_job(view, image, t, steps, generation));
+    wasm_bindgen_futures::spawn_local(anomaly_job(view, job, t, steps, generation));
 }
 
-async fn anomaly_job(view: AnomalyView, image: Image, t: usize, steps: usize, generation: u64) {
+async fn anomaly_job(view: AnomalyView, job: ToolImage, t: usize, steps: usize, generation: u64) {
     let Some((ctx, model)) = gpu_and_model() else {
         return;
     };
@@ -381,24 +488,9 @@ async fn anomaly_job(view: AnomalyView, image: Image, t: usize, steps: usize, ge
         state: view.state,
         text: view.text,
     };
-    let settings = ReconstructionSettings {
-        t,
-        steps,
-        repeats: 1,
-        seed: 0,
-    };
-    let shape = [1, image.c, image.h, image.w];
-    let labels = null_labels(&model, 1);
-    let created = ReconstructionRun::new(
-        &ctx,
-        &model.config,
-        &model.weights,
-        &model.scheduler,
-        &image.data,
-        &shape,
-        labels.as_deref(),
-        settings,
-    );
+    let created = anomaly_run(&ctx, &model, &job, t, steps);
+    let conditioned = model.config.num_class_embeds.is_some() && job.class.is_some();
+    let image = job.image;
     let mut rec = match created {
         Ok(r) => r,
         Err(e) => {
@@ -439,34 +531,7 @@ async fn anomaly_job(view: AnomalyView, image: Image, t: usize, steps: usize, ge
     view.score.set(Some(score));
     let head = format!("score s = {score:.4} (mean squared error, pixels in [−1, 1])");
     let (text, reference_text, percentile) = match reference().await {
-        Ok(Some(r)) if r.t == t && r.ddim_steps == total && r.repeats == 1 => {
-            let p = r.percent_below(score);
-            let ood = r
-                .ood_medians
-                .iter()
-                .map(|(k, v)| format!("{k} {v:.4}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            (
-                format!("{head} — higher than {p:.0}% of real digits"),
-                format!(
-                    "Reference: {} real digits ({}), t = {}, {} DDIM steps, median {:.4}, 95th percentile {:.4}{}.",
-                    r.n,
-                    r.digits,
-                    r.t,
-                    r.ddim_steps,
-                    r.quantiles.get(50).copied().unwrap_or(f64::NAN),
-                    r.quantiles.get(95).copied().unwrap_or(f64::NAN),
-                    if ood.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; medians of out-of-distribution sets: {ood}")
-                    }
-                ),
-                Some(p),
-            )
-        }
-        Ok(Some(r)) => (
+        Ok(Some(r)) if r.t != t || r.ddim_steps != total || r.repeats != 1 => (
             head.clone(),
             format!(
                 "This model's reference distribution was made with t = {} and {} DDIM steps: \
@@ -475,6 +540,44 @@ async fn anomaly_job(view: AnomalyView, image: Image, t: usize, steps: usize, ge
             ),
             None,
         ),
+        Ok(Some(r)) => match r.distribution(conditioned) {
+            Some(d) => {
+                let q = d.quantiles;
+                let p = percent_below(q, score);
+                let ood = d
+                    .ood_medians
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v:.4}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let class = d.class;
+                (
+                    format!("{head} — higher than {p:.0}% of real digits"),
+                    format!(
+                        "Reference: {} real digits ({}), {class}, t = {}, {} DDIM steps, median {:.4}, 95th percentile {:.4}{}.",
+                        r.n,
+                        r.digits,
+                        r.t,
+                        r.ddim_steps,
+                        q.get(50).copied().unwrap_or(f64::NAN),
+                        q.get(95).copied().unwrap_or(f64::NAN),
+                        if ood.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; medians of out-of-distribution sets: {ood}")
+                        }
+                    ),
+                    Some(p),
+                )
+            }
+            None => (
+                head.clone(),
+                "This model's reference distribution was made with the null class only: set \
+                 the class to “none” to place the score among real digits."
+                    .into(),
+                None,
+            ),
+        },
         Ok(None) => (
             head.clone(),
             "The reference is missing: this model folder has no anomaly_reference.json (the \

@@ -43,7 +43,8 @@ use crate::Error;
 
 pub use bench::bench_mode;
 pub use likelihood::{
-    start_anomaly, start_nll, stop_nll, AnomalyReference, AnomalyView, NllMode, NllView,
+    anomaly_run, nll_run, start_anomaly, start_nll, stop_nll, tool_labels, AnomalyReference,
+    AnomalyView, NllMode, NllView, ToolImage,
 };
 pub use loading::{load_from_files, load_from_url, ModelInfo, NO_DEFAULT_MODEL};
 pub use memory::memory;
