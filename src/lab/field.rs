@@ -594,7 +594,8 @@ impl FieldViews {
     }
 
     /// (4) u32, f32 bits of the scales the images were drawn with: [0] max q(x_t) on the
-    /// pixels (both density panels), [1] max ‖s‖ over both arrow fields (for a legend).
+    /// pixels (both density panels), [1] max ‖s‖ over both arrow fields (for a legend);
+    /// [2] (a plain u32) the particles the histogram counted (N of the particle density).
     pub fn maxima(&self) -> &Tensor {
         &self.stats
     }
