@@ -590,22 +590,29 @@ check("r", "lab: bad drawings get a clear error; a two-colour drawing trains; gu
       return (await labAttrs(page)).steps >= 20;
     });
     await press(page, "#lab-train"); // pause: the weights stay put while guidance is compared
+    await sleep(1500);
     const steps = (await labAttrs(page)).steps;
     log(`  trained and paused at ${at()}`);
-    // The same weights and the same noise (x_T and z are seeded), w = 1 (the default) then 5.
-    const p1 = await heldParticles(page);
-    log(`  w=1 run held at ${at()}`);
-    const img1 = await labShot(page, "r2-guidance-1");
+    // Both runs start after the pause (each guidance change rebuilds the particles: same x_T
+    // and noise), so both use the final weights throughout; a run already under way at the
+    // pause would have taken its first steps with older weights.
     await press(page, "#lab-live");
     await setValue(page, "#lab-guidance", "5");
     const p5 = await heldParticles(page);
     log(`  w=5 run held at ${at()}`);
     const img5 = await labShot(page, "r3-guidance-5");
+    await press(page, "#lab-live");
+    await setValue(page, "#lab-guidance", "1");
+    const p1 = await heldParticles(page);
+    log(`  w=1 run held at ${at()}`);
+    const img1 = await labShot(page, "r2-guidance-1");
+    const after = (await labAttrs(page)).steps;
+    if (after !== steps) fail(`training went on while paused (${steps} -> ${after} steps)`);
     const [g1, g5] = [classGeometry(p1), classGeometry(p5)];
     log(`  after ${steps} steps, ${p1.n} particles: w=1 ${g1.text}; w=5 ${g5.text}`);
     log(`  canvas w=1 -> w=5: ${fmtDiff(imageDiff(img1, img5))} (200 small particles cover ~1% of it)`);
     // The drawing's classes lie left (class 0) and right (class 1) of x = 0, 2.7 apart. After
-    // ~20 steps the class embedding has barely separated the classes at w = 1; guidance
+    // ~20 steps the class embedding has only begun to separate the classes at w = 1; guidance
     // (ε_∅ + w(ε_y − ε_∅)) amplifies what it learned and pushes each class towards its own
     // stroke and away from the other. If guidance did nothing, the two runs would be
     // identical (same weights, same noise).
