@@ -6,8 +6,10 @@
 // y ∈ (y_max − (py+1)·ph, y_max − py·ph], pw = (x_max − x_min)/width, ph = (y_max − y_min)/height.
 //
 // Entry points (one binding set for all; unused slots are bound to small dummies):
-//   clear_counts      counts ← 0
-//   histogram         counts[pixel of particle] += 1 (atomics), particles outside are dropped
+//   clear_counts      counts ← 0, stats[2] ← 0
+//   histogram         counts[pixel of particle] += 1 (atomics), particles outside are dropped;
+//                     with a class filter only rows of that class count; stats[2] += 1 per
+//                     particle counted (N, inside the view or not)
 //   particle_density  values ← Gaussian-smoothed count / (N·pw·ph) (a density, same units as
 //                     q(x_t)), image ← density colour map
 //   clear_density_max stats[0] ← 0 (before exact_density); clear_arrow_max: stats[1] ← 0
@@ -33,14 +35,16 @@ struct Uniforms {
     grid: u32,
     // Half-width of the histogram's Gaussian kernel in pixels (0: no smoothing).
     smooth_radius: u32,
-    _pad0: u32,
+    // Only particles of this class (row component 2, stride 4) enter the histogram;
+    // ALL_CLASSES: every particle.
+    particle_class: u32,
     _pad1: u32,
     x_min: f32,
     y_max: f32,
     // World units per pixel, x and y.
     pw: f32,
     ph: f32,
-    // 1 / (N·pw·ph): a count per pixel → a density.
+    // 1 / (pw·ph): a count per pixel → a density (divided by N = stats[2] too).
     hist_scale: f32,
     // exp(−r²·smooth_inv_two_var)·smooth_norm is the kernel weight at squared pixel distance r².
     smooth_inv_two_var: f32,
@@ -73,7 +77,8 @@ struct Uniforms {
 @group(0) @binding(3) var<storage, read> src_c: array<f32>;
 // counts: (height, width) particles per pixel
 @group(0) @binding(4) var<storage, read_write> counts: array<atomic<u32>>;
-// stats: (4) f32 bits of non-negative maxima: [0] max q(x_t) on the pixels, [1] max ‖s‖ of the arrows
+// stats: (4) [0], [1]: f32 bits of non-negative maxima: max q(x_t) on the pixels, max ‖s‖ of the
+//        arrows; [2] u32: particles counted by the histogram (N)
 @group(0) @binding(5) var<storage, read_write> stats: array<atomic<u32>>;
 // values: particle_density / exact_density: (height, width) densities;
 //         arrow_vectors (written) and draw_* (read): arrows (G², 5) = (s_θ.x, s_θ.y, s*.x, s*.y, ‖ε_θ − ε*‖)
@@ -82,6 +87,7 @@ struct Uniforms {
 @group(0) @binding(7) var<storage, read_write> image: array<u32>;
 
 const ARROW_STRIDE: u32 = 5u;
+const ALL_CLASSES: u32 = 0xffffffffu;
 const LEARNED_ARROW: vec3<f32> = vec3<f32>(0.55, 0.95, 1.0);
 const EXACT_ARROW: vec3<f32> = vec3<f32>(1.0, 0.62, 0.12);
 
@@ -144,6 +150,9 @@ fn clear_counts(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     if (i < u.width * u.height) {
         atomicStore(&counts[i], 0u);
     }
+    if (i == 0u) {
+        atomicStore(&stats[2], 0u);
+    }
 }
 
 @compute @workgroup_size(64)
@@ -153,6 +162,10 @@ fn histogram(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
         return;
     }
     let s = i * u.particle_stride;
+    if (u.particle_class != ALL_CLASSES && u32(src_a[s + 2u]) != u.particle_class) {
+        return;
+    }
+    atomicAdd(&stats[2], 1u);
     let fx = (src_a[s] - u.x_min) / u.pw;
     let fy = (u.y_max - src_a[s + 1u]) / u.ph;
     // NaN fails every comparison, so a diverged particle is dropped like one outside.
@@ -186,7 +199,8 @@ fn particle_density(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
     }
     let p = gid.y * u.width + gid.x;
-    let d = acc * u.smooth_norm * u.hist_scale;
+    let n = f32(max(atomicLoad(&stats[2]), 1u));
+    let d = acc * u.smooth_norm * u.hist_scale / n;
     values[p] = d;
     image[p] = pack(density_colour(d));
 }

@@ -11,6 +11,8 @@ use wgpu::util::DeviceExt;
 use crate::error::{Error, Result};
 use crate::shaders::ShaderSource;
 
+pub mod blit;
+
 /// WebGPU's default `maxStorageBufferBindingSize`: we design every binding to fit in it so
 /// that the same plan runs in any browser.
 pub const PORTABLE_MAX_BINDING_BYTES: u64 = 128 << 20;

@@ -18,6 +18,11 @@
 //!   of ‖ε_θ − ε*‖ (bilinear between the arrows, saturating at `err_max`);
 //! - [`Panel::ExactScore`]: the exact score s* = −ε*/√(1−ᾱ_t) as arrows over the exact density.
 //!
+//! With a class y shown ([`FieldParams::class`]) the densities are those of class y:
+//! q(x_t | y), the mixture over class y's points alone, and the histogram of class y's
+//! particles; the arrows are classifier-free guided. Switching class writes uniforms only
+//! (one exact and one arrows program is recorded per class).
+//!
 //! Arrows are centred on their grid cell and point along the score (uphill in density); their
 //! length is normalised for readability: 0.9·cell·(‖s‖/max ‖s‖)^arrow_gamma, with one max over
 //! both arrow panels (so learned and exact arrows compare), arrow_gamma = 0.5 by default
@@ -37,6 +42,7 @@
 
 use crate::diffusion::schedule::Schedule;
 use crate::error::{Error, Result};
+use crate::gpu::blit::BlitPipeline;
 use crate::gpu::{grid_1d, DispatchDesc, GpuContext, Params, Program, Tensor};
 use crate::shaders::{LAB_BLIT, LAB_FIELD};
 
@@ -53,6 +59,8 @@ pub const MAX_SMOOTH_PX: f32 = 5.0;
 pub const MAX_GUIDANCE: f32 = 100.0;
 /// Floats per arrow in [`FieldViews::arrows`]: (s_θ.x, s_θ.y, s*.x, s*.y, ‖ε_θ − ε*‖).
 pub const ARROW_STRIDE: usize = 5;
+/// `particle_class` of lab_field.wgsl's uniforms when every particle enters the histogram.
+const ALL_CLASSES: u32 = u32::MAX;
 
 /// A world rectangle drawn into a `width` × `height` image (row 0 = top = `y_max`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -149,10 +157,13 @@ pub struct FieldParams {
     pub t: usize,
     /// ᾱ_t, in (0, 1).
     pub alpha_bar: f64,
-    /// Class of the score panels; `None` = the null class (unconditional ε_θ against the
-    /// exact score of all data points). `Some(y)` compares the guided ε_∅ + w(ε_y − ε_∅)
-    /// with the same combination of exact scores, ε*_∅ (all points) and ε*_y (class y's
-    /// points, [`FieldViews::bind_classes`]).
+    /// Class shown; `None` = all points (the null class: unconditional ε_θ against the
+    /// exact score of all data points, q(x_t) and every particle). `Some(y)`: the score panels
+    /// compare the guided ε_∅ + w(ε_y − ε_∅) with the same combination of exact scores, ε*_∅
+    /// (all points) and ε*_y (class y's points, [`FieldViews::bind_classes`]); the exact
+    /// density (both density backgrounds) is q(x_t | y), the mixture over class y's points
+    /// alone; the particle histogram counts only the particles of class y (rows (x, y,
+    /// class, ·) of an (n, 4) buffer; (n, 2) positions have no class and all count).
     pub class: Option<u32>,
     /// Guidance scale w of the class's arrows (1 = the class's own conditional score).
     pub guidance: f32,
@@ -252,7 +263,8 @@ struct FieldUniforms {
     particle_stride: u32,
     grid: u32,
     smooth_radius: u32,
-    _pad0: [u32; 2],
+    particle_class: u32,
+    _pad0: u32,
     x_min: f32,
     y_max: f32,
     pw: f32,
@@ -425,16 +437,25 @@ pub struct FieldViews {
     exact_arrows: Tensor,
     exact_arrows_class: Tensor,
     arrows: Tensor,
-    /// Per class: the exact score of its points (None: the class has none) and its uniforms.
-    class_scores: Vec<Option<(ExactScore, wgpu::Buffer)>>,
+    /// Per class: the exact score of its points (None: the class has none).
+    class_scores: Vec<Option<ClassScore>>,
     images: [Tensor; 4],
     ro_dummy: Tensor,
     rw_dummies: [Tensor; 4],
     mlp_scratch: [Tensor; 3],
-    exact: Program,
+    /// The exact program per class: [0] all points, [y + 1] class y's points.
+    exact_programs: Vec<Program>,
     /// The arrows program per class: [0] unconditional, [y + 1] class y.
     arrow_programs: Vec<Program>,
     particle_program: Program,
+}
+
+/// One class's exact score (the mixture over its points only, q(x_t | y)) and the uniforms of
+/// its two query sets (the arrow grid and the pixels).
+struct ClassScore {
+    score: ExactScore,
+    arrow_uniforms: wgpu::Buffer,
+    pixel_uniforms: wgpu::Buffer,
 }
 
 /// Buffers of one lab_field dispatch by slot; `None` = a dummy.
@@ -523,7 +544,7 @@ impl FieldViews {
                 ctx.zeros(&[4])?,
             ],
             mlp_scratch: [ctx.zeros(&[4])?, ctx.zeros(&[4])?, ctx.zeros(&[4])?],
-            exact: Program::new(),
+            exact_programs: Vec::new(),
             arrow_programs: Vec::new(),
             particle_program: Program::new(),
         };
@@ -573,7 +594,8 @@ impl FieldViews {
     }
 
     /// (4) u32, f32 bits of the scales the images were drawn with: [0] max q(x_t) on the
-    /// pixels (both density panels), [1] max ‖s‖ over both arrow fields (for a legend).
+    /// pixels (both density panels), [1] max ‖s‖ over both arrow fields (for a legend);
+    /// [2] (a plain u32) the particles the histogram counted (N of the particle density).
     pub fn maxima(&self) -> &Tensor {
         &self.stats
     }
@@ -612,9 +634,10 @@ impl FieldViews {
     }
 
     /// The data points of each class (`per_class[y]` = class y's points, empty for a class
-    /// without points), for the exact score of a class (see [`FieldParams::class`]). Makes
-    /// one small uniform buffer per class and re-records the arrows programs; the shown class
-    /// is then chosen by [`FieldViews::update`] without recording anything.
+    /// without points), for the exact density and score of a class (see
+    /// [`FieldParams::class`]). Makes two small uniform buffers per class and re-records the
+    /// exact and arrows programs; the shown class is then chosen by [`FieldViews::update`]
+    /// without recording anything.
     pub fn bind_classes(&mut self, ctx: &GpuContext, per_class: &[Vec<[f32; 2]>]) -> Result<()> {
         self.class_scores = per_class
             .iter()
@@ -622,10 +645,11 @@ impl FieldViews {
                 if pts.is_empty() {
                     return Ok(None);
                 }
-                Ok(Some((
-                    ExactScore::new(ctx, pts)?,
-                    ExactScore::uniform_buffer(ctx),
-                )))
+                Ok(Some(ClassScore {
+                    score: ExactScore::new(ctx, pts)?,
+                    arrow_uniforms: ExactScore::uniform_buffer(ctx),
+                    pixel_uniforms: ExactScore::uniform_buffer(ctx),
+                }))
             })
             .collect::<Result<Vec<_>>>()?;
         if self
@@ -635,6 +659,7 @@ impl FieldViews {
             self.params.class = None;
         }
         self.write_uniforms(ctx)?;
+        self.record_exact(ctx)?;
         self.record_arrows(ctx)
     }
 
@@ -680,9 +705,12 @@ impl FieldViews {
         self.record_arrows(ctx)
     }
 
-    /// q(x_t) on every pixel and the exact density image; run after [`FieldViews::update`].
+    /// q(x_t) on every pixel and the exact density image — with a class y shown,
+    /// q(x_t | y), the mixture over class y's points only; run after [`FieldViews::update`]
+    /// (when t or the class changed).
     pub fn exact_program(&self) -> &Program {
-        &self.exact
+        let i = self.params.class.map_or(0, |c| c as usize + 1);
+        &self.exact_programs[i.min(self.exact_programs.len() - 1)]
     }
 
     /// Both score fields, the error map and the arrow panels (for the shown class); run after
@@ -700,7 +728,7 @@ impl FieldViews {
 
     /// Encode all three programs in order.
     pub fn encode(&self, encoder: &mut wgpu::CommandEncoder) {
-        self.exact.encode(encoder);
+        self.exact_program().encode(encoder);
         self.arrows_program().encode(encoder);
         self.particle_program.encode(encoder);
     }
@@ -736,14 +764,19 @@ impl FieldViews {
             particle_stride: stride as u32,
             grid: self.grid as u32,
             smooth_radius: radius,
+            particle_class: match p.class {
+                Some(c) if stride == 4 => c,
+                _ => ALL_CLASSES,
+            },
             x_min: v.x_min,
             y_max: v.y_max,
             pw: pw as f32,
             ph: ph as f32,
+            // The histogram divides by the particles it counted (stats[2]).
             hist_scale: if n == 0 {
                 0.0
             } else {
-                (1.0 / (n as f64 * pw * ph)) as f32
+                (1.0 / (pw * ph)) as f32
             },
             smooth_inv_two_var: inv as f32,
             smooth_norm: norm as f32,
@@ -766,8 +799,11 @@ impl FieldViews {
         let g2 = self.grid * self.grid;
         self.exact_score
             .write_uniforms(ctx, &self.score_arrow_uniforms, g2, p.alpha_bar)?;
-        for (score, buf) in self.class_scores.iter().flatten() {
-            score.write_uniforms(ctx, buf, g2, p.alpha_bar)?;
+        for c in self.class_scores.iter().flatten() {
+            c.score
+                .write_uniforms(ctx, &c.arrow_uniforms, g2, p.alpha_bar)?;
+            c.score
+                .write_uniforms(ctx, &c.pixel_uniforms, v.pixels(), p.alpha_bar)?;
         }
         let classes = self.model_classes.unwrap_or(0);
         mlp::write_eval_uniforms(ctx, &self.mlp_uniforms, 2 * g2, classes);
@@ -825,6 +861,26 @@ impl FieldViews {
     }
 
     fn record_exact(&mut self, ctx: &GpuContext) -> Result<()> {
+        let mut programs = Vec::with_capacity(self.class_scores.len() + 1);
+        programs.push(self.record_exact_for(ctx, &self.exact_score, &self.score_pixel_uniforms)?);
+        for c in &self.class_scores {
+            programs.push(match c {
+                Some(c) => self.record_exact_for(ctx, &c.score, &c.pixel_uniforms)?,
+                // Never shown (check_class refuses it): the all-points program's slot.
+                None => Program::new(),
+            });
+        }
+        self.exact_programs = programs;
+        Ok(())
+    }
+
+    /// The exact program over the points of `score` (all, or one class's).
+    fn record_exact_for(
+        &self,
+        ctx: &GpuContext,
+        score: &ExactScore,
+        uniforms: &wgpu::Buffer,
+    ) -> Result<Program> {
         let mut p = Program::new();
         self.dispatch(
             ctx,
@@ -836,12 +892,12 @@ impl FieldViews {
             },
             [1, 1, 1],
         )?;
-        self.exact_score.record_with_uniforms(
+        score.record_with_uniforms(
             ctx,
             &mut p,
             &self.pixel_queries,
             &self.exact_pixels,
-            &self.score_pixel_uniforms,
+            uniforms,
         )?;
         self.dispatch(
             ctx,
@@ -867,8 +923,7 @@ impl FieldViews {
             },
             self.pixel_grid(),
         )?;
-        self.exact = p;
-        Ok(())
+        Ok(p)
     }
 
     fn record_arrows(&mut self, ctx: &GpuContext) -> Result<()> {
@@ -887,11 +942,7 @@ impl FieldViews {
 
     /// The arrows program with `class` = (that class's exact score, its uniforms) evaluated
     /// into `exact_arrows_class`, or none (unconditional).
-    fn record_arrows_for(
-        &self,
-        ctx: &GpuContext,
-        class: Option<&(ExactScore, wgpu::Buffer)>,
-    ) -> Result<Program> {
+    fn record_arrows_for(&self, ctx: &GpuContext, class: Option<&ClassScore>) -> Result<Program> {
         let g2 = self.grid * self.grid;
         let mut p = Program::new();
         self.dispatch(
@@ -911,13 +962,13 @@ impl FieldViews {
             &self.exact_arrows,
             &self.score_arrow_uniforms,
         )?;
-        if let Some((score, uniforms)) = class {
-            score.record_with_uniforms(
+        if let Some(c) = class {
+            c.score.record_with_uniforms(
                 ctx,
                 &mut p,
                 &self.arrow_queries,
                 &self.exact_arrows_class,
-                uniforms,
+                &c.arrow_uniforms,
             )?;
         }
         if let (Some(params), Some(nc)) = (&self.model, self.model_classes) {
@@ -982,6 +1033,7 @@ impl FieldViews {
             "clear_counts",
             Slots {
                 counts: Some(&self.counts),
+                stats: Some(&self.stats),
                 ..Default::default()
             },
             grid_1d(self.view.pixels().div_ceil(64) as u64)?,
@@ -994,6 +1046,7 @@ impl FieldViews {
                 Slots {
                     src_a: Some(t),
                     counts: Some(&self.counts),
+                    stats: Some(&self.stats),
                     ..Default::default()
                 },
                 grid_1d(self.particles.0.div_ceil(64) as u64)?,
@@ -1018,10 +1071,9 @@ impl FieldViews {
 }
 
 /// Draws field images into viewports of a caller's render pass (`shaders/lab_blit.wgsl`):
-/// one render pipeline for one target format, made once.
+/// one render pipeline for one target format, made once ([`BlitPipeline`]).
 pub struct FieldBlit {
-    pipeline: wgpu::RenderPipeline,
-    layout: wgpu::BindGroupLayout,
+    blit: BlitPipeline,
     srgb: bool,
 }
 
@@ -1039,61 +1091,8 @@ impl FieldBlit {
     /// file would); for an `*Srgb` format the shader decodes them first, so the target ends
     /// up with the same bytes.
     pub fn new(ctx: &GpuContext, format: wgpu::TextureFormat) -> FieldBlit {
-        let device = &ctx.device;
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(LAB_BLIT.name),
-            source: wgpu::ShaderSource::Wgsl(LAB_BLIT.source.into()),
-        });
-        let entry = |binding, ty| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::FRAGMENT,
-            ty: wgpu::BindingType::Buffer {
-                ty,
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
-            count: None,
-        };
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("lab blit"),
-            entries: &[
-                entry(0, wgpu::BufferBindingType::Uniform),
-                entry(1, wgpu::BufferBindingType::Storage { read_only: true }),
-            ],
-        });
-        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("lab blit"),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
-        let pipeline = device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
-            label: Some("lab blit"),
-            layout: Some(&pipeline_layout),
-            vertex: wgpu::VertexState {
-                module: &module,
-                entry_point: Some("vs"),
-                compilation_options: Default::default(),
-                buffers: &[],
-            },
-            primitive: wgpu::PrimitiveState::default(),
-            depth_stencil: None,
-            multisample: wgpu::MultisampleState::default(),
-            fragment: Some(wgpu::FragmentState {
-                module: &module,
-                entry_point: Some("fs"),
-                compilation_options: Default::default(),
-                targets: &[Some(wgpu::ColorTargetState {
-                    format,
-                    blend: None,
-                    write_mask: wgpu::ColorWrites::ALL,
-                })],
-            }),
-            multiview_mask: None,
-            cache: None,
-        });
         FieldBlit {
-            pipeline,
-            layout,
+            blit: BlitPipeline::new(ctx, &LAB_BLIT, 1, format),
             srgb: format.is_srgb(),
         }
     }
@@ -1113,20 +1112,7 @@ impl FieldBlit {
             0,
             bytemuck::cast_slice(&[width, height, self.srgb as u32, 0]),
         );
-        let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("lab blit"),
-            layout: &self.layout,
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: uniforms.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: image.buffer.as_entire_binding(),
-                },
-            ],
-        });
+        let bind_group = self.blit.bind_group(ctx, &uniforms, &[&image.buffer])?;
         Ok(BlitSource {
             bind_group,
             _uniforms: uniforms,
@@ -1140,9 +1126,7 @@ impl FieldBlit {
     /// drawing other things afterwards sets its own.
     pub fn draw(&self, pass: &mut wgpu::RenderPass<'_>, src: &BlitSource, rect: [f32; 4]) {
         pass.set_viewport(rect[0], rect[1], rect[2], rect[3], 0.0, 1.0);
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &src.bind_group, &[]);
-        pass.draw(0..3, 0..1);
+        self.blit.draw(pass, &src.bind_group);
     }
 }
 
@@ -1534,6 +1518,133 @@ mod tests {
             )
             .unwrap_err();
         assert!(e.to_string().contains("guidance"), "{e}");
+    }
+
+    /// With a class y shown, both density panels are class y's: the exact density is
+    /// q(x_t | y) (the f64 mixture over class y's points alone, not all points) and the
+    /// histogram counts only class y's particles, as a density of those (count/(N_y·pw·ph)).
+    /// The backgrounds of the exact score panel follow. Switching class is an update: nothing
+    /// is created; back to no class gives q(x_t) and every particle again.
+    #[test]
+    fn class_density_is_the_class_mixture() {
+        let ctx = ctx();
+        let view = View {
+            x_min: -2.0,
+            x_max: 2.0,
+            y_min: -1.5,
+            y_max: 1.5,
+            width: 21,
+            height: 16,
+        };
+        let ab = 0.7;
+        // Two classes in different halves of the view, and an empty third one.
+        let mut rng = SplitMix64(5);
+        let mut per_class: Vec<Vec<[f64; 2]>> = vec![Vec::new(); 3];
+        for (c, cx) in [(0usize, -1.0), (1, 0.9)] {
+            for _ in 0..40 + 30 * c {
+                per_class[c].push([
+                    cx + 0.5 * (rng.next_f64() - 0.5),
+                    1.8 * (rng.next_f64() - 0.5),
+                ]);
+            }
+        }
+        let all: Vec<[f64; 2]> = per_class.iter().flatten().copied().collect();
+        let exact = ExactScore::new(&ctx, &as_f32(&all)).unwrap();
+        let mut fv = FieldViews::new(&ctx, view, 4, &exact, &params(ab)).unwrap();
+        let per_class32: Vec<Vec<[f32; 2]>> = per_class.iter().map(|c| as_f32(c)).collect();
+        fv.bind_classes(&ctx, &per_class32).unwrap();
+        // Particles: classes 0, 1 and 3 (= the null class: unconditional), some outside.
+        let mut rows = Vec::new();
+        let mut parts: [Vec<[f64; 2]>; 4] = Default::default();
+        for i in 0..500 {
+            let c = [0usize, 1, 1, 3][i % 4];
+            // Near pixel centres (no f32 rounding across a pixel edge); every 10th outside.
+            let px = rng.below(view.width as u64) as u32;
+            let py = rng.below(view.height as u64) as u32;
+            let m = view.pixel_center(px, py);
+            let j = 0.6 * (rng.next_f64() - 0.5);
+            let p = if i % 10 == 9 {
+                [3.0, m[1]]
+            } else {
+                [
+                    m[0] + j * view.pixel_width(),
+                    m[1] - j * view.pixel_height(),
+                ]
+            };
+            parts[c].push(p);
+            rows.extend([p[0] as f32, p[1] as f32, c as f32, 0.0]);
+        }
+        let state = ctx.upload(&rows, &[500, 4]).unwrap();
+        fv.bind_particles(&ctx, &state).unwrap();
+        fv.run(&ctx).unwrap();
+        block_on(ctx.finish()).unwrap();
+        let (bytes, pipelines) = (ctx.allocated_bytes(), ctx.pipeline_count());
+        for class in [Some(0u32), Some(1), None] {
+            fv.update(
+                &ctx,
+                &FieldParams {
+                    class,
+                    guidance: 2.0,
+                    ..params(ab)
+                },
+            )
+            .unwrap();
+            fv.run(&ctx).unwrap();
+            let (pts, shown): (&[[f64; 2]], Vec<[f64; 2]>) = match class {
+                Some(y) => (&per_class[y as usize], parts[y as usize].clone()),
+                None => (&all, parts.concat()),
+            };
+            let want = exact_density_ref(&view, pts, ab);
+            let got = block_on(ctx.read(fv.exact_density())).unwrap();
+            let max_q = want.iter().cloned().fold(0.0, f64::max);
+            let what = format!("exact density, class {class:?}");
+            assert_close(&got, &want, 1e-6 * max_q, 2e-4, &what);
+            if class.is_some() {
+                // The test can tell: q(x_t) of all points is far from q(x_t | y).
+                let all_q = exact_density_ref(&view, &all, ab);
+                let off = all_q
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs() / max_q)
+                    .fold(0.0, f64::max);
+                assert!(off > 0.3, "{what}: all points differ by only {off}");
+            }
+            let scale = f32::from_bits(block_on(ctx.read_u32(fv.maxima())).unwrap()[0]);
+            assert_close(&[scale], &[max_q], 0.0, 2e-4, "max q(x_t | y)");
+            let counts = histogram_ref(&view, &shown);
+            assert_eq!(
+                block_on(ctx.read_u32(fv.counts())).unwrap(),
+                counts,
+                "histogram, class {class:?}"
+            );
+            let dens = particle_density_ref(&view, &counts, shown.len(), 0.0);
+            let got = block_on(ctx.read(fv.particle_density())).unwrap();
+            let top = dens.iter().cloned().fold(0.0, f64::max);
+            assert_close(
+                &got,
+                &dens,
+                1e-5 * top,
+                1e-5,
+                "particle density of the class",
+            );
+            let colours: Vec<[u8; 4]> = want
+                .iter()
+                .map(|&v| to_rgba8(density_colour(v, max_q, 0.5)))
+                .collect();
+            let img = image_pixels(&ctx, &fv, Panel::ExactDensity);
+            assert_colours(&img, &colours, 1, "exact density image of the class");
+        }
+        block_on(ctx.finish()).unwrap();
+        assert_eq!(
+            ctx.allocated_bytes(),
+            bytes,
+            "buffers created by a class switch"
+        );
+        assert_eq!(
+            ctx.pipeline_count(),
+            pipelines,
+            "pipelines created by a class switch"
+        );
     }
 
     /// Per-frame work (update + encode) creates no buffer and no pipeline; rebinding particles

@@ -56,7 +56,11 @@ fn field_legend(ui: eng::LabUi) -> impl IntoView {
                 (LabView::Score, None) => "Left: the learned score s_θ = −ε_θ/√(1−ᾱ_t) over ‖ε_θ − ε*‖. Right: the exact score ∇log q(x_t) over q(x_t).".to_string(),
                 (LabView::Score, Some(y)) => {
                     let w = ui.settings.get().guidance;
-                    format!("Class {y}, guidance w = {w}. Left: the learned guided score −(ε_∅ + w(ε_{y} − ε_∅))/√(1−ᾱ_t) over its error. Right: the exact guided score ∇log q(x_t) + w(∇log q(x_t | y = {y}) − ∇log q(x_t)) over q(x_t).")
+                    format!("Class {y}, guidance w = {w}. Left: the learned guided score −(ε_∅ + w(ε_{y} − ε_∅))/√(1−ᾱ_t) over its error. Right: the exact guided score ∇log q(x_t) + w(∇log q(x_t | y = {y}) − ∇log q(x_t)) over q(x_t | y = {y}).")
+                }
+                (_, Some(y)) => {
+                    let w = ui.settings.get().guidance;
+                    format!("Class {y}. Left: the density at t of class {y}'s particles (sampled with guidance w = {w}). Right: the exact density q(x_t | y = {y}) of class {y}'s points alone.")
                 }
                 _ => "Left: the particles' density at t. Right: the exact density q(x_t) of the noised data.".to_string(),
             }} " " <span class="lab-legend-t">{t_text}</span></p>
@@ -64,9 +68,12 @@ fn field_legend(ui: eng::LabUi) -> impl IntoView {
             <div class="lab-scale">
                 <span>"density 0"</span>
                 <span class="lab-bar" style=gradient_css(density_map)></span>
-                <span class="lab-scale-max">{move || match ui.field_scales.get() {
-                    Some((q, _)) => format!("max q(x_t) = {q:.3}"),
-                    None => "max q(x_t)".into(),
+                <span class="lab-scale-max">{move || {
+                    let q_name = if ui.field_class.get().is_some() { "q(x_t | y)" } else { "q(x_t)" };
+                    match ui.field_scales.get() {
+                        Some((q, _)) => format!("max {q_name} = {q:.3}"),
+                        None => format!("max {q_name}"),
+                    }
                 }}</span>
             </div>
             <div class="lab-scale" hidden=move || view() != LabView::Score>
@@ -86,28 +93,58 @@ fn field_legend(ui: eng::LabUi) -> impl IntoView {
                 <span style=rgb_css(EXACT_ARROW)>"orange"</span>
                 "). The exact score is known in closed form: ∇log q(x_t) = (√ᾱ_t Σ_i w_i x_i − x_t)/(1−ᾱ_t), where w_i is the softmax over data points of −‖x_t − √ᾱ_t x_i‖²/(2(1−ᾱ_t)) — the posterior probability that x_t came from x_i. So Σ_i w_i x_i is Tweedie's E[x_0 | x_t], a weighted mean of data points, and every arrow points from x_t towards √ᾱ_t times it. Both panels share one arrow scale (length ∝ √‖s‖). The red-yellow heat map on the left is ‖ε_θ − ε*‖: where the model is still wrong. The learned arrows are re-evaluated from the EMA weights every ~1.5 s while it trains."</p>
             <p class="hint" hidden=move || view() != LabView::Score || ui.num_classes.get() == 0>
-                "With classes, pick one under “Arrows for”: the network is then asked for ε_y (class y) as well as ε_∅ (the null class it learned by label dropout), and both panels show classifier-free guidance, ε_∅ + w(ε_y − ε_∅), the ε the particles of class y follow. Its exact counterpart combines the exact score of all points with that of class y's points alone, ∇log q(x_t) + w(∇log q(x_t | y) − ∇log q(x_t)) = ∇log(q(x_t)^(1−w) q(x_t | y)^w): at w = 1 the arrows lead into class y's modes only; w > 1 also pushes away from the other classes. The background stays q(x_t) of all points."</p>
+                "With classes, pick one under “Arrows for”: the network is then asked for ε_y (class y) as well as ε_∅ (the null class it learned by label dropout), and both panels show classifier-free guidance, ε_∅ + w(ε_y − ε_∅), the ε the particles of class y follow. Its exact counterpart combines the exact score of all points with that of class y's points alone, ∇log q(x_t) + w(∇log q(x_t | y) − ∇log q(x_t)) = ∇log(q(x_t)^(1−w) q(x_t | y)^w): at w = 1 the arrows lead into class y's modes only; w > 1 also pushes away from the other classes. The background is then q(x_t | y), the mixture over class y's points alone."</p>
+            <p class="hint" hidden=move || view() != LabView::Density || ui.num_classes.get() == 0>
+                "With classes, pick one under “Density of”: the left panel then counts only the particles of class y, the right one is q(x_t | y) = (1/N_y) Σ_{i in class y} 𝒩(√ᾱ_t x_i, (1−ᾱ_t) I), the mixture over class y's points alone. At w = 1 a well-trained model's class-y particles follow q(x_t | y); with w > 1 they crowd into the parts of it farthest from the other classes."</p>
         </div>
     }
 }
 
-/// The score view's class (`#lab-field-class`, class-conditional data only): the null class or
-/// one class, guided with the page's w.
+/// The field views' class (`#lab-field-class`, class-conditional data only): all points (the
+/// null class) or one class — its density q(x_t | y) and particles in the density view, its
+/// arrows guided with the page's w over q(x_t | y) in the score view.
 fn field_class_select(ui: eng::LabUi) -> impl IntoView {
-    let hidden = move || ui.view.get() != LabView::Score || ui.num_classes.get() == 0;
+    let hidden = move || {
+        !matches!(ui.view.get(), LabView::Density | LabView::Score) || ui.num_classes.get() == 0
+    };
+    let score = move || ui.view.get() == LabView::Score;
     view! {
         <div class="lab-row" hidden=hidden>
-            <label for="lab-field-class">"Arrows for"</label>
+            <label for="lab-field-class">{move || if score() { "Arrows for" } else { "Density of" }}</label>
             <select id="lab-field-class"
                 prop:value=move || ui.field_class.get().map(|c| c.to_string()).unwrap_or_default()
                 on:change=move |ev| ui.field_class.set(event_target_value(&ev).parse().ok())>
                 <option value="">"all points (null class ∅)"</option>
                 {move || (0..ui.num_classes.get()).map(|c| view! {
-                    <option value=c.to_string()>{format!("class {c} (guided, w from the slider)")}</option>
+                    <option value=c.to_string()>{move || if score() {
+                        format!("class {c} (guided, w from the slider)")
+                    } else {
+                        format!("class {c}: q(x_t | y = {c})")
+                    }}</option>
                 }).collect_view()}
             </select>
         </div>
     }
+}
+
+/// `window.kakusanLabParticles()` → Promise<JSON `{row, last, xyc}` of the particles on
+/// screen, or null> (tests: e2e check r compares the classes' particles across guidance).
+fn install_particles_hook() {
+    use wasm_bindgen::prelude::*;
+    let Some(w) = web_sys::window() else {
+        return;
+    };
+    let hook = Closure::<dyn Fn() -> js_sys::Promise>::new(|| {
+        wasm_bindgen_futures::future_to_promise(async {
+            match eng::shown_particles_json().await {
+                Ok(Some(json)) => Ok(JsValue::from_str(&json)),
+                Ok(None) => Ok(JsValue::NULL),
+                Err(e) => Err(JsValue::from_str(&e.to_string())),
+            }
+        })
+    });
+    let _ = js_sys::Reflect::set(&w, &"kakusanLabParticles".into(), hook.as_ref());
+    hook.forget();
 }
 
 /// Chunk means of `v`, at most `max` values.
@@ -222,6 +259,7 @@ fn bound_svg(terms: &[f64]) -> String {
 #[component]
 pub fn LabPanel(active: Signal<bool>) -> impl IntoView {
     let ui = eng::lab_ui();
+    install_particles_hook();
     let canvas_ref = NodeRef::<leptos::html::Canvas>::new();
     Effect::new(move |_| {
         if active.get() {

@@ -2,6 +2,7 @@
 //! (`shaders/present.wgsl`) that reads the sampler's x_t and x̂_0 storage buffers directly,
 //! so the animation never reads anything back to the CPU.
 
+use crate::gpu::blit::BlitPipeline;
 use crate::gpu::GpuContext;
 use crate::shaders::PRESENT;
 
@@ -60,80 +61,15 @@ pub fn layout(n: usize, c: usize, h: usize, w: usize, width: u32, height: u32) -
 }
 
 pub struct Presenter {
-    pipeline: wgpu::RenderPipeline,
-    layout: wgpu::BindGroupLayout,
+    blit: BlitPipeline,
     params: wgpu::Buffer,
 }
 
 impl Presenter {
     pub fn new(ctx: &GpuContext, format: wgpu::TextureFormat) -> Presenter {
-        let device = &ctx.device;
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(PRESENT.name),
-            source: wgpu::ShaderSource::Wgsl(PRESENT.source.into()),
-        });
-        let storage = |binding| wgpu::BindGroupLayoutEntry {
-            binding,
-            visibility: wgpu::ShaderStages::FRAGMENT,
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Storage { read_only: true },
-                has_dynamic_offset: false,
-                min_binding_size: None,
-            },
-            count: None,
-        };
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("present"),
-            entries: &[
-                wgpu::BindGroupLayoutEntry {
-                    binding: 0,
-                    visibility: wgpu::ShaderStages::FRAGMENT,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
-                    },
-                    count: None,
-                },
-                storage(1),
-                storage(2),
-            ],
-        });
-        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("present"),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
-        let pipeline = device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
-            label: Some("present"),
-            layout: Some(&pipeline_layout),
-            vertex: wgpu::VertexState {
-                module: &module,
-                entry_point: Some("vs"),
-                compilation_options: Default::default(),
-                buffers: &[],
-            },
-            primitive: wgpu::PrimitiveState::default(),
-            depth_stencil: None,
-            multisample: wgpu::MultisampleState::default(),
-            fragment: Some(wgpu::FragmentState {
-                module: &module,
-                entry_point: Some("fs"),
-                compilation_options: Default::default(),
-                targets: &[Some(wgpu::ColorTargetState {
-                    format,
-                    blend: None,
-                    write_mask: wgpu::ColorWrites::ALL,
-                })],
-            }),
-            multiview_mask: None,
-            cache: None,
-        });
-        let params = ctx.uniform_buffer(std::mem::size_of::<PresentParams>());
         Presenter {
-            pipeline,
-            layout,
-            params,
+            blit: BlitPipeline::new(ctx, &PRESENT, 2, format),
+            params: ctx.uniform_buffer(std::mem::size_of::<PresentParams>()),
         }
     }
 
@@ -148,24 +84,10 @@ impl Presenter {
     ) {
         ctx.queue
             .write_buffer(&self.params, 0, bytemuck::bytes_of(params));
-        let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("present"),
-            layout: &self.layout,
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: self.params.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: xt.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 2,
-                    resource: x0.as_entire_binding(),
-                },
-            ],
-        });
+        // Two storage buffers, as the pipeline was made: cannot fail.
+        let Ok(bind_group) = self.blit.bind_group(ctx, &self.params, &[xt, x0]) else {
+            return;
+        };
         let mut encoder = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
@@ -186,9 +108,7 @@ impl Presenter {
                 occlusion_query_set: None,
                 multiview_mask: None,
             });
-            pass.set_pipeline(&self.pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
-            pass.draw(0..3, 0..1);
+            self.blit.draw(&mut pass, &bind_group);
         }
         ctx.queue.submit([encoder.finish()]);
     }

@@ -348,11 +348,10 @@ check("g", "?bench&model=test-model/&batch=1 writes JSON with median_ms > 0, gfl
 });
 
 // ---------- the diffusion lab (Lab tab, #lab)
-// E2E_LAB_FIT: the fit threshold of check p as a multiple of the fit figure's floor (default 2,
-// the issue's target); E2E_LAB_S: how long p may train (default 110 s of page time).
-const LAB_FIT = Number(process.env.E2E_LAB_FIT || 2);
-const LAB_S = Number(process.env.E2E_LAB_S || 60);
-
+// Check p (default) trains a small configuration until its fit figure is ≤ 3x its floor;
+// check pl (opt-in, slow on SwiftShader) is the issue's target at the page's sizes.
+// E2E_LAB_URL, E2E_LAB_FIT (× floor), E2E_LAB_S (s of training) and E2E_LAB_STEPS override
+// pl's sizes and limits.
 async function labAttrs(page) {
   return page.evaluate(() => {
     const r = document.getElementById("lab-rate");
@@ -401,6 +400,17 @@ async function labCanvasStats(page, name) {
 }
 
 /**
+ * Click a button by its `click()`: Playwright's click first waits for the element to be
+ * stable over two animation frames, and on SwiftShader under load the lab draws a frame only
+ * every few seconds (the first one after its pipelines compile, tens of seconds), which made
+ * such clicks time out.
+ */
+async function press(page, sel) {
+  // The page's main thread can be busy for tens of seconds while the lab starts.
+  await page.locator(sel).evaluate((el) => el.click(), null, { timeout: 150000 });
+}
+
+/**
  * Hold the particles at the end of a finished run: wait until the live scrubber reaches its
  * last row, then drag it there (the animation stops while the scrubber holds a row).
  */
@@ -421,29 +431,31 @@ async function holdFinishedRun(page) {
       return t.value === t.max;
     });
     if (held) return;
-    await page.click("#lab-live"); // the run restarted in between: follow it and try again
+    await press(page, "#lab-live"); // the run restarted in between: follow it and try again
   }
   fail("could not hold a finished run");
 }
 
-// Sizes of check p (URL parameters of the lab): on SwiftShader the lab trains at ~3-5 steps/s
-// (batch 512) but a particle step of 10,000 particles takes seconds (docs/lab.md, Speed), so
-// the default check trains a small configuration; E2E_LAB_URL overrides it (e.g.
-// "particles=10000" for the page's defaults).
-const LAB_URL = process.env.E2E_LAB_URL || "particles=200&sample_steps=5&lab_batch=32";
-
-check("p", "lab: the default preset trains; the fit figure is measured and falls below the untrained one; canvas not blank", async ({ browser, base }) => {
-  const page = await openPage(browser, `${base}?model=test-model/&${LAB_URL}#lab`);
+/**
+ * Open the lab with `url` (its URL parameters), take the untrained fit figure (the first run of
+ * the particles, before any training), train, and stop at the first fit figure ≤ `fit`× its
+ * floor; fail if none comes within `seconds` of training or `steps` steps, or if it is not
+ * below the untrained one.
+ */
+async function labFitCheck(browser, base, id, { url, fit, seconds, steps }) {
+  const page = await openPage(browser, `${base}?model=test-model/&${url}#lab`);
+  const t0 = Date.now();
+  const at = () => `${((Date.now() - t0) / 1000).toFixed(1)} s`;
   try {
     await labReady(page);
-    // The first run of the particles, before any training, gives the untrained figure.
     const u = await nextFit(page, -1);
-    log(`  untrained: fit ${u.fit} (floor ${u.floor}) = ${(u.fit / u.floor).toFixed(1)}x floor`);
-    await shot(page, "p1-lab-untrained");
-    await page.click("#lab-train");
+    log(`  untrained at ${at()}: fit ${u.fit} (floor ${u.floor}) = ${(u.fit / u.floor).toFixed(1)}x floor`);
+    await shot(page, `${id}1-lab-untrained`);
+    await press(page, "#lab-train");
     const t0 = Date.now();
     let a = await labAttrs(page);
     let best = null;
+    let reached = false;
     for (;;) {
       failOnPanic(page);
       const err = await errorText(page);
@@ -452,16 +464,20 @@ check("p", "lab: the default preset trains; the fit figure is measured and falls
       if (a.fit !== null && a.floor && a.fitStep > 0) {
         const r = a.fit / a.floor;
         if (best === null || r < best.r) best = { r, step: a.fitStep };
-        if (r <= LAB_FIT) break;
+        if (r <= fit) {
+          reached = true;
+          break;
+        }
       }
-      if (a.trainS !== null && a.trainS > LAB_S && a.fitStep > 0) break;
+      if (a.fitStep > 0 && ((a.trainS !== null && a.trainS > seconds) || a.fitStep > steps)) break;
       if (Date.now() - t0 > TIMEOUT_MS) break;
-      await sleep(1000);
+      await sleep(500);
     }
-    await shot(page, "p2-lab-trained");
-    const stats = await labCanvasStats(page, "p3-lab-canvas");
+    await press(page, "#lab-train"); // pause: the screenshot waits for a frame
+    log(`  training stopped at ${at()}`);
+    const stats = await labCanvasStats(page, `${id}2-lab-canvas`);
     log(`  steps ${a.steps}, ${a.sps?.toFixed(3)} steps/s, ${a.gflops?.toFixed(4)} GFLOP/s, ` +
-      `${a.fps?.toFixed(2)} frames/s (${LAB_URL}), ${a.trainS?.toFixed(1)} s of training`);
+      `${a.fps?.toFixed(2)} frames/s (${url}), ${a.trainS?.toFixed(1)} s of training`);
     log(`  fit ${a.fit} (floor ${a.floor}, untrained ${a.untrained}) = ${(a.fit / a.floor).toFixed(2)}x floor at step ${a.fitStep}; ` +
       `best ${best ? best.r.toFixed(2) : "-"}x; time to 2x floor: ${a.ttf !== null ? a.ttf + " s" : "not reached"}`);
     log(`  canvas: ${fmtStats(stats)}`);
@@ -469,12 +485,32 @@ check("p", "lab: the default preset trains; the fit figure is measured and falls
     if (!(a.steps > 0)) fail("no training steps were taken");
     if (!(a.fitStep > 0)) fail("no fit figure after training started");
     if (!(a.untrained > 0) || !(a.fit < a.untrained)) fail(`the fit figure ${a.fit} is not below the untrained model's ${a.untrained}`);
-    if (process.env.E2E_LAB_FIT && !(a.fit / a.floor <= LAB_FIT)) {
-      fail(`fit figure ${(a.fit / a.floor).toFixed(2)}x its floor after ${a.trainS} s of training (threshold ${LAB_FIT}x)`);
+    if (!reached) {
+      fail(`fit figure ${(a.fit / a.floor).toFixed(2)}x its floor at step ${a.fitStep} after ${a.trainS?.toFixed(1)} s of training ` +
+        `(threshold ${fit}x within ${steps} steps / ${seconds} s; best ${best ? best.r.toFixed(2) : "-"}x)`);
     }
   } finally {
     await page.context_.close();
   }
+}
+
+// 200 particles, 10 DDPM steps, batch 32: natively the fit figure falls from ~12x its floor
+// (untrained) to ≤ 2x within ~100 steps (docs/lab.md); 10 sampler steps are frames enough to
+// finish a run every few seconds on SwiftShader and keep the figure steady (5 steps swing
+// between 1.5x and 4.7x).
+check("p", "lab: the default preset trains in the tab; its fit figure reaches 3x the floor within 600 steps", async ({ browser, base }) => {
+  await labFitCheck(browser, base, "p", { url: "particles=200&sample_steps=10&lab_batch=32", fit: 3, seconds: 60, steps: 600 });
+});
+
+// The issue's target at the page's defaults (10,000 particles, 50 DDPM steps, batch 512):
+// ≤ 2x the floor within 90 s of training (312 s in all on the quiet machine).
+check("pl", "lab at the page's sizes: the fit figure reaches 2x its floor within 90 s of training", async ({ browser, base }) => {
+  await labFitCheck(browser, base, "pl", {
+    url: process.env.E2E_LAB_URL || "particles=10000",
+    fit: Number(process.env.E2E_LAB_FIT || 2),
+    seconds: Number(process.env.E2E_LAB_S || 90),
+    steps: Number(process.env.E2E_LAB_STEPS || 1e9),
+  });
 }, { slow: true });
 
 check("q", "lab on a phone (390x844): no sideways scroll, canvas fits, controls reachable", async ({ browser, base }) => {
@@ -514,54 +550,118 @@ async function stroke(page, box, pts) {
 
 check("r", "lab: bad drawings get a clear error; a two-colour drawing trains; guidance changes the samples", async ({ browser, base }) => {
   const page = await openPage(browser, `${base}?model=test-model/&particles=200&sample_steps=5&lab_batch=32#lab`);
+  const t0 = Date.now();
+  const at = () => `${((Date.now() - t0) / 1000).toFixed(1)} s`;
   try {
     await labReady(page);
-    await page.click("#lab-draw");
-    await page.click("#lab-draw-use");
+    log(`  lab ready at ${at()}`);
+    await press(page, "#lab-draw");
+    await press(page, "#lab-draw-use");
     const err = await waitFor("#error for an empty drawing", async () => errorText(page), 10000);
     log(`  empty drawing: ${JSON.stringify(err)}`);
     if (!/empty/i.test(err)) fail(`#error does not say the drawing is empty: ${err}`);
-    await page.click("#dismiss-error");
+    await press(page, "#dismiss-error");
     // Clicking a colour can scroll the page: take the canvas's box after it, in view.
-    const canvasBox = async () => {
-      await page.locator("#lab-canvas").scrollIntoViewIfNeeded();
-      return page.locator("#lab-canvas").boundingBox();
-    };
-    await page.click("#lab-class-0");
+    // (By the DOM: Playwright's own scrolling waits for frames, see press.)
+    const canvasBox = async () => page.locator("#lab-canvas").evaluate((el) => {
+      el.scrollIntoView({ block: "center" });
+      const r = el.getBoundingClientRect();
+      return { x: r.x, y: r.y, width: r.width, height: r.height };
+    });
+    await press(page, "#lab-class-0");
     await stroke(page, await canvasBox(), [[0.25, 0.3], [0.3, 0.45], [0.25, 0.6], [0.3, 0.7]]);
-    await page.click("#lab-class-2");
+    await press(page, "#lab-class-2");
     await stroke(page, await canvasBox(), [[0.7, 0.3], [0.75, 0.45], [0.7, 0.6], [0.75, 0.7]]);
     const drafted = await text(page, "#lab-data-info");
     log(`  after two strokes: ${JSON.stringify(drafted)}`);
-    await shot(page, "r1-drawing");
-    await page.click("#lab-draw-use");
+    // For people; a frame can take long on SwiftShader, so a timeout is only noted.
+    await shot(page, "r1-drawing").catch((e) => log(`  note: no screenshot (${e.message.split("\n")[0]})`));
+    await press(page, "#lab-draw-use");
     await labReady(page);
     const info = await text(page, "#lab-data-info");
-    log(`  drawn data: ${info}`);
+    log(`  drawn data at ${at()}: ${info}`);
     if (!/2 classes/.test(info)) fail(`expected a 2-class data set, #lab-data-info says ${info}`);
     if (!(await visible(page, "#lab-guidance"))) fail("#lab-guidance is hidden for class-conditional data");
-    await page.click("#lab-train");
+    await press(page, "#lab-train");
     await waitFor("20 training steps", async () => {
       failOnPanic(page);
       const e = await errorText(page);
       if (e) fail(`#error is visible: ${e}`);
       return (await labAttrs(page)).steps >= 20;
     });
-    await page.click("#lab-train"); // pause: the weights stay put while guidance is compared
-    await holdFinishedRun(page);
-    const img1 = await labShot(page, "r2-guidance-1");
-    await page.click("#lab-live");
+    await press(page, "#lab-train"); // pause: the weights stay put while guidance is compared
+    await sleep(1500);
+    const steps = (await labAttrs(page)).steps;
+    log(`  trained and paused at ${at()}`);
+    // Both runs start after the pause (each guidance change rebuilds the particles: same x_T
+    // and noise), so both use the final weights throughout; a run already under way at the
+    // pause would have taken its first steps with older weights.
+    await press(page, "#lab-live");
     await setValue(page, "#lab-guidance", "5");
-    await sleep(1000);
-    await holdFinishedRun(page);
+    const p5 = await heldParticles(page);
+    log(`  w=5 run held at ${at()}`);
     const img5 = await labShot(page, "r3-guidance-5");
-    const d = imageDiff(img1, img5);
-    log(`  guidance 1 -> 5 (same weights, same noise): ${fmtDiff(d)}; canvas at w=1: ${fmtStats(imageStats(img1))}`);
-    if (!diffOk(d)) fail(`the samples did not change with guidance (${fmtDiff(d)})`);
+    await press(page, "#lab-live");
+    await setValue(page, "#lab-guidance", "1");
+    const p1 = await heldParticles(page);
+    log(`  w=1 run held at ${at()}`);
+    const img1 = await labShot(page, "r2-guidance-1");
+    const after = (await labAttrs(page)).steps;
+    if (after !== steps) fail(`training went on while paused (${steps} -> ${after} steps)`);
+    const [g1, g5] = [classGeometry(p1), classGeometry(p5)];
+    log(`  after ${steps} steps, ${p1.n} particles: w=1 ${g1.text}; w=5 ${g5.text}`);
+    log(`  canvas w=1 -> w=5: ${fmtDiff(imageDiff(img1, img5))} (200 small particles cover ~1% of it)`);
+    // The drawing's classes lie left (class 0) and right (class 1) of x = 0, 2.7 apart. After
+    // ~20 steps the class embedding has only begun to separate the classes at w = 1; guidance
+    // (ε_∅ + w(ε_y − ε_∅)) amplifies what it learned and pushes each class towards its own
+    // stroke and away from the other. If guidance did nothing, the two runs would be
+    // identical (same weights, same noise).
+    if (!(g5.sep > g1.sep + 0.5)) fail(`guidance w=5 did not pull the classes apart: ${g1.text} at w=1, ${g5.text} at w=5`);
+    if (!(g5.m[0][0] < 0 && g5.m[1][0] > 0)) fail(`at w=5 the classes' particles are not on their strokes' sides (class 0 left, class 1 right): ${g5.text}`);
   } finally {
     await page.context_.close();
   }
-}, { slow: true });
+});
+
+/**
+ * The particles on screen read back from the GPU by `window.kakusanLabParticles()`:
+ * { row, last, n, xyc } (xyc = x, y, class per particle).
+ */
+async function labParticles(page) {
+  const json = await page.evaluate(async () =>
+    typeof window.kakusanLabParticles === "function" ? window.kakusanLabParticles() : null);
+  if (!json) fail("window.kakusanLabParticles() gave nothing");
+  const p = JSON.parse(json);
+  return { ...p, n: p.xyc.length / 3 };
+}
+/** Hold a finished run (holdFinishedRun) and read its end points: the last row, checked. */
+async function heldParticles(page) {
+  for (let tries = 0; tries < 5; tries++) {
+    await holdFinishedRun(page);
+    const p = await labParticles(page);
+    if (p.row === p.last && p.last > 0) return p;
+    // The scrubber still showed the previous run's last row (a rebuilt run starts at 0).
+    await press(page, "#lab-live");
+    await sleep(500);
+  }
+  fail("could not hold the end of a run of the particles");
+}
+/** Per-class means (classes 0 and 1) and their distance, from labParticles' rows. */
+function classGeometry(p) {
+  const sum = [[0, 0, 0], [0, 0, 0]];
+  for (let i = 0; i < p.n; i++) {
+    const [x, y, c] = [p.xyc[3 * i], p.xyc[3 * i + 1], p.xyc[3 * i + 2]];
+    if ((c === 0 || c === 1) && Number.isFinite(x) && Number.isFinite(y)) {
+      sum[c][0] += x;
+      sum[c][1] += y;
+      sum[c][2] += 1;
+    }
+  }
+  const m = sum.map(([x, y, k]) => [x / Math.max(k, 1), y / Math.max(k, 1), k]);
+  const sep = Math.hypot(m[1][0] - m[0][0], m[1][1] - m[0][1]);
+  const f = (v) => v.toFixed(2);
+  return { m, sep, text: `class means (${f(m[0][0])}, ${f(m[0][1])}) and (${f(m[1][0])}, ${f(m[1][1])}), ${f(sep)} apart` };
+}
 
 check("s", "?bench=lab writes JSON with steps_per_s > 0 and gflops > 0 at batch 512", async ({ browser, base }) => {
   const page = await openPage(browser, `${base}?bench=lab&model=test-model/`);
@@ -1050,6 +1150,17 @@ check("fv", "lab field views: per-class guided arrows (#lab-field-class) and pic
     log(`  null class -> class 1: ${fmtDiff(imageDiff(nullClass, class1))}; legend: ${JSON.stringify(legend.slice(0, 90))}…`);
     if (!diffOk(imageDiff(nullClass, class1))) fail("the score panels did not change with the class");
     if (!/Class 1/.test(legend)) fail(`the legend does not name class 1: ${legend}`);
+    // The density view of class 1: its particles and q(x_t | y = 1), against all points.
+    await setValue(page, "#lab-view", "density");
+    if (!(await visible(page, "#lab-field-class"))) fail("#lab-field-class is hidden in the density view");
+    const dens1 = await shotUntil("fv2b-density-class-1", "the class-1 density panels",
+      (img) => panelsOk(img) && diffOk(imageDiff(class1, img)));
+    const dLegend = await text(page, "#lab-field-legend .lab-legend-title");
+    if (!/q\(x_t \| y = 1\)/.test(dLegend)) fail(`the density legend does not name q(x_t | y = 1): ${dLegend}`);
+    await setValue(page, "#lab-field-class", "");
+    const densAll = await shotUntil("fv2c-density-all", "the all-points density panels",
+      (img) => panelsOk(img) && diffOk(imageDiff(dens1, img)));
+    log(`  density view, class 1 -> all points: ${fmtDiff(imageDiff(dens1, densAll))}; legend: ${JSON.stringify(dLegend.slice(0, 90))}…`);
     // Picks at x_T (row 0: the particles are N(0, I) draws, many near the origin): click the
     // centre of the left panel (panel_rects in src/web/engine/lab.rs, in CSS pixels).
     await setValue(page, "#lab-t", "0");

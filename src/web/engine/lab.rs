@@ -502,7 +502,8 @@ impl LabModel {
             guidance: w,
             ..FieldParams::at(&self.schedule, ti)?
         };
-        if f.exact_t != Some(ti) {
+        // The exact density is q(x_t | y) with a class shown: it reruns when the class does.
+        if f.exact_t != Some(ti) || f.shown_class.0 != class {
             scales = Some(f.views.maxima().clone());
             f.views.update(ctx, &params)?;
             f.views.exact_program().encode(&mut enc);
@@ -1290,16 +1291,13 @@ pub fn reset() {
     }
 }
 
-/// Pick the particles nearest to a click at (fx, fy) (fractions of the canvas, y down) on the
-/// row shown: one small readback of that row.
-pub async fn pick_at(fx: f32, fy: f32) {
-    let ui = lab_ui();
-    let found = with_lab(|l, ctx| {
+/// The history row on screen read back (one small readback): (row, the run's last row, the
+/// rows (x, y, class, ·) of every particle). Picking and `window.kakusanLabParticles` (tests).
+async fn read_shown_row(ui: &LabUi) -> Result<Option<(usize, usize, Vec<f32>)>> {
+    let Some((ctx, tmp, row, last)) = with_lab(|l, ctx| {
         let m = l.model.as_ref()?;
-        let row = shown_row(&ui, &m.run);
-        let n = m.run.particles.n;
-        let (w, radius) = click_to_world(l, ui.view.get_untracked(), fx, fy)?;
-        let tmp = ctx.zeros(&[n, 4]).ok()?;
+        let row = shown_row(ui, &m.run);
+        let tmp = ctx.zeros(&[m.run.particles.n, 4]).ok()?;
         let mut enc = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
@@ -1312,14 +1310,49 @@ pub async fn pick_at(fx: f32, fy: f32) {
             bytes,
         );
         ctx.queue.submit([enc.finish()]);
-        Some((ctx.clone(), tmp, w, radius))
+        Some((ctx.clone(), tmp, row, m.run.plan.len()))
     })
-    .flatten();
-    let Some((ctx, tmp, w, radius)) = found else {
+    .flatten() else {
+        return Ok(None);
+    };
+    Ok(Some((row, last, ctx.read(&tmp).await?)))
+}
+
+/// The particles on screen for tests: `{"row": r, "last": steps, "xyc": [x, y, class, …]}`
+/// (class = the number of classes for unconditional particles), or null without a model.
+pub async fn shown_particles_json() -> Result<Option<String>> {
+    let Some((row, last, v)) = read_shown_row(&lab_ui()).await? else {
+        return Ok(None);
+    };
+    let xyc: Vec<String> = v
+        .chunks(4)
+        .flat_map(|c| [c[0], c[1], c[2]])
+        .map(|x| {
+            if x.is_finite() {
+                x.to_string()
+            } else {
+                "null".into()
+            }
+        })
+        .collect();
+    Ok(Some(format!(
+        r#"{{"row":{row},"last":{last},"xyc":[{}]}}"#,
+        xyc.join(",")
+    )))
+}
+
+/// Pick the particles nearest to a click at (fx, fy) (fractions of the canvas, y down) on the
+/// row shown: one small readback of that row.
+pub async fn pick_at(fx: f32, fy: f32) {
+    let ui = lab_ui();
+    let Some((w, radius)) =
+        with_lab(|l, _| click_to_world(l, ui.view.get_untracked(), fx, fy)).flatten()
+    else {
         return;
     };
-    let pos = match ctx.read(&tmp).await {
-        Ok(p) => p,
+    let pos = match read_shown_row(&ui).await {
+        Ok(Some((_, _, p))) => p,
+        Ok(None) => return,
         Err(e) => {
             report_error(&e);
             return;
