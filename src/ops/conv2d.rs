@@ -96,6 +96,18 @@ pub fn conv_flops(
 
 /// Record one convolution; see [`Conv2dArgs`].
 pub fn conv2d(ctx: &GpuContext, program: &mut Program, args: &Conv2dArgs) -> Result<()> {
+    conv2d_with_setup(ctx, program, None, args)
+}
+
+/// [`conv2d`], with the passes that only rearrange the weight (the direct kernels' weight
+/// staging) recorded into `setup` when it is given: a caller whose weights do not change
+/// between runs (inference) runs `setup` once instead of on every run of `program`.
+pub fn conv2d_with_setup(
+    ctx: &GpuContext,
+    program: &mut Program,
+    setup: Option<&mut Program>,
+    args: &Conv2dArgs,
+) -> Result<()> {
     let [n, cin, h, w] = nchw(args.x, "conv2d: x")?;
     let [cout, wcin, kh, kw] = nchw(args.weight, "conv2d: weight")?;
     if wcin != cin {
@@ -162,12 +174,13 @@ pub fn conv2d(ctx: &GpuContext, program: &mut Program, args: &Conv2dArgs) -> Res
         kh,
         kw,
         args.stride,
-        crate::ops::conv2d_direct::forward_lanes(n, ho, wo),
+        crate::ops::conv2d_direct::forward_invocations(n, cout, ho, wo),
     ) {
         let khw = (kh * kw) as i64;
-        return crate::ops::conv2d_direct::record_forward(
+        return crate::ops::conv2d_direct::record_forward_with_setup(
             ctx,
             program,
+            setup,
             &crate::ops::conv2d_direct::Forward {
                 x: args.x,
                 weight: args.weight,
