@@ -486,6 +486,23 @@ mod tests {
         }
     }
 
+    /// Images smaller than a workgroup at many channels (the CIFAR-10 model's 8x8 and 4x4
+    /// levels at batch 1): the direct forward puts several channel blocks of one image, or
+    /// the blocks of several images, into one workgroup.
+    #[test]
+    fn conv_small_images_many_channels() {
+        let ctx = ctx();
+        let mut c = case(1, 40, 70, (4, 4), 3, 1, [1; 4]);
+        c.channel_bias = true;
+        c.residual = true;
+        run_case(&ctx, &c, 60);
+        let mut c = case(2, 9, 40, (3, 5), 3, 1, [1; 4]);
+        c.channel_bias = true;
+        run_case(&ctx, &c, 61);
+        run_case(&ctx, &case(1, 20, 48, (8, 8), 3, 2, [0, 0, 1, 1]), 62);
+        run_case(&ctx, &case(2, 17, 33, (2, 3), 1, 1, [0; 4]), 63);
+    }
+
     /// More than 65535 pixel tiles: the tile index is split over grid x and y. Ignored by
     /// default: it needs an 8.4M-pixel image (~20 s on llvmpipe).
     /// `cargo test --lib ops::conv2d::tests::conv_grid_past_one_dimension -- --ignored`
