@@ -96,10 +96,13 @@ const WEIGHT_ENTRIES_NCHW: [&str; 3] = [
 /// Whether a convolution takes the direct kernels: a kernel size and stride they have, on
 /// a CPU adapter (llvmpipe, SwiftShader), where they were measured to be faster than the
 /// GEMM tiles (docs/training.md, "Training speed"; on GPUs the GEMM tiles stay, unmeasured
-/// against these), when it has at least `MIN_LANES` invocations (`lanes`: output pixel
-/// groups of 4 for the forward and the input gradient, images × input channels for the weight
-/// gradient). Below that a 64-wide workgroup runs mostly empty: the 8x8 and 4x4 levels of
-/// the CIFAR-10 model at batch 1 were 2–6× slower direct.
+/// against these), when it has at least `MIN_LANES` invocations (`lanes`: for the forward
+/// [`forward_invocations`], output pixel groups of 4 times blocks of 16 output channels; for
+/// the stride-1 input gradient [`forward_lanes`], pixel groups only; images × input channels
+/// for the weight gradient). Before the forward counted channel blocks in its lanes (session
+/// 6) a 64-wide workgroup ran mostly empty at the CIFAR-10 model's 8x8 and 4x4 levels at
+/// batch 1 (2–6× slower direct); now they fill workgroups of 16 and run ~2–3× faster direct
+/// than on the GEMM tiles (`bench_direct_vs_gemm`, `BENCH_SHAPES=cifar BENCH_N=1`).
 pub fn prefer_direct(ctx: &GpuContext, kh: usize, kw: usize, stride: usize, lanes: usize) -> bool {
     if variant(kh, kw, stride).is_none() {
         return false;
