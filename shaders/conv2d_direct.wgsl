@@ -11,7 +11,10 @@
 //   x[b, ci, oy·s + ky − pad_top, ox·s + kx − pad_left] + bias[co] + channel_bias[b, co]
 //   + residual[b, co, oy, ox]) · out_scale  (+ out when accumulating).
 //   One invocation: a tile of R output rows × 4 consecutive output columns × 16 output
-//   channels (grid z = channel block); accumulators a{q}_{c} = row q, channel c, 4 columns.
+//   channels; the lane index runs over (channel block, image, row group, column group),
+//   column groups fastest, in workgroups of 16 (a CPU adapter runs each workgroup on one
+//   thread: small workgroups keep every core busy at batch 1 on 8x8 and 4x4 images);
+//   accumulators a{q}_{c} = row q, channel c, 4 columns.
 //   Per input channel it loads the (R − 1)·s + k input rows of its tile once (3s + k values
 //   each) and reuses them for every tap and output row; per tap it loads the 16 channels'
 //   weights as 4 vec4 from `staged`, the weight restaged by stage_weight as
@@ -43,7 +46,8 @@ struct Params {
     wo: u32,
     // ceil(wo / 4): column groups per output row.
     groups_per_row: u32,
-    // conv: batch · row_groups · groups_per_row; dw: batch · cin; staging: elements written.
+    // conv: channel blocks · batch · row_groups · groups_per_row; dw: batch · cin; staging:
+    // elements written.
     n_lanes: u32,
     // bit 0: bias; bit 1: channel_bias; bit 2: residual; bit 3: accumulate into out.
     flags: u32,
@@ -150,19 +154,24 @@ fn store4(co: u32, b: u32, oy: u32, ox0: u32, v: vec4<f32>) {
 
 
 // ---- forward / input gradient, 3x3, stride 1, 1 output row(s) ----
-@compute @workgroup_size(64)
+@compute @workgroup_size(16)
 fn conv2d_direct_k3s1_r1(@builtin(workgroup_id) wg: vec3<u32>,
                       @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) li: u32) {
-    let lane = (wg.x + wg.y * nwg.x) * 64u + li;
+    let lane = (wg.x + wg.y * nwg.x) * 16u + li;
     // A lane past the end computes a clamped tile and stores nothing.
     let valid = lane < p.n_lanes;
-    let g = min(lane, p.n_lanes - 1u);
+    let l = min(lane, p.n_lanes - 1u);
+    // Lanes = channel blocks × (images × row groups × column groups), pixels fastest:
+    // a small image at many channels still fills the workgroups.
+    let pix = p.batch * p.row_groups * p.groups_per_row;
+    let cb = l / pix;
+    let g = l - cb * pix;
     let t = g / p.groups_per_row;
     let ox0 = (g - t * p.groups_per_row) * 4u;
     let b = t / p.row_groups;
     let oy0 = (t - b * p.row_groups) * 1u;
-    let co0 = wg.z * 16u;
+    let co0 = cb * 16u;
     let ix0 = i32(ox0 * 1u) - p.pad_left;
     let iy0 = i32(oy0 * 1u) - p.pad_top;
     var a0_0 = vec4<f32>(0.0);
@@ -442,19 +451,24 @@ fn conv2d_direct_k3s1_r1(@builtin(workgroup_id) wg: vec3<u32>,
 }
 
 // ---- forward / input gradient, 3x3, stride 1, 2 output row(s) ----
-@compute @workgroup_size(64)
+@compute @workgroup_size(16)
 fn conv2d_direct_k3s1_r2(@builtin(workgroup_id) wg: vec3<u32>,
                       @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) li: u32) {
-    let lane = (wg.x + wg.y * nwg.x) * 64u + li;
+    let lane = (wg.x + wg.y * nwg.x) * 16u + li;
     // A lane past the end computes a clamped tile and stores nothing.
     let valid = lane < p.n_lanes;
-    let g = min(lane, p.n_lanes - 1u);
+    let l = min(lane, p.n_lanes - 1u);
+    // Lanes = channel blocks × (images × row groups × column groups), pixels fastest:
+    // a small image at many channels still fills the workgroups.
+    let pix = p.batch * p.row_groups * p.groups_per_row;
+    let cb = l / pix;
+    let g = l - cb * pix;
     let t = g / p.groups_per_row;
     let ox0 = (g - t * p.groups_per_row) * 4u;
     let b = t / p.row_groups;
     let oy0 = (t - b * p.row_groups) * 2u;
-    let co0 = wg.z * 16u;
+    let co0 = cb * 16u;
     let ix0 = i32(ox0 * 1u) - p.pad_left;
     let iy0 = i32(oy0 * 1u) - p.pad_top;
     var a0_0 = vec4<f32>(0.0);
@@ -928,19 +942,24 @@ fn conv2d_direct_k3s1_r2(@builtin(workgroup_id) wg: vec3<u32>,
 }
 
 // ---- forward / input gradient, 3x3, stride 1, 4 output row(s) ----
-@compute @workgroup_size(64)
+@compute @workgroup_size(16)
 fn conv2d_direct_k3s1_r4(@builtin(workgroup_id) wg: vec3<u32>,
                       @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) li: u32) {
-    let lane = (wg.x + wg.y * nwg.x) * 64u + li;
+    let lane = (wg.x + wg.y * nwg.x) * 16u + li;
     // A lane past the end computes a clamped tile and stores nothing.
     let valid = lane < p.n_lanes;
-    let g = min(lane, p.n_lanes - 1u);
+    let l = min(lane, p.n_lanes - 1u);
+    // Lanes = channel blocks × (images × row groups × column groups), pixels fastest:
+    // a small image at many channels still fills the workgroups.
+    let pix = p.batch * p.row_groups * p.groups_per_row;
+    let cb = l / pix;
+    let g = l - cb * pix;
     let t = g / p.groups_per_row;
     let ox0 = (g - t * p.groups_per_row) * 4u;
     let b = t / p.row_groups;
     let oy0 = (t - b * p.row_groups) * 4u;
-    let co0 = wg.z * 16u;
+    let co0 = cb * 16u;
     let ix0 = i32(ox0 * 1u) - p.pad_left;
     let iy0 = i32(oy0 * 1u) - p.pad_top;
     var a0_0 = vec4<f32>(0.0);
@@ -1802,19 +1821,24 @@ fn conv2d_direct_k3s1_r4(@builtin(workgroup_id) wg: vec3<u32>,
 }
 
 // ---- forward / input gradient, 3x3, stride 2, 1 output row(s) ----
-@compute @workgroup_size(64)
+@compute @workgroup_size(16)
 fn conv2d_direct_k3s2_r1(@builtin(workgroup_id) wg: vec3<u32>,
                       @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) li: u32) {
-    let lane = (wg.x + wg.y * nwg.x) * 64u + li;
+    let lane = (wg.x + wg.y * nwg.x) * 16u + li;
     // A lane past the end computes a clamped tile and stores nothing.
     let valid = lane < p.n_lanes;
-    let g = min(lane, p.n_lanes - 1u);
+    let l = min(lane, p.n_lanes - 1u);
+    // Lanes = channel blocks × (images × row groups × column groups), pixels fastest:
+    // a small image at many channels still fills the workgroups.
+    let pix = p.batch * p.row_groups * p.groups_per_row;
+    let cb = l / pix;
+    let g = l - cb * pix;
     let t = g / p.groups_per_row;
     let ox0 = (g - t * p.groups_per_row) * 4u;
     let b = t / p.row_groups;
     let oy0 = (t - b * p.row_groups) * 1u;
-    let co0 = wg.z * 16u;
+    let co0 = cb * 16u;
     let ix0 = i32(ox0 * 2u) - p.pad_left;
     let iy0 = i32(oy0 * 2u) - p.pad_top;
     var a0_0 = vec4<f32>(0.0);
@@ -2106,19 +2130,24 @@ fn conv2d_direct_k3s2_r1(@builtin(workgroup_id) wg: vec3<u32>,
 }
 
 // ---- forward / input gradient, 3x3, stride 2, 2 output row(s) ----
-@compute @workgroup_size(64)
+@compute @workgroup_size(16)
 fn conv2d_direct_k3s2_r2(@builtin(workgroup_id) wg: vec3<u32>,
                       @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) li: u32) {
-    let lane = (wg.x + wg.y * nwg.x) * 64u + li;
+    let lane = (wg.x + wg.y * nwg.x) * 16u + li;
     // A lane past the end computes a clamped tile and stores nothing.
     let valid = lane < p.n_lanes;
-    let g = min(lane, p.n_lanes - 1u);
+    let l = min(lane, p.n_lanes - 1u);
+    // Lanes = channel blocks × (images × row groups × column groups), pixels fastest:
+    // a small image at many channels still fills the workgroups.
+    let pix = p.batch * p.row_groups * p.groups_per_row;
+    let cb = l / pix;
+    let g = l - cb * pix;
     let t = g / p.groups_per_row;
     let ox0 = (g - t * p.groups_per_row) * 4u;
     let b = t / p.row_groups;
     let oy0 = (t - b * p.row_groups) * 2u;
-    let co0 = wg.z * 16u;
+    let co0 = cb * 16u;
     let ix0 = i32(ox0 * 2u) - p.pad_left;
     let iy0 = i32(oy0 * 2u) - p.pad_top;
     var a0_0 = vec4<f32>(0.0);
@@ -2617,19 +2646,24 @@ fn conv2d_direct_k3s2_r2(@builtin(workgroup_id) wg: vec3<u32>,
 }
 
 // ---- forward / input gradient, 3x3, stride 2, 4 output row(s) ----
-@compute @workgroup_size(64)
+@compute @workgroup_size(16)
 fn conv2d_direct_k3s2_r4(@builtin(workgroup_id) wg: vec3<u32>,
                       @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) li: u32) {
-    let lane = (wg.x + wg.y * nwg.x) * 64u + li;
+    let lane = (wg.x + wg.y * nwg.x) * 16u + li;
     // A lane past the end computes a clamped tile and stores nothing.
     let valid = lane < p.n_lanes;
-    let g = min(lane, p.n_lanes - 1u);
+    let l = min(lane, p.n_lanes - 1u);
+    // Lanes = channel blocks × (images × row groups × column groups), pixels fastest:
+    // a small image at many channels still fills the workgroups.
+    let pix = p.batch * p.row_groups * p.groups_per_row;
+    let cb = l / pix;
+    let g = l - cb * pix;
     let t = g / p.groups_per_row;
     let ox0 = (g - t * p.groups_per_row) * 4u;
     let b = t / p.row_groups;
     let oy0 = (t - b * p.row_groups) * 4u;
-    let co0 = wg.z * 16u;
+    let co0 = cb * 16u;
     let ix0 = i32(ox0 * 2u) - p.pad_left;
     let iy0 = i32(oy0 * 2u) - p.pad_top;
     var a0_0 = vec4<f32>(0.0);
@@ -3542,19 +3576,24 @@ fn conv2d_direct_k3s2_r4(@builtin(workgroup_id) wg: vec3<u32>,
 }
 
 // ---- forward / input gradient, 1x1, stride 1, 1 output row(s) ----
-@compute @workgroup_size(64)
+@compute @workgroup_size(16)
 fn conv2d_direct_k1s1_r1(@builtin(workgroup_id) wg: vec3<u32>,
                       @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) li: u32) {
-    let lane = (wg.x + wg.y * nwg.x) * 64u + li;
+    let lane = (wg.x + wg.y * nwg.x) * 16u + li;
     // A lane past the end computes a clamped tile and stores nothing.
     let valid = lane < p.n_lanes;
-    let g = min(lane, p.n_lanes - 1u);
+    let l = min(lane, p.n_lanes - 1u);
+    // Lanes = channel blocks × (images × row groups × column groups), pixels fastest:
+    // a small image at many channels still fills the workgroups.
+    let pix = p.batch * p.row_groups * p.groups_per_row;
+    let cb = l / pix;
+    let g = l - cb * pix;
     let t = g / p.groups_per_row;
     let ox0 = (g - t * p.groups_per_row) * 4u;
     let b = t / p.row_groups;
     let oy0 = (t - b * p.row_groups) * 1u;
-    let co0 = wg.z * 16u;
+    let co0 = cb * 16u;
     let ix0 = i32(ox0 * 1u) - p.pad_left;
     let iy0 = i32(oy0 * 1u) - p.pad_top;
     var a0_0 = vec4<f32>(0.0);
@@ -3632,19 +3671,24 @@ fn conv2d_direct_k1s1_r1(@builtin(workgroup_id) wg: vec3<u32>,
 }
 
 // ---- forward / input gradient, 1x1, stride 1, 2 output row(s) ----
-@compute @workgroup_size(64)
+@compute @workgroup_size(16)
 fn conv2d_direct_k1s1_r2(@builtin(workgroup_id) wg: vec3<u32>,
                       @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) li: u32) {
-    let lane = (wg.x + wg.y * nwg.x) * 64u + li;
+    let lane = (wg.x + wg.y * nwg.x) * 16u + li;
     // A lane past the end computes a clamped tile and stores nothing.
     let valid = lane < p.n_lanes;
-    let g = min(lane, p.n_lanes - 1u);
+    let l = min(lane, p.n_lanes - 1u);
+    // Lanes = channel blocks × (images × row groups × column groups), pixels fastest:
+    // a small image at many channels still fills the workgroups.
+    let pix = p.batch * p.row_groups * p.groups_per_row;
+    let cb = l / pix;
+    let g = l - cb * pix;
     let t = g / p.groups_per_row;
     let ox0 = (g - t * p.groups_per_row) * 4u;
     let b = t / p.row_groups;
     let oy0 = (t - b * p.row_groups) * 2u;
-    let co0 = wg.z * 16u;
+    let co0 = cb * 16u;
     let ix0 = i32(ox0 * 1u) - p.pad_left;
     let iy0 = i32(oy0 * 1u) - p.pad_top;
     var a0_0 = vec4<f32>(0.0);
@@ -3778,19 +3822,24 @@ fn conv2d_direct_k1s1_r2(@builtin(workgroup_id) wg: vec3<u32>,
 }
 
 // ---- forward / input gradient, 1x1, stride 1, 4 output row(s) ----
-@compute @workgroup_size(64)
+@compute @workgroup_size(16)
 fn conv2d_direct_k1s1_r4(@builtin(workgroup_id) wg: vec3<u32>,
                       @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) li: u32) {
-    let lane = (wg.x + wg.y * nwg.x) * 64u + li;
+    let lane = (wg.x + wg.y * nwg.x) * 16u + li;
     // A lane past the end computes a clamped tile and stores nothing.
     let valid = lane < p.n_lanes;
-    let g = min(lane, p.n_lanes - 1u);
+    let l = min(lane, p.n_lanes - 1u);
+    // Lanes = channel blocks × (images × row groups × column groups), pixels fastest:
+    // a small image at many channels still fills the workgroups.
+    let pix = p.batch * p.row_groups * p.groups_per_row;
+    let cb = l / pix;
+    let g = l - cb * pix;
     let t = g / p.groups_per_row;
     let ox0 = (g - t * p.groups_per_row) * 4u;
     let b = t / p.row_groups;
     let oy0 = (t - b * p.row_groups) * 4u;
-    let co0 = wg.z * 16u;
+    let co0 = cb * 16u;
     let ix0 = i32(ox0 * 1u) - p.pad_left;
     let iy0 = i32(oy0 * 1u) - p.pad_top;
     var a0_0 = vec4<f32>(0.0);

@@ -96,6 +96,18 @@ pub fn conv_flops(
 
 /// Record one convolution; see [`Conv2dArgs`].
 pub fn conv2d(ctx: &GpuContext, program: &mut Program, args: &Conv2dArgs) -> Result<()> {
+    conv2d_with_setup(ctx, program, None, args)
+}
+
+/// [`conv2d`], with the passes that only rearrange the weight (the direct kernels' weight
+/// staging) recorded into `setup` when it is given: a caller whose weights do not change
+/// between runs (inference) runs `setup` once instead of on every run of `program`.
+pub fn conv2d_with_setup(
+    ctx: &GpuContext,
+    program: &mut Program,
+    setup: Option<&mut Program>,
+    args: &Conv2dArgs,
+) -> Result<()> {
     let [n, cin, h, w] = nchw(args.x, "conv2d: x")?;
     let [cout, wcin, kh, kw] = nchw(args.weight, "conv2d: weight")?;
     if wcin != cin {
@@ -162,12 +174,13 @@ pub fn conv2d(ctx: &GpuContext, program: &mut Program, args: &Conv2dArgs) -> Res
         kh,
         kw,
         args.stride,
-        crate::ops::conv2d_direct::forward_lanes(n, ho, wo),
+        crate::ops::conv2d_direct::forward_invocations(n, cout, ho, wo),
     ) {
         let khw = (kh * kw) as i64;
-        return crate::ops::conv2d_direct::record_forward(
+        return crate::ops::conv2d_direct::record_forward_with_setup(
             ctx,
             program,
+            setup,
             &crate::ops::conv2d_direct::Forward {
                 x: args.x,
                 weight: args.weight,
@@ -471,6 +484,23 @@ mod tests {
                 50 + i as u64,
             );
         }
+    }
+
+    /// Images smaller than a workgroup at many channels (the CIFAR-10 model's 8x8 and 4x4
+    /// levels at batch 1): the direct forward puts several channel blocks of one image, or
+    /// the blocks of several images, into one workgroup.
+    #[test]
+    fn conv_small_images_many_channels() {
+        let ctx = ctx();
+        let mut c = case(1, 40, 70, (4, 4), 3, 1, [1; 4]);
+        c.channel_bias = true;
+        c.residual = true;
+        run_case(&ctx, &c, 60);
+        let mut c = case(2, 9, 40, (3, 5), 3, 1, [1; 4]);
+        c.channel_bias = true;
+        run_case(&ctx, &c, 61);
+        run_case(&ctx, &case(1, 20, 48, (8, 8), 3, 2, [0, 0, 1, 1]), 62);
+        run_case(&ctx, &case(2, 17, 33, (2, 3), 1, 1, [0; 4]), 63);
     }
 
     /// More than 65535 pixel tiles: the tile index is split over grid x and y. Ignored by

@@ -19,8 +19,10 @@ pub const CHANNEL_BLOCK: usize = 16;
 const WEIGHT_CHANNEL_BLOCK: usize = 8;
 /// Output rows per forward invocation that the shader has entry points for, largest first.
 const FORWARD_ROWS: [usize; 3] = [4, 2, 1];
-/// Invocations per workgroup of the forward kernel and of the weight-gradient kernel.
-const FORWARD_WORKGROUP: usize = 64;
+/// Invocations per workgroup of the forward kernel and of the weight-gradient kernel. The
+/// forward's are small so that a batch-1 8x8 or 4x4 image still makes several workgroups
+/// (a CPU adapter runs each workgroup on one thread).
+const FORWARD_WORKGROUP: usize = 16;
 const WEIGHT_WORKGROUP: usize = 16;
 
 /// Mirrors `Params` in conv2d_direct.wgsl.
@@ -94,10 +96,13 @@ const WEIGHT_ENTRIES_NCHW: [&str; 3] = [
 /// Whether a convolution takes the direct kernels: a kernel size and stride they have, on
 /// a CPU adapter (llvmpipe, SwiftShader), where they were measured to be faster than the
 /// GEMM tiles (docs/training.md, "Training speed"; on GPUs the GEMM tiles stay, unmeasured
-/// against these), when it has at least `MIN_LANES` invocations (`lanes`: output pixel
-/// groups of 4 for the forward and the input gradient, images × input channels for the weight
-/// gradient). Below that a 64-wide workgroup runs mostly empty: the 8x8 and 4x4 levels of
-/// the CIFAR-10 model at batch 1 were 2–6× slower direct.
+/// against these), when it has at least `MIN_LANES` invocations (`lanes`: for the forward
+/// [`forward_invocations`], output pixel groups of 4 times blocks of 16 output channels; for
+/// the stride-1 input gradient [`forward_lanes`], pixel groups only; images × input channels
+/// for the weight gradient). Before the forward counted channel blocks in its lanes (session
+/// 6) a 64-wide workgroup ran mostly empty at the CIFAR-10 model's 8x8 and 4x4 levels at
+/// batch 1 (2–6× slower direct); now they fill workgroups of 16 and run ~2–3× faster direct
+/// than on the GEMM tiles (`bench_direct_vs_gemm`, `BENCH_SHAPES=cifar BENCH_N=1`).
 pub fn prefer_direct(ctx: &GpuContext, kh: usize, kw: usize, stride: usize, lanes: usize) -> bool {
     if variant(kh, kw, stride).is_none() {
         return false;
@@ -112,24 +117,49 @@ pub fn prefer_direct(ctx: &GpuContext, kh: usize, kw: usize, stride: usize, lane
 /// See [`prefer_direct`].
 const MIN_LANES: usize = 64;
 
-/// The forward kernel's invocations for an output (N, ·, Ho, Wo) with one output row per
-/// invocation (the most it launches).
+/// The forward kernel's pixel-group invocations for an output (N, ·, Ho, Wo) with one
+/// output row per invocation, per block of 16 output channels.
 pub fn forward_lanes(n: usize, ho: usize, wo: usize) -> usize {
     n * ho * wo.div_ceil(4)
 }
 
+/// The forward kernel's invocations for an output (N, Cout, Ho, Wo) with one output row per
+/// invocation (the most it launches): every block of 16 output channels has its own lanes,
+/// so the 256-channel 8x8 and 4x4 levels of the CIFAR-10 model fill workgroups at batch 1.
+pub fn forward_invocations(n: usize, cout: usize, ho: usize, wo: usize) -> usize {
+    forward_lanes(n, ho, wo) * cout.div_ceil(CHANNEL_BLOCK)
+}
+
 /// Output rows per forward invocation: the most (fewest weight loads per multiply-add) that
-/// still launches [`MIN_LANES`] invocations; returns the index into [`FORWARD_ROWS`].
-fn forward_rows(n: usize, ho: usize, wo: usize) -> usize {
+/// still launches [`MIN_FORWARD_INVOCATIONS`]; returns the index into [`FORWARD_ROWS`].
+fn forward_rows(n: usize, ho: usize, wo: usize, channel_blocks: usize) -> usize {
     #[cfg(test)]
     if let Some(r) = tests::forced_rows() {
         return FORWARD_ROWS.iter().position(|&x| x == r).unwrap_or(2);
     }
     FORWARD_ROWS
         .iter()
-        .position(|&r| n * ho.div_ceil(r) * wo.div_ceil(4) >= MIN_LANES)
+        .position(|&r| {
+            channel_blocks * n * ho.div_ceil(r) * wo.div_ceil(4) >= min_forward_invocations()
+        })
         .unwrap_or(FORWARD_ROWS.len() - 1)
 }
+
+/// Invocations the forward wants at least before it takes more rows per invocation
+/// (`MIN_FORWARD_INVOCATIONS`; `KAKUSAN_DIRECT_MIN` overrides it natively, for measuring).
+fn min_forward_invocations() -> usize {
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Some(v) = std::env::var("KAKUSAN_DIRECT_MIN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return v;
+    }
+    MIN_FORWARD_INVOCATIONS
+}
+
+/// See [`forward_rows`]: 8 workgroups of [`FORWARD_WORKGROUP`].
+const MIN_FORWARD_INVOCATIONS: usize = 128;
 
 /// The forward kernel's operands: out (N, Co, Ho, Wo) from x (N, Ci, H, W) and a weight
 /// addressed as `w_off + o·ws[0] + i·ws[1] + ky·ws[2] + kx·ws[3]`.
@@ -195,18 +225,30 @@ fn padded_channels(cout: usize) -> usize {
 /// Record the forward kernel (shapes already checked by the caller): the weight staged as
 /// [Ci][k][k][Co padded to 16], then the convolution.
 pub(crate) fn record_forward(ctx: &GpuContext, program: &mut Program, f: &Forward) -> Result<()> {
+    record_forward_with_setup(ctx, program, None, f)
+}
+
+/// [`record_forward`] with the weight staging recorded into `setup` when given (run once
+/// by a caller whose weights do not change between runs of `program`).
+pub(crate) fn record_forward_with_setup(
+    ctx: &GpuContext,
+    program: &mut Program,
+    setup: Option<&mut Program>,
+    f: &Forward,
+) -> Result<()> {
     let [n, cin, h, w] = shape4(f.x)?;
     let [_, cout, ho, wo] = shape4(f.out)?;
     let v = variant(f.k, f.k, f.stride)
         .ok_or_else(|| Error::shape("conv2d_direct: unsupported kernel size or stride"))?;
     let groups_per_row = wo.div_ceil(4);
-    let ri = forward_rows(n, ho, wo);
+    let cpad = padded_channels(cout);
+    let channel_blocks = cpad / CHANNEL_BLOCK;
+    let ri = forward_rows(n, ho, wo, channel_blocks);
     let row_groups = ho.div_ceil(FORWARD_ROWS[ri]);
-    let lanes = n * row_groups * groups_per_row;
+    let lanes = channel_blocks * n * row_groups * groups_per_row;
     if lanes == 0 || cout == 0 {
         return Ok(());
     }
-    let cpad = padded_channels(cout);
     let staged_len = cin * f.k * f.k * cpad;
     if lanes >= 1 << 31 || staged_len >= 1 << 31 {
         return Err(Error::shape(
@@ -242,9 +284,16 @@ pub(crate) fn record_forward(ctx: &GpuContext, program: &mut Program, f: &Forwar
         row_groups: row_groups as u32,
         _pad: [0; 3],
     };
-    record_stage(ctx, program, "stage_weight", &p, f.weight, &staged)?;
+    record_stage(
+        ctx,
+        setup.unwrap_or(&mut *program),
+        "stage_weight",
+        &p,
+        f.weight,
+        &staged,
+    )?;
     p.n_lanes = lanes as u32;
-    let [gx, gy, _] = grid_1d(lanes.div_ceil(FORWARD_WORKGROUP) as u64)?;
+    let [gx, gy, gz] = grid_1d(lanes.div_ceil(FORWARD_WORKGROUP) as u64)?;
     let dummy = f.weight;
     ctx.record(
         program,
@@ -262,7 +311,7 @@ pub(crate) fn record_forward(ctx: &GpuContext, program: &mut Program, f: &Forwar
                 &f.residual.unwrap_or(dummy).buffer,
             ],
             outputs: &[&f.out.buffer],
-            workgroups: [gx, gy, (cpad / CHANNEL_BLOCK) as u32],
+            workgroups: [gx, gy, gz],
         },
     )
 }
@@ -402,7 +451,8 @@ pub(crate) mod tests {
     /// GEMM tiles vs the direct kernels on the default MNIST model's convolutions (N = 64):
     /// forward, input and weight gradient, timed interleaved in one process (best of
     /// BENCH_REPS), so that other load on the machine hits both alike. BENCH_ROWS=1|2|4
-    /// forces the direct forward's output rows per invocation.
+    /// forces the direct forward's output rows per invocation; BENCH_PASSES=forward,input
+    /// times only those passes.
     /// `cargo test --lib ops::conv2d_direct::tests::bench_direct_vs_gemm -- --ignored --nocapture`
     #[test]
     #[ignore]
@@ -428,6 +478,8 @@ pub(crate) mod tests {
             (128, 256, 16, 1),
             (256, 256, 8, 1),
             (256, 256, 4, 1),
+            (256, 256, 16, 2),
+            (256, 256, 8, 2),
             (128, 3, 32, 1),
         ];
         let mnist = [
@@ -504,6 +556,9 @@ pub(crate) mod tests {
                 }
             };
             for (which, name) in ["forward", "input", "weight"].iter().enumerate() {
+                if std::env::var("BENCH_PASSES").is_ok_and(|v| !v.contains(name)) {
+                    continue;
+                }
                 rows.push((
                     format!("{what} {name}"),
                     [mk(false, which), mk(true, which)],

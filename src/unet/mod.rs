@@ -128,11 +128,18 @@ impl UNet {
             Some(_) => Some(ctx.zeros(&[batch])?),
             None => None,
         };
+        let mut rec = Recording::new(ctx, config, params);
+        // The weights never change after upload: stage them for the direct convolutions
+        // once, here, instead of on every forward.
+        rec.setup = Some(Program::new());
         let mut b = Inference {
-            rec: Recording::new(ctx, config, params),
+            rec,
             arena: Arena::default(),
         };
         let output = structure::forward(&mut b, &sample, &timesteps, class_labels.as_ref())?;
+        if let Some(setup) = b.rec.setup.take() {
+            ctx.run(&setup)?;
+        }
         ctx.check()?;
         Ok(UNet {
             config: config.clone(),

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, PackLayout, Packed, Program, Tensor};
 use crate::model::config::UNetConfig;
 use crate::model::weights::{expected_tensors, Weights};
-use crate::ops::conv2d::{conv2d, Conv2dArgs};
+use crate::ops::conv2d::{conv2d_with_setup, Conv2dArgs};
 use crate::ops::elementwise::{concat_channels, scale_shift, silu, upsample_nearest2x};
 use crate::ops::embedding::{add_class_embedding, timestep_embedding};
 use crate::ops::group_norm::group_norm as group_norm_kernel;
@@ -112,6 +112,10 @@ pub struct Recording<'a> {
     pub cfg: &'a UNetConfig,
     pub params: Params,
     pub program: Program,
+    /// Where passes that only rearrange weights go (the direct convolutions' weight
+    /// staging) when the weights are fixed for the program's lifetime (inference: run once
+    /// after recording); `None` (training): into `program`, so every run sees updated weights.
+    pub setup: Option<Program>,
     /// 2 × multiply-adds of the recorded forward pass (convs and matmuls).
     pub flops: u64,
 }
@@ -123,6 +127,7 @@ impl<'a> Recording<'a> {
             cfg,
             params,
             program: Program::new(),
+            setup: None,
             flops: 0,
         }
     }
@@ -594,9 +599,10 @@ fn conv_into<'a, B: Builder<'a>>(
         b.alloc(&shape)?
     };
     let r = b.rec();
-    conv2d(
+    conv2d_with_setup(
         r.ctx,
         &mut r.program,
+        r.setup.as_mut(),
         &Conv2dArgs {
             x,
             weight: &w,
