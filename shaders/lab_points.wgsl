@@ -2,7 +2,8 @@
 // set, the particles of the reverse process (at any recorded step), picked particles'
 // trajectories and their Tweedie x̂_0. Nothing is read back to the CPU per frame.
 //
-// `vs_points` draws one instanced quad per point (6 vertices, a disc or a ring in `fs_points`);
+// `vs_points` draws one quad per point (vertices 6i..6i+5 of one draw, a disc or a ring in
+// `fs_points`);
 // `vs_traj` draws one line strip per picked particle through its recorded steps.
 // In the forward-process view the data are noised in the vertex shader,
 // x_t = √ᾱ_t·x_0 + √(1 − ᾱ_t)·ε (Ho et al. 2020, eq. 4), with ε from a hash of the point's index.
@@ -39,7 +40,11 @@ struct View {
     r: f32,
     g: f32,
     b: f32,
-    _pad: f32,
+    // Particles between two recorded steps: drawn at mix(row base, row prev_base, back), so
+    // the picture moves smoothly while the next step is computed (0: row base alone).
+    back: f32,
+    prev_base: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> view: View;
@@ -103,14 +108,23 @@ fn point_color(o: u32) -> vec4<f32> {
     return vec4<f32>(rgb, view.alpha);
 }
 
+// Vertex 6i + c is corner c of point i's quad: one non-instanced draw of 6n vertices.
+// (Instancing costs ~20 µs per instance on SwiftShader: 10,000 instanced quads took ~200 ms
+// there, the same quads as 60,000 vertices of one draw ~30 ms; bench/lab_kernels draw.html.)
 @vertex
-fn vs_points(@builtin(vertex_index) v: u32, @builtin(instance_index) i: u32) -> VsOut {
+fn vs_points(@builtin(vertex_index) vi: u32) -> VsOut {
+    let v = vi % 6u;
+    let i = vi / 6u;
     var idx = i;
     if view.use_pick == 1u {
         idx = picks[i];
     }
     let o = (view.base + idx) * view.stride;
     var p = vec2<f32>(pts[o], pts[o + 1u]);
+    if view.back > 0.0 {
+        let q = (view.prev_base + idx) * view.stride;
+        p = mix(p, vec2<f32>(pts[q], pts[q + 1u]), view.back);
+    }
     if view.sqrt_one_minus_ab > 0.0 {
         p = view.sqrt_ab * p + view.sqrt_one_minus_ab * gauss2(idx);
     }
@@ -137,6 +151,28 @@ fn fs_points(in: VsOut) -> @location(0) vec4<f32> {
     // Soft edge over the outer fifth.
     let a = in.color.a * clamp((1.0 - d) * 5.0, 0.0, 1.0);
     return vec4<f32>(in.color.rgb * a, a);
+}
+
+// One pixel-sized point per particle (point-list topology: one vertex per point, no quad),
+// the cheap sprite for a software rasteriser; interpolated like `vs_points`.
+@vertex
+fn vs_dots(@builtin(vertex_index) i: u32) -> VsOut {
+    let o = (view.base + i) * view.stride;
+    var p = vec2<f32>(pts[o], pts[o + 1u]);
+    if view.back > 0.0 {
+        let q = (view.prev_base + i) * view.stride;
+        p = mix(p, vec2<f32>(pts[q], pts[q + 1u]), view.back);
+    }
+    var out: VsOut;
+    out.pos = vec4<f32>(to_clip(p), 0.0, 1.0);
+    out.uv = vec2<f32>(0.0, 0.0);
+    out.color = point_color(o);
+    return out;
+}
+
+@fragment
+fn fs_dots(in: VsOut) -> @location(0) vec4<f32> {
+    return vec4<f32>(in.color.rgb * in.color.a, in.color.a);
 }
 
 @vertex

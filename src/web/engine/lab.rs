@@ -368,6 +368,8 @@ struct ParticleRun {
     rows_done: usize,
     /// Frames left to hold the finished run on screen.
     hold: u32,
+    /// Frames a finished run is held before the next starts (0 for the fit probe).
+    hold_frames: u32,
     /// True once a run has finished since it was built (the fit may read `last`).
     finished: bool,
     /// Particle classes (empty: unconditional).
@@ -382,6 +384,10 @@ struct LabModel {
     /// (n, 4): data points (x, y, class, 0) for drawing.
     data_buf: Tensor,
     run: ParticleRun,
+    /// The fit figure's particles ([`ParticleRun::probe`]).
+    probe: ParticleRun,
+    /// Trainer steps when the probe's current run started (None: not since it was built).
+    probe_from: Option<u64>,
     init: Vec<f32>,
     reference: Vec<[f32; 2]>,
     floor: f64,
@@ -782,6 +788,22 @@ impl LabGpu {
                     let run = &m.run;
                     let n = run.particles.n as u32;
                     let row = shown_row(ui, run) as u32;
+                    // Following the animation, the particles move from the last completed
+                    // step (row k) towards the next as its chunks are computed: drawn between
+                    // rows k − 1 and k, by how much of step k + 1 is done (a GPU lerp).
+                    let back = if ui.scrub.get_untracked().is_none()
+                        && run.k > 0
+                        && run.k < run.plan.len()
+                    {
+                        1.0 - run.progress()
+                    } else {
+                        0.0
+                    };
+                    let moving = PointsView {
+                        back,
+                        prev_base: row.saturating_sub(1) * n,
+                        ..base
+                    };
                     if ui.show_data.get_untracked() {
                         draws.push(Draw {
                             view: data_view,
@@ -796,13 +818,13 @@ impl LabGpu {
                             alpha: 0.8,
                             num_classes: nc,
                             base: row * n,
-                            ..base
+                            ..moving
                         },
                         pts: &run.history.buffer,
                         picks: &self.picks.buffer,
                         shape: Shape::Points(n),
                     });
-                    draws.extend(self.pick_draws(run, row, base, dpr));
+                    draws.extend(self.pick_draws(run, row, moving, dpr));
                 }
             }
         }
@@ -868,12 +890,8 @@ fn particle_classes(data: &Dataset, n: usize, seed: u64) -> Vec<u32> {
 /// What one [`ParticleRun::advance`] did.
 #[derive(Default, Clone, Copy)]
 struct Advance {
-    /// It finished a run (the end points are in `last`).
-    finished_run: bool,
     /// Particle rows computed (0: a held or restarted run).
     rows: usize,
-    /// It completed a sampler step.
-    step_done: bool,
 }
 
 fn copy_rows(enc: &mut wgpu::CommandEncoder, src: &Tensor, dst: &Tensor, row: usize) {
@@ -920,9 +938,39 @@ impl ParticleRun {
             k: 0,
             rows_done: 0,
             hold: 0,
+            hold_frames: 20,
             finished: false,
             classes,
         })
+    }
+
+    /// The fit figure's own particles: [`FIT_N`] of them (at most the page's count), the same
+    /// sampler and classes, never held. A run of them costs a tenth of the animated
+    /// particles', so on a slow adapter a fit figure comes every few seconds while the
+    /// animation advances at its own pace.
+    fn probe(
+        ctx: &GpuContext,
+        trainer: &LabTrainer,
+        data: &Dataset,
+        schedule: &crate::diffusion::schedule::Schedule,
+        s: &LabSettings,
+    ) -> Result<ParticleRun> {
+        let s = LabSettings {
+            particles: FIT_N.min(s.particles),
+            ..s.clone()
+        };
+        let mut run = ParticleRun::new(ctx, trainer, data, schedule, &s)?;
+        run.hold_frames = 0;
+        Ok(run)
+    }
+
+    /// How far the step being computed is (rows done / particles), 0 when none is.
+    fn progress(&self) -> f32 {
+        if self.k >= self.plan.len() {
+            0.0
+        } else {
+            self.rows_done as f32 / self.particles.n as f32
+        }
     }
 
     /// Sampler work for one frame: the next chunk of at most `max_rows` particles of the
@@ -969,8 +1017,6 @@ impl ParticleRun {
         }
         let computed = end - self.rows_done;
         self.rows_done = end;
-        let mut done = false;
-        let mut step_done = false;
         if end == n {
             copy_rows(&mut enc, &self.particles.state, &self.history, self.k + 1);
             copy_rows(
@@ -981,21 +1027,15 @@ impl ParticleRun {
             );
             self.k += 1;
             self.rows_done = 0;
-            step_done = true;
-            done = self.k == steps;
-            if done {
+            if self.k == steps {
                 copy_rows(&mut enc, &self.particles.state, &self.last, 0);
-                self.hold = 20;
+                self.hold = self.hold_frames;
                 self.finished = true;
             }
         }
         ctx.queue.submit([enc.finish()]);
         ctx.check()?;
-        Ok(Advance {
-            finished_run: done,
-            rows: computed,
-            step_done,
-        })
+        Ok(Advance { rows: computed })
     }
 }
 
@@ -1035,6 +1075,7 @@ impl LabModel {
             .collect();
         let data_buf = ctx.upload(&flat, &[data.len(), 4])?;
         let run = ParticleRun::new(ctx, &trainer, &data, &schedule, s)?;
+        let probe = ParticleRun::probe(ctx, &trainer, &data, &schedule, s)?;
         let m = FIT_N.min(s.particles);
         let reference = data.draw(m, s.seed ^ 0x5245);
         let floor = sw_floor(&data, m, s.seed)?;
@@ -1044,6 +1085,8 @@ impl LabModel {
             trainer,
             data_buf,
             run,
+            probe,
+            probe_from: None,
             init,
             reference,
             floor,
@@ -1060,9 +1103,10 @@ struct Clock {
     window: (f64, u64),
     frames: (f64, u32),
     /// (time ms, sampler steps) at the start of the sampling rate window.
-    sample_window: (f64, u64),
-    /// Sampler steps completed by this loop.
-    sample_steps: u64,
+    sample_window: (f64, f64),
+    /// Sampler steps of the animated particles computed by this loop (rows / particles: a
+    /// step computed in chunks counts by parts).
+    sample_steps: f64,
     train_ms: f64,
     last_losses: f64,
     last_fit: f64,
@@ -1222,6 +1266,8 @@ fn rebuild_particles(ui: &LabUi) {
         m.settings = s.clone();
         m.untrained = None;
         m.run = ParticleRun::new(ctx, &m.trainer, &m.data, &m.schedule, &s)?;
+        m.probe = ParticleRun::probe(ctx, &m.trainer, &m.data, &m.schedule, &s)?;
+        m.probe_from = None;
         let k = FIT_N.min(s.particles);
         if m.reference.len() != k {
             m.reference = m.data.draw(k, s.seed ^ 0x5245);
@@ -1277,6 +1323,8 @@ pub fn reset() {
         m.trainer.reset(ctx, &m.init)?;
         let s = m.settings.clone();
         m.run = ParticleRun::new(ctx, &m.trainer, &m.data, &m.schedule, &s)?;
+        m.probe = ParticleRun::probe(ctx, &m.trainer, &m.data, &m.schedule, &s)?;
+        m.probe_from = None;
         Ok::<_, Error>(())
     });
     clear_progress(&ui);
@@ -1438,17 +1486,17 @@ pub fn use_drawing() {
     }
 }
 
-/// Fit figure of the last finished run: read its end points (small) and compare.
+/// Fit figure of the fit probe's last finished run: read its end points (small) and compare.
 async fn measure_fit(ui: &LabUi, train_s: f64) -> Result<()> {
     let Some((ctx, last, n, reference, floor, step)) = with_lab(|l, ctx| {
         let m = l.model.as_mut()?;
-        if !m.run.finished {
+        if !m.probe.finished {
             return None;
         }
-        m.run.finished = false;
+        m.probe.finished = false;
         Some((
             ctx.clone(),
-            m.run.last.clone(),
+            m.probe.last.clone(),
             m.reference.len(),
             m.reference.clone(),
             m.floor,
@@ -1585,6 +1633,12 @@ pub fn flops_per_step(batch: usize) -> f64 {
 const FRAME_BUDGET_MS: f64 = 75.0;
 /// The least GPU time given to training per frame while it trains (ms).
 const MIN_TRAIN_MS: f64 = 12.0;
+/// While training, the shares of a frame's GPU time left after the picture: training first
+/// (the fit needs a few hundred steps), then the fit probe (a fit figure every few seconds),
+/// then the animated particles, which advance more slowly while the model trains.
+const TRAIN_SHARE: f64 = 0.6;
+const PROBE_SHARE: f64 = 0.25;
+const ANIM_SHARE: f64 = 0.15;
 
 /// Smoothed estimate: the first sample as it is, then half way to each new one (frame times
 /// are noisy on a shared CPU).
@@ -1616,8 +1670,8 @@ async fn run_loop(generation: u64) {
     let mut clock = Clock {
         window: (now_ms(), ui.steps.get_untracked()),
         frames: (now_ms(), 0),
-        sample_window: (now_ms(), 0),
-        sample_steps: 0,
+        sample_window: (now_ms(), 0.0),
+        sample_steps: 0.0,
         train_ms: ui.train_s.get_untracked() * 1000.0,
         last_losses: 0.0,
         last_fit: 0.0,
@@ -1649,24 +1703,50 @@ async fn run_loop(generation: u64) {
         let Some(ctx) = with_engine(|e| e.session.ctx().clone()) else {
             continue;
         };
-        // Phase 1: the next chunk of particles (or the restart / hold).
+        // Phase 1: the next chunks of the fit probe and of the animated particles (or a
+        // restart / hold).
         let render_ms = clock.ms_render.unwrap_or(10.0);
-        // Where the picture alone costs more than the budget (headless Chromium on a loaded
-        // CPU: 350–1,300 ms per frame), the frame is long anyway: give particles and training
-        // half the picture's time, so the particles still advance.
+        // Where the picture alone costs more than the budget (a loaded CPU adapter), the frame
+        // is long anyway: give particles and training half the picture's time.
         let left = (FRAME_BUDGET_MS - render_ms).max(0.5 * render_ms).max(20.0);
-        let particle_ms = if training { left / 3.0 } else { left };
-        let max_rows = match clock.ms_per_row {
-            Some(c) => (particle_ms / c.max(1e-6)).min(1e9) as usize,
-            None => 1024,
+        let ms_per_row = clock.ms_per_row;
+        let rows_for = |ms: f64| match ms_per_row {
+            Some(c) => (ms / c.max(1e-6)).min(1e9) as usize,
+            None => 256,
         };
-        let adv = with_lab(|l, ctx| -> Result<Advance> {
-            match &mut l.model {
-                Some(m) if !scrubbing && !drawing => m.run.advance(ctx, max_rows),
-                _ => Ok(Advance::default()),
+        let adv = with_lab(|l, ctx| -> Result<(Advance, usize, usize)> {
+            let Some(m) = &mut l.model else {
+                return Ok((Advance::default(), 0, 1));
+            };
+            if drawing {
+                return Ok((Advance::default(), 0, 1));
             }
+            // The probe runs while the weights change (and once more after they did): its
+            // finished runs give the fit figure.
+            let steps_now = m.trainer.steps_taken();
+            let probe = &m.probe;
+            let probe_mid = probe.k < probe.plan.len() && (probe.k > 0 || probe.rows_done > 0);
+            let probe_on = probe_mid || training || m.probe_from != Some(steps_now);
+            let (probe_ms, anim_ms) = match (training, probe_on) {
+                (true, _) => (PROBE_SHARE * left, ANIM_SHARE * left),
+                (false, true) => (0.5 * left, 0.5 * left),
+                (false, false) => (0.0, left),
+            };
+            let mut probe_rows = 0;
+            if probe_on {
+                if m.probe.k == 0 && m.probe.rows_done == 0 {
+                    m.probe_from = Some(steps_now);
+                }
+                probe_rows = m.probe.advance(ctx, rows_for(probe_ms))?.rows;
+            }
+            let anim = if scrubbing {
+                Advance::default()
+            } else {
+                m.run.advance(ctx, rows_for(anim_ms))?
+            };
+            Ok((anim, probe_rows, m.run.particles.n))
         });
-        let adv = match adv {
+        let (adv, probe_rows, n_particles) = match adv {
             Some(Ok(a)) => a,
             Some(Err(e)) => {
                 report_error(&e);
@@ -1682,16 +1762,15 @@ async fn run_loop(generation: u64) {
                 return;
             }
         };
-        if adv.rows > 0 {
+        let rows = adv.rows + probe_rows;
+        if rows > 0 {
             // The first chunk may include compiling the pipeline: not a sample.
             if clock.warm.0 {
-                clock.ms_per_row = smooth(clock.ms_per_row, t_chunk / adv.rows as f64);
+                clock.ms_per_row = smooth(clock.ms_per_row, t_chunk / rows as f64);
             }
             clock.warm.0 = true;
         }
-        if adv.step_done {
-            clock.sample_steps += 1;
-        }
+        clock.sample_steps += adv.rows as f64 / n_particles.max(1) as f64;
         // Phase 2: the picture.
         let mut field_scales: Option<Tensor> = None;
         let out = with_lab(|l, ctx| -> Result<(usize, usize, usize)> {
@@ -1714,7 +1793,6 @@ async fn run_loop(generation: u64) {
                 None => (0, 0, 0),
             })
         });
-        let finished = adv.finished_run;
         let t = match out {
             Some(Ok((row, total, t))) => {
                 ui.row.set((row, total));
@@ -1738,7 +1816,7 @@ async fn run_loop(generation: u64) {
         clock.ms_render = smooth(clock.ms_render, t_render);
         debug(|| {
             format!(
-                "particles {} rows {t_chunk:.0} ms, picture {t_render:.0} ms",
+                "particles {} + probe {probe_rows} rows {t_chunk:.0} ms, picture {t_render:.0} ms",
                 adv.rows
             )
         });
@@ -1755,7 +1833,7 @@ async fn run_loop(generation: u64) {
         // Phase 3: training, as many half steps as this frame's share of GPU time buys.
         let mut steps = ui.steps.get_untracked();
         if training && !drawing && is_current(generation) {
-            let share = (2.0 * left / 3.0)
+            let share = (TRAIN_SHARE * left)
                 .min(3.0 * (t_chunk + t_render))
                 .max(MIN_TRAIN_MS);
             let halves = match clock.ms_per_half {
@@ -1835,10 +1913,9 @@ async fn run_loop(generation: u64) {
             }
             clock.window = (t1, steps);
             let (sw0, ss0) = clock.sample_window;
-            if t1 - sw0 >= 2000.0 && (clock.sample_steps > ss0 || t1 - sw0 >= 10_000.0) {
-                // Over ≥ 2 s and at least one step (or 10 s): a step can span many frames.
+            if t1 - sw0 >= 2000.0 {
                 ui.sample_steps_per_s
-                    .set((clock.sample_steps - ss0) as f64 * 1000.0 / (t1 - sw0));
+                    .set((clock.sample_steps - ss0) * 1000.0 / (t1 - sw0));
                 clock.sample_window = (t1, clock.sample_steps);
             }
         }
@@ -1857,7 +1934,8 @@ async fn run_loop(generation: u64) {
                 measure_untrained().await?;
             }
             debug(|| format!("untrained check {:.0} ms", now_ms() - tu));
-            if finished && t1 - clock.last_fit >= 2500.0 {
+            // A finished run of the fit probe (measure_fit does nothing otherwise).
+            if t1 - clock.last_fit >= 1000.0 {
                 clock.last_fit = t1;
                 measure_fit(&ui, clock.train_ms / 1000.0).await?;
             }
@@ -1883,6 +1961,8 @@ pub fn lab_bench_mode() -> bool {
 
 /// Particles in `?bench=lab`'s sampler-step timing (the page's default count).
 const BENCH_PARTICLES: usize = 10_000;
+/// Side of `?bench=lab`'s offscreen picture (the lab canvas at 1280×720, device pixel ratio 1).
+const BENCH_CANVAS: u32 = 560;
 
 pub async fn run_lab_bench() {
     let ui = lab_ui();
@@ -1906,7 +1986,7 @@ pub async fn run_lab_bench() {
         .and_then(|b| b.parse::<usize>().ok())
         .unwrap_or(512)
         .max(1);
-    let result: Result<(f64, usize, Vec<f64>, f64)> = async {
+    let result: Result<(f64, usize, Vec<f64>, f64, f64)> = async {
         let data = generate(Preset::Moons, 8000, 0, "")?.unlabelled();
         let schedule = lab_schedule(false, 100)?;
         let cfg = TrainConfig {
@@ -1950,24 +2030,86 @@ pub async fn run_lab_bench() {
             }
         }
         ptimes.sort_by(f64::total_cmp);
+        // The Lab tab's picture alone (its reverse view: 8,000 data points and the 10,000
+        // particles between two steps) into an offscreen target of a desktop canvas's size.
+        let draw_ms = {
+            let format = wgpu::TextureFormat::Rgba8Unorm;
+            let renderer = PointsRenderer::new(&ctx, format);
+            let side = BENCH_CANVAS;
+            let tex = ctx.device.create_texture(&wgpu::TextureDescriptor {
+                label: Some("lab draw bench"),
+                size: wgpu::Extent3d {
+                    width: side,
+                    height: side,
+                    depth_or_array_layers: 1,
+                },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format,
+                usage: wgpu::TextureUsages::RENDER_ATTACHMENT,
+                view_formats: &[],
+            });
+            let target = tex.create_view(&wgpu::TextureViewDescriptor::default());
+            let data_buf = {
+                let flat: Vec<f32> = data
+                    .points
+                    .iter()
+                    .flat_map(|p| [p[0], p[1], 0.0, 0.0])
+                    .collect();
+                ctx.upload(&flat, &[data.len(), 4])?
+            };
+            let picks = ctx.upload_u32(&[0; MAX_PICKS], &[MAX_PICKS])?;
+            let base = PointsView::fit(side, side);
+            let draws = [
+                Draw {
+                    view: PointsView {
+                        radius_px: 2.2,
+                        alpha: 0.35,
+                        use_color: 1,
+                        ..base
+                    },
+                    pts: &data_buf.buffer,
+                    picks: &picks.buffer,
+                    shape: Shape::Points(data.len() as u32),
+                },
+                Draw {
+                    view: PointsView {
+                        radius_px: 1.5,
+                        alpha: 0.8,
+                        back: 0.5,
+                        ..base
+                    },
+                    pts: &parts.state.buffer,
+                    picks: &picks.buffer,
+                    shape: Shape::Points(BENCH_PARTICLES as u32),
+                },
+            ];
+            time_gpu(&ctx, 10_000.0, || {
+                renderer.draw(&ctx, &target, &draws);
+                Ok(())
+            })
+            .await?
+        };
         Ok((
             times[times.len() / 2],
             tr.dispatches_per_step(),
             times,
             ptimes[1],
+            draw_ms,
         ))
     }
     .await;
     match result {
-        Ok((ms, dispatches, times, particle_ms)) => {
+        Ok((ms, dispatches, times, particle_ms, draw_ms)) => {
             let sps = 1000.0 / ms;
             let gflops = sps * flops_per_step(batch) / 1e9;
             let json = format!(
-                r#"{{"bench": "lab", "adapter": {}, "batch": {batch}, "ms_per_step": {ms:.3}, "steps_per_s": {sps:.3}, "gflops": {gflops:.3}, "dispatches_per_step": {dispatches}, "particles": {BENCH_PARTICLES}, "particle_step_ms": {particle_ms:.1}}}"#,
+                r#"{{"bench": "lab", "adapter": {}, "batch": {batch}, "ms_per_step": {ms:.3}, "steps_per_s": {sps:.3}, "gflops": {gflops:.3}, "dispatches_per_step": {dispatches}, "particles": {BENCH_PARTICLES}, "particle_step_ms": {particle_ms:.1}, "draw_ms": {draw_ms:.1}}}"#,
                 serde_json::Value::String(adapter.clone())
             );
             let table = format!(
-                "adapter\t{adapter}\nbatch\t{batch}\nruns\t{}\nmedian\t{ms:.2} ms per step\nspeed\t{sps:.2} steps/s, {gflops:.2} GFLOP/s ({:.1} MFLOP per step)\ndispatches\t{dispatches} per step\nparticles\t{particle_ms:.1} ms per sampler step of {BENCH_PARTICLES}",
+                "adapter\t{adapter}\nbatch\t{batch}\nruns\t{}\nmedian\t{ms:.2} ms per step\nspeed\t{sps:.2} steps/s, {gflops:.2} GFLOP/s ({:.1} MFLOP per step)\ndispatches\t{dispatches} per step\nparticles\t{particle_ms:.1} ms per sampler step of {BENCH_PARTICLES}\npicture\t{draw_ms:.1} ms ({BENCH_CANVAS}² px, 8,000 data points + {BENCH_PARTICLES} particles)",
                 times.len(),
                 flops_per_step(batch) / 1e6
             );
