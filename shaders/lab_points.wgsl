@@ -52,6 +52,10 @@ struct View {
 @group(0) @binding(1) var<storage, read> pts: array<f32>;
 // picks: (k) indices of picked particles (at least one element)
 @group(0) @binding(2) var<storage, read> picks: array<u32>;
+// layer: (H, W) a static layer (the data points) drawn once into a texture of the target's
+// size and format, then copied under the moving points every frame by `vs_layer`/`fs_layer`
+// (a bind group of its own: those entry points use nothing else).
+@group(0) @binding(3) var layer: texture_2d<f32>;
 
 struct VsOut {
     @builtin(position) pos: vec4<f32>,
@@ -153,26 +157,17 @@ fn fs_points(in: VsOut) -> @location(0) vec4<f32> {
     return vec4<f32>(in.color.rgb * a, a);
 }
 
-// One pixel-sized point per particle (point-list topology: one vertex per point, no quad),
-// the cheap sprite for a software rasteriser; interpolated like `vs_points`.
+// One triangle covering the target; each pixel takes the layer's texel (same size and format,
+// so the bytes are copied as they are).
 @vertex
-fn vs_dots(@builtin(vertex_index) i: u32) -> VsOut {
-    let o = (view.base + i) * view.stride;
-    var p = vec2<f32>(pts[o], pts[o + 1u]);
-    if view.back > 0.0 {
-        let q = (view.prev_base + i) * view.stride;
-        p = mix(p, vec2<f32>(pts[q], pts[q + 1u]), view.back);
-    }
-    var out: VsOut;
-    out.pos = vec4<f32>(to_clip(p), 0.0, 1.0);
-    out.uv = vec2<f32>(0.0, 0.0);
-    out.color = point_color(o);
-    return out;
+fn vs_layer(@builtin(vertex_index) i: u32) -> @builtin(position) vec4<f32> {
+    let uv = vec2<f32>(f32((i << 1u) & 2u), f32(i & 2u));
+    return vec4<f32>(uv * 2.0 - 1.0, 0.0, 1.0);
 }
 
 @fragment
-fn fs_dots(in: VsOut) -> @location(0) vec4<f32> {
-    return vec4<f32>(in.color.rgb * in.color.a, in.color.a);
+fn fs_layer(@builtin(position) p: vec4<f32>) -> @location(0) vec4<f32> {
+    return textureLoad(layer, vec2<i32>(p.xy), 0);
 }
 
 @vertex

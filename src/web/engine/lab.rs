@@ -40,7 +40,9 @@ use crate::lab::train::{
     lab_schedule, losses_from_state, LabTrainer, TrainConfig, DEFAULT_COSINE, DEFAULT_TIMESTEPS,
 };
 use crate::rng::SplitMix64;
-use crate::web::lab_points::{Draw, PanelDraw, PointsRenderer, PointsView, Shape, WORLD_HALF};
+use crate::web::lab_points::{
+    Draw, Layer, PanelDraw, PointsRenderer, PointsView, Shape, WORLD_HALF,
+};
 
 /// Particles (and data points) compared by the fit figure.
 pub const FIT_N: usize = FIT_SAMPLES;
@@ -548,6 +550,10 @@ pub struct LabGpu {
     /// (MAX_POINTS, 4) the drawing being made.
     draft: Tensor,
     model: Option<LabModel>,
+    /// The data points of the reverse view, drawn once (see [`Layer`]); redrawn when stale.
+    data_layer: RefCell<Option<Layer>>,
+    /// The data or the canvas size changed since `data_layer` was drawn.
+    layer_stale: Cell<bool>,
 }
 
 fn with_lab<R>(f: impl FnOnce(&mut LabGpu, &Rc<GpuContext>) -> R) -> Option<R> {
@@ -609,6 +615,8 @@ impl LabGpu {
             n_picks: 0,
             draft,
             model: None,
+            data_layer: RefCell::new(None),
+            layer_stale: Cell::new(true),
         })
     }
 
@@ -620,6 +628,7 @@ impl LabGpu {
             self.config.width = w;
             self.config.height = h;
             self.surface.configure(&ctx.device, &self.config);
+            self.layer_stale.set(true);
         }
     }
 
@@ -707,6 +716,7 @@ impl LabGpu {
         let dpr = (self.config.width as f32 / self.canvas.client_width().max(1) as f32).max(1.0);
         let mut draws: Vec<Draw> = Vec::new();
         let mut panels: Vec<PanelDraw> = Vec::new();
+        let mut with_layer = false;
         if ui.drawing.get_untracked() {
             let n = DRAFT
                 .with(|d| d.borrow().0.len())
@@ -805,12 +815,25 @@ impl LabGpu {
                         ..base
                     };
                     if ui.show_data.get_untracked() {
-                        draws.push(Draw {
-                            view: data_view,
-                            pts: &m.data_buf.buffer,
-                            picks: &self.picks.buffer,
-                            shape: Shape::Points(n_data),
-                        });
+                        // The data do not move: drawn into the layer once, copied every frame.
+                        let size = [self.config.width, self.config.height];
+                        let mut layer = self.data_layer.borrow_mut();
+                        if self.layer_stale.get() || layer.as_ref().map(|l| l.size) != Some(size) {
+                            let l = match layer.take() {
+                                Some(l) if l.size == size => l,
+                                _ => self.renderer.layer(ctx, size),
+                            };
+                            let data = Draw {
+                                view: data_view,
+                                pts: &m.data_buf.buffer,
+                                picks: &self.picks.buffer,
+                                shape: Shape::Points(n_data),
+                            };
+                            self.renderer.draw_layer(ctx, &l, &[data]);
+                            *layer = Some(l);
+                            self.layer_stale.set(false);
+                        }
+                        with_layer = true;
                     }
                     draws.push(Draw {
                         view: PointsView {
@@ -828,10 +851,12 @@ impl LabGpu {
                 }
             }
         }
+        let layer = self.data_layer.borrow();
         self.renderer.draw_with_panels(
             ctx,
             &target,
             [self.config.width, self.config.height],
+            layer.as_ref().filter(|_| with_layer),
             &panels,
             &draws,
         );
@@ -1213,6 +1238,7 @@ fn rebuild_model(ui: &LabUi) {
     let r = with_lab(|l, ctx| {
         l.model = None;
         l.n_picks = 0;
+        l.layer_stale.set(true);
         let m = LabModel::new(ctx, &s)?;
         let info = (
             m.data.len(),
