@@ -1146,6 +1146,10 @@ struct Clock {
     /// Training's unspent GPU time (ms): a half step longer than a frame's share runs once
     /// enough frames have passed.
     train_credit_ms: f64,
+    /// The same for the fit probe's and the animated particles' chunks ([probe, animation]):
+    /// a chunk runs once its credit buys [`MIN_CHUNK_ROWS`] rows, so a small share does not
+    /// become many tiny dispatches whose fixed cost would swamp the per-row estimate.
+    particle_credit_ms: [f64; 2],
     /// Whether particles / training have run once (their first run may include compiling
     /// pipelines, so it does not count as a time sample).
     warm: (bool, bool),
@@ -1663,6 +1667,8 @@ const MIN_TRAIN_MS: f64 = 12.0;
 /// (the fit needs a few hundred steps), then the fit probe (a fit figure every few seconds),
 /// then the animated particles, which advance more slowly while the model trains.
 const TRAIN_SHARE: f64 = 0.6;
+/// The fewest particle rows a chunk computes (except a step's last rows).
+const MIN_CHUNK_ROWS: usize = 256;
 const PROBE_SHARE: f64 = 0.25;
 const ANIM_SHARE: f64 = 0.15;
 
@@ -1707,6 +1713,7 @@ async fn run_loop(generation: u64) {
         ms_render: None,
         ms_per_half: None,
         train_credit_ms: 0.0,
+        particle_credit_ms: [0.0; 2],
         warm: (false, false),
     };
     loop {
@@ -1736,9 +1743,21 @@ async fn run_loop(generation: u64) {
         // is long anyway: give particles and training half the picture's time.
         let left = (FRAME_BUDGET_MS - render_ms).max(0.5 * render_ms).max(20.0);
         let ms_per_row = clock.ms_per_row;
-        let rows_for = |ms: f64| match ms_per_row {
-            Some(c) => (ms / c.max(1e-6)).min(1e9) as usize,
-            None => 256,
+        let credit = &mut clock.particle_credit_ms;
+        // Rows a share buys this frame: its credit grows by the share (up to one minimum
+        // chunk beyond it); 0 (skip) until a minimum chunk or the step's rest is affordable.
+        let mut rows_for = |i: usize, share_ms: f64, left_in_step: usize| -> usize {
+            let Some(c) = ms_per_row else {
+                return MIN_CHUNK_ROWS;
+            };
+            let c = c.max(1e-6);
+            credit[i] = (credit[i] + share_ms).min(share_ms + MIN_CHUNK_ROWS as f64 * c);
+            let rows = (credit[i] / c).min(1e9) as usize;
+            if rows >= MIN_CHUNK_ROWS.min(left_in_step) {
+                rows
+            } else {
+                0
+            }
         };
         let adv = with_lab(|l, ctx| -> Result<(Advance, usize, usize)> {
             let Some(m) = &mut l.model else {
@@ -1763,13 +1782,21 @@ async fn run_loop(generation: u64) {
                 if m.probe.k == 0 && m.probe.rows_done == 0 {
                     m.probe_from = Some(steps_now);
                 }
-                probe_rows = m.probe.advance(ctx, rows_for(probe_ms))?.rows;
+                let p = &m.probe;
+                let rows = rows_for(0, probe_ms, p.particles.n - p.rows_done);
+                // A finished run restarts (no rows) whatever the credit.
+                if rows > 0 || p.k >= p.plan.len() {
+                    probe_rows = m.probe.advance(ctx, rows)?.rows;
+                }
             }
-            let anim = if scrubbing {
-                Advance::default()
-            } else {
-                m.run.advance(ctx, rows_for(anim_ms))?
-            };
+            let mut anim = Advance::default();
+            if !scrubbing {
+                let r = &m.run;
+                let rows = rows_for(1, anim_ms, r.particles.n - r.rows_done);
+                if rows > 0 || r.k >= r.plan.len() {
+                    anim = m.run.advance(ctx, rows)?;
+                }
+            }
             Ok((anim, probe_rows, m.run.particles.n))
         });
         let (adv, probe_rows, n_particles) = match adv {
@@ -1790,11 +1817,19 @@ async fn run_loop(generation: u64) {
         };
         let rows = adv.rows + probe_rows;
         if rows > 0 {
-            // The first chunk may include compiling the pipeline: not a sample.
-            if clock.warm.0 {
+            // The first chunk may include compiling the pipeline: not a sample. Nor is a
+            // step's small tail (its fixed cost would dominate).
+            if clock.warm.0 && rows >= MIN_CHUNK_ROWS {
                 clock.ms_per_row = smooth(clock.ms_per_row, t_chunk / rows as f64);
             }
             clock.warm.0 = true;
+            for (c, r) in clock
+                .particle_credit_ms
+                .iter_mut()
+                .zip([probe_rows, adv.rows])
+            {
+                *c = (*c - t_chunk * r as f64 / rows as f64).max(0.0);
+            }
         }
         clock.sample_steps += adv.rows as f64 / n_particles.max(1) as f64;
         // Phase 2: the picture.
