@@ -2,8 +2,8 @@
 // set, the particles of the reverse process (at any recorded step), picked particles'
 // trajectories and their Tweedie x̂_0. Nothing is read back to the CPU per frame.
 //
-// `vs_points` draws one quad per point (vertices 6i..6i+5 of one draw, a disc or a ring in
-// `fs_points`);
+// `vs_points` draws one triangle per point (vertices 3i..3i+2 of one draw; a disc or a ring
+// cut out of it in `fs_points`);
 // `vs_traj` draws one line strip per picked particle through its recorded steps.
 // In the forward-process view the data are noised in the vertex shader,
 // x_t = √ᾱ_t·x_0 + √(1 − ᾱ_t)·ε (Ho et al. 2020, eq. 4), with ε from a hash of the point's index.
@@ -112,13 +112,14 @@ fn point_color(o: u32) -> vec4<f32> {
     return vec4<f32>(rgb, view.alpha);
 }
 
-// Vertex 6i + c is corner c of point i's quad: one non-instanced draw of 6n vertices.
-// (Instancing costs ~20 µs per instance on SwiftShader: 10,000 instanced quads took ~200 ms
-// there, the same quads as 60,000 vertices of one draw ~30 ms; bench/lab_kernels draw.html.)
+// Vertex 3i + c is corner c of point i's triangle (its incircle is the disc): one
+// non-instanced draw of 3n vertices. On SwiftShader instancing costs ~20 µs per instance
+// (10,000 instanced quads: ~200 ms), 10,000 quads as 60,000 vertices of one draw ~25 ms,
+// as 10,000 triangles ~15 ms (bench/lab_kernels/draw.html).
 @vertex
 fn vs_points(@builtin(vertex_index) vi: u32) -> VsOut {
-    let v = vi % 6u;
-    let i = vi / 6u;
+    let v = vi % 3u;
+    let i = vi / 3u;
     var idx = i;
     if view.use_pick == 1u {
         idx = picks[i];
@@ -132,12 +133,11 @@ fn vs_points(@builtin(vertex_index) vi: u32) -> VsOut {
     if view.sqrt_one_minus_ab > 0.0 {
         p = view.sqrt_ab * p + view.sqrt_one_minus_ab * gauss2(idx);
     }
-    // Two triangles: (-1,-1) (1,-1) (-1,1) / (-1,1) (1,-1) (1,1).
-    var corners = array<vec2<f32>, 6>(
-        vec2<f32>(-1.0, -1.0), vec2<f32>(1.0, -1.0), vec2<f32>(-1.0, 1.0),
-        vec2<f32>(-1.0, 1.0), vec2<f32>(1.0, -1.0), vec2<f32>(1.0, 1.0)
+    // An equilateral triangle around the unit disc (inradius 1), in disc radii.
+    var corners = array<vec2<f32>, 3>(
+        vec2<f32>(0.0, 2.0), vec2<f32>(-1.7320508, -1.0), vec2<f32>(1.7320508, -1.0)
     );
-    let corner = corners[v % 6u];
+    let corner = corners[v];
     let c = to_clip(p) + corner * view.radius_px * vec2<f32>(view.px_x, view.px_y);
     var out: VsOut;
     out.pos = vec4<f32>(c, 0.0, 1.0);

@@ -1,6 +1,7 @@
-//! Drawing the diffusion lab on its WebGPU canvas (`shaders/lab_points.wgsl`): discs (6 vertices each,
-//! one draw per layer) read from storage buffers (data, particles at a recorded step, picked particles and their
-//! x̂_0) and line strips for picked particles' trajectories, over optional field-view panels
+//! Drawing the diffusion lab on its WebGPU canvas (`shaders/lab_points.wgsl`): discs (a
+//! triangle each, one draw per layer of points) read from storage buffers (data, particles at
+//! a recorded step or between two, picked particles and their x̂_0) and line strips for picked
+//! particles' trajectories, over an optional static [`Layer`] and field-view panels
 //! (`lab::field`'s images, blitted first). Nothing is read back.
 
 use crate::gpu::GpuContext;
@@ -365,9 +366,10 @@ impl PointsRenderer {
             Shape::Points(n) if n > 0 => {
                 pass.set_pipeline(&self.points);
                 pass.set_bind_group(0, bg, &[]);
-                // 6 vertices per point in one draw, not n instances: on SwiftShader each
-                // instance costs ~20 µs (10,000 instanced quads ~200 ms, as vertices ~30 ms).
-                pass.draw(0..6 * n, 0..1);
+                // A triangle per point, 3n vertices in one draw, not n instances: on
+                // SwiftShader each instance costs ~20 µs (10,000 instanced quads ~200 ms,
+                // 10,000 triangles in one draw ~15 ms).
+                pass.draw(0..3 * n, 0..1);
             }
             Shape::Lines { len, strips } if len > 1 && strips > 0 => {
                 pass.set_pipeline(&self.lines);

@@ -1143,6 +1143,8 @@ struct Clock {
     ms_render: Option<f64>,
     /// GPU ms per training half step.
     ms_per_half: Option<f64>,
+    /// Frame ms outside the awaited GPU work (smoothed; see [`FRAME_TARGET_MS`]).
+    ms_outside: Option<f64>,
     /// Training's unspent GPU time (ms): a half step longer than a frame's share runs once
     /// enough frames have passed.
     train_credit_ms: f64,
@@ -1658,9 +1660,11 @@ pub fn flops_per_step(batch: usize) -> f64 {
     3.0 * 2.0 * forward_macs() as f64 * batch as f64
 }
 
-/// GPU work queued per frame, at most, on a slow adapter (ms): particles, picture and training
-/// together, so frames keep flowing at ≥ 10/s on a CPU adapter.
-const FRAME_BUDGET_MS: f64 = 75.0;
+/// The frame period aimed at on a slow adapter (ms): ≥ 10 frames/s with a margin. The GPU
+/// work queued per frame (particles, picture and training together) is this less the
+/// frame's measured time outside GPU work (waiting for the animation frame, round trips,
+/// the page's own updates).
+const FRAME_TARGET_MS: f64 = 95.0;
 /// The least GPU time given to training per frame while it trains (ms).
 const MIN_TRAIN_MS: f64 = 12.0;
 /// While training, the shares of a frame's GPU time left after the picture: training first
@@ -1686,17 +1690,21 @@ async fn timed_on_gpu(ctx: &GpuContext) -> Result<f64> {
 }
 
 /// The frame loop. Per frame, each part timed on its own (`ctx.finish().await`, never a
-/// blocking poll) so that the next frame's share can be sized from measured GPU times:
-/// 1. particles: the next chunk of the current sampler step, sized so that it takes about a
-///    third of what is left of [`FRAME_BUDGET_MS`] after the picture while training (all of
-///    it while not; at least half the picture's time when the picture alone overruns the
-///    budget); never more than one step per frame (on a fast GPU one step per frame is
-///    the animation's pace). A step is drawn once all its chunks ran.
-/// 2. the picture (field views if shown, then the particles from the history buffers).
-/// 3. training: half steps (`train_fwd_bwd`, or the update) worth about two thirds of what
-///    is left, at least [`MIN_TRAIN_MS`], at most three times the frame's other GPU work (so a
-///    fast GPU keeps a high frame rate). A half step that takes longer than its share goes
-///    every few frames (a credit of GPU time is kept).
+/// blocking poll) so that the next frame's shares can be sized from measured GPU times. The
+/// GPU time per frame is [`FRAME_TARGET_MS`] less the measured time outside GPU work; what the
+/// picture leaves of it (at least half the picture's time) is shared out:
+/// 1. particles: the next chunks of the fit probe and of the animated particles' current
+///    sampler steps, while training [`PROBE_SHARE`] and [`ANIM_SHARE`] of it (half each
+///    while the probe runs without training, all to the animation otherwise), from credits
+///    of GPU time in chunks of at least [`MIN_CHUNK_ROWS`] rows; never more than one step
+///    per frame (on a fast GPU one step per frame is the animation's pace). A step is drawn
+///    once all its chunks ran; until the next one is, the particles are drawn between it
+///    and the one before, by the fraction of the next step done.
+/// 2. the picture (field views if shown; else the data layer, then the particles).
+/// 3. training: half steps (`train_fwd_bwd`, or the update) worth [`TRAIN_SHARE`] of it, at
+///    least [`MIN_TRAIN_MS`], at most three times the frame's other GPU work (so a fast GPU
+///    keeps a high frame rate). A half step that takes longer than its share goes every few
+///    frames (a credit of GPU time is kept).
 async fn run_loop(generation: u64) {
     let ui = lab_ui();
     let mut clock = Clock {
@@ -1712,10 +1720,13 @@ async fn run_loop(generation: u64) {
         ms_per_row: None,
         ms_render: None,
         ms_per_half: None,
+        ms_outside: None,
         train_credit_ms: 0.0,
         particle_credit_ms: [0.0; 2],
         warm: (false, false),
     };
+    // (start ms, awaited GPU ms) of the previous frame.
+    let mut prev_frame: Option<(f64, f64)> = None;
     loop {
         next_frame().await;
         if !is_current(generation) {
@@ -1730,6 +1741,11 @@ async fn run_loop(generation: u64) {
             continue;
         }
         let t0 = now_ms();
+        if let Some((p0, gpu)) = prev_frame {
+            // One stall (a readback, a busy machine) must not shrink the budget for long.
+            let outside = (t0 - p0 - gpu).clamp(0.0, 40.0);
+            clock.ms_outside = smooth(clock.ms_outside, outside);
+        }
         let training = ui.state.get_untracked() == "training";
         let scrubbing = ui.scrub.get_untracked().is_some();
         let drawing = ui.drawing.get_untracked();
@@ -1741,7 +1757,8 @@ async fn run_loop(generation: u64) {
         let render_ms = clock.ms_render.unwrap_or(10.0);
         // Where the picture alone costs more than the budget (a loaded CPU adapter), the frame
         // is long anyway: give particles and training half the picture's time.
-        let left = (FRAME_BUDGET_MS - render_ms).max(0.5 * render_ms).max(20.0);
+        let budget = (FRAME_TARGET_MS - clock.ms_outside.unwrap_or(20.0)).max(40.0);
+        let left = (budget - render_ms).max(0.5 * render_ms).max(20.0);
         let ms_per_row = clock.ms_per_row;
         let credit = &mut clock.particle_credit_ms;
         // Rows a share buys this frame: its credit grows by the share (up to one minimum
@@ -1875,6 +1892,7 @@ async fn run_loop(generation: u64) {
             }
         };
         clock.ms_render = smooth(clock.ms_render, t_render);
+        let mut gpu_ms = t_chunk + t_render;
         debug(|| {
             format!(
                 "particles {} + probe {probe_rows} rows {t_chunk:.0} ms, picture {t_render:.0} ms",
@@ -1935,6 +1953,7 @@ async fn run_loop(generation: u64) {
                 }
                 clock.warm.1 = true;
                 clock.train_credit_ms = (clock.train_credit_ms - t_train).max(0.0);
+                gpu_ms += t_train;
                 debug(|| format!("{halves} training half steps {t_train:.0} ms"));
             }
         } else {
@@ -1955,6 +1974,7 @@ async fn run_loop(generation: u64) {
         }
         let t1 = now_ms();
         let frame_ms = t1 - t0;
+        prev_frame = Some((t0, gpu_ms));
         if training {
             clock.train_ms += frame_ms;
             ui.train_s.set(clock.train_ms / 1000.0);
