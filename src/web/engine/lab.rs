@@ -683,6 +683,8 @@ impl LabGpu {
                     radius_px: 7.0 * dpr,
                     alpha: 1.0,
                     base: row * n,
+                    // Row 0 of the x̂_0 history is unused: no interpolation towards it.
+                    back: if row > 1 { base.back } else { 0.0 },
                     stride: 2,
                     use_pick: 1,
                     ring: 1,
@@ -2111,8 +2113,9 @@ pub async fn run_lab_bench() {
             }
         }
         ptimes.sort_by(f64::total_cmp);
-        // The Lab tab's picture alone (its reverse view: 8,000 data points and the 10,000
-        // particles between two steps) into an offscreen target of a desktop canvas's size.
+        // The Lab tab's picture alone (its reverse view: the layer of 8,000 data points and
+        // the 10,000 particles between two steps) into an offscreen target of a desktop
+        // canvas's size.
         let draw_ms = {
             let format = wgpu::TextureFormat::Rgba8Unorm;
             let renderer = PointsRenderer::new(&ctx, format);
@@ -2142,32 +2145,33 @@ pub async fn run_lab_bench() {
             };
             let picks = ctx.upload_u32(&[0; MAX_PICKS], &[MAX_PICKS])?;
             let base = PointsView::fit(side, side);
-            let draws = [
-                Draw {
-                    view: PointsView {
-                        radius_px: 2.2,
-                        alpha: 0.35,
-                        use_color: 1,
-                        ..base
-                    },
-                    pts: &data_buf.buffer,
-                    picks: &picks.buffer,
-                    shape: Shape::Points(data.len() as u32),
+            let layer = renderer.layer(&ctx, [side, side]);
+            let data_draw = Draw {
+                view: PointsView {
+                    radius_px: 2.2,
+                    alpha: 0.35,
+                    use_color: 1,
+                    ..base
                 },
-                Draw {
-                    view: PointsView {
-                        radius_px: 1.5,
-                        alpha: 0.8,
-                        back: 0.5,
-                        ..base
-                    },
-                    pts: &parts.state.buffer,
-                    picks: &picks.buffer,
-                    shape: Shape::Points(BENCH_PARTICLES as u32),
+                pts: &data_buf.buffer,
+                picks: &picks.buffer,
+                shape: Shape::Points(data.len() as u32),
+            };
+            renderer.draw_layer(&ctx, &layer, &[data_draw]);
+            let particles = Draw {
+                view: PointsView {
+                    radius_px: 1.5,
+                    alpha: 0.8,
+                    back: 0.5,
+                    ..base
                 },
-            ];
+                pts: &parts.state.buffer,
+                picks: &picks.buffer,
+                shape: Shape::Points(BENCH_PARTICLES as u32),
+            };
+            let draws = [particles];
             time_gpu(&ctx, 10_000.0, || {
-                renderer.draw(&ctx, &target, &draws);
+                renderer.draw_with_panels(&ctx, &target, [side, side], Some(&layer), &[], &draws);
                 Ok(())
             })
             .await?
