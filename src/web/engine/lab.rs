@@ -2,9 +2,11 @@
 //! ([`LabTrainer`], 3 dispatches per step, no CPU writes between steps), particles sampled
 //! continuously from the trainer's EMA weights ([`Particles`], one dispatch per step, every
 //! step's positions and Tweedie x̂_0 copied into history buffers on the GPU), and the lab
-//! canvas drawn from those buffers by [`PointsRenderer`]. Only small things come back to the
-//! CPU, asynchronously: the loss ring about once a second, the particles' end points for the
-//! fit figure every few seconds, the picked particles once per click.
+//! canvas drawn from those buffers by [`PointsRenderer`] every frame (particles between their
+//! last two completed steps, so they move smoothly while a step is computed in chunks). A
+//! second, small run of particles (the fit probe, [`FIT_N`]) gives the fit figure. Only small
+//! things come back to the CPU, asynchronously: the loss ring about once a second, the
+//! probe's end points after each of its runs, the picked particles once per click.
 //!
 //! The field views (`#lab-view` = density / score) draw [`FieldViews`]' panels with
 //! [`FieldBlit`] under the same render pass: the exact density q(x_t) and exact arrows run
