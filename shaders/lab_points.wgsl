@@ -2,7 +2,8 @@
 // set, the particles of the reverse process (at any recorded step), picked particles'
 // trajectories and their Tweedie x̂_0. Nothing is read back to the CPU per frame.
 //
-// `vs_points` draws one instanced quad per point (6 vertices, a disc or a ring in `fs_points`);
+// `vs_points` draws one triangle per point (vertices 3i..3i+2 of one draw; a disc or a ring
+// cut out of it in `fs_points`);
 // `vs_traj` draws one line strip per picked particle through its recorded steps.
 // In the forward-process view the data are noised in the vertex shader,
 // x_t = √ᾱ_t·x_0 + √(1 − ᾱ_t)·ε (Ho et al. 2020, eq. 4), with ε from a hash of the point's index.
@@ -39,7 +40,11 @@ struct View {
     r: f32,
     g: f32,
     b: f32,
-    _pad: f32,
+    // Particles between two recorded steps: drawn at mix(row base, row prev_base, back), so
+    // the picture moves smoothly while the next step is computed (0: row base alone).
+    back: f32,
+    prev_base: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> view: View;
@@ -47,6 +52,10 @@ struct View {
 @group(0) @binding(1) var<storage, read> pts: array<f32>;
 // picks: (k) indices of picked particles (at least one element)
 @group(0) @binding(2) var<storage, read> picks: array<u32>;
+// layer: (H, W) a static layer (the data points) drawn once into a texture of the target's
+// size and format, then copied under the moving points every frame by `vs_layer`/`fs_layer`
+// (a bind group of its own: those entry points use nothing else).
+@group(0) @binding(3) var layer: texture_2d<f32>;
 
 struct VsOut {
     @builtin(position) pos: vec4<f32>,
@@ -103,23 +112,32 @@ fn point_color(o: u32) -> vec4<f32> {
     return vec4<f32>(rgb, view.alpha);
 }
 
+// Vertex 3i + c is corner c of point i's triangle (its incircle is the disc): one
+// non-instanced draw of 3n vertices. On SwiftShader instancing costs ~20 µs per instance
+// (10,000 instanced quads: ~200 ms), 10,000 quads as 60,000 vertices of one draw ~25 ms,
+// as 10,000 triangles ~15 ms (bench/lab_kernels/draw.html).
 @vertex
-fn vs_points(@builtin(vertex_index) v: u32, @builtin(instance_index) i: u32) -> VsOut {
+fn vs_points(@builtin(vertex_index) vi: u32) -> VsOut {
+    let v = vi % 3u;
+    let i = vi / 3u;
     var idx = i;
     if view.use_pick == 1u {
         idx = picks[i];
     }
     let o = (view.base + idx) * view.stride;
     var p = vec2<f32>(pts[o], pts[o + 1u]);
+    if view.back > 0.0 {
+        let q = (view.prev_base + idx) * view.stride;
+        p = mix(p, vec2<f32>(pts[q], pts[q + 1u]), view.back);
+    }
     if view.sqrt_one_minus_ab > 0.0 {
         p = view.sqrt_ab * p + view.sqrt_one_minus_ab * gauss2(idx);
     }
-    // Two triangles: (-1,-1) (1,-1) (-1,1) / (-1,1) (1,-1) (1,1).
-    var corners = array<vec2<f32>, 6>(
-        vec2<f32>(-1.0, -1.0), vec2<f32>(1.0, -1.0), vec2<f32>(-1.0, 1.0),
-        vec2<f32>(-1.0, 1.0), vec2<f32>(1.0, -1.0), vec2<f32>(1.0, 1.0)
+    // An equilateral triangle around the unit disc (inradius 1), in disc radii.
+    var corners = array<vec2<f32>, 3>(
+        vec2<f32>(0.0, 2.0), vec2<f32>(-1.7320508, -1.0), vec2<f32>(1.7320508, -1.0)
     );
-    let corner = corners[v % 6u];
+    let corner = corners[v];
     let c = to_clip(p) + corner * view.radius_px * vec2<f32>(view.px_x, view.px_y);
     var out: VsOut;
     out.pos = vec4<f32>(c, 0.0, 1.0);
@@ -137,6 +155,19 @@ fn fs_points(in: VsOut) -> @location(0) vec4<f32> {
     // Soft edge over the outer fifth.
     let a = in.color.a * clamp((1.0 - d) * 5.0, 0.0, 1.0);
     return vec4<f32>(in.color.rgb * a, a);
+}
+
+// One triangle covering the target; each pixel takes the layer's texel (same size and format,
+// so the bytes are copied as they are).
+@vertex
+fn vs_layer(@builtin(vertex_index) i: u32) -> @builtin(position) vec4<f32> {
+    let uv = vec2<f32>(f32((i << 1u) & 2u), f32(i & 2u));
+    return vec4<f32>(uv * 2.0 - 1.0, 0.0, 1.0);
+}
+
+@fragment
+fn fs_layer(@builtin(position) p: vec4<f32>) -> @location(0) vec4<f32> {
+    return textureLoad(layer, vec2<i32>(p.xy), 0);
 }
 
 @vertex

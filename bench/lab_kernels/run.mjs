@@ -1,6 +1,8 @@
 // node bench/lab_kernels/run.mjs [--dir shaders] [--reps 3] [--only a,b] [--frows 16] [--gunits 64] [--trows 16] [--particles N]: serves the repository
 // root on 127.0.0.1 and runs page.html in headless Chromium on SwiftShader (flags as
 // tests/e2e/run.mjs), printing each lab kernel's time per dispatch.
+// `--page draw [--points N] [--size PX]` runs draw.html instead: the lab's picture (points
+// renderer variants, offscreen and into a canvas per animation frame).
 import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
@@ -25,8 +27,9 @@ const browser = await chromium.launch({
 const page = await browser.newPage();
 page.on("console", (m) => console.log(m.text()));
 const qs = new URLSearchParams({ dir: opt("--dir", "shaders"), reps: opt("--reps", "3"), ...(opt("--only") ? { only: opt("--only") } : {}),
-  ...(opt("--frows") ? { frows: opt("--frows") } : {}), ...(opt("--gunits") ? { gunits: opt("--gunits") } : {}), ...(opt("--trows") ? { trows: opt("--trows") } : {}), ...(opt("--particles") ? { particles: opt("--particles") } : {}) });
-await page.goto(`${base}/bench/lab_kernels/page.html?${qs}`);
+  ...(opt("--frows") ? { frows: opt("--frows") } : {}), ...(opt("--gunits") ? { gunits: opt("--gunits") } : {}), ...(opt("--trows") ? { trows: opt("--trows") } : {}), ...(opt("--particles") ? { particles: opt("--particles") } : {}),
+  ...(opt("--points") ? { points: opt("--points") } : {}), ...(opt("--size") ? { size: opt("--size") } : {}) });
+await page.goto(`${base}/bench/lab_kernels/${opt("--page", "page")}.html?${qs}`);
 await page.waitForFunction(() => /done|error/.test(document.getElementById("out").textContent), null, { timeout: 1000 * Number(opt("--timeout", "600")) });
 await browser.close();
 server.close();

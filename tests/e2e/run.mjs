@@ -364,6 +364,7 @@ async function labAttrs(page) {
       sps: num(r, "data-steps-per-s"),
       gflops: num(r, "data-gflops"),
       fps: num(r, "data-fps"),
+      sampling: num(r, "data-sample-steps-per-s"),
       trainS: num(r, "data-train-s"),
       fit: num(f, "data-fit"),
       floor: num(f, "data-floor"),
@@ -477,7 +478,8 @@ async function labFitCheck(browser, base, id, { url, fit, seconds, steps }) {
     log(`  training stopped at ${at()}`);
     const stats = await labCanvasStats(page, `${id}2-lab-canvas`);
     log(`  steps ${a.steps}, ${a.sps?.toFixed(3)} steps/s, ${a.gflops?.toFixed(4)} GFLOP/s, ` +
-      `${a.fps?.toFixed(2)} frames/s (${url}), ${a.trainS?.toFixed(1)} s of training`);
+      `${a.fps?.toFixed(2)} frames/s, particles ${a.sampling?.toFixed(3)} sampler steps/s (${url}), ` +
+      `${a.trainS?.toFixed(1)} s of training`);
     log(`  fit ${a.fit} (floor ${a.floor}, untrained ${a.untrained}) = ${(a.fit / a.floor).toFixed(2)}x floor at step ${a.fitStep}; ` +
       `best ${best ? best.r.toFixed(2) : "-"}x; time to 2x floor: ${a.ttf !== null ? a.ttf + " s" : "not reached"}`);
     log(`  canvas: ${fmtStats(stats)}`);
@@ -674,6 +676,7 @@ check("s", "?bench=lab writes JSON with steps_per_s > 0 and gflops > 0 at batch 
     log(`  ${JSON.stringify(json)}`);
     if (json.error) fail(`benchmark error: ${json.error}`);
     if (!(json.steps_per_s > 0) || !(json.gflops > 0)) fail("steps_per_s / gflops not positive");
+    if (!(json.draw_ms > 0)) fail(`draw_ms (the lab's picture) = ${json.draw_ms}`);
     if (json.batch !== 512) fail(`batch = ${json.batch}`);
   } finally {
     await page.context_.close();

@@ -2,9 +2,11 @@
 //! ([`LabTrainer`], 3 dispatches per step, no CPU writes between steps), particles sampled
 //! continuously from the trainer's EMA weights ([`Particles`], one dispatch per step, every
 //! step's positions and Tweedie x̂_0 copied into history buffers on the GPU), and the lab
-//! canvas drawn from those buffers by [`PointsRenderer`]. Only small things come back to the
-//! CPU, asynchronously: the loss ring about once a second, the particles' end points for the
-//! fit figure every few seconds, the picked particles once per click.
+//! canvas drawn from those buffers by [`PointsRenderer`] every frame (particles between their
+//! last two completed steps, so they move smoothly while a step is computed in chunks). A
+//! second, small run of particles (the fit probe, [`FIT_N`]) gives the fit figure. Only small
+//! things come back to the CPU, asynchronously: the loss ring about once a second, the
+//! probe's end points after each of its runs, the picked particles once per click.
 //!
 //! The field views (`#lab-view` = density / score) draw [`FieldViews`]' panels with
 //! [`FieldBlit`] under the same render pass: the exact density q(x_t) and exact arrows run
@@ -40,7 +42,9 @@ use crate::lab::train::{
     lab_schedule, losses_from_state, LabTrainer, TrainConfig, DEFAULT_COSINE, DEFAULT_TIMESTEPS,
 };
 use crate::rng::SplitMix64;
-use crate::web::lab_points::{Draw, PanelDraw, PointsRenderer, PointsView, Shape, WORLD_HALF};
+use crate::web::lab_points::{
+    Draw, Layer, PanelDraw, PointsRenderer, PointsView, Shape, WORLD_HALF,
+};
 
 /// Particles (and data points) compared by the fit figure.
 pub const FIT_N: usize = FIT_SAMPLES;
@@ -368,6 +372,8 @@ struct ParticleRun {
     rows_done: usize,
     /// Frames left to hold the finished run on screen.
     hold: u32,
+    /// Frames a finished run is held before the next starts (0 for the fit probe).
+    hold_frames: u32,
     /// True once a run has finished since it was built (the fit may read `last`).
     finished: bool,
     /// Particle classes (empty: unconditional).
@@ -382,6 +388,10 @@ struct LabModel {
     /// (n, 4): data points (x, y, class, 0) for drawing.
     data_buf: Tensor,
     run: ParticleRun,
+    /// The fit figure's particles ([`ParticleRun::probe`]).
+    probe: ParticleRun,
+    /// Trainer steps when the probe's current run started (None: not since it was built).
+    probe_from: Option<u64>,
     init: Vec<f32>,
     reference: Vec<[f32; 2]>,
     floor: f64,
@@ -543,6 +553,10 @@ pub struct LabGpu {
     /// (MAX_POINTS, 4) the drawing being made.
     draft: Tensor,
     model: Option<LabModel>,
+    /// The data points of the reverse view, drawn once (see [`Layer`]); redrawn when stale.
+    data_layer: RefCell<Option<Layer>>,
+    /// The data or the canvas size changed since `data_layer` was drawn.
+    layer_stale: Cell<bool>,
 }
 
 fn with_lab<R>(f: impl FnOnce(&mut LabGpu, &Rc<GpuContext>) -> R) -> Option<R> {
@@ -604,6 +618,8 @@ impl LabGpu {
             n_picks: 0,
             draft,
             model: None,
+            data_layer: RefCell::new(None),
+            layer_stale: Cell::new(true),
         })
     }
 
@@ -615,6 +631,7 @@ impl LabGpu {
             self.config.width = w;
             self.config.height = h;
             self.surface.configure(&ctx.device, &self.config);
+            self.layer_stale.set(true);
         }
     }
 
@@ -669,6 +686,8 @@ impl LabGpu {
                     radius_px: 7.0 * dpr,
                     alpha: 1.0,
                     base: row * n,
+                    // Row 0 of the x̂_0 history is unused: no interpolation towards it.
+                    back: if row > 1 { base.back } else { 0.0 },
                     stride: 2,
                     use_pick: 1,
                     ring: 1,
@@ -702,6 +721,7 @@ impl LabGpu {
         let dpr = (self.config.width as f32 / self.canvas.client_width().max(1) as f32).max(1.0);
         let mut draws: Vec<Draw> = Vec::new();
         let mut panels: Vec<PanelDraw> = Vec::new();
+        let mut with_layer = false;
         if ui.drawing.get_untracked() {
             let n = DRAFT
                 .with(|d| d.borrow().0.len())
@@ -783,13 +803,42 @@ impl LabGpu {
                     let run = &m.run;
                     let n = run.particles.n as u32;
                     let row = shown_row(ui, run) as u32;
+                    // Following the animation, the particles move from the last completed
+                    // step (row k) towards the next as its chunks are computed: drawn between
+                    // rows k − 1 and k, by how much of step k + 1 is done (a GPU lerp).
+                    let back = if ui.scrub.get_untracked().is_none()
+                        && run.k > 0
+                        && run.k < run.plan.len()
+                    {
+                        1.0 - run.progress()
+                    } else {
+                        0.0
+                    };
+                    let moving = PointsView {
+                        back,
+                        prev_base: row.saturating_sub(1) * n,
+                        ..base
+                    };
                     if ui.show_data.get_untracked() {
-                        draws.push(Draw {
-                            view: data_view,
-                            pts: &m.data_buf.buffer,
-                            picks: &self.picks.buffer,
-                            shape: Shape::Points(n_data),
-                        });
+                        // The data do not move: drawn into the layer once, copied every frame.
+                        let size = [self.config.width, self.config.height];
+                        let mut layer = self.data_layer.borrow_mut();
+                        if self.layer_stale.get() || layer.as_ref().map(|l| l.size) != Some(size) {
+                            let l = match layer.take() {
+                                Some(l) if l.size == size => l,
+                                _ => self.renderer.layer(ctx, size),
+                            };
+                            let data = Draw {
+                                view: data_view,
+                                pts: &m.data_buf.buffer,
+                                picks: &self.picks.buffer,
+                                shape: Shape::Points(n_data),
+                            };
+                            self.renderer.draw_layer(ctx, &l, &[data]);
+                            *layer = Some(l);
+                            self.layer_stale.set(false);
+                        }
+                        with_layer = true;
                     }
                     draws.push(Draw {
                         view: PointsView {
@@ -797,20 +846,22 @@ impl LabGpu {
                             alpha: 0.8,
                             num_classes: nc,
                             base: row * n,
-                            ..base
+                            ..moving
                         },
                         pts: &run.history.buffer,
                         picks: &self.picks.buffer,
                         shape: Shape::Points(n),
                     });
-                    draws.extend(self.pick_draws(run, row, base, dpr));
+                    draws.extend(self.pick_draws(run, row, moving, dpr));
                 }
             }
         }
+        let layer = self.data_layer.borrow();
         self.renderer.draw_with_panels(
             ctx,
             &target,
             [self.config.width, self.config.height],
+            layer.as_ref().filter(|_| with_layer),
             &panels,
             &draws,
         );
@@ -869,12 +920,8 @@ fn particle_classes(data: &Dataset, n: usize, seed: u64) -> Vec<u32> {
 /// What one [`ParticleRun::advance`] did.
 #[derive(Default, Clone, Copy)]
 struct Advance {
-    /// It finished a run (the end points are in `last`).
-    finished_run: bool,
     /// Particle rows computed (0: a held or restarted run).
     rows: usize,
-    /// It completed a sampler step.
-    step_done: bool,
 }
 
 fn copy_rows(enc: &mut wgpu::CommandEncoder, src: &Tensor, dst: &Tensor, row: usize) {
@@ -921,9 +968,39 @@ impl ParticleRun {
             k: 0,
             rows_done: 0,
             hold: 0,
+            hold_frames: 20,
             finished: false,
             classes,
         })
+    }
+
+    /// The fit figure's own particles: [`FIT_N`] of them (at most the page's count), the same
+    /// sampler and classes, never held. A run of them costs a tenth of the animated
+    /// particles', so on a slow adapter a fit figure comes every few seconds while the
+    /// animation advances at its own pace.
+    fn probe(
+        ctx: &GpuContext,
+        trainer: &LabTrainer,
+        data: &Dataset,
+        schedule: &crate::diffusion::schedule::Schedule,
+        s: &LabSettings,
+    ) -> Result<ParticleRun> {
+        let s = LabSettings {
+            particles: FIT_N.min(s.particles),
+            ..s.clone()
+        };
+        let mut run = ParticleRun::new(ctx, trainer, data, schedule, &s)?;
+        run.hold_frames = 0;
+        Ok(run)
+    }
+
+    /// How far the step being computed is (rows done / particles), 0 when none is.
+    fn progress(&self) -> f32 {
+        if self.k >= self.plan.len() {
+            0.0
+        } else {
+            self.rows_done as f32 / self.particles.n as f32
+        }
     }
 
     /// Sampler work for one frame: the next chunk of at most `max_rows` particles of the
@@ -970,8 +1047,6 @@ impl ParticleRun {
         }
         let computed = end - self.rows_done;
         self.rows_done = end;
-        let mut done = false;
-        let mut step_done = false;
         if end == n {
             copy_rows(&mut enc, &self.particles.state, &self.history, self.k + 1);
             copy_rows(
@@ -982,21 +1057,15 @@ impl ParticleRun {
             );
             self.k += 1;
             self.rows_done = 0;
-            step_done = true;
-            done = self.k == steps;
-            if done {
+            if self.k == steps {
                 copy_rows(&mut enc, &self.particles.state, &self.last, 0);
-                self.hold = 20;
+                self.hold = self.hold_frames;
                 self.finished = true;
             }
         }
         ctx.queue.submit([enc.finish()]);
         ctx.check()?;
-        Ok(Advance {
-            finished_run: done,
-            rows: computed,
-            step_done,
-        })
+        Ok(Advance { rows: computed })
     }
 }
 
@@ -1036,6 +1105,7 @@ impl LabModel {
             .collect();
         let data_buf = ctx.upload(&flat, &[data.len(), 4])?;
         let run = ParticleRun::new(ctx, &trainer, &data, &schedule, s)?;
+        let probe = ParticleRun::probe(ctx, &trainer, &data, &schedule, s)?;
         let m = FIT_N.min(s.particles);
         let reference = data.draw(m, s.seed ^ 0x5245);
         let floor = sw_floor(&data, m, s.seed)?;
@@ -1045,6 +1115,8 @@ impl LabModel {
             trainer,
             data_buf,
             run,
+            probe,
+            probe_from: None,
             init,
             reference,
             floor,
@@ -1061,9 +1133,10 @@ struct Clock {
     window: (f64, u64),
     frames: (f64, u32),
     /// (time ms, sampler steps) at the start of the sampling rate window.
-    sample_window: (f64, u64),
-    /// Sampler steps completed by this loop.
-    sample_steps: u64,
+    sample_window: (f64, f64),
+    /// Sampler steps of the animated particles computed by this loop (rows / particles: a
+    /// step computed in chunks counts by parts).
+    sample_steps: f64,
     train_ms: f64,
     last_losses: f64,
     last_fit: f64,
@@ -1075,9 +1148,15 @@ struct Clock {
     ms_render: Option<f64>,
     /// GPU ms per training half step.
     ms_per_half: Option<f64>,
+    /// Frame ms outside the awaited GPU work (smoothed; see [`FRAME_TARGET_MS`]).
+    ms_outside: Option<f64>,
     /// Training's unspent GPU time (ms): a half step longer than a frame's share runs once
     /// enough frames have passed.
     train_credit_ms: f64,
+    /// The same for the fit probe's and the animated particles' chunks ([probe, animation]):
+    /// a chunk runs once its credit buys [`MIN_CHUNK_ROWS`] rows, so a small share does not
+    /// become many tiny dispatches whose fixed cost would swamp the per-row estimate.
+    particle_credit_ms: [f64; 2],
     /// Whether particles / training have run once (their first run may include compiling
     /// pipelines, so it does not count as a time sample).
     warm: (bool, bool),
@@ -1170,6 +1249,7 @@ fn rebuild_model(ui: &LabUi) {
     let r = with_lab(|l, ctx| {
         l.model = None;
         l.n_picks = 0;
+        l.layer_stale.set(true);
         let m = LabModel::new(ctx, &s)?;
         let info = (
             m.data.len(),
@@ -1223,6 +1303,8 @@ fn rebuild_particles(ui: &LabUi) {
         m.settings = s.clone();
         m.untrained = None;
         m.run = ParticleRun::new(ctx, &m.trainer, &m.data, &m.schedule, &s)?;
+        m.probe = ParticleRun::probe(ctx, &m.trainer, &m.data, &m.schedule, &s)?;
+        m.probe_from = None;
         let k = FIT_N.min(s.particles);
         if m.reference.len() != k {
             m.reference = m.data.draw(k, s.seed ^ 0x5245);
@@ -1278,6 +1360,8 @@ pub fn reset() {
         m.trainer.reset(ctx, &m.init)?;
         let s = m.settings.clone();
         m.run = ParticleRun::new(ctx, &m.trainer, &m.data, &m.schedule, &s)?;
+        m.probe = ParticleRun::probe(ctx, &m.trainer, &m.data, &m.schedule, &s)?;
+        m.probe_from = None;
         Ok::<_, Error>(())
     });
     clear_progress(&ui);
@@ -1471,17 +1555,17 @@ pub fn use_drawing() {
     }
 }
 
-/// Fit figure of the last finished run: read its end points (small) and compare.
+/// Fit figure of the fit probe's last finished run: read its end points (small) and compare.
 async fn measure_fit(ui: &LabUi, train_s: f64) -> Result<()> {
     let Some((ctx, last, n, reference, floor, step)) = with_lab(|l, ctx| {
         let m = l.model.as_mut()?;
-        if !m.run.finished {
+        if !m.probe.finished {
             return None;
         }
-        m.run.finished = false;
+        m.probe.finished = false;
         Some((
             ctx.clone(),
-            m.run.last.clone(),
+            m.probe.last.clone(),
             m.reference.len(),
             m.reference.clone(),
             m.floor,
@@ -1613,11 +1697,21 @@ pub fn flops_per_step(batch: usize) -> f64 {
     3.0 * 2.0 * forward_macs() as f64 * batch as f64
 }
 
-/// GPU work queued per frame, at most, on a slow adapter (ms): particles, picture and training
-/// together, so frames keep flowing at ≥ 10/s on a CPU adapter.
-const FRAME_BUDGET_MS: f64 = 75.0;
+/// The frame period aimed at on a slow adapter (ms): ≥ 10 frames/s with a margin. The GPU
+/// work queued per frame (particles, picture and training together) is this less the
+/// frame's measured time outside GPU work (waiting for the animation frame, round trips,
+/// the page's own updates).
+const FRAME_TARGET_MS: f64 = 95.0;
 /// The least GPU time given to training per frame while it trains (ms).
 const MIN_TRAIN_MS: f64 = 12.0;
+/// While training, the shares of a frame's GPU time left after the picture: training first
+/// (the fit needs a few hundred steps), then the fit probe (a fit figure every few seconds),
+/// then the animated particles, which advance more slowly while the model trains.
+const TRAIN_SHARE: f64 = 0.6;
+/// The fewest particle rows a chunk computes (except a step's last rows).
+const MIN_CHUNK_ROWS: usize = 256;
+const PROBE_SHARE: f64 = 0.25;
+const ANIM_SHARE: f64 = 0.15;
 
 /// Smoothed estimate: the first sample as it is, then half way to each new one (frame times
 /// are noisy on a shared CPU).
@@ -1633,24 +1727,28 @@ async fn timed_on_gpu(ctx: &GpuContext) -> Result<f64> {
 }
 
 /// The frame loop. Per frame, each part timed on its own (`ctx.finish().await`, never a
-/// blocking poll) so that the next frame's share can be sized from measured GPU times:
-/// 1. particles: the next chunk of the current sampler step, sized so that it takes about a
-///    third of what is left of [`FRAME_BUDGET_MS`] after the picture while training (all of
-///    it while not; at least half the picture's time when the picture alone overruns the
-///    budget); never more than one step per frame (on a fast GPU one step per frame is
-///    the animation's pace). A step is drawn once all its chunks ran.
-/// 2. the picture (field views if shown, then the particles from the history buffers).
-/// 3. training: half steps (`train_fwd_bwd`, or the update) worth about two thirds of what
-///    is left, at least [`MIN_TRAIN_MS`], at most three times the frame's other GPU work (so a
-///    fast GPU keeps a high frame rate). A half step that takes longer than its share goes
-///    every few frames (a credit of GPU time is kept).
+/// blocking poll) so that the next frame's shares can be sized from measured GPU times. The
+/// GPU time per frame is [`FRAME_TARGET_MS`] less the measured time outside GPU work; what the
+/// picture leaves of it (at least half the picture's time) is shared out:
+/// 1. particles: the next chunks of the fit probe and of the animated particles' current
+///    sampler steps, while training [`PROBE_SHARE`] and [`ANIM_SHARE`] of it (half each
+///    while the probe runs without training, all to the animation otherwise), from credits
+///    of GPU time in chunks of at least [`MIN_CHUNK_ROWS`] rows; never more than one step
+///    per frame (on a fast GPU one step per frame is the animation's pace). A step is drawn
+///    once all its chunks ran; until the next one is, the particles are drawn between it
+///    and the one before, by the fraction of the next step done.
+/// 2. the picture (field views if shown; else the data layer, then the particles).
+/// 3. training: half steps (`train_fwd_bwd`, or the update) worth [`TRAIN_SHARE`] of it, at
+///    least [`MIN_TRAIN_MS`], at most three times the frame's other GPU work (so a fast GPU
+///    keeps a high frame rate). A half step that takes longer than its share goes every few
+///    frames (a credit of GPU time is kept).
 async fn run_loop(generation: u64) {
     let ui = lab_ui();
     let mut clock = Clock {
         window: (now_ms(), ui.steps.get_untracked()),
         frames: (now_ms(), 0),
-        sample_window: (now_ms(), 0),
-        sample_steps: 0,
+        sample_window: (now_ms(), 0.0),
+        sample_steps: 0.0,
         train_ms: ui.train_s.get_untracked() * 1000.0,
         last_losses: 0.0,
         last_fit: 0.0,
@@ -1659,9 +1757,13 @@ async fn run_loop(generation: u64) {
         ms_per_row: None,
         ms_render: None,
         ms_per_half: None,
+        ms_outside: None,
         train_credit_ms: 0.0,
+        particle_credit_ms: [0.0; 2],
         warm: (false, false),
     };
+    // (start ms, awaited GPU ms) of the previous frame.
+    let mut prev_frame: Option<(f64, f64)> = None;
     loop {
         next_frame().await;
         if !is_current(generation) {
@@ -1676,30 +1778,82 @@ async fn run_loop(generation: u64) {
             continue;
         }
         let t0 = now_ms();
+        if let Some((p0, gpu)) = prev_frame {
+            // One stall (a readback, a busy machine) must not shrink the budget for long.
+            let outside = (t0 - p0 - gpu).clamp(0.0, 40.0);
+            clock.ms_outside = smooth(clock.ms_outside, outside);
+        }
         let training = ui.state.get_untracked() == "training";
         let scrubbing = ui.scrub.get_untracked().is_some();
         let drawing = ui.drawing.get_untracked();
         let Some(ctx) = with_engine(|e| e.session.ctx().clone()) else {
             continue;
         };
-        // Phase 1: the next chunk of particles (or the restart / hold).
+        // Phase 1: the next chunks of the fit probe and of the animated particles (or a
+        // restart / hold).
         let render_ms = clock.ms_render.unwrap_or(10.0);
-        // Where the picture alone costs more than the budget (headless Chromium on a loaded
-        // CPU: 350–1,300 ms per frame), the frame is long anyway: give particles and training
-        // half the picture's time, so the particles still advance.
-        let left = (FRAME_BUDGET_MS - render_ms).max(0.5 * render_ms).max(20.0);
-        let particle_ms = if training { left / 3.0 } else { left };
-        let max_rows = match clock.ms_per_row {
-            Some(c) => (particle_ms / c.max(1e-6)).min(1e9) as usize,
-            None => 1024,
-        };
-        let adv = with_lab(|l, ctx| -> Result<Advance> {
-            match &mut l.model {
-                Some(m) if !scrubbing && !drawing => m.run.advance(ctx, max_rows),
-                _ => Ok(Advance::default()),
+        // Where the picture alone costs more than the budget (a loaded CPU adapter), the frame
+        // is long anyway: give particles and training half the picture's time.
+        let budget = (FRAME_TARGET_MS - clock.ms_outside.unwrap_or(20.0)).max(40.0);
+        let left = (budget - render_ms).max(0.5 * render_ms).max(20.0);
+        let ms_per_row = clock.ms_per_row;
+        let credit = &mut clock.particle_credit_ms;
+        // Rows a share buys this frame: its credit grows by the share (up to one minimum
+        // chunk beyond it); 0 (skip) until a minimum chunk or the step's rest is affordable.
+        let mut rows_for = |i: usize, share_ms: f64, left_in_step: usize| -> usize {
+            let Some(c) = ms_per_row else {
+                return MIN_CHUNK_ROWS;
+            };
+            let c = c.max(1e-6);
+            credit[i] = (credit[i] + share_ms).min(share_ms + MIN_CHUNK_ROWS as f64 * c);
+            let rows = (credit[i] / c).min(1e9) as usize;
+            if rows >= MIN_CHUNK_ROWS.min(left_in_step) {
+                rows
+            } else {
+                0
             }
+        };
+        let adv = with_lab(|l, ctx| -> Result<(Advance, usize, usize)> {
+            let Some(m) = &mut l.model else {
+                return Ok((Advance::default(), 0, 1));
+            };
+            if drawing {
+                return Ok((Advance::default(), 0, 1));
+            }
+            // The probe runs while the weights change (and once more after they did): its
+            // finished runs give the fit figure.
+            let steps_now = m.trainer.steps_taken();
+            let probe = &m.probe;
+            let probe_mid = probe.k < probe.plan.len() && (probe.k > 0 || probe.rows_done > 0);
+            let probe_on = probe_mid || training || m.probe_from != Some(steps_now);
+            let (probe_ms, anim_ms) = match (training, probe_on) {
+                (true, _) => (PROBE_SHARE * left, ANIM_SHARE * left),
+                (false, true) => (0.5 * left, 0.5 * left),
+                (false, false) => (0.0, left),
+            };
+            let mut probe_rows = 0;
+            if probe_on {
+                if m.probe.k == 0 && m.probe.rows_done == 0 {
+                    m.probe_from = Some(steps_now);
+                }
+                let p = &m.probe;
+                let rows = rows_for(0, probe_ms, p.particles.n - p.rows_done);
+                // A finished run restarts (no rows) whatever the credit.
+                if rows > 0 || p.k >= p.plan.len() {
+                    probe_rows = m.probe.advance(ctx, rows)?.rows;
+                }
+            }
+            let mut anim = Advance::default();
+            if !scrubbing {
+                let r = &m.run;
+                let rows = rows_for(1, anim_ms, r.particles.n - r.rows_done);
+                if rows > 0 || r.k >= r.plan.len() {
+                    anim = m.run.advance(ctx, rows)?;
+                }
+            }
+            Ok((anim, probe_rows, m.run.particles.n))
         });
-        let adv = match adv {
+        let (adv, probe_rows, n_particles) = match adv {
             Some(Ok(a)) => a,
             Some(Err(e)) => {
                 report_error(&e);
@@ -1715,16 +1869,23 @@ async fn run_loop(generation: u64) {
                 return;
             }
         };
-        if adv.rows > 0 {
-            // The first chunk may include compiling the pipeline: not a sample.
-            if clock.warm.0 {
-                clock.ms_per_row = smooth(clock.ms_per_row, t_chunk / adv.rows as f64);
+        let rows = adv.rows + probe_rows;
+        if rows > 0 {
+            // The first chunk may include compiling the pipeline: not a sample. Nor is a
+            // step's small tail (its fixed cost would dominate).
+            if clock.warm.0 && rows >= MIN_CHUNK_ROWS {
+                clock.ms_per_row = smooth(clock.ms_per_row, t_chunk / rows as f64);
             }
             clock.warm.0 = true;
+            for (c, r) in clock
+                .particle_credit_ms
+                .iter_mut()
+                .zip([probe_rows, adv.rows])
+            {
+                *c = (*c - t_chunk * r as f64 / rows as f64).max(0.0);
+            }
         }
-        if adv.step_done {
-            clock.sample_steps += 1;
-        }
+        clock.sample_steps += adv.rows as f64 / n_particles.max(1) as f64;
         // Phase 2: the picture.
         let mut field_scales: Option<Tensor> = None;
         let out = with_lab(|l, ctx| -> Result<(usize, usize, usize)> {
@@ -1747,7 +1908,6 @@ async fn run_loop(generation: u64) {
                 None => (0, 0, 0),
             })
         });
-        let finished = adv.finished_run;
         let t = match out {
             Some(Ok((row, total, t))) => {
                 ui.row.set((row, total));
@@ -1769,9 +1929,10 @@ async fn run_loop(generation: u64) {
             }
         };
         clock.ms_render = smooth(clock.ms_render, t_render);
+        let mut gpu_ms = t_chunk + t_render;
         debug(|| {
             format!(
-                "particles {} rows {t_chunk:.0} ms, picture {t_render:.0} ms",
+                "particles {} + probe {probe_rows} rows {t_chunk:.0} ms, picture {t_render:.0} ms",
                 adv.rows
             )
         });
@@ -1788,7 +1949,7 @@ async fn run_loop(generation: u64) {
         // Phase 3: training, as many half steps as this frame's share of GPU time buys.
         let mut steps = ui.steps.get_untracked();
         if training && !drawing && is_current(generation) {
-            let share = (2.0 * left / 3.0)
+            let share = (TRAIN_SHARE * left)
                 .min(3.0 * (t_chunk + t_render))
                 .max(MIN_TRAIN_MS);
             let halves = match clock.ms_per_half {
@@ -1829,6 +1990,7 @@ async fn run_loop(generation: u64) {
                 }
                 clock.warm.1 = true;
                 clock.train_credit_ms = (clock.train_credit_ms - t_train).max(0.0);
+                gpu_ms += t_train;
                 debug(|| format!("{halves} training half steps {t_train:.0} ms"));
             }
         } else {
@@ -1849,6 +2011,7 @@ async fn run_loop(generation: u64) {
         }
         let t1 = now_ms();
         let frame_ms = t1 - t0;
+        prev_frame = Some((t0, gpu_ms));
         if training {
             clock.train_ms += frame_ms;
             ui.train_s.set(clock.train_ms / 1000.0);
@@ -1868,10 +2031,9 @@ async fn run_loop(generation: u64) {
             }
             clock.window = (t1, steps);
             let (sw0, ss0) = clock.sample_window;
-            if t1 - sw0 >= 2000.0 && (clock.sample_steps > ss0 || t1 - sw0 >= 10_000.0) {
-                // Over ≥ 2 s and at least one step (or 10 s): a step can span many frames.
+            if t1 - sw0 >= 2000.0 {
                 ui.sample_steps_per_s
-                    .set((clock.sample_steps - ss0) as f64 * 1000.0 / (t1 - sw0));
+                    .set((clock.sample_steps - ss0) * 1000.0 / (t1 - sw0));
                 clock.sample_window = (t1, clock.sample_steps);
             }
         }
@@ -1890,7 +2052,8 @@ async fn run_loop(generation: u64) {
                 measure_untrained().await?;
             }
             debug(|| format!("untrained check {:.0} ms", now_ms() - tu));
-            if finished && t1 - clock.last_fit >= 2500.0 {
+            // A finished run of the fit probe (measure_fit does nothing otherwise).
+            if t1 - clock.last_fit >= 1000.0 {
                 clock.last_fit = t1;
                 measure_fit(&ui, clock.train_ms / 1000.0).await?;
             }
@@ -1916,6 +2079,8 @@ pub fn lab_bench_mode() -> bool {
 
 /// Particles in `?bench=lab`'s sampler-step timing (the page's default count).
 const BENCH_PARTICLES: usize = 10_000;
+/// Side of `?bench=lab`'s offscreen picture (the lab canvas at 1280×720, device pixel ratio 1).
+const BENCH_CANVAS: u32 = 560;
 
 pub async fn run_lab_bench() {
     let ui = lab_ui();
@@ -1939,7 +2104,7 @@ pub async fn run_lab_bench() {
         .and_then(|b| b.parse::<usize>().ok())
         .unwrap_or(512)
         .max(1);
-    let result: Result<(f64, usize, Vec<f64>, f64)> = async {
+    let result: Result<(f64, usize, Vec<f64>, f64, f64)> = async {
         let data = generate(Preset::Moons, 8000, 0, "")?.unlabelled();
         let schedule = lab_schedule(false, 100)?;
         let cfg = TrainConfig {
@@ -1983,24 +2148,88 @@ pub async fn run_lab_bench() {
             }
         }
         ptimes.sort_by(f64::total_cmp);
+        // The Lab tab's picture alone (its reverse view: the layer of 8,000 data points and
+        // the 10,000 particles between two steps) into an offscreen target of a desktop
+        // canvas's size.
+        let draw_ms = {
+            let format = wgpu::TextureFormat::Rgba8Unorm;
+            let renderer = PointsRenderer::new(&ctx, format);
+            let side = BENCH_CANVAS;
+            let tex = ctx.device.create_texture(&wgpu::TextureDescriptor {
+                label: Some("lab draw bench"),
+                size: wgpu::Extent3d {
+                    width: side,
+                    height: side,
+                    depth_or_array_layers: 1,
+                },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format,
+                usage: wgpu::TextureUsages::RENDER_ATTACHMENT,
+                view_formats: &[],
+            });
+            let target = tex.create_view(&wgpu::TextureViewDescriptor::default());
+            let data_buf = {
+                let flat: Vec<f32> = data
+                    .points
+                    .iter()
+                    .flat_map(|p| [p[0], p[1], 0.0, 0.0])
+                    .collect();
+                ctx.upload(&flat, &[data.len(), 4])?
+            };
+            let picks = ctx.upload_u32(&[0; MAX_PICKS], &[MAX_PICKS])?;
+            let base = PointsView::fit(side, side);
+            let layer = renderer.layer(&ctx, [side, side]);
+            let data_draw = Draw {
+                view: PointsView {
+                    radius_px: 2.2,
+                    alpha: 0.35,
+                    use_color: 1,
+                    ..base
+                },
+                pts: &data_buf.buffer,
+                picks: &picks.buffer,
+                shape: Shape::Points(data.len() as u32),
+            };
+            renderer.draw_layer(&ctx, &layer, &[data_draw]);
+            let particles = Draw {
+                view: PointsView {
+                    radius_px: 1.5,
+                    alpha: 0.8,
+                    back: 0.5,
+                    ..base
+                },
+                pts: &parts.state.buffer,
+                picks: &picks.buffer,
+                shape: Shape::Points(BENCH_PARTICLES as u32),
+            };
+            let draws = [particles];
+            time_gpu(&ctx, 10_000.0, || {
+                renderer.draw_with_panels(&ctx, &target, [side, side], Some(&layer), &[], &draws);
+                Ok(())
+            })
+            .await?
+        };
         Ok((
             times[times.len() / 2],
             tr.dispatches_per_step(),
             times,
             ptimes[1],
+            draw_ms,
         ))
     }
     .await;
     match result {
-        Ok((ms, dispatches, times, particle_ms)) => {
+        Ok((ms, dispatches, times, particle_ms, draw_ms)) => {
             let sps = 1000.0 / ms;
             let gflops = sps * flops_per_step(batch) / 1e9;
             let json = format!(
-                r#"{{"bench": "lab", "adapter": {}, "batch": {batch}, "ms_per_step": {ms:.3}, "steps_per_s": {sps:.3}, "gflops": {gflops:.3}, "dispatches_per_step": {dispatches}, "particles": {BENCH_PARTICLES}, "particle_step_ms": {particle_ms:.1}}}"#,
+                r#"{{"bench": "lab", "adapter": {}, "batch": {batch}, "ms_per_step": {ms:.3}, "steps_per_s": {sps:.3}, "gflops": {gflops:.3}, "dispatches_per_step": {dispatches}, "particles": {BENCH_PARTICLES}, "particle_step_ms": {particle_ms:.1}, "draw_ms": {draw_ms:.1}}}"#,
                 serde_json::Value::String(adapter.clone())
             );
             let table = format!(
-                "adapter\t{adapter}\nbatch\t{batch}\nruns\t{}\nmedian\t{ms:.2} ms per step\nspeed\t{sps:.2} steps/s, {gflops:.2} GFLOP/s ({:.1} MFLOP per step)\ndispatches\t{dispatches} per step\nparticles\t{particle_ms:.1} ms per sampler step of {BENCH_PARTICLES}",
+                "adapter\t{adapter}\nbatch\t{batch}\nruns\t{}\nmedian\t{ms:.2} ms per step\nspeed\t{sps:.2} steps/s, {gflops:.2} GFLOP/s ({:.1} MFLOP per step)\ndispatches\t{dispatches} per step\nparticles\t{particle_ms:.1} ms per sampler step of {BENCH_PARTICLES}\npicture\t{draw_ms:.1} ms ({BENCH_CANVAS}² px, 8,000 data points + {BENCH_PARTICLES} particles)",
                 times.len(),
                 flops_per_step(batch) / 1e6
             );
