@@ -24,7 +24,7 @@ use crate::ops::elementwise_backward::{
     upsample_nearest2x_backward,
 };
 use crate::ops::embedding_backward::add_class_embedding_backward;
-use crate::ops::group_norm_backward::{group_norm_backward, group_norm_backward_scratch_shape};
+use crate::ops::group_norm_backward::group_norm_backward_saved;
 use crate::ops::loss::{mse_loss, mse_partials_len, weighted_mse_loss, QSampleOp};
 use crate::ops::matmul::{matmul, BiasAlong, MatmulArgs};
 use crate::ops::noise::NoiseOp;
@@ -150,6 +150,12 @@ impl<'a> Builder<'a> for Training<'a> {
     fn record(&mut self, op: Op) {
         self.differentiable.insert(key(op.output()));
         self.tape.push(op);
+    }
+
+    /// Group norm saves its statistics for the backward (which uses the buffer as its
+    /// scratch too).
+    fn group_norm_saved(&mut self, len: usize) -> Result<Option<Tensor>> {
+        self.alloc(&[len]).map(Some)
     }
 
     fn dropout(&mut self, x: Tensor, p: f32) -> Result<Tensor> {
@@ -570,27 +576,33 @@ impl Training<'_> {
                 out,
                 groups,
                 silu,
+                saved,
             } => {
                 let dout = g.get(out)?;
                 let (dx, acc) = g.out(ctx, x)?;
-                let [n, c, ..] = nchw(x)?;
-                let scratch = ctx.zeros(&group_norm_backward_scratch_shape(n, c))?;
-                g.bytes += scratch.bytes();
-                group_norm_backward(
+                let gamma_t = self.rec.params.tensors[*gamma].clone();
+                let beta_t = self.rec.params.tensors[*beta].clone();
+                let eps = self.rec.cfg.norm_eps as f32;
+                let program = &mut self.rec.program;
+                // The training builder always saves the statistics.
+                let saved = saved.as_ref().ok_or_else(|| {
+                    Error::Other("internal: group norm recorded without saved statistics".into())
+                })?;
+                group_norm_backward_saved(
                     ctx,
-                    &mut self.rec.program,
+                    program,
                     x,
-                    &self.rec.params.tensors[*gamma].clone(),
-                    &self.rec.params.tensors[*beta].clone(),
+                    &gamma_t,
+                    &beta_t,
                     &dout,
                     &dx,
                     &grads[*gamma],
                     &grads[*beta],
                     *groups,
-                    self.rec.cfg.norm_eps as f32,
+                    eps,
                     *silu,
                     acc,
-                    &scratch,
+                    saved,
                 )?;
             }
             Op::Project {
