@@ -15,8 +15,9 @@ use crate::shaders::CONV2D_DIRECT;
 
 /// Output channels per forward invocation (`co0` blocks of 16 in the shader).
 pub const CHANNEL_BLOCK: usize = 16;
-/// Output channels per weight-gradient invocation.
-const WEIGHT_CHANNEL_BLOCK: usize = 8;
+/// Output channels per weight-gradient invocation that the shader has entry points for
+/// (index into [`WEIGHT_ENTRIES`]' rows); [`weight_block`] picks one.
+const WEIGHT_BLOCKS: [usize; 2] = [4, 16];
 /// Output rows per forward invocation that the shader has entry points for, largest first.
 const FORWARD_ROWS: [usize; 3] = [4, 2, 1];
 /// Invocations per workgroup of the forward kernel and of the weight-gradient kernel.
@@ -79,17 +80,48 @@ const FORWARD_ENTRIES: [[&str; 3]; 3] = [
         "conv2d_direct_k1s1_r1",
     ],
 ];
-const WEIGHT_ENTRIES: [&str; 3] = [
-    "conv2d_direct_dw_k3s1",
-    "conv2d_direct_dw_k3s2",
-    "conv2d_direct_dw_k1s1",
+/// Weight-gradient entry points by index in [`WEIGHT_BLOCKS`] and [variant].
+const WEIGHT_ENTRIES: [[&str; 3]; 2] = [
+    [
+        "conv2d_direct_dw_k3s1_c4",
+        "conv2d_direct_dw_k3s2_c4",
+        "conv2d_direct_dw_k1s1_c4",
+    ],
+    [
+        "conv2d_direct_dw_k3s1_c16",
+        "conv2d_direct_dw_k3s2_c16",
+        "conv2d_direct_dw_k1s1_c16",
+    ],
 ];
 /// The same reading dout in place (Wo a multiple of 4): no staging pass.
-const WEIGHT_ENTRIES_NCHW: [&str; 3] = [
-    "conv2d_direct_dw_k3s1_nchw",
-    "conv2d_direct_dw_k3s2_nchw",
-    "conv2d_direct_dw_k1s1_nchw",
+const WEIGHT_ENTRIES_NCHW: [[&str; 3]; 2] = [
+    [
+        "conv2d_direct_dw_k3s1_nchw_c4",
+        "conv2d_direct_dw_k3s2_nchw_c4",
+        "conv2d_direct_dw_k1s1_nchw_c4",
+    ],
+    [
+        "conv2d_direct_dw_k3s1_nchw_c16",
+        "conv2d_direct_dw_k3s2_nchw_c16",
+        "conv2d_direct_dw_k1s1_nchw_c16",
+    ],
 ];
+
+/// The weight gradient's output channels per invocation (index into [`WEIGHT_BLOCKS`]):
+/// 16, which loads an input row once for twice the multiply-adds of session 5's 8
+/// (docs/training.md, session 6), except for Cout <= 4 (conv_out), where a block of 4
+/// computes 4 channels instead of 16 for one.
+fn weight_block(cout: usize) -> usize {
+    #[cfg(test)]
+    if let Some(b) = tests::forced_weight_block() {
+        return WEIGHT_BLOCKS.iter().position(|&x| x == b).unwrap_or(1);
+    }
+    if cout <= 4 {
+        0
+    } else {
+        1
+    }
+}
 
 /// Whether a convolution takes the direct kernels: a kernel size and stride they have, on
 /// a CPU adapter (llvmpipe, SwiftShader), where they were measured to be faster than the
@@ -302,7 +334,9 @@ pub(crate) fn record_weight_partials(
             "conv2d_direct: {n} images x {cin} channels is more than one dispatch can launch"
         )));
     }
-    let cpad = cout.div_ceil(WEIGHT_CHANNEL_BLOCK) * WEIGHT_CHANNEL_BLOCK;
+    let bi = weight_block(cout);
+    let block = WEIGHT_BLOCKS[bi];
+    let cpad = cout.div_ceil(block) * block;
     let groups_per_row = wo.div_ceil(4);
     let staged_len = n * ho * groups_per_row * 4 * cpad;
     if staged_len >= 1 << 31 {
@@ -331,11 +365,11 @@ pub(crate) fn record_weight_partials(
     // tensor is then whole vec4s); otherwise dout is restaged, padded.
     let in_place = wo.is_multiple_of(4);
     let (staged, entry) = if in_place {
-        (dout.clone(), WEIGHT_ENTRIES_NCHW[v])
+        (dout.clone(), WEIGHT_ENTRIES_NCHW[bi][v])
     } else {
         let staged = ctx.zeros(&[staged_len])?;
         record_stage(ctx, program, "stage_dout", &p, dout, &staged)?;
-        (staged, WEIGHT_ENTRIES[v])
+        (staged, WEIGHT_ENTRIES[bi][v])
     };
     p.n_lanes = lanes as u32;
     ctx.record(
@@ -351,7 +385,7 @@ pub(crate) fn record_weight_partials(
             workgroups: [
                 lanes.div_ceil(WEIGHT_WORKGROUP) as u32,
                 1,
-                (cpad / WEIGHT_CHANNEL_BLOCK) as u32,
+                (cpad / block) as u32,
             ],
         },
     )
@@ -388,6 +422,23 @@ pub(crate) mod tests {
         let old = ROWS.with(|c| c.replace(Some(rows)));
         let r = f();
         ROWS.with(|c| c.set(old));
+        r
+    }
+
+    thread_local! {
+        static WEIGHT_BLOCK: Cell<Option<usize>> = const { Cell::new(None) };
+    }
+
+    /// The weight gradient's output channels per invocation forced on this thread (4, 16).
+    pub(crate) fn forced_weight_block() -> Option<usize> {
+        WEIGHT_BLOCK.with(|f| f.get())
+    }
+
+    /// Run `f` with the weight gradient's channel block forced to `block`.
+    pub(crate) fn force_weight_block<R>(block: usize, f: impl FnOnce() -> R) -> R {
+        let old = WEIGHT_BLOCK.with(|c| c.replace(Some(block)));
+        let r = f();
+        WEIGHT_BLOCK.with(|c| c.set(old));
         r
     }
 
@@ -498,12 +549,22 @@ pub(crate) mod tests {
                     }
                     p
                 };
-                match forced_rows {
+                let run = || match forced_rows {
                     Some(r) if direct => force(direct, || force_rows(r, run)),
                     _ => force(direct, run),
+                };
+                // BENCH_DW_BLOCK=4|16 forces the direct weight gradient's channel block.
+                match std::env::var("BENCH_DW_BLOCK").ok().and_then(|v| v.parse().ok()) {
+                    Some(b) => force_weight_block(b, run),
+                    None => run(),
                 }
             };
+            // BENCH_WHICH=forward|input|weight: that pass only.
+            let only = std::env::var("BENCH_WHICH").ok();
             for (which, name) in ["forward", "input", "weight"].iter().enumerate() {
+                if only.as_deref().is_some_and(|o| o != *name) {
+                    continue;
+                }
                 rows.push((
                     format!("{what} {name}"),
                     [mk(false, which), mk(true, which)],
