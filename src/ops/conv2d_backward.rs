@@ -677,11 +677,11 @@ mod tests {
         use conv2d_direct::tests::{force, force_rows, force_weight_block};
         force(false, || run_case_on(ctx, c, seed, accumulate, false));
         // The output-row tilings matter for the stride-1 input gradient only; every case
-        // runs the weight gradient with each channel block (4, 16).
-        let tilings: &[(usize, usize)] = if c.stride == 1 {
-            &[(1, 4), (2, 16), (4, 16)]
+        // runs the weight gradient with each (output, input) channel block.
+        let tilings: &[(usize, (usize, usize))] = if c.stride == 1 {
+            &[(1, (4, 1)), (2, (16, 1)), (4, (16, 2))]
         } else {
-            &[(4, 4), (4, 16)]
+            &[(4, (4, 1)), (4, (16, 1)), (4, (16, 2))]
         };
         for &(r, block) in tilings {
             force(true, || {

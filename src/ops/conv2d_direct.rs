@@ -15,9 +15,9 @@ use crate::shaders::CONV2D_DIRECT;
 
 /// Output channels per forward invocation (`co0` blocks of 16 in the shader).
 pub const CHANNEL_BLOCK: usize = 16;
-/// Output channels per weight-gradient invocation that the shader has entry points for
-/// (index into [`WEIGHT_ENTRIES`]' rows); [`weight_block`] picks one.
-const WEIGHT_BLOCKS: [usize; 2] = [4, 16];
+/// (output channels, input channels) per weight-gradient invocation that the shader has
+/// entry points for (index into [`WEIGHT_ENTRIES`]' rows); [`weight_block`] picks one.
+const WEIGHT_BLOCKS: [(usize, usize); 3] = [(4, 1), (16, 1), (16, 2)];
 /// Output rows per forward invocation that the shader has entry points for, largest first.
 const FORWARD_ROWS: [usize; 3] = [4, 2, 1];
 /// Invocations per workgroup of the forward kernel and of the weight-gradient kernel.
@@ -81,7 +81,7 @@ const FORWARD_ENTRIES: [[&str; 3]; 3] = [
     ],
 ];
 /// Weight-gradient entry points by index in [`WEIGHT_BLOCKS`] and [variant].
-const WEIGHT_ENTRIES: [[&str; 3]; 2] = [
+const WEIGHT_ENTRIES: [[&str; 3]; 3] = [
     [
         "conv2d_direct_dw_k3s1_c4",
         "conv2d_direct_dw_k3s2_c4",
@@ -92,9 +92,14 @@ const WEIGHT_ENTRIES: [[&str; 3]; 2] = [
         "conv2d_direct_dw_k3s2_c16",
         "conv2d_direct_dw_k1s1_c16",
     ],
+    [
+        "conv2d_direct_dw_k3s1_c16x2",
+        "conv2d_direct_dw_k3s2_c16x2",
+        "conv2d_direct_dw_k1s1_c16x2",
+    ],
 ];
 /// The same reading dout in place (Wo a multiple of 4): no staging pass.
-const WEIGHT_ENTRIES_NCHW: [[&str; 3]; 2] = [
+const WEIGHT_ENTRIES_NCHW: [[&str; 3]; 3] = [
     [
         "conv2d_direct_dw_k3s1_nchw_c4",
         "conv2d_direct_dw_k3s2_nchw_c4",
@@ -105,21 +110,29 @@ const WEIGHT_ENTRIES_NCHW: [[&str; 3]; 2] = [
         "conv2d_direct_dw_k3s2_nchw_c16",
         "conv2d_direct_dw_k1s1_nchw_c16",
     ],
+    [
+        "conv2d_direct_dw_k3s1_nchw_c16x2",
+        "conv2d_direct_dw_k3s2_nchw_c16x2",
+        "conv2d_direct_dw_k1s1_nchw_c16x2",
+    ],
 ];
 
-/// The weight gradient's output channels per invocation (index into [`WEIGHT_BLOCKS`]):
-/// 16, which loads an input row once for twice the multiply-adds of session 5's 8
-/// (docs/training.md, session 6), except for Cout <= 4 (conv_out), where a block of 4
-/// computes 4 channels instead of 16 for one.
-fn weight_block(cout: usize) -> usize {
+/// The weight gradient's channels per invocation (index into [`WEIGHT_BLOCKS`]): 16 output
+/// channels, which load an input row once for twice the multiply-adds of session 5's 8, and
+/// 2 input channels, which load dout once for both (docs/training.md, session 6); 4 output
+/// channels for Cout <= 4 (conv_out) and 1 input channel for Cin = 1 (conv_in), where a
+/// bigger block would compute padding.
+fn weight_block(cin: usize, cout: usize) -> usize {
     #[cfg(test)]
     if let Some(b) = tests::forced_weight_block() {
         return WEIGHT_BLOCKS.iter().position(|&x| x == b).unwrap_or(1);
     }
     if cout <= 4 {
         0
-    } else {
+    } else if cin == 1 {
         1
+    } else {
+        2
     }
 }
 
@@ -325,7 +338,9 @@ pub(crate) fn record_weight_partials(
             cin * k * k
         )));
     }
-    let lanes = n * cin;
+    let bi = weight_block(cin, cout);
+    let (block, cin_block) = WEIGHT_BLOCKS[bi];
+    let lanes = n * cin.div_ceil(cin_block);
     if lanes == 0 || cout == 0 || ho * wo == 0 {
         return Ok(());
     }
@@ -334,8 +349,6 @@ pub(crate) fn record_weight_partials(
             "conv2d_direct: {n} images x {cin} channels is more than one dispatch can launch"
         )));
     }
-    let bi = weight_block(cout);
-    let block = WEIGHT_BLOCKS[bi];
     let cpad = cout.div_ceil(block) * block;
     let groups_per_row = wo.div_ceil(4);
     let staged_len = n * ho * groups_per_row * 4 * cpad;
@@ -426,16 +439,16 @@ pub(crate) mod tests {
     }
 
     thread_local! {
-        static WEIGHT_BLOCK: Cell<Option<usize>> = const { Cell::new(None) };
+        static WEIGHT_BLOCK: Cell<Option<(usize, usize)>> = const { Cell::new(None) };
     }
 
-    /// The weight gradient's output channels per invocation forced on this thread (4, 16).
-    pub(crate) fn forced_weight_block() -> Option<usize> {
+    /// The weight gradient's (output, input) channels per invocation forced on this thread.
+    pub(crate) fn forced_weight_block() -> Option<(usize, usize)> {
         WEIGHT_BLOCK.with(|f| f.get())
     }
 
-    /// Run `f` with the weight gradient's channel block forced to `block`.
-    pub(crate) fn force_weight_block<R>(block: usize, f: impl FnOnce() -> R) -> R {
+    /// Run `f` with the weight gradient's (output, input) channel block forced to `block`.
+    pub(crate) fn force_weight_block<R>(block: (usize, usize), f: impl FnOnce() -> R) -> R {
         let old = WEIGHT_BLOCK.with(|c| c.replace(Some(block)));
         let r = f();
         WEIGHT_BLOCK.with(|c| c.set(old));
@@ -553,8 +566,13 @@ pub(crate) mod tests {
                     Some(r) if direct => force(direct, || force_rows(r, run)),
                     _ => force(direct, run),
                 };
-                // BENCH_DW_BLOCK=4|16 forces the direct weight gradient's channel block.
-                match std::env::var("BENCH_DW_BLOCK").ok().and_then(|v| v.parse().ok()) {
+                // BENCH_DW_BLOCK=co,ci (4,1 16,1 16,2) forces the direct weight gradient's
+                // channel block.
+                let block = std::env::var("BENCH_DW_BLOCK").ok().and_then(|v| {
+                    let (a, b) = v.split_once(',')?;
+                    Some((a.parse().ok()?, b.parse().ok()?))
+                });
+                match block {
                     Some(b) => force_weight_block(b, run),
                     None => run(),
                 }
