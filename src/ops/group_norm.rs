@@ -29,44 +29,13 @@ pub(crate) fn use_v4(hw: usize) -> bool {
 
 /// out = GroupNorm(x; groups, eps) · gamma + beta, then SiLU if `silu`.
 /// x, out: (N, C, H, W); gamma, beta: (C); C must be divisible by `groups`.
-/// `out` may not alias `x`.
+/// `out` may not alias `x`. With `saved` (training; length
+/// [`crate::ops::group_norm_backward::group_norm_saved_len`]) it also writes each group's
+/// statistics (m1, m_lo, rstd, 0) there after the first 2·N·C elements, for
+/// [`crate::ops::group_norm_backward::group_norm_backward`], which then need not recompute
+/// them (the same bits: the same statistics code).
 #[allow(clippy::too_many_arguments)]
 pub fn group_norm(
-    ctx: &GpuContext,
-    program: &mut Program,
-    x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    out: &Tensor,
-    groups: usize,
-    eps: f32,
-    silu: bool,
-) -> Result<()> {
-    record(ctx, program, x, gamma, beta, out, groups, eps, silu, None)
-}
-
-/// [`group_norm`] that also writes each group's statistics (m1, m_lo, rstd, 0) into `saved`
-/// (length [`crate::ops::group_norm_backward::group_norm_saved_len`]) after its first
-/// 2·N·C elements, for [`crate::ops::group_norm_backward::group_norm_backward_saved`], which
-/// then need not recompute them (same bits: the same statistics code). Training only.
-#[allow(clippy::too_many_arguments)]
-pub fn group_norm_saving_stats(
-    ctx: &GpuContext,
-    program: &mut Program,
-    x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    out: &Tensor,
-    groups: usize,
-    eps: f32,
-    silu: bool,
-    saved: &Tensor,
-) -> Result<()> {
-    record(ctx, program, x, gamma, beta, out, groups, eps, silu, Some(saved))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn record(
     ctx: &GpuContext,
     program: &mut Program,
     x: &Tensor,
@@ -95,8 +64,7 @@ fn record(
     let group_numel = u32::try_from(c / groups * h * w).map_err(|_| too_big("a group"))?;
     let total = u32::try_from(n * groups).map_err(|_| too_big("N * groups"))?;
     if x.numel() > u32::MAX as usize
-        || crate::ops::group_norm_backward::group_norm_saved_len(n, c, groups)
-            > u32::MAX as usize
+        || crate::ops::group_norm_backward::group_norm_saved_len(n, c, groups) > u32::MAX as usize
     {
         return Err(too_big("x"));
     }
@@ -187,7 +155,7 @@ mod tests {
         let tb = ctx.upload(&beta, &[c]).unwrap();
         let out = ctx.zeros(&shape).unwrap();
         let mut p = Program::new();
-        group_norm(&ctx, &mut p, &tx, &tg, &tb, &out, groups, 1e-5, silu).unwrap();
+        group_norm(&ctx, &mut p, &tx, &tg, &tb, &out, groups, 1e-5, silu, None).unwrap();
         ctx.run(&p).unwrap();
         let got = block_on(ctx.read(&out)).unwrap();
         let want = reference(&x, &gamma, &beta, shape, groups, 1e-5, silu);
@@ -236,11 +204,11 @@ mod tests {
         let g5 = ctx.zeros(&[5]).unwrap();
         let out = ctx.zeros(&[1, 6, 4, 4]).unwrap();
         let mut p = Program::new();
-        let r = group_norm(&ctx, &mut p, &x, &g, &g, &out, 4, 1e-5, false);
+        let r = group_norm(&ctx, &mut p, &x, &g, &g, &out, 4, 1e-5, false, None);
         assert!(matches!(r, Err(Error::Shape(_))));
-        let r = group_norm(&ctx, &mut p, &x, &g5, &g, &out, 3, 1e-5, false);
+        let r = group_norm(&ctx, &mut p, &x, &g5, &g, &out, 3, 1e-5, false, None);
         assert!(matches!(r, Err(Error::Shape(_))));
-        let r = group_norm(&ctx, &mut p, &x, &g, &g, &g, 3, 1e-5, false);
+        let r = group_norm(&ctx, &mut p, &x, &g, &g, &g, 3, 1e-5, false, None);
         assert!(matches!(r, Err(Error::Shape(_))));
         assert!(p.is_empty());
     }

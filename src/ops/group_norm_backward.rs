@@ -2,7 +2,7 @@
 //! the SiLU that [`crate::ops::group_norm::group_norm`] fuses after the affine. Mean and
 //! variance are either recomputed from the forward input, with the forward's own two-pass
 //! algorithm (so large mean offsets lose no accuracy), or — in training, where the forward ran
-//! [`crate::ops::group_norm::group_norm_saving_stats`] — read from what it saved (the same
+//! [`crate::ops::group_norm::group_norm`] with `saved` — read from what it saved (the same
 //! bits, without the two statistics passes and their four workgroup barriers).
 
 use crate::error::{Error, Result};
@@ -33,18 +33,29 @@ pub fn group_norm_backward_scratch_shape(n: usize, c: usize) -> [usize; 3] {
     [2, n, c]
 }
 
-/// Length of the `saved` buffer of [`crate::ops::group_norm::group_norm_saving_stats`] and
-/// [`group_norm_backward_saved`]: the backward's scratch (2·N·C) followed by the forward's
+/// Length of the `saved` buffer of [`crate::ops::group_norm::group_norm`] and
+/// [`GroupNormStats::Saved`]: the backward's scratch (2·N·C) followed by the forward's
 /// (m1, m_lo, rstd, 0) per (n, group).
 pub fn group_norm_saved_len(n: usize, c: usize, groups: usize) -> usize {
     2 * n * c + 4 * n * groups
 }
 
+/// Where [`group_norm_backward`] gets the forward's statistics, and its scratch.
+#[derive(Clone, Copy)]
+pub enum GroupNormStats<'a> {
+    /// Recomputed from x; the tensor is the scratch
+    /// ([`group_norm_backward_scratch_shape`]).
+    Recompute(&'a Tensor),
+    /// Saved by the forward in this tensor (`saved` of [`crate::ops::group_norm::group_norm`],
+    /// length [`group_norm_saved_len`]), which also serves as the scratch. Same bits.
+    Saved(&'a Tensor),
+}
+
 /// Gradients of out = GroupNorm(x)·γ + β (then SiLU if `silu`), given dout = dL/dout.
-/// x, dout, dx: (N, C, H, W); gamma, beta, dgamma, dbeta: (C); scratch:
-/// [`group_norm_backward_scratch_shape`]. dx is overwritten, or added to if `accumulate_dx`;
-/// dgamma and dbeta are always overwritten (sums over the batch). No output may alias an
-/// input. Two dispatches.
+/// x, dout, dx: (N, C, H, W); gamma, beta, dgamma, dbeta: (C); `stats`: the statistics'
+/// source and the scratch. dx is overwritten, or added to if `accumulate_dx`; dgamma and
+/// dbeta are always overwritten (sums over the batch). No output may alias an input. Two
+/// dispatches.
 #[allow(clippy::too_many_arguments)]
 pub fn group_norm_backward(
     ctx: &GpuContext,
@@ -60,82 +71,12 @@ pub fn group_norm_backward(
     eps: f32,
     silu: bool,
     accumulate_dx: bool,
-    scratch: &Tensor,
+    stats: GroupNormStats,
 ) -> Result<()> {
-    let norm = GroupNormArgs {
-        groups,
-        eps,
-        silu,
+    let (scratch, saved) = match stats {
+        GroupNormStats::Recompute(t) => (t, false),
+        GroupNormStats::Saved(t) => (t, true),
     };
-    record(
-        ctx,
-        program,
-        [x, gamma, beta, dout],
-        [dx, dgamma, dbeta],
-        norm,
-        accumulate_dx,
-        scratch,
-        false,
-    )
-}
-
-/// The forward's settings.
-#[derive(Clone, Copy)]
-struct GroupNormArgs {
-    groups: usize,
-    eps: f32,
-    silu: bool,
-}
-
-/// [`group_norm_backward`] with the statistics that
-/// [`crate::ops::group_norm::group_norm_saving_stats`] wrote into `saved` (length
-/// [`group_norm_saved_len`]), which also serves as the scratch. Bit-identical to
-/// [`group_norm_backward`].
-#[allow(clippy::too_many_arguments)]
-pub fn group_norm_backward_saved(
-    ctx: &GpuContext,
-    program: &mut Program,
-    x: &Tensor,
-    gamma: &Tensor,
-    beta: &Tensor,
-    dout: &Tensor,
-    dx: &Tensor,
-    dgamma: &Tensor,
-    dbeta: &Tensor,
-    groups: usize,
-    eps: f32,
-    silu: bool,
-    accumulate_dx: bool,
-    saved: &Tensor,
-) -> Result<()> {
-    let norm = GroupNormArgs {
-        groups,
-        eps,
-        silu,
-    };
-    record(
-        ctx,
-        program,
-        [x, gamma, beta, dout],
-        [dx, dgamma, dbeta],
-        norm,
-        accumulate_dx,
-        saved,
-        true,
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn record(
-    ctx: &GpuContext,
-    program: &mut Program,
-    [x, gamma, beta, dout]: [&Tensor; 4],
-    [dx, dgamma, dbeta]: [&Tensor; 3],
-    GroupNormArgs { groups, eps, silu }: GroupNormArgs,
-    accumulate_dx: bool,
-    scratch: &Tensor,
-    saved: bool,
-) -> Result<()> {
     let [n, c, h, w] = nchw(x, "group_norm_backward: x")?;
     if groups == 0 || c % groups != 0 {
         return Err(Error::shape(format!(
@@ -362,8 +303,20 @@ mod tests {
         let scratch = ctx.upload(&vec![3.0; 2 * n * c], &scratch_shape).unwrap();
         let mut p = Program::new();
         group_norm_backward(
-            &ctx, &mut p, &tx, &tg, &tb, &tdy, &tdx, &tdg, &tdb, groups, eps as f32, silu, acc,
-            &scratch,
+            &ctx,
+            &mut p,
+            &tx,
+            &tg,
+            &tb,
+            &tdy,
+            &tdx,
+            &tdg,
+            &tdb,
+            groups,
+            eps as f32,
+            silu,
+            acc,
+            GroupNormStats::Recompute(&scratch),
         )
         .unwrap();
         ctx.run(&p).unwrap();
@@ -386,14 +339,28 @@ mod tests {
         let (tdg2, tdb2) = (ctx.zeros(&[c]).unwrap(), ctx.zeros(&[c]).unwrap());
         let mut p = Program::new();
         let ge = eps as f32;
-        crate::ops::group_norm::group_norm(&ctx, &mut p, &tx, &tg, &tb, &y_plain, groups, ge, silu)
-            .unwrap();
-        crate::ops::group_norm::group_norm_saving_stats(
-            &ctx, &mut p, &tx, &tg, &tb, &y_saving, groups, ge, silu, &saved,
+        use crate::ops::group_norm::group_norm;
+        group_norm(
+            &ctx, &mut p, &tx, &tg, &tb, &y_plain, groups, ge, silu, None,
         )
         .unwrap();
-        group_norm_backward_saved(
-            &ctx, &mut p, &tx, &tg, &tb, &tdy, &tdx2, &tdg2, &tdb2, groups, ge, silu, acc, &saved,
+        let s = Some(&saved);
+        group_norm(&ctx, &mut p, &tx, &tg, &tb, &y_saving, groups, ge, silu, s).unwrap();
+        group_norm_backward(
+            &ctx,
+            &mut p,
+            &tx,
+            &tg,
+            &tb,
+            &tdy,
+            &tdx2,
+            &tdg2,
+            &tdb2,
+            groups,
+            ge,
+            silu,
+            acc,
+            GroupNormStats::Saved(&saved),
         )
         .unwrap();
         ctx.run(&p).unwrap();
@@ -401,10 +368,22 @@ mod tests {
             let v = block_on(ctx.read(t)).unwrap();
             v.iter().map(|x| x.to_bits()).collect()
         };
-        assert_eq!(bits(&y_plain), bits(&y_saving), "{what}: forward saving stats");
+        assert_eq!(
+            bits(&y_plain),
+            bits(&y_saving),
+            "{what}: forward saving stats"
+        );
         assert_eq!(bits(&tdx), bits(&tdx2), "{what}: dx from saved statistics");
-        assert_eq!(bits(&tdg), bits(&tdg2), "{what}: dgamma from saved statistics");
-        assert_eq!(bits(&tdb), bits(&tdb2), "{what}: dbeta from saved statistics");
+        assert_eq!(
+            bits(&tdg),
+            bits(&tdg2),
+            "{what}: dgamma from saved statistics"
+        );
+        assert_eq!(
+            bits(&tdb),
+            bits(&tdb2),
+            "{what}: dbeta from saved statistics"
+        );
 
         // Analytic f64 gradient at the same f32 point. dx is a difference of O(rstd·|dz|)
         // terms; x − m1 is exact in f32 (Sterbenz), so only the rounding of x̂, rstd and the
@@ -534,8 +513,20 @@ mod tests {
         let scratch = ctx.zeros(&group_norm_backward_scratch_shape(n, c)).unwrap();
         let mut p = Program::new();
         group_norm_backward(
-            &ctx, &mut p, &tx, &tg, &tb, &tdy, &tdx, &tdg, &tdb, groups, 1e-5, true, false,
-            &scratch,
+            &ctx,
+            &mut p,
+            &tx,
+            &tg,
+            &tb,
+            &tdy,
+            &tdx,
+            &tdg,
+            &tdb,
+            groups,
+            1e-5,
+            true,
+            false,
+            GroupNormStats::Recompute(&scratch),
         )
         .unwrap();
         ctx.run(&p).unwrap();
@@ -584,7 +575,20 @@ mod tests {
         let mut p = Program::new();
         let run = |p: &mut Program, groups, s: &Tensor, dg: &Tensor| {
             group_norm_backward(
-                &ctx, p, &x, &g, &g, &x, &dx, dg, &db, groups, 1e-5, false, false, s,
+                &ctx,
+                p,
+                &x,
+                &g,
+                &g,
+                &x,
+                &dx,
+                dg,
+                &db,
+                groups,
+                1e-5,
+                false,
+                false,
+                GroupNormStats::Recompute(s),
             )
         };
         assert!(matches!(run(&mut p, 4, &s, &dg), Err(Error::Shape(_))));

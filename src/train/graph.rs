@@ -24,7 +24,7 @@ use crate::ops::elementwise_backward::{
     upsample_nearest2x_backward,
 };
 use crate::ops::embedding_backward::add_class_embedding_backward;
-use crate::ops::group_norm_backward::group_norm_backward_saved;
+use crate::ops::group_norm_backward::{group_norm_backward, GroupNormStats};
 use crate::ops::loss::{mse_loss, mse_partials_len, weighted_mse_loss, QSampleOp};
 use crate::ops::matmul::{matmul, BiasAlong, MatmulArgs};
 use crate::ops::noise::NoiseOp;
@@ -588,7 +588,7 @@ impl Training<'_> {
                 let saved = saved.as_ref().ok_or_else(|| {
                     Error::Other("internal: group norm recorded without saved statistics".into())
                 })?;
-                group_norm_backward_saved(
+                group_norm_backward(
                     ctx,
                     program,
                     x,
@@ -602,7 +602,7 @@ impl Training<'_> {
                     eps,
                     *silu,
                     acc,
-                    saved,
+                    GroupNormStats::Saved(saved),
                 )?;
             }
             Op::Project {

@@ -23,7 +23,7 @@ use crate::model::weights::{expected_tensors, Weights};
 use crate::ops::conv2d::{conv2d, Conv2dArgs};
 use crate::ops::elementwise::{concat_channels, scale_shift, silu, upsample_nearest2x};
 use crate::ops::embedding::{add_class_embedding, timestep_embedding};
-use crate::ops::group_norm::{group_norm as group_norm_kernel, group_norm_saving_stats};
+use crate::ops::group_norm::group_norm as group_norm_kernel;
 use crate::ops::group_norm_backward::group_norm_saved_len;
 use crate::ops::matmul::{linear, matmul, BiasAlong, MatmulArgs};
 use crate::ops::softmax::softmax_rows;
@@ -248,7 +248,7 @@ pub trait Builder<'a> {
     /// diffusers' `nn.Dropout(p)` on `x`: the identity in eval mode.
     fn dropout(&mut self, x: Tensor, p: f32) -> Result<Tensor>;
     /// A buffer of `len` floats in which group norm saves its statistics for the backward
-    /// (`ops::group_norm::group_norm_saving_stats`); None (the default) saves nothing.
+    /// (`saved` of `ops::group_norm::group_norm`); None (the default) saves nothing.
     fn group_norm_saved(&mut self, _len: usize) -> Result<Option<Tensor>> {
         Ok(None)
     }
@@ -679,21 +679,18 @@ fn group_norm<'a, B: Builder<'a>>(
     let saved = b.group_norm_saved(group_norm_saved_len(n, c, groups))?;
     let r = b.rec();
     let eps = r.cfg.norm_eps as f32;
-    match &saved {
-        Some(s) => group_norm_saving_stats(
-            r.ctx,
-            &mut r.program,
-            x,
-            &g,
-            &bt,
-            &out,
-            groups,
-            eps,
-            silu,
-            s,
-        )?,
-        None => group_norm_kernel(r.ctx, &mut r.program, x, &g, &bt, &out, groups, eps, silu)?,
-    }
+    group_norm_kernel(
+        r.ctx,
+        &mut r.program,
+        x,
+        &g,
+        &bt,
+        &out,
+        groups,
+        eps,
+        silu,
+        saved.as_ref(),
+    )?;
     b.record(Op::GroupNorm {
         x: x.clone(),
         gamma,
