@@ -457,11 +457,18 @@ impl Training<'_> {
             )?;
         }
         if let Some(r) = residual {
-            let (dr, acc) = g.out(ctx, r)?;
-            if acc {
-                accumulate_scaled(ctx, program, &dout, &dr, scale)?;
+            if scale == 1.0 && key(r) != key(x) && !g.map.contains_key(&key(r)) {
+                // d(residual) = dout exactly: the residual's gradient takes dout's buffer
+                // instead of a copy (dout is read by this op's backward only, all recorded
+                // above and below; later writers of the residual's gradient accumulate).
+                g.map.insert(key(r), (dout.clone(), true));
             } else {
-                copy_scaled(ctx, program, &dout, &dr, scale)?;
+                let (dr, acc) = g.out(ctx, r)?;
+                if acc {
+                    accumulate_scaled(ctx, program, &dout, &dr, scale)?;
+                } else {
+                    copy_scaled(ctx, program, &dout, &dr, scale)?;
+                }
             }
         }
         if self.differentiable.contains(&key(x)) {
