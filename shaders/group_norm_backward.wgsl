@@ -4,10 +4,12 @@
 //   dβ_c = Σ_{n,hw} dz,  dγ_c = Σ_{n,hw} dz·x̂,
 //   dx   = rstd · (γ·dz − mean_group(γ·dz) − x̂ · mean_group(γ·dz·x̂)).
 // Two entry points, recorded as two dispatches:
-//   group_norm_backward_dx: one workgroup of 64 threads per (n, g). It recomputes μ and rstd
+//   group_norm_backward_dx: one workgroup of 64 threads per (n, g). It takes μ and rstd from
+//     what the training forward saved (group_norm_stats; p.saved = 1) or recomputes them
 //     exactly as the forward does (shaders/lib/group_norm_stats.wgsl, appended), reduces
-//     each channel's Σdz and Σdz·x̂ over H·W (written to scratch as per-(n, c) partials),
-//     builds the group sums from them, then writes dx.
+//     each channel's Σdz and Σdz·x̂ over H·W — up to 8 channels per workgroup_slots_reduce,
+//     two barriers for all of them — (written to scratch as per-(n, c) partials), builds the
+//     group sums from them, then writes dx.
 //   group_norm_backward_params: one thread per channel sums the partials over n in a fixed
 //     order, so dγ and dβ are deterministic (no atomics).
 
