@@ -17,7 +17,7 @@ use crate::shaders::CONV2D_DIRECT;
 pub const CHANNEL_BLOCK: usize = 16;
 /// (output channels, input channels) per weight-gradient invocation that the shader has
 /// entry points for (index into [`WEIGHT_ENTRIES`]' rows); [`weight_block`] picks one.
-const WEIGHT_BLOCKS: [(usize, usize); 3] = [(4, 1), (16, 1), (16, 2)];
+const WEIGHT_BLOCKS: [(usize, usize); 2] = [(4, 1), (16, 2)];
 /// Output rows per forward invocation that the shader has entry points for, largest first.
 const FORWARD_ROWS: [usize; 3] = [4, 2, 1];
 /// Invocations per workgroup of the forward kernel and of the weight-gradient kernel.
@@ -81,16 +81,11 @@ const FORWARD_ENTRIES: [[&str; 3]; 3] = [
     ],
 ];
 /// Weight-gradient entry points by index in [`WEIGHT_BLOCKS`] and [variant].
-const WEIGHT_ENTRIES: [[&str; 3]; 3] = [
+const WEIGHT_ENTRIES: [[&str; 3]; 2] = [
     [
         "conv2d_direct_dw_k3s1_c4",
         "conv2d_direct_dw_k3s2_c4",
         "conv2d_direct_dw_k1s1_c4",
-    ],
-    [
-        "conv2d_direct_dw_k3s1_c16",
-        "conv2d_direct_dw_k3s2_c16",
-        "conv2d_direct_dw_k1s1_c16",
     ],
     [
         "conv2d_direct_dw_k3s1_c16x2",
@@ -99,16 +94,11 @@ const WEIGHT_ENTRIES: [[&str; 3]; 3] = [
     ],
 ];
 /// The same reading dout in place (Wo a multiple of 4): no staging pass.
-const WEIGHT_ENTRIES_NCHW: [[&str; 3]; 3] = [
+const WEIGHT_ENTRIES_NCHW: [[&str; 3]; 2] = [
     [
         "conv2d_direct_dw_k3s1_nchw_c4",
         "conv2d_direct_dw_k3s2_nchw_c4",
         "conv2d_direct_dw_k1s1_nchw_c4",
-    ],
-    [
-        "conv2d_direct_dw_k3s1_nchw_c16",
-        "conv2d_direct_dw_k3s2_nchw_c16",
-        "conv2d_direct_dw_k1s1_nchw_c16",
     ],
     [
         "conv2d_direct_dw_k3s1_nchw_c16x2",
@@ -120,19 +110,17 @@ const WEIGHT_ENTRIES_NCHW: [[&str; 3]; 3] = [
 /// The weight gradient's channels per invocation (index into [`WEIGHT_BLOCKS`]): 16 output
 /// channels, which load an input row once for twice the multiply-adds of session 5's 8, and
 /// 2 input channels, which load dout once for both (docs/training.md, session 6); 4 output
-/// channels for Cout <= 4 (conv_out) and 1 input channel for Cin = 1 (conv_in), where a
-/// bigger block would compute padding.
-fn weight_block(cin: usize, cout: usize) -> usize {
+/// channels (and 1 input channel) for Cout <= 4 (conv_out), where 16 would compute padding.
+/// conv_in (Cin = 1) masks its second input channel: its weight gradient is a few ms.
+fn weight_block(cout: usize) -> usize {
     #[cfg(test)]
     if let Some(b) = tests::forced_weight_block() {
         return WEIGHT_BLOCKS.iter().position(|&x| x == b).unwrap_or(1);
     }
     if cout <= 4 {
         0
-    } else if cin == 1 {
-        1
     } else {
-        2
+        1
     }
 }
 
@@ -314,8 +302,8 @@ pub(crate) fn record_forward(ctx: &GpuContext, program: &mut Program, f: &Forwar
 
 /// Record the weight gradient's per-image partial sums: partials (N, Cout, Cin·k·k)
 /// (at least that many elements) from x (N, Cin, H, W) and dout (N, Cout, Ho, Wo), read in
-/// place when Wo is a multiple of 4, else staged as [N][Ho][Wo padded to 4][Cout padded to 8]
-/// first.
+/// place when Wo is a multiple of 4, else staged as [N][Ho][Wo padded to 4][Cout padded to the
+/// channel block] first.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn record_weight_partials(
     ctx: &GpuContext,
@@ -338,7 +326,7 @@ pub(crate) fn record_weight_partials(
             cin * k * k
         )));
     }
-    let bi = weight_block(cin, cout);
+    let bi = weight_block(cout);
     let (block, cin_block) = WEIGHT_BLOCKS[bi];
     let lanes = n * cin.div_ceil(cin_block);
     if lanes == 0 || cout == 0 || ho * wo == 0 {
@@ -566,7 +554,7 @@ pub(crate) mod tests {
                     Some(r) if direct => force(direct, || force_rows(r, run)),
                     _ => force(direct, run),
                 };
-                // BENCH_DW_BLOCK=co,ci (4,1 16,1 16,2) forces the direct weight gradient's
+                // BENCH_DW_BLOCK=co,ci (4,1 or 16,2) forces the direct weight gradient's
                 // channel block.
                 let block = std::env::var("BENCH_DW_BLOCK").ok().and_then(|v| {
                     let (a, b) = v.split_once(',')?;
