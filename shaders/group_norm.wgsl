@@ -4,6 +4,8 @@
 // are contiguous in NCHW. Statistics: shaders/lib/group_norm_stats.wgsl (appended; two-pass,
 // with the workgroup sums of shaders/lib/workgroup_sum.wgsl). The output uses
 // (x - m1) - m_lo, so the f32 mean's rounding does not enter the result.
+// group_norm_stats (training) also writes each group's (m1, m_lo, rstd) to `stats`, so the
+// backward (group_norm_backward.wgsl) need not recompute them.
 
 struct Params {
     // Elements per group: (C / G) * H * W.
@@ -19,6 +21,8 @@ struct Params {
     // 1: apply SiLU after the affine.
     silu: u32,
     eps: f32,
+    // group_norm_stats: where the statistics start in `stats` (elements).
+    stats_offset: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -30,20 +34,14 @@ struct Params {
 @group(0) @binding(3) var<storage, read> beta: array<f32>;
 // out: (N, C, H, W); must not alias x
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
+// stats: group_norm_stats only: [stats_offset + 4·(n·G + g) ..][0..3] = (m1, m_lo, rstd, 0)
+//    of group g of sample n (the rest of the buffer is the backward's scratch)
+@group(0) @binding(5) var<storage, read_write> stats: array<f32>;
 
-@compute @workgroup_size(64)
-fn group_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-              @builtin(local_invocation_index) lid: u32) {
-    let gi = wg.x + wg.y * nwg.x;
-    // Uniform per workgroup, so the barriers below stay in uniform control flow.
-    if (gi >= p.num_groups_total) { return; }
-    let n = p.group_numel;
-    let base = gi * n;
-    // Passes 1 and 2: mean and variance.
-    let st = group_stats(lid, base, n, p.eps);
-
-    // Pass 3: normalise, affine, optional SiLU; channel by channel, so that γ and β are
-    // loaded once per channel (on llvmpipe every load is a per-lane gather).
+// Pass 3 of group (n, g) = gi: normalise, affine, optional SiLU; channel by channel, so that
+// γ and β are loaded once per channel (on llvmpipe every load is a per-lane gather).
+fn normalize_group(gi: u32, lid: u32, st: GroupStats) {
+    let base = gi * p.group_numel;
     let c0 = (gi % p.groups) * p.channels_per_group;
     for (var k = 0u; k < p.channels_per_group; k = k + 1u) {
         let c = c0 + k;
@@ -59,4 +57,32 @@ fn group_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
             }
         }
     }
+}
+
+@compute @workgroup_size(64)
+fn group_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let gi = wg.x + wg.y * nwg.x;
+    // Uniform per workgroup, so the barriers below stay in uniform control flow.
+    if (gi >= p.num_groups_total) { return; }
+    // Passes 1 and 2: mean and variance.
+    let st = group_stats(lid, gi * p.group_numel, p.group_numel, p.eps);
+    normalize_group(gi, lid, st);
+}
+
+@compute @workgroup_size(64)
+fn group_norm_stats(@builtin(workgroup_id) wg: vec3<u32>,
+                    @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let gi = wg.x + wg.y * nwg.x;
+    if (gi >= p.num_groups_total) { return; }
+    let st = group_stats(lid, gi * p.group_numel, p.group_numel, p.eps);
+    if (lid == 0u) {
+        let o = p.stats_offset + 4u * gi;
+        stats[o] = st.m1;
+        stats[o + 1u] = st.m_lo;
+        stats[o + 2u] = st.rstd;
+        stats[o + 3u] = 0.0;
+    }
+    normalize_group(gi, lid, st);
 }

@@ -4,10 +4,12 @@
 //   dβ_c = Σ_{n,hw} dz,  dγ_c = Σ_{n,hw} dz·x̂,
 //   dx   = rstd · (γ·dz − mean_group(γ·dz) − x̂ · mean_group(γ·dz·x̂)).
 // Two entry points, recorded as two dispatches:
-//   group_norm_backward_dx: one workgroup of 64 threads per (n, g). It recomputes μ and rstd
+//   group_norm_backward_dx: one workgroup of 64 threads per (n, g). It takes μ and rstd from
+//     what the training forward saved (group_norm_stats; p.saved = 1) or recomputes them
 //     exactly as the forward does (shaders/lib/group_norm_stats.wgsl, appended), reduces
-//     each channel's Σdz and Σdz·x̂ over H·W (written to scratch as per-(n, c) partials),
-//     builds the group sums from them, then writes dx.
+//     each channel's Σdz and Σdz·x̂ over H·W — up to 8 channels per workgroup_slots_reduce,
+//     two barriers for all of them — (written to scratch as per-(n, c) partials), builds the
+//     group sums from them, then writes dx.
 //   group_norm_backward_params: one thread per channel sums the partials over n in a fixed
 //     order, so dγ and dβ are deterministic (no atomics).
 
@@ -30,8 +32,10 @@ struct Params {
     // N and C (for the params pass).
     batch: u32,
     channels: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // 1: the forward saved the statistics (group_norm_stats) in scratch from stats_offset;
+    // 0: recompute them here.
+    saved: u32,
+    stats_offset: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -43,7 +47,8 @@ struct Params {
 @group(0) @binding(3) var<storage, read> beta: array<f32>;
 // dout: (N, C, H, W) — gradient of the forward output
 @group(0) @binding(4) var<storage, read> dout: array<f32>;
-// scratch: (2, N, C) — [0]: Σ_hw dz·x̂, [1]: Σ_hw dz per (n, c)
+// scratch: (2, N, C) — [0]: Σ_hw dz·x̂, [1]: Σ_hw dz per (n, c); when saved, followed at
+//    stats_offset by the forward's (m1, m_lo, rstd, 0) per (n, g) (group_norm_stats)
 @group(0) @binding(5) var<storage, read_write> scratch: array<f32>;
 // dx: (N, C, H, W); read only when accumulating
 @group(0) @binding(6) var<storage, read_write> dx: array<f32>;
@@ -71,8 +76,14 @@ fn group_norm_backward_dx(@builtin(workgroup_id) wg: vec3<u32>,
     let base = gi * m;
     let inv_m = 1.0 / f32(m);
 
-    // Statistics, the same operations as the forward kernel.
-    let st = group_stats(lid, base, m, p.eps);
+    // Statistics: saved by the forward, or recomputed with the same operations.
+    var st: GroupStats;
+    if (p.saved != 0u) {
+        let o = p.stats_offset + 4u * gi;
+        st = GroupStats(scratch[o], scratch[o + 1u], scratch[o + 2u]);
+    } else {
+        st = group_stats(lid, base, m, p.eps);
+    }
     let m1 = st.m1;
     let m_lo = st.m_lo;
     let rstd = st.rstd;
@@ -80,29 +91,39 @@ fn group_norm_backward_dx(@builtin(workgroup_id) wg: vec3<u32>,
     // Per-channel sums of dz and dz·x̂; the group sums of γ·dz and γ·dz·x̂ follow from them.
     let n = gi / p.groups;
     let c0 = (gi % p.groups) * p.channels_per_group;
+    // Up to 8 channels per round of workgroup_slots_reduce (two barriers per round).
     var g_dz = 0.0;
     var g_dzx = 0.0;
-    for (var k = 0u; k < p.channels_per_group; k = k + 1u) {
-        let c = c0 + k;
-        let cbase = base + k * p.hw;
-        // γ and β once per channel: on llvmpipe every load costs a per-lane gather.
-        let g = gamma[c];
-        let bt = beta[c];
-        var a = 0.0;
-        var b = 0.0;
-        for (var i = lid; i < p.hw; i = i + WG) {
-            let xh = ((x[cbase + i] - m1) - m_lo) * rstd;
-            let dz = dz_of(dout[cbase + i], g, bt, xh);
-            a = a + dz;
-            b = b + dz * xh;
+    for (var k0 = 0u; k0 < p.channels_per_group; k0 = k0 + 8u) {
+        let count = min(8u, p.channels_per_group - k0);
+        for (var kk = 0u; kk < count; kk = kk + 1u) {
+            let c = c0 + k0 + kk;
+            let cbase = base + (k0 + kk) * p.hw;
+            // γ and β once per channel: on llvmpipe every load costs a per-lane gather.
+            let g = gamma[c];
+            let bt = beta[c];
+            var a = 0.0;
+            var b = 0.0;
+            for (var i = lid; i < p.hw; i = i + WG) {
+                let xh = ((x[cbase + i] - m1) - m_lo) * rstd;
+                let dz = dz_of(dout[cbase + i], g, bt, xh);
+                a = a + dz;
+                b = b + dz * xh;
+            }
+            wg_slots[kk * WG + lid] = vec2<f32>(a, b);
         }
-        let r = workgroup_sum2(lid, a, b);
-        if (lid == 0u) {
-            scratch[n * p.channels + c] = r.y;
-            scratch[(p.batch + n) * p.channels + c] = r.x;
+        workgroup_slots_reduce(lid, count);
+        for (var kk = 0u; kk < count; kk = kk + 1u) {
+            let c = c0 + k0 + kk;
+            let r = workgroup_slot_sum(kk);
+            if (lid == 0u) {
+                scratch[n * p.channels + c] = r.y;
+                scratch[(p.batch + n) * p.channels + c] = r.x;
+            }
+            let g = gamma[c];
+            g_dz = g_dz + g * r.x;
+            g_dzx = g_dzx + g * r.y;
         }
-        g_dz = g_dz + g * r.x;
-        g_dzx = g_dzx + g * r.y;
     }
     let mean_dz = g_dz * inv_m;
     let mean_dzx = g_dzx * inv_m;

@@ -24,8 +24,10 @@ struct Params {
     // N and C.
     batch: u32,
     channels: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // 1: the forward saved the statistics (group_norm_stats) in scratch from stats_offset;
+    // 0: recompute them here.
+    saved: u32,
+    stats_offset: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -37,7 +39,8 @@ struct Params {
 @group(0) @binding(3) var<storage, read> beta: array<f32>;
 // dout: (N, C, H, W), as vec4 along W — gradient of the forward output
 @group(0) @binding(4) var<storage, read> dout: array<vec4<f32>>;
-// scratch: (2, N, C) — [0]: Σ_hw dz·x̂, [1]: Σ_hw dz per (n, c)
+// scratch: (2, N, C) — [0]: Σ_hw dz·x̂, [1]: Σ_hw dz per (n, c); when saved, followed at
+//    stats_offset by the forward's (m1, m_lo, rstd, 0) per (n, g)
 @group(0) @binding(5) var<storage, read_write> scratch: array<f32>;
 // dx: (N, C, H, W), as vec4 along W; read only when accumulating
 @group(0) @binding(6) var<storage, read_write> dx: array<vec4<f32>>;
@@ -64,7 +67,13 @@ fn group_norm_backward_dx_v4(@builtin(workgroup_id) wg: vec3<u32>,
     let base4 = gi * n4;
     let hw4 = p.hw / 4u;
     let inv_m = 1.0 / f32(p.group_numel);
-    let st = group_stats_v4(lid, base4, n4, p.eps);
+    var st: GroupStats4;
+    if (p.saved != 0u) {
+        let o = p.stats_offset + 4u * gi;
+        st = GroupStats4(scratch[o], scratch[o + 1u], scratch[o + 2u]);
+    } else {
+        st = group_stats_v4(lid, base4, n4, p.eps);
+    }
     let m1 = st.m1;
     let m_lo = st.m_lo;
     let rstd = st.rstd;
@@ -72,28 +81,38 @@ fn group_norm_backward_dx_v4(@builtin(workgroup_id) wg: vec3<u32>,
     // Per-channel sums of dz and dz·x̂; the group sums of γ·dz and γ·dz·x̂ follow from them.
     let n = gi / p.groups;
     let c0 = (gi % p.groups) * p.channels_per_group;
+    // Up to 8 channels per round of workgroup_slots_reduce (two barriers per round).
     var g_dz = 0.0;
     var g_dzx = 0.0;
-    for (var k = 0u; k < p.channels_per_group; k = k + 1u) {
-        let c = c0 + k;
-        let cbase = base4 + k * hw4;
-        let g = gamma[c];
-        let bt = beta[c];
-        var a = vec4<f32>(0.0);
-        var b = vec4<f32>(0.0);
-        for (var i = lid; i < hw4; i = i + WG) {
-            let xh = ((x[cbase + i] - m1) - m_lo) * rstd;
-            let dz = dz_of4(dout[cbase + i], g, bt, xh);
-            a = a + dz;
-            b = b + dz * xh;
+    for (var k0 = 0u; k0 < p.channels_per_group; k0 = k0 + 8u) {
+        let count = min(8u, p.channels_per_group - k0);
+        for (var kk = 0u; kk < count; kk = kk + 1u) {
+            let c = c0 + k0 + kk;
+            let cbase = base4 + (k0 + kk) * hw4;
+            let g = gamma[c];
+            let bt = beta[c];
+            var a = vec4<f32>(0.0);
+            var b = vec4<f32>(0.0);
+            for (var i = lid; i < hw4; i = i + WG) {
+                let xh = ((x[cbase + i] - m1) - m_lo) * rstd;
+                let dz = dz_of4(dout[cbase + i], g, bt, xh);
+                a = a + dz;
+                b = b + dz * xh;
+            }
+            wg_slots[kk * WG + lid] = vec2<f32>(hsum4(a), hsum4(b));
         }
-        let r = workgroup_sum2(lid, hsum4(a), hsum4(b));
-        if (lid == 0u) {
-            scratch[n * p.channels + c] = r.y;
-            scratch[(p.batch + n) * p.channels + c] = r.x;
+        workgroup_slots_reduce(lid, count);
+        for (var kk = 0u; kk < count; kk = kk + 1u) {
+            let c = c0 + k0 + kk;
+            let r = workgroup_slot_sum(kk);
+            if (lid == 0u) {
+                scratch[n * p.channels + c] = r.y;
+                scratch[(p.batch + n) * p.channels + c] = r.x;
+            }
+            let g = gamma[c];
+            g_dz = g_dz + g * r.x;
+            g_dzx = g_dzx + g * r.y;
         }
-        g_dz = g_dz + g * r.x;
-        g_dzx = g_dzx + g * r.y;
     }
     let mean_dz = g_dz * inv_m;
     let mean_dzx = g_dzx * inv_m;

@@ -18,6 +18,8 @@ struct Params {
     // 1: apply SiLU after the affine.
     silu: u32,
     eps: f32,
+    // group_norm_v4_stats: where the statistics start in `stats` (elements).
+    stats_offset: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -29,16 +31,12 @@ struct Params {
 @group(0) @binding(3) var<storage, read> beta: array<f32>;
 // out: (N, C, H, W), as vec4 along W; must not alias x
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
+// stats: group_norm_v4_stats only, as group_norm.wgsl's: (m1, m_lo, rstd, 0) per (n, g) from
+//    element stats_offset
+@group(0) @binding(5) var<storage, read_write> stats: array<f32>;
 
-@compute @workgroup_size(64)
-fn group_norm_v4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                 @builtin(local_invocation_index) lid: u32) {
-    let gi = wg.x + wg.y * nwg.x;
-    // Uniform per workgroup, so the barriers below stay in uniform control flow.
-    if (gi >= p.num_groups_total) { return; }
-    let n4 = p.group_numel / 4u;
-    let base4 = gi * n4;
-    let st = group_stats_v4(lid, base4, n4, p.eps);
+fn normalize_group_v4(gi: u32, lid: u32, st: GroupStats4) {
+    let base4 = gi * (p.group_numel / 4u);
     let hw4 = p.hw / 4u;
     let c0 = (gi % p.groups) * p.channels_per_group;
     for (var k = 0u; k < p.channels_per_group; k = k + 1u) {
@@ -55,4 +53,33 @@ fn group_norm_v4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
             }
         }
     }
+}
+
+@compute @workgroup_size(64)
+fn group_norm_v4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let gi = wg.x + wg.y * nwg.x;
+    // Uniform per workgroup, so the barriers below stay in uniform control flow.
+    if (gi >= p.num_groups_total) { return; }
+    let n4 = p.group_numel / 4u;
+    let st = group_stats_v4(lid, gi * n4, n4, p.eps);
+    normalize_group_v4(gi, lid, st);
+}
+
+@compute @workgroup_size(64)
+fn group_norm_v4_stats(@builtin(workgroup_id) wg: vec3<u32>,
+                       @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    let gi = wg.x + wg.y * nwg.x;
+    if (gi >= p.num_groups_total) { return; }
+    let n4 = p.group_numel / 4u;
+    let st = group_stats_v4(lid, gi * n4, n4, p.eps);
+    if (lid == 0u) {
+        let o = p.stats_offset + 4u * gi;
+        stats[o] = st.m1;
+        stats[o + 1u] = st.m_lo;
+        stats[o + 2u] = st.rstd;
+        stats[o + 3u] = 0.0;
+    }
+    normalize_group_v4(gi, lid, st);
 }

@@ -57,3 +57,34 @@ fn workgroup_sum(li: u32, v: f32) -> f32 {
 fn workgroup_max(li: u32, v: f32) -> f32 {
     return workgroup_reduce(li, vec2<f32>(v, 0.0), true).x;
 }
+
+// Up to 8 pairs of sums with one pair of barriers (the group-norm backward's per-channel Σdz
+// and Σdz·x̂; one workgroup_sum2 per channel cost two barriers each). Each thread li stores
+// its pair for slot k (< 8) in wg_slots[k * 64 + li], then calls workgroup_slots_reduce(li,
+// count) (uniform control flow), after which workgroup_slot_sum(k) is slot k's total. The
+// sums run in workgroup_reduce's order (8 runs of 8 in index order, then the 8 partials), so
+// each slot's total has the same bits as workgroup_sum2 of the same values. Consecutive
+// rounds need no barrier in between, for the same reason as workgroup_reduce's.
+var<workgroup> wg_slots: array<vec2<f32>, 512>;
+var<workgroup> wg_slots8: array<vec2<f32>, 64>;
+
+fn workgroup_slots_reduce(li: u32, count: u32) {
+    workgroupBarrier();
+    if (li < 8u * count) {
+        let base = (li / 8u) * 64u + (li % 8u) * 8u;
+        var a = vec2<f32>(0.0);
+        for (var k = 0u; k < 8u; k++) {
+            a = a + wg_slots[base + k];
+        }
+        wg_slots8[li] = a;
+    }
+    workgroupBarrier();
+}
+
+fn workgroup_slot_sum(k: u32) -> vec2<f32> {
+    var t = vec2<f32>(0.0);
+    for (var j = 0u; j < 8u; j++) {
+        t = t + wg_slots8[k * 8u + j];
+    }
+    return t;
+}

@@ -674,13 +674,20 @@ mod tests {
     /// Every case on both paths: the GEMM tiles and (where they apply) the direct kernels
     /// of `conv2d_direct.rs`.
     fn run_case(ctx: &GpuContext, c: Case, seed: u64, accumulate: bool) {
-        use conv2d_direct::tests::{force, force_rows};
+        use conv2d_direct::tests::{force, force_rows, force_weight_block};
         force(false, || run_case_on(ctx, c, seed, accumulate, false));
-        // The output-row tilings matter for the stride-1 input gradient only.
-        let rows: &[usize] = if c.stride == 1 { &[1, 2, 4] } else { &[4] };
-        for &r in rows {
+        // The output-row tilings matter for the stride-1 input gradient only; every case
+        // runs the weight gradient with each (output, input) channel block.
+        let tilings: &[(usize, (usize, usize))] = if c.stride == 1 {
+            &[(1, (4, 1)), (2, (16, 2)), (4, (16, 2))]
+        } else {
+            &[(4, (4, 1)), (4, (16, 2))]
+        };
+        for &(r, block) in tilings {
             force(true, || {
-                force_rows(r, || run_case_on(ctx, c, seed, accumulate, true))
+                force_rows(r, || {
+                    force_weight_block(block, || run_case_on(ctx, c, seed, accumulate, true))
+                })
             });
         }
     }
@@ -818,6 +825,8 @@ mod tests {
         run_case(&ctx, case(2, 33, 3, (9, 11), 3, 1, [1; 4]), 3, false);
         // Wo a multiple of 4: the direct weight gradient reads dout in place.
         run_case(&ctx, case(2, 5, 9, (6, 12), 3, 1, [1; 4]), 4, true);
+        // ... with more than one 16-channel block of the weight gradient (the last partial).
+        run_case(&ctx, case(2, 3, 19, (5, 8), 3, 1, [1; 4]), 5, false);
     }
 
     #[test]
@@ -835,6 +844,8 @@ mod tests {
         // Even size with padding 1 on every side, and a stride of 3.
         run_case(&ctx, case(1, 3, 5, (8, 8), 3, 2, [1; 4]), 15, true);
         run_case(&ctx, case(2, 3, 4, (10, 11), 3, 3, [1, 2, 0, 1]), 16, false);
+        // Wo = 8, a multiple of 4 (dout read in place), and 17 output channels.
+        run_case(&ctx, case(1, 3, 17, (16, 16), 3, 2, [1; 4]), 17, true);
     }
 
     #[test]
@@ -843,6 +854,7 @@ mod tests {
         run_case(&ctx, case(2, 33, 5, (7, 7), 1, 1, [0; 4]), 20, false);
         run_case(&ctx, case(3, 5, 70, (14, 14), 1, 1, [0; 4]), 21, true);
         run_case(&ctx, case(2, 6, 11, (5, 8), 1, 1, [0; 4]), 23, false);
+        run_case(&ctx, case(2, 6, 20, (3, 8), 1, 1, [0; 4]), 24, true);
         // 1x1 with stride 2: three of the four phase classes have no taps (gradient 0).
         run_case(&ctx, case(2, 5, 3, (7, 8), 1, 2, [0; 4]), 22, false);
     }

@@ -15,8 +15,9 @@ use crate::shaders::CONV2D_DIRECT;
 
 /// Output channels per forward invocation (`co0` blocks of 16 in the shader).
 pub const CHANNEL_BLOCK: usize = 16;
-/// Output channels per weight-gradient invocation.
-const WEIGHT_CHANNEL_BLOCK: usize = 8;
+/// (output channels, input channels) per weight-gradient invocation that the shader has
+/// entry points for (index into [`WEIGHT_ENTRIES`]' rows); [`weight_block`] picks one.
+const WEIGHT_BLOCKS: [(usize, usize); 2] = [(4, 1), (16, 2)];
 /// Output rows per forward invocation that the shader has entry points for, largest first.
 const FORWARD_ROWS: [usize; 3] = [4, 2, 1];
 /// Invocations per workgroup of the forward kernel and of the weight-gradient kernel. The
@@ -81,17 +82,49 @@ const FORWARD_ENTRIES: [[&str; 3]; 3] = [
         "conv2d_direct_k1s1_r1",
     ],
 ];
-const WEIGHT_ENTRIES: [&str; 3] = [
-    "conv2d_direct_dw_k3s1",
-    "conv2d_direct_dw_k3s2",
-    "conv2d_direct_dw_k1s1",
+/// Weight-gradient entry points by index in [`WEIGHT_BLOCKS`] and [variant].
+const WEIGHT_ENTRIES: [[&str; 3]; 2] = [
+    [
+        "conv2d_direct_dw_k3s1_c4",
+        "conv2d_direct_dw_k3s2_c4",
+        "conv2d_direct_dw_k1s1_c4",
+    ],
+    [
+        "conv2d_direct_dw_k3s1_c16x2",
+        "conv2d_direct_dw_k3s2_c16x2",
+        "conv2d_direct_dw_k1s1_c16x2",
+    ],
 ];
 /// The same reading dout in place (Wo a multiple of 4): no staging pass.
-const WEIGHT_ENTRIES_NCHW: [&str; 3] = [
-    "conv2d_direct_dw_k3s1_nchw",
-    "conv2d_direct_dw_k3s2_nchw",
-    "conv2d_direct_dw_k1s1_nchw",
+const WEIGHT_ENTRIES_NCHW: [[&str; 3]; 2] = [
+    [
+        "conv2d_direct_dw_k3s1_nchw_c4",
+        "conv2d_direct_dw_k3s2_nchw_c4",
+        "conv2d_direct_dw_k1s1_nchw_c4",
+    ],
+    [
+        "conv2d_direct_dw_k3s1_nchw_c16x2",
+        "conv2d_direct_dw_k3s2_nchw_c16x2",
+        "conv2d_direct_dw_k1s1_nchw_c16x2",
+    ],
 ];
+
+/// The weight gradient's channels per invocation (index into [`WEIGHT_BLOCKS`]): 16 output
+/// channels, which load an input row once for twice the multiply-adds of session 5's 8, and
+/// 2 input channels, which load dout once for both (docs/training.md, session 6); 4 output
+/// channels (and 1 input channel) for Cout <= 4 (conv_out), where 16 would compute padding.
+/// conv_in (Cin = 1) masks its second input channel: its weight gradient is a few ms.
+fn weight_block(cout: usize) -> usize {
+    #[cfg(test)]
+    if let Some(b) = tests::forced_weight_block() {
+        return WEIGHT_BLOCKS.iter().position(|&x| x == b).unwrap_or(1);
+    }
+    if cout <= 4 {
+        0
+    } else {
+        1
+    }
+}
 
 /// Whether a convolution takes the direct kernels: a kernel size and stride they have, on
 /// a CPU adapter (llvmpipe, SwiftShader), where they were measured to be faster than the
@@ -318,8 +351,8 @@ pub(crate) fn record_forward_with_setup(
 
 /// Record the weight gradient's per-image partial sums: partials (N, Cout, Cin·k·k)
 /// (at least that many elements) from x (N, Cin, H, W) and dout (N, Cout, Ho, Wo), read in
-/// place when Wo is a multiple of 4, else staged as [N][Ho][Wo padded to 4][Cout padded to 8]
-/// first.
+/// place when Wo is a multiple of 4, else staged as [N][Ho][Wo padded to 4][Cout padded to the
+/// channel block] first.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn record_weight_partials(
     ctx: &GpuContext,
@@ -342,7 +375,9 @@ pub(crate) fn record_weight_partials(
             cin * k * k
         )));
     }
-    let lanes = n * cin;
+    let bi = weight_block(cout);
+    let (block, cin_block) = WEIGHT_BLOCKS[bi];
+    let lanes = n * cin.div_ceil(cin_block);
     if lanes == 0 || cout == 0 || ho * wo == 0 {
         return Ok(());
     }
@@ -351,7 +386,7 @@ pub(crate) fn record_weight_partials(
             "conv2d_direct: {n} images x {cin} channels is more than one dispatch can launch"
         )));
     }
-    let cpad = cout.div_ceil(WEIGHT_CHANNEL_BLOCK) * WEIGHT_CHANNEL_BLOCK;
+    let cpad = cout.div_ceil(block) * block;
     let groups_per_row = wo.div_ceil(4);
     let staged_len = n * ho * groups_per_row * 4 * cpad;
     if staged_len >= 1 << 31 {
@@ -380,11 +415,11 @@ pub(crate) fn record_weight_partials(
     // tensor is then whole vec4s); otherwise dout is restaged, padded.
     let in_place = wo.is_multiple_of(4);
     let (staged, entry) = if in_place {
-        (dout.clone(), WEIGHT_ENTRIES_NCHW[v])
+        (dout.clone(), WEIGHT_ENTRIES_NCHW[bi][v])
     } else {
         let staged = ctx.zeros(&[staged_len])?;
         record_stage(ctx, program, "stage_dout", &p, dout, &staged)?;
-        (staged, WEIGHT_ENTRIES[v])
+        (staged, WEIGHT_ENTRIES[bi][v])
     };
     p.n_lanes = lanes as u32;
     ctx.record(
@@ -400,7 +435,7 @@ pub(crate) fn record_weight_partials(
             workgroups: [
                 lanes.div_ceil(WEIGHT_WORKGROUP) as u32,
                 1,
-                (cpad / WEIGHT_CHANNEL_BLOCK) as u32,
+                (cpad / block) as u32,
             ],
         },
     )
@@ -437,6 +472,23 @@ pub(crate) mod tests {
         let old = ROWS.with(|c| c.replace(Some(rows)));
         let r = f();
         ROWS.with(|c| c.set(old));
+        r
+    }
+
+    thread_local! {
+        static WEIGHT_BLOCK: Cell<Option<(usize, usize)>> = const { Cell::new(None) };
+    }
+
+    /// The weight gradient's (output, input) channels per invocation forced on this thread.
+    pub(crate) fn forced_weight_block() -> Option<(usize, usize)> {
+        WEIGHT_BLOCK.with(|f| f.get())
+    }
+
+    /// Run `f` with the weight gradient's (output, input) channel block forced to `block`.
+    pub(crate) fn force_weight_block<R>(block: (usize, usize), f: impl FnOnce() -> R) -> R {
+        let old = WEIGHT_BLOCK.with(|c| c.replace(Some(block)));
+        let r = f();
+        WEIGHT_BLOCK.with(|c| c.set(old));
         r
     }
 
@@ -550,13 +602,27 @@ pub(crate) mod tests {
                     }
                     p
                 };
-                match forced_rows {
+                let run = || match forced_rows {
                     Some(r) if direct => force(direct, || force_rows(r, run)),
                     _ => force(direct, run),
+                };
+                // BENCH_DW_BLOCK=co,ci (4,1 or 16,2) forces the direct weight gradient's
+                // channel block.
+                let block = std::env::var("BENCH_DW_BLOCK").ok().and_then(|v| {
+                    let (a, b) = v.split_once(',')?;
+                    Some((a.parse().ok()?, b.parse().ok()?))
+                });
+                match block {
+                    Some(b) => force_weight_block(b, run),
+                    None => run(),
                 }
             };
+            // BENCH_WHICH=forward|input|weight: that pass only.
+            let only = std::env::var("BENCH_WHICH").ok();
             for (which, name) in ["forward", "input", "weight"].iter().enumerate() {
-                if std::env::var("BENCH_PASSES").is_ok_and(|v| !v.contains(name)) {
+                if std::env::var("BENCH_PASSES").is_ok_and(|v| !v.contains(name))
+                    || only.as_deref().is_some_and(|o| o != *name)
+                {
                     continue;
                 }
                 rows.push((

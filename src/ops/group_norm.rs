@@ -17,6 +17,7 @@ struct GroupNormParams {
     num_groups_total: u32,
     silu: u32,
     eps: f32,
+    stats_offset: u32,
 }
 
 /// Whether group norm of planes of `hw` values takes the vec4 kernels
@@ -28,7 +29,11 @@ pub(crate) fn use_v4(hw: usize) -> bool {
 
 /// out = GroupNorm(x; groups, eps) · gamma + beta, then SiLU if `silu`.
 /// x, out: (N, C, H, W); gamma, beta: (C); C must be divisible by `groups`.
-/// `out` may not alias `x`.
+/// `out` may not alias `x`. With `saved` (training; length
+/// [`crate::ops::group_norm_backward::group_norm_saved_len`]) it also writes each group's
+/// statistics (m1, m_lo, rstd, 0) there after the first 2·N·C elements, for
+/// [`crate::ops::group_norm_backward::group_norm_backward`], which then need not recompute
+/// them (the same bits: the same statistics code).
 #[allow(clippy::too_many_arguments)]
 pub fn group_norm(
     ctx: &GpuContext,
@@ -40,6 +45,7 @@ pub fn group_norm(
     groups: usize,
     eps: f32,
     silu: bool,
+    saved: Option<&Tensor>,
 ) -> Result<()> {
     let [n, c, h, w] = nchw(x, "group_norm: x")?;
     if groups == 0 || c % groups != 0 {
@@ -50,10 +56,16 @@ pub fn group_norm(
     expect_shape(gamma, &[c], "group_norm: gamma")?;
     expect_shape(beta, &[c], "group_norm: beta")?;
     expect_shape(out, &x.shape, "group_norm: out")?;
+    if let Some(s) = saved {
+        let len = crate::ops::group_norm_backward::group_norm_saved_len(n, c, groups);
+        expect_shape(s, &[len], "group_norm: saved statistics")?;
+    }
     let too_big = |what: &str| Error::shape(format!("group_norm: {what} is too large"));
     let group_numel = u32::try_from(c / groups * h * w).map_err(|_| too_big("a group"))?;
     let total = u32::try_from(n * groups).map_err(|_| too_big("N * groups"))?;
-    if x.numel() > u32::MAX as usize {
+    if x.numel() > u32::MAX as usize
+        || crate::ops::group_norm_backward::group_norm_saved_len(n, c, groups) > u32::MAX as usize
+    {
         return Err(too_big("x"));
     }
     if group_numel == 0 || total == 0 {
@@ -67,18 +79,29 @@ pub fn group_norm(
         num_groups_total: total,
         silu: silu as u32,
         eps,
+        stats_offset: (2 * n * c) as u32,
     };
     let v4 = use_v4(h * w);
+    let entry = match (v4, saved.is_some()) {
+        (false, false) => "group_norm",
+        (false, true) => "group_norm_stats",
+        (true, false) => "group_norm_v4",
+        (true, true) => "group_norm_v4_stats",
+    };
+    let outputs: Vec<&crate::gpu::BufferView> = match saved {
+        Some(s) => vec![&out.buffer, &s.buffer],
+        None => vec![&out.buffer],
+    };
     ctx.record(
         program,
         DispatchDesc {
             label: "group_norm",
             shader: if v4 { &GROUP_NORM_V4 } else { &GROUP_NORM },
-            entry: if v4 { "group_norm_v4" } else { "group_norm" },
+            entry,
             constants: &[],
             params: Params::Static(bytemuck::bytes_of(&params)),
             inputs: &[&x.buffer, &gamma.buffer, &beta.buffer],
-            outputs: &[&out.buffer],
+            outputs: &outputs,
             workgroups: grid_1d(total as u64)?,
         },
     )
@@ -132,7 +155,7 @@ mod tests {
         let tb = ctx.upload(&beta, &[c]).unwrap();
         let out = ctx.zeros(&shape).unwrap();
         let mut p = Program::new();
-        group_norm(&ctx, &mut p, &tx, &tg, &tb, &out, groups, 1e-5, silu).unwrap();
+        group_norm(&ctx, &mut p, &tx, &tg, &tb, &out, groups, 1e-5, silu, None).unwrap();
         ctx.run(&p).unwrap();
         let got = block_on(ctx.read(&out)).unwrap();
         let want = reference(&x, &gamma, &beta, shape, groups, 1e-5, silu);
@@ -181,11 +204,11 @@ mod tests {
         let g5 = ctx.zeros(&[5]).unwrap();
         let out = ctx.zeros(&[1, 6, 4, 4]).unwrap();
         let mut p = Program::new();
-        let r = group_norm(&ctx, &mut p, &x, &g, &g, &out, 4, 1e-5, false);
+        let r = group_norm(&ctx, &mut p, &x, &g, &g, &out, 4, 1e-5, false, None);
         assert!(matches!(r, Err(Error::Shape(_))));
-        let r = group_norm(&ctx, &mut p, &x, &g5, &g, &out, 3, 1e-5, false);
+        let r = group_norm(&ctx, &mut p, &x, &g5, &g, &out, 3, 1e-5, false, None);
         assert!(matches!(r, Err(Error::Shape(_))));
-        let r = group_norm(&ctx, &mut p, &x, &g, &g, &g, 3, 1e-5, false);
+        let r = group_norm(&ctx, &mut p, &x, &g, &g, &g, 3, 1e-5, false, None);
         assert!(matches!(r, Err(Error::Shape(_))));
         assert!(p.is_empty());
     }

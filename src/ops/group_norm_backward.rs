@@ -1,7 +1,9 @@
 //! Backward of group normalisation (`shaders/group_norm_backward.wgsl`), optionally through
 //! the SiLU that [`crate::ops::group_norm::group_norm`] fuses after the affine. Mean and
-//! variance are recomputed from the forward input (the forward keeps no statistics), with the
-//! forward's own two-pass algorithm, so large mean offsets lose no accuracy.
+//! variance are either recomputed from the forward input, with the forward's own two-pass
+//! algorithm (so large mean offsets lose no accuracy), or — in training, where the forward ran
+//! [`crate::ops::group_norm::group_norm`] with `saved` — read from what it saved (the same
+//! bits, without the two statistics passes and their four workgroup barriers).
 
 use crate::error::{Error, Result};
 use crate::gpu::{expect_shape, grid_1d, DispatchDesc, GpuContext, Params, Program, Tensor};
@@ -21,8 +23,8 @@ struct GroupNormBackwardParams {
     accumulate: u32,
     batch: u32,
     channels: u32,
-    _pad0: u32,
-    _pad1: u32,
+    saved: u32,
+    stats_offset: u32,
 }
 
 /// Shape of the `scratch` tensor [`group_norm_backward`] needs: per-(n, c) partial sums of
@@ -31,11 +33,29 @@ pub fn group_norm_backward_scratch_shape(n: usize, c: usize) -> [usize; 3] {
     [2, n, c]
 }
 
+/// Length of the `saved` buffer of [`crate::ops::group_norm::group_norm`] and
+/// [`GroupNormStats::Saved`]: the backward's scratch (2·N·C) followed by the forward's
+/// (m1, m_lo, rstd, 0) per (n, group).
+pub fn group_norm_saved_len(n: usize, c: usize, groups: usize) -> usize {
+    2 * n * c + 4 * n * groups
+}
+
+/// Where [`group_norm_backward`] gets the forward's statistics, and its scratch.
+#[derive(Clone, Copy)]
+pub enum GroupNormStats<'a> {
+    /// Recomputed from x; the tensor is the scratch
+    /// ([`group_norm_backward_scratch_shape`]).
+    Recompute(&'a Tensor),
+    /// Saved by the forward in this tensor (`saved` of [`crate::ops::group_norm::group_norm`],
+    /// length [`group_norm_saved_len`]), which also serves as the scratch. Same bits.
+    Saved(&'a Tensor),
+}
+
 /// Gradients of out = GroupNorm(x)·γ + β (then SiLU if `silu`), given dout = dL/dout.
-/// x, dout, dx: (N, C, H, W); gamma, beta, dgamma, dbeta: (C); scratch:
-/// [`group_norm_backward_scratch_shape`]. dx is overwritten, or added to if `accumulate_dx`;
-/// dgamma and dbeta are always overwritten (sums over the batch). No output may alias an
-/// input. Two dispatches.
+/// x, dout, dx: (N, C, H, W); gamma, beta, dgamma, dbeta: (C); `stats`: the statistics'
+/// source and the scratch. dx is overwritten, or added to if `accumulate_dx`; dgamma and
+/// dbeta are always overwritten (sums over the batch). No output may alias an input. Two
+/// dispatches.
 #[allow(clippy::too_many_arguments)]
 pub fn group_norm_backward(
     ctx: &GpuContext,
@@ -51,8 +71,12 @@ pub fn group_norm_backward(
     eps: f32,
     silu: bool,
     accumulate_dx: bool,
-    scratch: &Tensor,
+    stats: GroupNormStats,
 ) -> Result<()> {
+    let (scratch, saved) = match stats {
+        GroupNormStats::Recompute(t) => (t, false),
+        GroupNormStats::Saved(t) => (t, true),
+    };
     let [n, c, h, w] = nchw(x, "group_norm_backward: x")?;
     if groups == 0 || c % groups != 0 {
         return Err(Error::shape(format!(
@@ -65,11 +89,19 @@ pub fn group_norm_backward(
     expect_shape(dx, &x.shape, "group_norm_backward: dx")?;
     expect_shape(dgamma, &[c], "group_norm_backward: dgamma")?;
     expect_shape(dbeta, &[c], "group_norm_backward: dbeta")?;
-    expect_shape(
-        scratch,
-        &group_norm_backward_scratch_shape(n, c),
-        "group_norm_backward: scratch",
-    )?;
+    if saved {
+        expect_shape(
+            scratch,
+            &[group_norm_saved_len(n, c, groups)],
+            "group_norm_backward: saved statistics",
+        )?;
+    } else {
+        expect_shape(
+            scratch,
+            &group_norm_backward_scratch_shape(n, c),
+            "group_norm_backward: scratch",
+        )?;
+    }
     let too_big = |what: &str| Error::shape(format!("group_norm_backward: {what} is too large"));
     let group_numel = u32::try_from(c / groups * h * w).map_err(|_| too_big("a group"))?;
     let total = u32::try_from(n * groups).map_err(|_| too_big("N * groups"))?;
@@ -90,8 +122,8 @@ pub fn group_norm_backward(
         accumulate: accumulate_dx as u32,
         batch: n as u32,
         channels: c as u32,
-        _pad0: 0,
-        _pad1: 0,
+        saved: saved as u32,
+        stats_offset: (2 * n * c) as u32,
     };
     let bytes = bytemuck::bytes_of(&params);
     let inputs = [&*x.buffer, &*gamma.buffer, &*beta.buffer, &*dout.buffer];
@@ -271,8 +303,20 @@ mod tests {
         let scratch = ctx.upload(&vec![3.0; 2 * n * c], &scratch_shape).unwrap();
         let mut p = Program::new();
         group_norm_backward(
-            &ctx, &mut p, &tx, &tg, &tb, &tdy, &tdx, &tdg, &tdb, groups, eps as f32, silu, acc,
-            &scratch,
+            &ctx,
+            &mut p,
+            &tx,
+            &tg,
+            &tb,
+            &tdy,
+            &tdx,
+            &tdg,
+            &tdb,
+            groups,
+            eps as f32,
+            silu,
+            acc,
+            GroupNormStats::Recompute(&scratch),
         )
         .unwrap();
         ctx.run(&p).unwrap();
@@ -285,6 +329,61 @@ mod tests {
             vec![0.0; a.len()]
         };
         let what = format!("gn_bwd {shape:?} g{groups} +{offset} silu={silu} acc={acc}");
+
+        // The training path: the forward saves the statistics, the backward reads them. Same
+        // bits as recomputing them (the forward output too), with garbage in the scratch part.
+        let saved_len = group_norm_saved_len(n, c, groups);
+        let saved = ctx.upload(&vec![3.0; saved_len], &[saved_len]).unwrap();
+        let (y_plain, y_saving) = (ctx.zeros(&shape).unwrap(), ctx.zeros(&shape).unwrap());
+        let tdx2 = ctx.upload(&prefill, &shape).unwrap();
+        let (tdg2, tdb2) = (ctx.zeros(&[c]).unwrap(), ctx.zeros(&[c]).unwrap());
+        let mut p = Program::new();
+        let ge = eps as f32;
+        use crate::ops::group_norm::group_norm;
+        group_norm(
+            &ctx, &mut p, &tx, &tg, &tb, &y_plain, groups, ge, silu, None,
+        )
+        .unwrap();
+        let s = Some(&saved);
+        group_norm(&ctx, &mut p, &tx, &tg, &tb, &y_saving, groups, ge, silu, s).unwrap();
+        group_norm_backward(
+            &ctx,
+            &mut p,
+            &tx,
+            &tg,
+            &tb,
+            &tdy,
+            &tdx2,
+            &tdg2,
+            &tdb2,
+            groups,
+            ge,
+            silu,
+            acc,
+            GroupNormStats::Saved(&saved),
+        )
+        .unwrap();
+        ctx.run(&p).unwrap();
+        let bits = |t: &Tensor| -> Vec<u32> {
+            let v = block_on(ctx.read(t)).unwrap();
+            v.iter().map(|x| x.to_bits()).collect()
+        };
+        assert_eq!(
+            bits(&y_plain),
+            bits(&y_saving),
+            "{what}: forward saving stats"
+        );
+        assert_eq!(bits(&tdx), bits(&tdx2), "{what}: dx from saved statistics");
+        assert_eq!(
+            bits(&tdg),
+            bits(&tdg2),
+            "{what}: dgamma from saved statistics"
+        );
+        assert_eq!(
+            bits(&tdb),
+            bits(&tdb2),
+            "{what}: dbeta from saved statistics"
+        );
 
         // Analytic f64 gradient at the same f32 point. dx is a difference of O(rstd·|dz|)
         // terms; x − m1 is exact in f32 (Sterbenz), so only the rounding of x̂, rstd and the
@@ -377,6 +476,14 @@ mod tests {
         check([3, 4, 4, 1], 4, 0.0, true, false, 53);
     }
 
+    /// More than 8 channels per group: several rounds of `workgroup_slots_reduce`.
+    #[test]
+    fn group_norm_backward_wide_groups() {
+        check([2, 20, 4, 3], 2, 0.0, true, true, 60);
+        check([2, 18, 3, 3], 1, 0.0, true, false, 61);
+        check([1, 9, 5, 1], 1, 0.0, false, true, 62);
+    }
+
     #[test]
     fn group_norm_backward_large_mean_offset() {
         check([2, 6, 5, 3], 3, 100.0, false, false, 30);
@@ -406,8 +513,20 @@ mod tests {
         let scratch = ctx.zeros(&group_norm_backward_scratch_shape(n, c)).unwrap();
         let mut p = Program::new();
         group_norm_backward(
-            &ctx, &mut p, &tx, &tg, &tb, &tdy, &tdx, &tdg, &tdb, groups, 1e-5, true, false,
-            &scratch,
+            &ctx,
+            &mut p,
+            &tx,
+            &tg,
+            &tb,
+            &tdy,
+            &tdx,
+            &tdg,
+            &tdb,
+            groups,
+            1e-5,
+            true,
+            false,
+            GroupNormStats::Recompute(&scratch),
         )
         .unwrap();
         ctx.run(&p).unwrap();
@@ -456,7 +575,20 @@ mod tests {
         let mut p = Program::new();
         let run = |p: &mut Program, groups, s: &Tensor, dg: &Tensor| {
             group_norm_backward(
-                &ctx, p, &x, &g, &g, &x, &dx, dg, &db, groups, 1e-5, false, false, s,
+                &ctx,
+                p,
+                &x,
+                &g,
+                &g,
+                &x,
+                &dx,
+                dg,
+                &db,
+                groups,
+                1e-5,
+                false,
+                false,
+                GroupNormStats::Recompute(s),
             )
         };
         assert!(matches!(run(&mut p, 4, &s, &dg), Err(Error::Shape(_))));

@@ -24,7 +24,7 @@ use crate::ops::elementwise_backward::{
     upsample_nearest2x_backward,
 };
 use crate::ops::embedding_backward::add_class_embedding_backward;
-use crate::ops::group_norm_backward::{group_norm_backward, group_norm_backward_scratch_shape};
+use crate::ops::group_norm_backward::{group_norm_backward, GroupNormStats};
 use crate::ops::loss::{mse_loss, mse_partials_len, weighted_mse_loss, QSampleOp};
 use crate::ops::matmul::{matmul, BiasAlong, MatmulArgs};
 use crate::ops::noise::NoiseOp;
@@ -150,6 +150,12 @@ impl<'a> Builder<'a> for Training<'a> {
     fn record(&mut self, op: Op) {
         self.differentiable.insert(key(op.output()));
         self.tape.push(op);
+    }
+
+    /// Group norm saves its statistics for the backward (which uses the buffer as its
+    /// scratch too).
+    fn group_norm_saved(&mut self, len: usize) -> Result<Option<Tensor>> {
+        self.alloc(&[len]).map(Some)
     }
 
     fn dropout(&mut self, x: Tensor, p: f32) -> Result<Tensor> {
@@ -451,11 +457,18 @@ impl Training<'_> {
             )?;
         }
         if let Some(r) = residual {
-            let (dr, acc) = g.out(ctx, r)?;
-            if acc {
-                accumulate_scaled(ctx, program, &dout, &dr, scale)?;
+            if scale == 1.0 && key(r) != key(x) && !g.map.contains_key(&key(r)) {
+                // d(residual) = dout exactly: the residual's gradient takes dout's buffer
+                // instead of a copy (dout is read by this op's backward only, all recorded
+                // above and below; later writers of the residual's gradient accumulate).
+                g.map.insert(key(r), (dout.clone(), true));
             } else {
-                copy_scaled(ctx, program, &dout, &dr, scale)?;
+                let (dr, acc) = g.out(ctx, r)?;
+                if acc {
+                    accumulate_scaled(ctx, program, &dout, &dr, scale)?;
+                } else {
+                    copy_scaled(ctx, program, &dout, &dr, scale)?;
+                }
             }
         }
         if self.differentiable.contains(&key(x)) {
@@ -570,27 +583,33 @@ impl Training<'_> {
                 out,
                 groups,
                 silu,
+                saved,
             } => {
                 let dout = g.get(out)?;
                 let (dx, acc) = g.out(ctx, x)?;
-                let [n, c, ..] = nchw(x)?;
-                let scratch = ctx.zeros(&group_norm_backward_scratch_shape(n, c))?;
-                g.bytes += scratch.bytes();
+                let gamma_t = self.rec.params.tensors[*gamma].clone();
+                let beta_t = self.rec.params.tensors[*beta].clone();
+                let eps = self.rec.cfg.norm_eps as f32;
+                let program = &mut self.rec.program;
+                // The training builder always saves the statistics.
+                let saved = saved.as_ref().ok_or_else(|| {
+                    Error::Other("internal: group norm recorded without saved statistics".into())
+                })?;
                 group_norm_backward(
                     ctx,
-                    &mut self.rec.program,
+                    program,
                     x,
-                    &self.rec.params.tensors[*gamma].clone(),
-                    &self.rec.params.tensors[*beta].clone(),
+                    &gamma_t,
+                    &beta_t,
                     &dout,
                     &dx,
                     &grads[*gamma],
                     &grads[*beta],
                     *groups,
-                    self.rec.cfg.norm_eps as f32,
+                    eps,
                     *silu,
                     acc,
-                    &scratch,
+                    GroupNormStats::Saved(saved),
                 )?;
             }
             Op::Project {

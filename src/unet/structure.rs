@@ -24,6 +24,7 @@ use crate::ops::conv2d::{conv2d_with_setup, Conv2dArgs};
 use crate::ops::elementwise::{concat_channels, scale_shift, silu, upsample_nearest2x};
 use crate::ops::embedding::{add_class_embedding, timestep_embedding};
 use crate::ops::group_norm::group_norm as group_norm_kernel;
+use crate::ops::group_norm_backward::group_norm_saved_len;
 use crate::ops::matmul::{linear, matmul, BiasAlong, MatmulArgs};
 use crate::ops::softmax::softmax_rows;
 
@@ -173,6 +174,8 @@ pub enum Op {
         out: Tensor,
         groups: usize,
         silu: bool,
+        /// The statistics the forward saved ([`Builder::group_norm_saved`]).
+        saved: Option<Tensor>,
     },
     /// out = (W·x + b + residual) · scale at every pixel (attention projections).
     Project {
@@ -249,6 +252,11 @@ pub trait Builder<'a> {
     fn record(&mut self, op: Op);
     /// diffusers' `nn.Dropout(p)` on `x`: the identity in eval mode.
     fn dropout(&mut self, x: Tensor, p: f32) -> Result<Tensor>;
+    /// A buffer of `len` floats in which group norm saves its statistics for the backward
+    /// (`saved` of `ops::group_norm::group_norm`); None (the default) saves nothing.
+    fn group_norm_saved(&mut self, _len: usize) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
 }
 
 /// The whole forward pass: writes the prediction into a buffer from
@@ -673,7 +681,10 @@ fn group_norm<'a, B: Builder<'a>>(
 ) -> Result<Tensor> {
     let (gamma, g, beta, bt) = b.rec().params.pair(prefix)?;
     let out = b.alloc(&x.shape)?;
+    let [n, c, ..] = crate::ops::elementwise::nchw(x, prefix)?;
+    let saved = b.group_norm_saved(group_norm_saved_len(n, c, groups))?;
     let r = b.rec();
+    let eps = r.cfg.norm_eps as f32;
     group_norm_kernel(
         r.ctx,
         &mut r.program,
@@ -682,8 +693,9 @@ fn group_norm<'a, B: Builder<'a>>(
         &bt,
         &out,
         groups,
-        r.cfg.norm_eps as f32,
+        eps,
         silu,
+        saved.as_ref(),
     )?;
     b.record(Op::GroupNorm {
         x: x.clone(),
@@ -692,6 +704,7 @@ fn group_norm<'a, B: Builder<'a>>(
         out: out.clone(),
         groups,
         silu,
+        saved,
     });
     Ok(out)
 }

@@ -119,11 +119,13 @@ fn inference_plans_are_no_larger_than_recorded(ctx: &GpuContext) {
 fn training_plans_are_no_larger_than_recorded(ctx: &GpuContext) {
     // (config, batch, forward dispatches, backward dispatches, activation bytes, bytes created)
     // Raised with the direct convolutions (CPU adapters): a staging dispatch per conv and
-    // per weight gradient, the staged operands and the per-image partial sums.
+    // per weight gradient, the staged operands and the per-image partial sums. Activation
+    // bytes raised again (session 6) by the group-norm statistics saved for the backward
+    // (4 floats per (sample, group), in the buffer that replaced the backward's scratch).
     let recorded: &[(&str, usize, usize, usize, u64, u64)] = &[
-        ("train_tiny", 2, 122, 369, 484_544, 1_657_040),
-        ("attn", 2, 121, 368, 4_611_456, 9_370_984),
-        ("mnist+dropout", 2, 165, 474, 10_369_088, 18_799_216),
+        ("train_tiny", 2, 122, 369, 487_232, 1_657_040),
+        ("attn", 2, 121, 368, 4_616_832, 9_370_984),
+        ("mnist+dropout", 2, 165, 474, 10_376_000, 18_799_216),
     ];
     for &(name, batch, forward, backward, activation_bytes, created) in recorded {
         let got = training_plan(ctx, name, batch);
