@@ -559,7 +559,9 @@ check("r", "lab: bad drawings get a clear error; a two-colour drawing trains; gu
     log(`  lab ready at ${at()}`);
     await press(page, "#lab-draw");
     await press(page, "#lab-draw-use");
-    const err = await waitFor("#error for an empty drawing", async () => errorText(page), 10000);
+    // The first seconds after "ready" can stall the page while SwiftShader compiles the lab's
+    // kernels (a fresh CI run once waited > 10 s here): allow a minute.
+    const err = await waitFor("#error for an empty drawing", async () => errorText(page), 60000);
     log(`  empty drawing: ${JSON.stringify(err)}`);
     if (!/empty/i.test(err)) fail(`#error does not say the drawing is empty: ${err}`);
     await press(page, "#dismiss-error");
