@@ -107,6 +107,56 @@ fn loss_falls_on_a_tiny_model() {
     assert_eq!(checkpoint_step(&dir), 60);
 }
 
+/// A run stopped early and resumed without `--steps` keeps the total it was started with (and
+/// so the same learning-rate schedule); before, the resume silently took the default 1800.
+#[test]
+fn resume_without_steps_keeps_the_planned_total() {
+    let a = run_dir("plan-whole");
+    let (ok, err) = train(&a, &["--steps", "8", "--checkpoint-every", "4"]);
+    assert!(ok, "{err}");
+    let b = run_dir("plan-split");
+    let (ok, err) = train(&b, &["--steps", "8", "--max-seconds", "0.001"]);
+    assert!(ok, "{err}");
+    let stopped = checkpoint_step(&b);
+    assert!(
+        stopped < 8,
+        "--max-seconds stopped the run early (step {stopped})"
+    );
+    common::xdg();
+    let o = Command::new(env!("CARGO_BIN_EXE_kakusan"))
+        .args([
+            "train",
+            "--sample-every",
+            "0",
+            "--max-seconds",
+            "120",
+            "--resume",
+        ])
+        .arg(&b)
+        .output()
+        .expect("run kakusan train --resume");
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success() && !err.contains("panicked"), "{err}");
+    assert_eq!(
+        checkpoint_step(&b),
+        8,
+        "the resumed run ends at its planned step 8"
+    );
+    let lrs = |dir: &Path| -> Vec<f64> {
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["lr"].as_f64())
+            .collect()
+    };
+    assert_eq!(
+        lrs(&a),
+        lrs(&b),
+        "the same learning-rate schedule as the uninterrupted run"
+    );
+}
+
 #[test]
 fn resumed_run_equals_uninterrupted_run() {
     let a = run_dir("whole");

@@ -56,9 +56,10 @@ pub struct TrainArgs {
     /// Continue the run saved in this folder (same settings; `--steps` may be raised).
     #[arg(long)]
     pub resume: Option<PathBuf>,
-    /// Total optimizer steps.
-    #[arg(long, default_value_t = 1800)]
-    pub steps: u64,
+    /// Total optimizer steps [default: 1800]. With --resume the run keeps the total it was
+    /// started with unless this is given.
+    #[arg(long)]
+    pub steps: Option<u64>,
     /// Images per step.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
@@ -153,6 +154,8 @@ impl Default for TrainArgs {
 }
 
 const STATE_FILE: &str = "training_state.safetensors";
+/// `--steps` of a new run when none is given.
+const DEFAULT_STEPS: u64 = 1800;
 
 /// The run's settings and counters, saved as JSON in the state file's metadata.
 #[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
@@ -229,12 +232,23 @@ pub fn train(a: TrainArgs) -> Result<()> {
     let run = match &saved {
         Some((_, (state, _))) => {
             let mut s = state.clone();
-            s.total_steps = a.steps.max(s.step);
+            // Without --steps a resumed run keeps its planned total (and so its learning-rate
+            // schedule); an explicit --steps replaces it.
+            if let Some(n) = a.steps {
+                if n != s.total_steps {
+                    eprintln!(
+                        "note: --steps {n} changes this run's planned total from {} steps; the \
+                         learning-rate schedule follows the new total",
+                        s.total_steps
+                    );
+                }
+                s.total_steps = n.max(s.step);
+            }
             s
         }
         None => RunState {
             step: 0,
-            total_steps: a.steps,
+            total_steps: a.steps.unwrap_or(DEFAULT_STEPS),
             batch: a.batch,
             seed: a.seed,
             lr: a.lr,
