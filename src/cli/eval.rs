@@ -318,16 +318,10 @@ fn load_saved_batch(path: &Path, settings: &str, rows: usize) -> Result<Option<V
     if !path.exists() {
         return Ok(None);
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::file(path.display(), e))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
-        Error::file(
-            path.display(),
-            format!("not a readable safetensors file ({e}); delete it to sample this batch again"),
-        )
-    })?;
+    let (shape, data, meta) =
+        super::io::read_named_tensor_and_metadata(path, "sample", "saved samples", 4)
+            .map_err(|e| Error::Other(format!("{e}; delete it to sample this batch again")))?;
     let found = meta
-        .metadata()
-        .as_ref()
         .and_then(|m| m.get(SAVED_SETTINGS_KEY).cloned())
         .unwrap_or_default();
     if found != settings {
@@ -337,7 +331,6 @@ fn load_saved_batch(path: &Path, settings: &str, rows: usize) -> Result<Option<V
             path.display()
         )));
     }
-    let (shape, data) = super::io::read_named_tensor(path, "sample", "saved samples", 4)?;
     if shape != [rows, 1, 28, 28] {
         return Err(Error::file(
             path.display(),
@@ -348,20 +341,9 @@ fn load_saved_batch(path: &Path, settings: &str, rows: usize) -> Result<Option<V
 }
 
 fn save_batch(path: &Path, settings: &str, data: &[f32], rows: usize) -> Result<()> {
-    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let encode_err = |e: safetensors::SafeTensorError| {
-        Error::file(path.display(), format!("cannot encode: {e}"))
-    };
-    let view = safetensors::tensor::TensorView::new(
-        safetensors::Dtype::F32,
-        vec![rows, 1, 28, 28],
-        &bytes,
-    )
-    .map_err(encode_err)?;
     let meta =
         std::collections::HashMap::from([(SAVED_SETTINGS_KEY.to_string(), settings.to_string())]);
-    let out = safetensors::serialize([("sample", view)], Some(meta)).map_err(encode_err)?;
-    super::io::write_atomic(path, &out)
+    super::io::write_tensor_with_metadata(path, "sample", data, &[rows, 1, 28, 28], Some(meta))
 }
 
 /// Sample `wanted.len()` images in batches of `a.batch` (batch k seeded `seed + k`); with

@@ -219,10 +219,21 @@ pub fn predict_input_from_bytes(path: &Path, bytes: &[u8]) -> Result<PredictInpu
 
 /// Write one f32 tensor as safetensors, atomically (temporary file, then rename).
 pub fn write_tensor(path: &Path, name: &str, data: &[f32], shape: &[usize]) -> Result<()> {
+    write_tensor_with_metadata(path, name, data, shape, None)
+}
+
+/// [`write_tensor`] with string metadata in the file's header.
+pub fn write_tensor_with_metadata(
+    path: &Path,
+    name: &str,
+    data: &[f32],
+    shape: &[usize],
+    metadata: Option<Metadata>,
+) -> Result<()> {
     let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
     let view = TensorView::new(Dtype::F32, shape.to_vec(), &bytes)
         .map_err(|e| Error::file(path.display(), format!("cannot encode: {e}")))?;
-    let out = safetensors::serialize([(name, view)], None)
+    let out = safetensors::serialize([(name, view)], metadata)
         .map_err(|e| Error::file(path.display(), format!("cannot encode: {e}")))?;
     write_atomic(path, &out)
 }
@@ -373,11 +384,31 @@ pub fn read_named_tensor(
     what: &str,
     rank: usize,
 ) -> Result<(Vec<usize>, Vec<f32>)> {
+    let (shape, values, _) = read_named_tensor_and_metadata(path, name, what, rank)?;
+    Ok((shape, values))
+}
+
+/// A safetensors header's string metadata.
+pub type Metadata = std::collections::HashMap<String, String>;
+
+/// [`read_named_tensor`] plus the file header's string metadata, from one read of the file.
+pub fn read_named_tensor_and_metadata(
+    path: &Path,
+    name: &str,
+    what: &str,
+    rank: usize,
+) -> Result<(Vec<usize>, Vec<f32>, Option<Metadata>)> {
     let bytes = read(path)?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::file(path.display(), format!("not a valid safetensors file: {e}")))?;
     let st = parse(path, &bytes)?;
     let t = require(path, &st, name, what)?;
     expect_rank(path, name, &t, rank)?;
-    Ok((t.shape().to_vec(), f32s(path, name, &t)?))
+    Ok((
+        t.shape().to_vec(),
+        f32s(path, name, &t)?,
+        header.metadata().clone(),
+    ))
 }
 
 /// The optional `class_labels` [N] (int64) of a safetensors file.
