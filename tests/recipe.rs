@@ -16,6 +16,21 @@ fn json(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// A copy of the shipped model's weights and configs, without its data_split.json: a model
+/// that (as far as kakusan can tell) trained on all the embedded digits.
+fn shipped_without_split(dir: &std::path::Path) -> std::path::PathBuf {
+    let model = dir.join("unsplit");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in [
+        "config.json",
+        "diffusion_pytorch_model.safetensors",
+        "scheduler_config.json",
+    ] {
+        std::fs::copy(std::path::Path::new(SHIPPED).join(f), model.join(f)).unwrap();
+    }
+    model
+}
+
 /// The run's steps logged in metrics.jsonl.
 fn logged_steps(dir: &std::path::Path) -> usize {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
@@ -110,22 +125,14 @@ fn holdout_snr_gamma_and_max_seconds_train_and_nll_reads_the_split() {
 #[test]
 fn eval_heldout_uses_digits_neither_model_saw() {
     let dir = tmpdir("eval-heldout");
-    // The shipped model trained on everything: --heldout has nothing to use.
+    // A model without a recorded split trained on everything: --heldout has nothing to use.
+    let model = shipped_without_split(&dir);
     expect_error(
-        &["eval", "--model", SHIPPED, "--heldout", "-n", "10"],
+        &["eval", "--model", p(&model), "--heldout", "-n", "10"],
         &["data_split.json", "--holdout eval"],
     );
     // The same weights with a recorded `--holdout 1000`: of the last 1,000 digits the
     // classifier also held out 200, so n ≤ 100 and the report says which digits it used.
-    let model = dir.join("model");
-    std::fs::create_dir_all(&model).unwrap();
-    for f in [
-        "config.json",
-        "diffusion_pytorch_model.safetensors",
-        "scheduler_config.json",
-    ] {
-        std::fs::copy(std::path::Path::new(SHIPPED).join(f), model.join(f)).unwrap();
-    }
     std::fs::write(
         model.join("data_split.json"),
         r#"{"holdout": "1000", "held_out_digits": 1000}"#,
@@ -162,6 +169,62 @@ fn eval_heldout_uses_digits_neither_model_saw() {
     assert!(
         out.contains("2000 digits held out from the classifier"),
         "{out}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Without flags a new run uses the shipped model's recipe (the evaluator's split, min-SNR-5);
+/// `--holdout none --snr-gamma 0` trains on all digits with the plain L_simple.
+#[test]
+fn the_default_recipe_holds_out_and_weighs_by_min_snr() {
+    let dir = tmpdir("defaults");
+    let base = |out: &std::path::Path| {
+        vec![
+            "train".to_string(),
+            "--config".into(),
+            TINY.into(),
+            "--batch".into(),
+            "4".into(),
+            "--steps".into(),
+            "1".into(),
+            "--timesteps".into(),
+            "20".into(),
+            "--sample-every".into(),
+            "0".into(),
+            "--out".into(),
+            p(out).to_string(),
+        ]
+    };
+    let run = dir.join("default");
+    let args = base(&run);
+    let (ok, _, err) = kakusan_strict(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{err}");
+    assert!(err.contains("min-SNR"), "{err}");
+    assert!(
+        err.contains("training on 8000 of the embedded digits"),
+        "{err}"
+    );
+    assert_eq!(json(&run.join("data_split.json"))["holdout"], "eval");
+
+    let run = dir.join("plain");
+    let mut args = base(&run);
+    args.extend(["--holdout", "none", "--snr-gamma", "0"].map(String::from));
+    let (ok, _, err) = kakusan_strict(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{err}");
+    assert!(!err.contains("min-SNR"), "{err}");
+    assert!(err.contains("on 10000 images"), "{err}");
+    assert!(!run.join("data_split.json").exists());
+    // A resume of the plain run keeps it plain (the defaults apply to new runs only), and
+    // asking it for the default split is the usual error.
+    let (ok, _, err) = kakusan_strict(&["train", "--resume", p(&run), "--sample-every", "0"]);
+    assert!(ok, "{err}");
+    assert!(
+        !err.contains("min-SNR") && err.contains("on 10000 images"),
+        "{err}"
+    );
+    expect_error(
+        &["train", "--resume", p(&run), "--holdout", "eval"],
+        &["--holdout none", "keeps its split"],
     );
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -203,7 +266,12 @@ fn recipe_flags_reject_bad_values() {
         &["embedded MNIST"],
     );
     expect_error(
-        &["nll", "--model", SHIPPED, "--heldout"],
+        &[
+            "nll",
+            "--model",
+            p(&shipped_without_split(&dir)),
+            "--heldout",
+        ],
         &["data_split.json"],
     );
     std::fs::remove_dir_all(&dir).ok();

@@ -56,7 +56,7 @@ pub struct TrainArgs {
     /// Continue the run saved in this folder (same settings; `--steps` may be raised).
     #[arg(long)]
     pub resume: Option<PathBuf>,
-    /// Total optimizer steps [default: 1800]. With --resume the run keeps the total it was
+    /// Total optimizer steps [default: 3500]. With --resume the run keeps the total it was
     /// started with unless this is given.
     #[arg(long)]
     pub steps: Option<u64>,
@@ -124,14 +124,14 @@ pub struct TrainArgs {
     pub list_presets: bool,
     /// Leave digits of the embedded MNIST set out of training: `eval` = the evaluator's 2,000
     /// held-out digits (index i with (i/10) % 5 == 4, never seen by the evaluator's
-    /// classifier either), or N = the last N digits. Recorded in the run folder's
-    /// data_split.json for `kakusan eval --heldout` and `kakusan nll --heldout`
-    /// [default: train on all 10,000].
+    /// classifier either), N = the last N digits, or `none` = train on all 10,000. Recorded in
+    /// the run folder's data_split.json for `kakusan eval --heldout` and `kakusan nll
+    /// --heldout` [default: eval for the embedded digits; none with --data].
     #[arg(long)]
     pub holdout: Option<String>,
     /// min-SNR-γ loss weighting (Hang et al. 2023): weight each sample's loss by
     /// min(SNR_t, γ)/SNR_t for ε-prediction (min(SNR_t, γ)/(SNR_t + 1) for v-prediction);
-    /// the paper uses 5 [default: off, the plain L_simple].
+    /// the paper uses 5. 0 turns it off (the plain L_simple) [default: 5].
     #[arg(long)]
     pub snr_gamma: Option<f64>,
     /// Stop after this many seconds of training (the step in flight finishes), writing a
@@ -155,7 +155,23 @@ impl Default for TrainArgs {
 
 const STATE_FILE: &str = "training_state.safetensors";
 /// `--steps` of a new run when none is given.
-const DEFAULT_STEPS: u64 = 1800;
+const DEFAULT_STEPS: u64 = 3500;
+/// `--snr-gamma` of a new run when none is given (the shipped model's recipe).
+const DEFAULT_SNR_GAMMA: f64 = 5.0;
+
+/// `--holdout` as given: `None` when absent, `Some(None)` for `none`, else the split.
+fn holdout_asked(a: &TrainArgs) -> Result<Option<Option<Holdout>>> {
+    match a.holdout.as_deref().map(str::trim) {
+        None => Ok(None),
+        Some("none") => Ok(Some(None)),
+        Some(h) => Holdout::parse(h).map(|h| Some(Some(h))),
+    }
+}
+
+/// `--snr-gamma` as given: `None` when absent, `Some(None)` for 0 (off), else γ.
+fn snr_gamma_asked(a: &TrainArgs) -> Option<Option<f64>> {
+    a.snr_gamma.map(|g| (g != 0.0).then_some(g))
+}
 
 /// The run's settings and counters, saved as JSON in the state file's metadata.
 #[derive(serde::Serialize, serde::Deserialize, Debug, Clone)]
@@ -261,33 +277,34 @@ pub fn train(a: TrainArgs) -> Result<()> {
             rng: 0,
             sampler: Vec::new(),
             data: a.data.as_ref().map(|p| p.display().to_string()),
-            holdout: a
-                .holdout
-                .as_deref()
-                .map(|h| Holdout::parse(h).map(|h| h.to_string()))
-                .transpose()?,
-            snr_gamma: a.snr_gamma,
+            // The defaults hold out the evaluator's digits (embedded data only) and weigh the
+            // loss by min-SNR-5: the recipe of the shipped model (docs/training.md).
+            holdout: holdout_asked(&a)?
+                .unwrap_or(a.data.is_none().then_some(Holdout::Evaluator))
+                .map(|h| h.to_string()),
+            snr_gamma: snr_gamma_asked(&a).unwrap_or(Some(DEFAULT_SNR_GAMMA)),
         },
     };
 
     check_settings(&run, &a)?;
     if saved.is_some() {
         // A resumed run keeps its split and loss: a different one would change the run.
-        let asked = a.holdout.as_deref().map(Holdout::parse).transpose()?;
         let had = run.holdout.as_deref().map(Holdout::parse).transpose()?;
-        if asked.is_some() && asked != had {
+        if holdout_asked(&a)?.is_some_and(|asked| asked != had) {
             return Err(Error::Other(format!(
                 "--holdout {}: this run was started with {}; a resumed run keeps its split",
                 a.holdout.as_deref().unwrap_or(""),
-                had.map_or("no --holdout".to_string(), |h| format!("--holdout {h}"))
+                had.map_or("--holdout none".to_string(), |h| format!("--holdout {h}"))
             )));
         }
-        if a.snr_gamma.is_some() && a.snr_gamma != run.snr_gamma {
+        if snr_gamma_asked(&a).is_some_and(|asked| asked != run.snr_gamma) {
             return Err(Error::Other(format!(
                 "--snr-gamma {}: this run was started with {}; a resumed run keeps its loss",
                 a.snr_gamma.unwrap_or(f64::NAN),
                 run.snr_gamma
-                    .map_or("no --snr-gamma".to_string(), |g| format!("--snr-gamma {g}"))
+                    .map_or("--snr-gamma 0 (off)".to_string(), |g| format!(
+                        "--snr-gamma {g}"
+                    ))
             )));
         }
     }
@@ -608,7 +625,7 @@ fn check_settings(run: &RunState, a: &TrainArgs) -> Result<()> {
             "is a probability (0 to 1)",
         );
     }
-    if let Some(g) = a.snr_gamma {
+    if let Some(Some(g)) = snr_gamma_asked(a) {
         crate::train::loss_weight::check_gamma(g)?;
     }
     if let Some(s) = a.max_seconds {

@@ -34,7 +34,7 @@ pub fn check_gamma(gamma: f64) -> crate::Result<()> {
         Ok(())
     } else {
         Err(crate::Error::Other(format!(
-            "--snr-gamma {gamma}: must be a positive number (the paper uses 5)"
+            "--snr-gamma {gamma}: must be a positive number (the paper uses 5), or 0 for off"
         )))
     }
 }

@@ -8,8 +8,8 @@ use crate::model::config::UNetConfig;
 /// The default model: a class-conditional UNet2DModel for 28x28 MNIST digits
 /// (10 classes + the null class for classifier-free guidance, index 10). Three levels
 /// (28 → 14 → 7), self-attention at 7x7 only, where it is cheap; 0.28 M parameters,
-/// 96 MFLOP per image forward. Sized so that the default run (1800 steps × 64 images ≈
-/// 33 TFLOP) fits in about two hours of a 2-core CPU through llvmpipe (~16 images/s) and
+/// 96 MFLOP per image forward. Sized so that the default run (3500 steps × 64 images ≈
+/// 65 TFLOP) fits in about two hours of a 2-core CPU through llvmpipe (~31–35 images/s) and
 /// minutes on a laptop GPU; see docs/training.md.
 pub const MNIST_CONFIG: &str = r#"{
   "_class_name": "UNet2DModel",
