@@ -80,9 +80,14 @@ fn eval_command_reports_every_number() {
     let model = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/models/mnist");
     let dir = std::env::temp_dir().join(format!("kakusan-eval-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    for (sampler, guidance) in [("ddim", "2"), ("ddpm", "1")] {
-        let json = dir.join(format!("{sampler}.json"));
-        let (ok, stdout, stderr) = kakusan(&[
+    let options = ["--guidance-rescale", "0.7", "--guidance-interval", "0,600"];
+    for (sampler, guidance, extra) in [
+        ("ddim", "2", &[][..]),
+        ("ddpm", "1", &[][..]),
+        ("ddim", "3", &options[..]),
+    ] {
+        let json = dir.join(format!("{sampler}-{guidance}.json"));
+        let mut args = vec![
             "eval",
             "--model",
             model,
@@ -96,7 +101,9 @@ fn eval_command_reports_every_number() {
             "20",
             "--out",
             json.to_str().unwrap(),
-        ]);
+        ];
+        args.extend(extra);
+        let (ok, stdout, stderr) = kakusan(&args);
         assert!(ok, "{stderr}");
         for what in ["class accuracy", "FID", "floor", "median pixel"] {
             assert!(stdout.contains(what), "no {what} in:\n{stdout}");
@@ -112,6 +119,18 @@ fn eval_command_reports_every_number() {
         let acc = r["accuracy"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&acc));
         assert!(r["fid"].as_f64().unwrap() > 0.0);
+        // The guidance options are applied and reported.
+        if extra.is_empty() {
+            assert_eq!(r["guidance_rescale"], 0.0);
+            assert!(r["guidance_interval"].is_null());
+        } else {
+            assert_eq!(r["guidance_rescale"], 0.7);
+            assert_eq!(r["guidance_interval"], serde_json::json!([0, 600]));
+            assert!(
+                stdout.contains("rescale 0.7") && stdout.contains("0..=600"),
+                "{stdout}"
+            );
+        }
     }
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -202,6 +221,31 @@ fn eval_save_samples_resumes_and_rejects_other_settings() {
         "the white batch 0 was read back: {} vs {}",
         w["median_pixel"],
         a["median_pixel"]
+    );
+    // Other guidance options with the same folder: an error too.
+    let json = dir.join("r.json");
+    let (ok, _, stderr) = kakusan(&[
+        "eval",
+        "--model",
+        model,
+        "--steps",
+        "3",
+        "--guidance",
+        "2",
+        "--guidance-rescale",
+        "0.5",
+        "-n",
+        "6",
+        "--batch",
+        "3",
+        "--save-samples",
+        saved.to_str().unwrap(),
+        "--out",
+        json.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && stderr.contains("other settings") && stderr.contains("rescale: 0.5"),
+        "{stderr}"
     );
     // Other settings (guidance 3) with the same folder: an error naming the batch.
     let ((ok, _, stderr), _) = run("3", "c.json");

@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{SamplerArgs, SamplerName};
+use super::{GuidanceArgs, SamplerArgs, SamplerName};
 use crate::data::{load_default_mnist, BatchSampler, Dataset};
-use crate::diffusion::sampler::{SampleSettings, SamplingRun};
+use crate::diffusion::sampler::{GuidanceOptions, SampleSettings, SamplingRun};
 use crate::diffusion::schedule::Sampler;
 use crate::error::{Error, Result};
 use crate::eval::classifier::{random_shift, Mlp, MlpTrainer, MlpWeights, DIGIT_DIMS};
@@ -35,6 +35,8 @@ pub struct EvalArgs {
     pub sampler: SamplerName,
     #[command(flatten)]
     pub sampling: SamplerArgs,
+    #[command(flatten)]
+    pub guidance_options: GuidanceArgs,
     /// Number of samples (cycling through the classes 0…9); at most 1000, since the FID
     /// floor needs two disjoint draws of n held-out digits.
     #[arg(short = 'n', long = "num", default_value_t = 100)]
@@ -151,11 +153,19 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     let (sampler, steps) = a
         .sampling
         .sampler(a.sampler, model.scheduler.num_train_timesteps);
+    let options = a.guidance_options.options()?;
     let ctx = super::gpu()?;
     let start = Instant::now();
     let wanted: Vec<u32> = (0..a.num).map(|i| (i % 10) as u32).collect();
     let weights_hash = weights_fingerprint(&model.weights);
-    let samples = sample_all(&ctx, &model, &a, sampler, steps, &wanted, weights_hash)?;
+    let samples = sample_all(
+        &ctx,
+        &model,
+        &a,
+        (sampler, steps, &options),
+        &wanted,
+        weights_hash,
+    )?;
     let sample_secs = start.elapsed().as_secs_f64();
     if samples.iter().any(|v| !v.is_finite()) {
         return Err(Error::Other(
@@ -184,6 +194,8 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         steps,
         eta: matches!(a.sampler, SamplerName::Ddim).then_some(a.sampling.eta),
         guidance: a.sampling.guidance,
+        guidance_rescale: options.rescale,
+        guidance_interval: options.interval,
         clip_sample: model.scheduler.clip_sample,
         use_clipped_model_output: a.sampling.use_clipped_model_output,
         n: a.num,
@@ -218,6 +230,10 @@ struct Report {
     steps: usize,
     eta: Option<f64>,
     guidance: Option<f32>,
+    /// `--guidance-rescale` φ (0 = off).
+    guidance_rescale: f64,
+    /// `--guidance-interval` (lo, hi); None = guided at every step.
+    guidance_interval: Option<(usize, usize)>,
     /// The scheduler's `clip_sample` after `--clip-sample`.
     clip_sample: bool,
     use_clipped_model_output: bool,
@@ -244,7 +260,13 @@ struct Report {
 }
 
 fn print_report(r: &Report) {
-    let g = r.guidance.map_or("none".to_string(), |g| g.to_string());
+    let mut g = r.guidance.map_or("none".to_string(), |g| g.to_string());
+    if r.guidance_rescale > 0.0 {
+        g += &format!(" (rescale {})", r.guidance_rescale);
+    }
+    if let Some((lo, hi)) = r.guidance_interval {
+        g += &format!(" (only at t {lo}..={hi})");
+    }
     println!(
         "model {}: {} {} steps, guidance {g}, clip_sample {}{}, n {}, seed {}",
         r.model,
@@ -352,8 +374,7 @@ fn sample_all(
     ctx: &GpuContext,
     model: &crate::model::Model,
     a: &EvalArgs,
-    sampler: Sampler,
-    steps: usize,
+    (sampler, steps, options): (Sampler, usize, &GuidanceOptions),
     wanted: &[u32],
     weights_hash: u64,
 ) -> Result<Vec<f32>> {
@@ -368,7 +389,7 @@ fn sample_all(
     let mut out = Vec::with_capacity(n * 784);
     for (k, start) in (0..n).step_by(a.batch).enumerate() {
         let rows = (n - start).min(a.batch);
-        let settings = format!(
+        let mut settings = format!(
             "weights fnv1a {weights_hash:016x}, {} {steps} steps, eta {}, guidance {:?}, \
              clip_sample {}, use_clipped_model_output {}, seed {}, labels {:?}",
             a.sampler.as_str(),
@@ -379,6 +400,10 @@ fn sample_all(
             a.seed + k as u64,
             &wanted[start..start + rows],
         );
+        // Only when set, so batches saved before these options existed still match.
+        if *options != GuidanceOptions::default() {
+            settings += &format!(", guidance options {options:?}");
+        }
         let saved = a
             .save_samples
             .as_ref()
@@ -407,6 +432,7 @@ fn sample_all(
                 guidance: a.sampling.guidance.filter(|&w| w != 1.0),
             },
         )?;
+        run.set_guidance_options(ctx, options.clone())?;
         run.set_use_clipped_model_output(a.sampling.use_clipped_model_output)?;
         while run.step(ctx)?.is_some() {
             block_on(ctx.finish())?;
