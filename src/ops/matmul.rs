@@ -94,6 +94,21 @@ pub(crate) fn tile_rows(m: usize) -> usize {
     }
 }
 
+/// (rows, columns) of the small-N entry point `matmul_n64`, which `matmul` uses for n ≤ 64
+/// (attention at 7×7: n = 49 tokens or 32 channels), where the 128-column tile would compute
+/// mostly masked columns. Same sums in the same order, so the same bits.
+const SMALL_N_TILE: (usize, usize) = (32, 64);
+
+fn use_small_n(n: usize) -> bool {
+    #[cfg(test)]
+    {
+        if tests::FORCE_WIDE_N.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
+    }
+    n <= SMALL_N_TILE.1
+}
+
 /// The entry point `base` for a tile of `rows` rows (see [`tile_rows`]).
 pub(crate) fn tile_entry(base: &'static str, rows: usize) -> &'static str {
     match (base, rows) {
@@ -168,8 +183,13 @@ pub fn matmul(ctx: &GpuContext, program: &mut Program, args: &MatmulArgs) -> Res
     if batch == 0 || m == 0 || n == 0 {
         return Ok(());
     }
-    let n_tiles = n.div_ceil(TILE_N);
-    let rows = tile_rows(m);
+    let (tile_n, rows, entry) = if use_small_n(n) {
+        (SMALL_N_TILE.1, SMALL_N_TILE.0, "matmul_n64")
+    } else {
+        let rows = tile_rows(m);
+        (TILE_N, rows, tile_entry("matmul", rows))
+    };
+    let n_tiles = n.div_ceil(tile_n);
     let m_tiles = m.div_ceil(rows);
     let z = batch * m_tiles;
     if z > MAX_WORKGROUPS_PER_DIM as usize {
@@ -216,7 +236,7 @@ pub fn matmul(ctx: &GpuContext, program: &mut Program, args: &MatmulArgs) -> Res
         DispatchDesc {
             label: "matmul",
             shader: &MATMUL,
-            entry: tile_entry("matmul", rows),
+            entry,
             constants: &[],
             params: Params::Static(bytemuck::bytes_of(&params)),
             inputs: &[
@@ -370,6 +390,10 @@ pub(crate) mod tests {
     /// test running meanwhile only gets slower or faster.
     pub(crate) static FORCE_TILE_ROWS: std::sync::atomic::AtomicUsize =
         std::sync::atomic::AtomicUsize::new(0);
+    /// When set, n ≤ 64 takes the 128-column tile too (only `matmul_small_n_tile` sets it,
+    /// to compare the two; either is correct for any n).
+    pub(crate) static FORCE_WIDE_N: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
 
     /// f64 reference of the same strided contract.
     fn reference(
@@ -432,7 +456,7 @@ pub(crate) mod tests {
         accumulate: bool,
     }
 
-    fn run_case(ctx: &GpuContext, c: &Case, seed: u64, what: &str) {
+    fn run_case(ctx: &GpuContext, c: &Case, seed: u64, what: &str) -> Vec<f32> {
         let numel =
             |d: [usize; 3], s: [usize; 3]| (0..3).map(|i| (d[i] - 1) * s[i]).sum::<usize>() + 1;
         let a_len = numel([c.batch, c.m, c.k], c.a_strides);
@@ -484,6 +508,7 @@ pub(crate) mod tests {
             &out_init,
         );
         assert_close(&got, &want, atol(c.k), 1e-5, what);
+        got
     }
 
     #[test]
@@ -557,6 +582,55 @@ pub(crate) mod tests {
                 },
                 200 + 10 * i as u64,
                 &format!("matmul small m {m}x{n}x{k} batch {batch}"),
+            );
+        }
+    }
+
+    /// The small-N tile (`matmul_n64`, 32 x 64) at and around its edges — m in {1, 31, 32, 33,
+    /// 70}, n in {1, 5, 49, 63, 64}, k in {1, 16, 17, 49}, transposed operands as in attention,
+    /// bias along either axis, residual, accumulation — against f64 and bit for bit against
+    /// the 128-column tile it replaces.
+    #[test]
+    fn matmul_small_n_tile() {
+        let ctx = ctx();
+        let cases = [
+            (2, 49, 49, 32),
+            (3, 1, 1, 1),
+            (1, 31, 63, 16),
+            (2, 32, 64, 17),
+            (2, 33, 5, 49),
+            (1, 70, 49, 49),
+        ];
+        for (i, (batch, m, n, k)) in cases.into_iter().enumerate() {
+            assert!(use_small_n(n));
+            let c = Case {
+                batch,
+                m,
+                n,
+                k,
+                // A transposed (stored (B, K, M), like attention's qᵀ), B and out plain.
+                a_strides: [k * m, 1, m],
+                b_strides: [k * n, n, 1],
+                out_strides: [m * n, n, 1],
+                bias: [None, Some(BiasAlong::N), Some(BiasAlong::M)][i % 3],
+                residual: i % 2 == 0,
+                alpha: 0.7,
+                out_scale: 1.5,
+                accumulate: i % 2 == 1,
+            };
+            let what = format!("matmul_n64 {batch}x{m}x{n}x{k}");
+            let small = run_case(&ctx, &c, 300 + 10 * i as u64, &what);
+            FORCE_WIDE_N.store(true, std::sync::atomic::Ordering::Relaxed);
+            let wide = run_case(&ctx, &c, 300 + 10 * i as u64, &what);
+            FORCE_WIDE_N.store(false, std::sync::atomic::Ordering::Relaxed);
+            let differ = small
+                .iter()
+                .zip(&wide)
+                .filter(|(a, b)| a.to_bits() != b.to_bits())
+                .count();
+            assert_eq!(
+                differ, 0,
+                "{what}: {differ} elements differ from the 128-column tile"
             );
         }
     }
