@@ -216,7 +216,7 @@ check("e", "?model=bad-model/ (truncated safetensors) shows an error naming the 
   }
 });
 
-check("f", "default page loads the shipped MNIST model; a 4-step DDIM run of class 7 finishes", async ({ browser, base }) => {
+check("f", "default page loads the shipped MNIST model; a 4-step DDIM run of class 7 finishes; a guidance interval without steps equals w = 1", async ({ browser, base }) => {
   const page = await openPage(browser, base);
   try {
     const t0 = Date.now();
@@ -234,6 +234,32 @@ check("f", "default page loads the shipped MNIST model; a 4-step DDIM run of cla
     const st = imageStats(after);
     log(`  4 DDIM steps of the shipped model in ${(ms / 1000).toFixed(1)} s; canvas: ${fmtStats(st)}`);
     if (st.std < MIN_STD || st.colours < MIN_COLOURS) fail(`canvas is blank (${fmtStats(st)})`);
+    // "Guide only at": offered as 80..580 for T = 1000; an interval holding none of the 4
+    // DDIM timesteps (750, 500, 250, 0) must give the conditional model alone, i.e. the
+    // picture of guidance w = 1, and differ from the guided one.
+    if (!(await page.locator("#guidance-lo").isDisabled())) fail("#guidance-lo enabled with the interval off");
+    await page.locator("#guidance-interval").check();
+    await sleep(300);
+    const lo = await page.locator("#guidance-lo").inputValue();
+    const hi = await page.locator("#guidance-hi").inputValue();
+    log(`  guidance interval offered: ${lo}..${hi}`);
+    if (lo !== "80" || hi !== "580") fail(`guidance interval offered as ${lo}..${hi}, expected 80..580`);
+    await setValue(page, "#guidance-hi", 249);
+    await setValue(page, "#guidance-lo", 1);
+    await sleep(300);
+    await runToDone(page);
+    const unguided = await stableShot(page, "#reverse-canvas", "f-interval-1-249");
+    await page.locator("#guidance-interval").uncheck();
+    await setValue(page, "#guidance", 1);
+    await sleep(300);
+    await runToDone(page);
+    const w1 = await stableShot(page, "#reverse-canvas", "f-guidance-1");
+    const dSame = imageDiff(unguided, w1);
+    const dGuided = imageDiff(after, unguided);
+    log(`  interval 1..249 vs w = 1: ${fmtDiff(dSame)}; vs guided: ${fmtDiff(dGuided)}`);
+    if (dSame.mad > 0.5) fail(`an interval without any step differs from w = 1 (${fmtDiff(dSame)})`);
+    if (!diffOk(dGuided)) fail(`the interval changed nothing against guidance at every step (${fmtDiff(dGuided)})`);
+    if (await errorText(page)) fail(`#error visible: ${await errorText(page)}`);
     failOnPanic(page);
   } finally {
     await page.context_.close();

@@ -49,7 +49,8 @@ pub use likelihood::{
 pub use loading::{load_from_files, load_from_url, ModelInfo, NO_DEFAULT_MODEL};
 pub use memory::memory;
 pub use run::{
-    apply_settings, pause, play, restart, step_once, toggle_play, RunState, SamplerKind, Settings,
+    apply_settings, default_guidance_interval, pause, play, restart, step_once, toggle_play,
+    RunState, SamplerKind, Settings,
 };
 pub use session::{has_webgpu, restart_device, simulate_device_loss, NO_WEBGPU};
 pub use snapshot::snapshot;

@@ -13,7 +13,7 @@ use std::cell::Cell;
 use leptos::prelude::*;
 
 use super::{clear_error, loading, next_frame, now_ms, report_error, ui, with_engine, Engine, Ui};
-use crate::diffusion::sampler::{SampleSettings, SamplingRun};
+use crate::diffusion::sampler::{GuidanceOptions, SampleSettings, SamplingRun};
 use crate::diffusion::schedule::Sampler;
 use crate::model::Model;
 
@@ -78,6 +78,15 @@ pub struct Settings {
     /// None = any class (labels cycle through 0..K−1).
     pub class: Option<u32>,
     pub guidance: f64,
+    /// Guide only at timesteps lo ≤ t ≤ hi (Kynkäänniemi et al. 2024), the conditional model
+    /// alone elsewhere; None = every step (diffusers' behaviour).
+    pub guidance_interval: Option<(usize, usize)>,
+}
+
+/// The guidance interval the page offers first for a model of `t_train` timesteps: the
+/// shipped model's measured one, 80..=580 of 1000 (docs/sampling.md), scaled to T.
+pub fn default_guidance_interval(t_train: usize) -> (usize, usize) {
+    (t_train * 8 / 100, t_train * 58 / 100)
 }
 
 impl Default for Settings {
@@ -92,6 +101,7 @@ impl Default for Settings {
             // Classifier-free guidance for class-conditional models (the shipped MNIST model
             // draws clean digits at 2–3); unconditional models reset it to 1.
             guidance: 2.5,
+            guidance_interval: None,
         }
     }
 }
@@ -142,7 +152,7 @@ impl Engine {
         let ctx = self.session.ctx();
         let before = ctx.allocated_bytes();
         let tag = ctx.tag_scope("sampler");
-        let run = SamplingRun::new(
+        let mut run = SamplingRun::new(
             ctx,
             &model.config,
             &model.weights,
@@ -154,6 +164,13 @@ impl Engine {
                 batch: s.batch,
                 class_labels,
                 guidance,
+            },
+        )?;
+        run.set_guidance_options(
+            ctx,
+            GuidanceOptions {
+                rescale: 0.0,
+                interval: s.guidance_interval,
             },
         )?;
         drop(tag);
