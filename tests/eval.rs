@@ -164,9 +164,10 @@ fn eval_save_samples_resumes_and_rejects_other_settings() {
     let dir = std::env::temp_dir().join(format!("kakusan-eval-save-{}", std::process::id()));
     let saved = dir.join("batches");
     std::fs::create_dir_all(&dir).unwrap();
-    let run = |guidance: &str, out: &str| {
+    // `extra`: further options after the shared ones.
+    let run = |guidance: &str, extra: &[&str], out: &str| {
         let json = dir.join(out);
-        let r = kakusan(&[
+        let mut args = vec![
             "eval",
             "--model",
             model,
@@ -182,17 +183,19 @@ fn eval_save_samples_resumes_and_rejects_other_settings() {
             saved.to_str().unwrap(),
             "--out",
             json.to_str().unwrap(),
-        ]);
+        ];
+        args.extend(extra);
+        let r = kakusan(&args);
         (r, json)
     };
-    let ((ok, _, stderr), first) = run("2", "a.json");
+    let ((ok, _, stderr), first) = run("2", &[], "a.json");
     assert!(ok, "{stderr}");
     let b1 = saved.join("batch_00001.safetensors");
     assert!(saved.join("batch_00000.safetensors").is_file() && b1.is_file());
     // As if stopped after batch 0: batch 1 is missing, so the next run reads batch 0 back
     // and samples batch 1 again.
     std::fs::remove_file(&b1).unwrap();
-    let ((ok, _, stderr), second) = run("2", "b.json");
+    let ((ok, _, stderr), second) = run("2", &[], "b.json");
     assert!(ok, "{stderr}");
     assert!(b1.is_file(), "batch 1 sampled again and saved");
     let read = |p: &std::path::Path| -> serde_json::Value {
@@ -213,7 +216,7 @@ fn eval_save_samples_resumes_and_rejects_other_settings() {
             .unwrap();
     let out = safetensors::serialize([("sample", view)], meta.metadata().clone()).unwrap();
     std::fs::write(&b0, out).unwrap();
-    let ((ok, _, stderr), third) = run("2", "w.json");
+    let ((ok, _, stderr), third) = run("2", &[], "w.json");
     assert!(ok, "{stderr}");
     let w = read(&third);
     assert!(
@@ -223,32 +226,13 @@ fn eval_save_samples_resumes_and_rejects_other_settings() {
         a["median_pixel"]
     );
     // Other guidance options with the same folder: an error too.
-    let json = dir.join("r.json");
-    let (ok, _, stderr) = kakusan(&[
-        "eval",
-        "--model",
-        model,
-        "--steps",
-        "3",
-        "--guidance",
-        "2",
-        "--guidance-rescale",
-        "0.5",
-        "-n",
-        "6",
-        "--batch",
-        "3",
-        "--save-samples",
-        saved.to_str().unwrap(),
-        "--out",
-        json.to_str().unwrap(),
-    ]);
+    let ((ok, _, stderr), _) = run("2", &["--guidance-rescale", "0.5"], "r.json");
     assert!(
         !ok && stderr.contains("other settings") && stderr.contains("rescale: 0.5"),
         "{stderr}"
     );
     // Other settings (guidance 3) with the same folder: an error naming the batch.
-    let ((ok, _, stderr), _) = run("3", "c.json");
+    let ((ok, _, stderr), _) = run("3", &[], "c.json");
     assert!(
         !ok && stderr.contains("error:")
             && stderr.contains("batch_00000")
@@ -258,7 +242,7 @@ fn eval_save_samples_resumes_and_rejects_other_settings() {
     // A truncated batch file: an error, not a panic.
     let bytes = std::fs::read(&b0).unwrap();
     std::fs::write(&b0, &bytes[..bytes.len() / 2]).unwrap();
-    let ((ok, _, stderr), _) = run("2", "d.json");
+    let ((ok, _, stderr), _) = run("2", &[], "d.json");
     assert!(
         !ok && stderr.contains("error:") && stderr.contains("batch_00000"),
         "{stderr}"
