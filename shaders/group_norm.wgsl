@@ -1,8 +1,9 @@
 // Group normalisation (torch.nn.GroupNorm: biased variance, eps inside the sqrt) with an
 // optional fused SiLU after the affine, as diffusers' ResnetBlock2D applies norm then SiLU.
-// One workgroup of 64 threads per (sample n, group g); a group's C/G channels of H*W values
-// are contiguous in NCHW. Statistics: shaders/lib/group_norm_stats.wgsl (appended; two-pass,
-// with the workgroup sums of shaders/lib/workgroup_sum.wgsl). The output uses
+// One workgroup of WG threads (64 on GPUs, 8 on CPU adapters) per (sample n, group g); a
+// group's C/G channels of H*W values are contiguous in NCHW. Statistics:
+// shaders/lib/group_norm_stats.wgsl (appended; two-pass, with the workgroup sums of
+// shaders/lib/workgroup_sum.wgsl). The output uses
 // (x - m1) - m_lo, so the f32 mean's rounding does not enter the result.
 // group_norm_stats (training) also writes each group's (m1, m_lo, rstd) to `stats`, so the
 // backward (group_norm_backward.wgsl) need not recompute them.
@@ -59,7 +60,7 @@ fn normalize_group(gi: u32, lid: u32, st: GroupStats) {
     }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn group_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
     let gi = wg.x + wg.y * nwg.x;
@@ -70,7 +71,7 @@ fn group_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     normalize_group(gi, lid, st);
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn group_norm_stats(@builtin(workgroup_id) wg: vec3<u32>,
                     @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {

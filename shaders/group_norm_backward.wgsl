@@ -4,7 +4,7 @@
 //   dβ_c = Σ_{n,hw} dz,  dγ_c = Σ_{n,hw} dz·x̂,
 //   dx   = rstd · (γ·dz − mean_group(γ·dz) − x̂ · mean_group(γ·dz·x̂)).
 // Two entry points, recorded as two dispatches:
-//   group_norm_backward_dx: one workgroup of 64 threads per (n, g). It takes μ and rstd from
+//   group_norm_backward_dx: one workgroup of WG threads per (n, g). It takes μ and rstd from
 //     what the training forward saved (group_norm_stats; p.saved = 1) or recomputes them
 //     exactly as the forward does (shaders/lib/group_norm_stats.wgsl, appended), reduces
 //     each channel's Σdz and Σdz·x̂ over H·W — up to 8 channels per workgroup_slots_reduce,
@@ -65,7 +65,7 @@ fn dz_of(d: f32, g: f32, bt: f32, xh: f32) -> f32 {
     return d * (s * (1.0 + z * (1.0 - s)));
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn group_norm_backward_dx(@builtin(workgroup_id) wg: vec3<u32>,
                           @builtin(num_workgroups) nwg: vec3<u32>,
                           @builtin(local_invocation_index) lid: u32) {

@@ -56,7 +56,7 @@ fn dz_of4(d: vec4<f32>, g: f32, bt: f32, xh: vec4<f32>) -> vec4<f32> {
     return d * (s * (1.0 + z * (1.0 - s)));
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn group_norm_backward_dx_v4(@builtin(workgroup_id) wg: vec3<u32>,
                              @builtin(num_workgroups) nwg: vec3<u32>,
                              @builtin(local_invocation_index) lid: u32) {

@@ -55,7 +55,7 @@ fn normalize_group_v4(gi: u32, lid: u32, st: GroupStats4) {
     }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn group_norm_v4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
     let gi = wg.x + wg.y * nwg.x;
@@ -66,7 +66,7 @@ fn group_norm_v4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     normalize_group_v4(gi, lid, st);
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn group_norm_v4_stats(@builtin(workgroup_id) wg: vec3<u32>,
                        @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_index) lid: u32) {

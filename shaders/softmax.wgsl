@@ -1,5 +1,5 @@
 // Numerically stable softmax over contiguous rows, in place: x[r, :] = exp(x - max) / sum.
-// One workgroup of 64 threads per row; each thread strides over the row, then the
+// One workgroup of WG threads (64 on GPUs, 8 on CPU adapters) per row; each thread strides over the row, then the
 // workgroup reduces (max, then sum) with shaders/lib/workgroup_sum.wgsl (appended). The
 // row's max is subtracted before exp, so large-magnitude logits (attention scores) cannot
 // overflow.
@@ -17,7 +17,7 @@ struct Params {
 // x: (rows, cols), rewritten in place
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn softmax_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) li: u32) {
     let row = wg.x + wg.y * nwg.x;

@@ -1,6 +1,6 @@
 // Backward of the row softmax (softmax.wgsl), in place on the gradient:
 //   dS = P ⊙ (dP − rowsum(dP ⊙ P)),
-// P the forward output (the attention probabilities), dP its gradient. One workgroup of 64
+// P the forward output (the attention probabilities), dP its gradient. One workgroup of WG
 // threads per row; each thread strides over the row, then the workgroup sums the dot
 // product (shaders/lib/workgroup_sum.wgsl, appended).
 //
@@ -19,7 +19,7 @@ struct Params {
 // grad: (rows, cols) — in: dP; out: dS (in place)
 @group(0) @binding(2) var<storage, read_write> grad: array<f32>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn softmax_rows_backward(@builtin(workgroup_id) wg: vec3<u32>,
                          @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_index) li: u32) {

@@ -19,7 +19,7 @@ struct GroupStats {
     rstd: f32,
 }
 
-// Statistics of x[base .. base + n], by the workgroup's 64 threads (li = local index).
+// Statistics of x[base .. base + n], by the workgroup's WG threads (li = local index).
 fn group_stats(li: u32, base: u32, n: u32, eps: f32) -> GroupStats {
     let inv_n = 1.0 / f32(n);
     var s0 = 0.0;

@@ -17,7 +17,7 @@ fn hsum4(v: vec4<f32>) -> f32 {
     return (v.x + v.y) + (v.z + v.w);
 }
 
-// Statistics of the 4·n4 values x[base4 .. base4 + n4] (vec4 indices), by the workgroup's 64
+// Statistics of the 4·n4 values x[base4 .. base4 + n4] (vec4 indices), by the workgroup's WG
 // threads (li = local index).
 fn group_stats_v4(li: u32, base4: u32, n4: u32, eps: f32) -> GroupStats4 {
     let inv_n = 1.0 / f32(4u * n4);

@@ -401,6 +401,26 @@ pub struct AdapterSummary {
     pub is_software: bool,
 }
 
+/// [`GpuContext::reduction_workgroup`]'s default: 8 threads on CPU adapters, 64 on GPUs;
+/// natively `KAKUSAN_REDUCTION_WORKGROUP` (8, 16, 32 or 64) replaces it (other values are
+/// ignored with a warning).
+fn default_reduction_workgroup(is_software: bool) -> u32 {
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Ok(v) = std::env::var("KAKUSAN_REDUCTION_WORKGROUP") {
+        match v.trim().parse::<u32>() {
+            Ok(wg @ (8 | 16 | 32 | 64)) => return wg,
+            _ => eprintln!(
+                "warning: KAKUSAN_REDUCTION_WORKGROUP={v} ignored (must be 8, 16, 32 or 64)"
+            ),
+        }
+    }
+    if is_software {
+        8
+    } else {
+        64
+    }
+}
+
 /// One buffer the context destroys explicitly once nothing uses it (see [`BufferTracker`]).
 struct TrackedBuffer {
     /// The handles that use it: a tensor's buffer and any views into it (a pack's tensors),
@@ -525,6 +545,8 @@ pub struct GpuContext {
     tracker: RefCell<BufferTracker>,
     /// The tag new tracked buffers get (see [`GpuContext::tag_scope`]).
     tag: Cell<&'static str>,
+    /// Threads per workgroup of the reducing kernels (see [`GpuContext::reduction_workgroup`]).
+    reduction_workgroup: Cell<u32>,
 }
 
 impl GpuContext {
@@ -621,7 +643,36 @@ impl GpuContext {
             allocated: std::cell::Cell::new(0),
             tracker: RefCell::new(BufferTracker::default()),
             tag: Cell::new("other"),
+            reduction_workgroup: Cell::new(default_reduction_workgroup(is_software)),
         })
+    }
+
+    /// Threads per workgroup of the kernels that reduce with shaders/lib/workgroup_sum.wgsl
+    /// (group norm and its backward, sum_axes, softmax and its backward): the override
+    /// constant `WG` their launchers pass. 64 on GPUs; 8 on CPU adapters, which run a
+    /// workgroup as one coroutine per 8 lanes and switch all of them at every barrier, so 8
+    /// threads — one coroutine — make a barrier nearly free (the MNIST training step's group
+    /// norm backward: 250 → 80 ms on llvmpipe; docs/training.md, "session 9"). Natively,
+    /// `KAKUSAN_REDUCTION_WORKGROUP` (8, 16, 32 or 64) overrides it for experiments.
+    pub fn reduction_workgroup(&self) -> u32 {
+        self.reduction_workgroup.get()
+    }
+
+    /// Change [`GpuContext::reduction_workgroup`] for what is recorded from now on (tests
+    /// run kernels at both sizes; pipelines are cached per size). Panics unless `wg` is 8,
+    /// 16, 32 or 64.
+    pub fn set_reduction_workgroup(&self, wg: u32) {
+        assert!(
+            matches!(wg, 8 | 16 | 32 | 64),
+            "reduction workgroup {wg}: must be 8, 16, 32 or 64"
+        );
+        self.reduction_workgroup.set(wg);
+    }
+
+    /// The `WG` override constant of a reducing kernel's dispatch (see
+    /// [`GpuContext::reduction_workgroup`]).
+    pub fn reduction_constants(&self) -> [(&'static str, f64); 1] {
+        [("WG", self.reduction_workgroup() as f64)]
     }
 
     /// The largest buffer one storage binding may hold on this device, never more than
@@ -1268,6 +1319,11 @@ pub(crate) mod test_util {
     use super::*;
 
     /// A context for kernel tests (llvmpipe in CI).
+    /// The reduction workgroup sizes kernel tests run at (see
+    /// [`GpuContext::reduction_workgroup`]): CPU adapters' 8 and GPUs' 64, whichever adapter
+    /// runs the tests.
+    pub const REDUCTION_WORKGROUPS: [u32; 2] = [8, 64];
+
     pub fn ctx() -> GpuContext {
         block_on(GpuContext::new()).expect("tests need a GPU adapter (install mesa-vulkan-drivers)")
     }

@@ -98,7 +98,7 @@ pub fn group_norm(
             label: "group_norm",
             shader: if v4 { &GROUP_NORM_V4 } else { &GROUP_NORM },
             entry,
-            constants: &[],
+            constants: &ctx.reduction_constants(),
             params: Params::Static(bytemuck::bytes_of(&params)),
             inputs: &[&x.buffer, &gamma.buffer, &beta.buffer],
             outputs: &outputs,
@@ -111,7 +111,7 @@ pub fn group_norm(
 mod tests {
     use super::*;
     use crate::gpu::block_on;
-    use crate::gpu::test_util::{assert_close, ctx, random};
+    use crate::gpu::test_util::{assert_close, ctx, random, REDUCTION_WORKGROUPS};
 
     /// f64 reference of torch.nn.GroupNorm (+ SiLU).
     fn reference(
@@ -153,21 +153,24 @@ mod tests {
         let tx = ctx.upload(&x, &shape).unwrap();
         let tg = ctx.upload(&gamma, &[c]).unwrap();
         let tb = ctx.upload(&beta, &[c]).unwrap();
-        let out = ctx.zeros(&shape).unwrap();
-        let mut p = Program::new();
-        group_norm(&ctx, &mut p, &tx, &tg, &tb, &out, groups, 1e-5, silu, None).unwrap();
-        ctx.run(&p).unwrap();
-        let got = block_on(ctx.read(&out)).unwrap();
         let want = reference(&x, &gamma, &beta, shape, groups, 1e-5, silu);
-        // gamma is in [0.5, 1.5] and |x - mean| / std <= ~1.8, so |y| <~ 4: 1e-5 absolute is
-        // a few f32 ulps of the result (the offset-100 case relies on the two-pass mean).
-        assert_close(
-            &got,
-            &want,
-            1e-5,
-            0.0,
-            &format!("group_norm {shape:?} g{groups} +{offset} silu={silu}"),
-        );
+        for wg in REDUCTION_WORKGROUPS {
+            ctx.set_reduction_workgroup(wg);
+            let out = ctx.zeros(&shape).unwrap();
+            let mut p = Program::new();
+            group_norm(&ctx, &mut p, &tx, &tg, &tb, &out, groups, 1e-5, silu, None).unwrap();
+            ctx.run(&p).unwrap();
+            let got = block_on(ctx.read(&out)).unwrap();
+            // gamma is in [0.5, 1.5] and |x - mean| / std <= ~1.8, so |y| <~ 4: 1e-5 absolute
+            // is a few f32 ulps of the result (the offset-100 case relies on the two-pass mean).
+            assert_close(
+                &got,
+                &want,
+                1e-5,
+                0.0,
+                &format!("group_norm {shape:?} g{groups} +{offset} silu={silu} WG={wg}"),
+            );
+        }
     }
 
     #[test]

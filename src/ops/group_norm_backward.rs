@@ -150,7 +150,7 @@ pub fn group_norm_backward(
                 } else {
                     "group_norm_backward_dx"
                 },
-                constants: &[],
+                constants: &ctx.reduction_constants(),
                 params: Params::Static(bytes),
                 inputs: &inputs,
                 outputs: &outputs,
@@ -269,8 +269,24 @@ mod tests {
 
     /// loss = Σ r ⊙ g(GN(f(x0); γ, β)), checked for x0, γ and β against finite differences
     /// and against the analytic f64 gradient.
+    /// [`check_at`] at each of the reduction workgroup sizes.
     fn check(shape: [usize; 4], groups: usize, offset: f32, silu: bool, acc: bool, seed: u64) {
+        for wg in crate::gpu::test_util::REDUCTION_WORKGROUPS {
+            check_at(wg, shape, groups, offset, silu, acc, seed);
+        }
+    }
+
+    fn check_at(
+        wg: u32,
+        shape: [usize; 4],
+        groups: usize,
+        offset: f32,
+        silu: bool,
+        acc: bool,
+        seed: u64,
+    ) {
         let ctx = ctx();
+        ctx.set_reduction_workgroup(wg);
         let [n, c, h, w] = shape;
         let eps = 1e-5;
         // The op's input is a = f(x0) = 2·x0, exact in f32.
@@ -328,7 +344,7 @@ mod tests {
         } else {
             vec![0.0; a.len()]
         };
-        let what = format!("gn_bwd {shape:?} g{groups} +{offset} silu={silu} acc={acc}");
+        let what = format!("gn_bwd {shape:?} g{groups} +{offset} silu={silu} acc={acc} WG={wg}");
 
         // The training path: the forward saves the statistics, the backward reads them. Same
         // bits as recomputing them (the forward output too), with garbage in the scratch part.

@@ -42,7 +42,7 @@ fn record(
             label: entry,
             shader: &REDUCE,
             entry,
-            constants: &[],
+            constants: &ctx.reduction_constants(),
             params: Params::Static(bytemuck::bytes_of(&params)),
             inputs: &[&x.buffer],
             outputs: &[&out.buffer],
@@ -158,9 +158,23 @@ pub fn sum_squares(
 mod tests {
     use super::*;
     use crate::gpu::block_on;
-    use crate::gpu::test_util::{assert_close, ctx, random};
+    use crate::gpu::test_util::{assert_close, ctx, random, REDUCTION_WORKGROUPS};
 
+    /// sum_axes against f64 at each reduction workgroup size.
     fn check_sum_axes(ctx: &GpuContext, dims: [usize; 3], scale: f32, accumulate: bool, seed: u64) {
+        for wg in REDUCTION_WORKGROUPS {
+            ctx.set_reduction_workgroup(wg);
+            check_sum_axes_at(ctx, dims, scale, accumulate, seed);
+        }
+    }
+
+    fn check_sum_axes_at(
+        ctx: &GpuContext,
+        dims: [usize; 3],
+        scale: f32,
+        accumulate: bool,
+        seed: u64,
+    ) {
         let [a, b, c] = dims;
         let x = random(a * b * c, seed);
         let init = random(b, seed + 1);
@@ -185,7 +199,14 @@ mod tests {
         // 1e-7·log2(A·C)·A·C for the tree; 1e-6·sqrt(A·C) is generous but still catches a
         // missing or doubled element (error ≥ 1e-3 or so for random data).
         let atol = 1e-6 * ((a * c) as f64).sqrt().max(1.0) * scale.abs() as f64 + 1e-6;
-        assert_close(&got, &want, atol, 1e-6, &format!("sum_axes {dims:?}"));
+        let wg = ctx.reduction_workgroup();
+        assert_close(
+            &got,
+            &want,
+            atol,
+            1e-6,
+            &format!("sum_axes {dims:?} WG={wg}"),
+        );
     }
 
     #[test]
@@ -205,7 +226,12 @@ mod tests {
     #[test]
     fn sum_squares_matches_f64_and_accumulates() {
         let ctx = ctx();
-        for (i, &n) in [1usize, 255, 1000, 300_001].iter().enumerate() {
+        let sizes = [1usize, 255, 1000, 300_001];
+        for (wg, (i, &n)) in REDUCTION_WORKGROUPS
+            .iter()
+            .flat_map(|&wg| sizes.iter().enumerate().map(move |c| (wg, c)))
+        {
+            ctx.set_reduction_workgroup(wg);
             let x = random(n, 10 + i as u64);
             let tx = ctx.upload(&x, &[n]).unwrap();
             let out = ctx.upload(&[0.75], &[1]).unwrap();
@@ -216,7 +242,8 @@ mod tests {
             let want = x.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>()
                 + if i % 2 == 1 { 0.75 } else { 0.0 };
             // Relative 1e-5: f32 sums of positive terms.
-            assert_close(&got, &[want], 1e-6, 1e-5, &format!("sum_squares n={n}"));
+            let what = format!("sum_squares n={n} WG={wg}");
+            assert_close(&got, &[want], 1e-6, 1e-5, &what);
             // Deterministic: the same result to the bit when run again.
             ctx.write(&out, &[0.75]).unwrap();
             ctx.run(&p).unwrap();

@@ -50,7 +50,7 @@ pub fn softmax_rows(
             label: "softmax_rows",
             shader: &SOFTMAX,
             entry: "softmax_rows",
-            constants: &[],
+            constants: &ctx.reduction_constants(),
             params: Params::Static(bytemuck::bytes_of(&params)),
             inputs: &[],
             outputs: &[&x.buffer],
@@ -63,7 +63,7 @@ pub fn softmax_rows(
 mod tests {
     use super::*;
     use crate::gpu::block_on;
-    use crate::gpu::test_util::{assert_close, ctx, random};
+    use crate::gpu::test_util::{assert_close, ctx, random, REDUCTION_WORKGROUPS};
 
     fn reference(x: &[f32], cols: usize) -> Vec<f64> {
         let mut out = Vec::with_capacity(x.len());
@@ -81,21 +81,24 @@ mod tests {
             .iter()
             .map(|v| v * scale)
             .collect();
-        let t = ctx.upload(&x, &[rows, cols]).unwrap();
-        let mut p = Program::new();
-        softmax_rows(ctx, &mut p, &t, cols).unwrap();
-        ctx.run(&p).unwrap();
-        let got = block_on(ctx.read(&t)).unwrap();
-        // exp is evaluated in f32 on arguments up to |2·scale|: relative error a few ulps of
-        // the argument's size, so the tolerance grows with the logits' magnitude.
-        let rtol = 1e-5 + 2e-7 * scale as f64;
-        assert_close(
-            &got,
-            &reference(&x, cols),
-            1e-7,
-            rtol,
-            &format!("softmax {rows}x{cols} scale {scale}"),
-        );
+        for wg in REDUCTION_WORKGROUPS {
+            ctx.set_reduction_workgroup(wg);
+            let t = ctx.upload(&x, &[rows, cols]).unwrap();
+            let mut p = Program::new();
+            softmax_rows(ctx, &mut p, &t, cols).unwrap();
+            ctx.run(&p).unwrap();
+            let got = block_on(ctx.read(&t)).unwrap();
+            // exp is evaluated in f32 on arguments up to |2·scale|: relative error a few ulps
+            // of the argument's size, so the tolerance grows with the logits' magnitude.
+            let rtol = 1e-5 + 2e-7 * scale as f64;
+            assert_close(
+                &got,
+                &reference(&x, cols),
+                1e-7,
+                rtol,
+                &format!("softmax {rows}x{cols} scale {scale} WG={wg}"),
+            );
+        }
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub fn softmax_rows_backward(
             label: "softmax_rows_backward",
             shader: &SOFTMAX_BACKWARD,
             entry: "softmax_rows_backward",
-            constants: &[],
+            constants: &ctx.reduction_constants(),
             params: Params::Static(bytemuck::bytes_of(&params)),
             inputs: &[&probs.buffer],
             outputs: &[&grad.buffer],
@@ -86,8 +86,16 @@ mod tests {
     }
 
     /// loss = Σ r ⊙ g(softmax(f(x0))) with the GPU given P (as f32) and dP = r ⊙ g'(P).
+    /// [`check_at`] at each of the reduction workgroup sizes.
     fn check(rows: usize, cols: usize, scale: f32, seed: u64) {
+        for wg in crate::gpu::test_util::REDUCTION_WORKGROUPS {
+            check_at(wg, rows, cols, scale, seed);
+        }
+    }
+
+    fn check_at(wg: u32, rows: usize, cols: usize, scale: f32, seed: u64) {
         let ctx = ctx();
+        ctx.set_reduction_workgroup(wg);
         let x0: Vec<f64> = random(rows * cols, seed)
             .iter()
             .map(|&v| (v * scale) as f64)
@@ -103,7 +111,7 @@ mod tests {
         softmax_rows_backward(&ctx, &mut p, &tp, &tg, cols).unwrap();
         ctx.run(&p).unwrap();
         let got = block_on(ctx.read(&tg)).unwrap();
-        let what = format!("softmax_bwd {rows}x{cols} scale {scale}");
+        let what = format!("softmax_bwd {rows}x{cols} scale {scale} WG={wg}");
 
         // Analytic, from the same f32 P and dP the GPU saw: |dS| <= P·(|dP| + max|dP|), and the
         // f32 dot product over `cols` terms errs by ~cols·ulp·max|dP|·Σ P.
