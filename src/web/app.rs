@@ -269,25 +269,9 @@ fn ReversePanel(ui: Ui) -> impl IntoView {
                                         s.guidance_interval = on.then(|| engine::default_guidance_interval(t));
                                     });
                                 }/>
-                            <input id="guidance-lo" type="number" min="0" inputmode="numeric" aria-label="from t"
-                                disabled=move || ui.settings.get().guidance_interval.is_none()
-                                prop:value=move || ui.settings.get().guidance_interval.map_or(String::new(), |i| i.0.to_string())
-                                on:change=move |ev| {
-                                    let v: usize = parse_or(&event_target_value(&ev), 0);
-                                    update_settings(ui, |s| {
-                                        if let Some(i) = &mut s.guidance_interval { *i = (v.min(i.1), i.1); }
-                                    });
-                                }/>
+                            <GuidanceIntervalEnd ui=ui upper=false/>
                             " ≤ t ≤ "
-                            <input id="guidance-hi" type="number" min="0" inputmode="numeric" aria-label="to t"
-                                disabled=move || ui.settings.get().guidance_interval.is_none()
-                                prop:value=move || ui.settings.get().guidance_interval.map_or(String::new(), |i| i.1.to_string())
-                                on:change=move |ev| {
-                                    let v: usize = parse_or(&event_target_value(&ev), 0);
-                                    update_settings(ui, |s| {
-                                        if let Some(i) = &mut s.guidance_interval { *i = (i.0, v.max(i.0)); }
-                                    });
-                                }/>
+                            <GuidanceIntervalEnd ui=ui upper=true/>
                         </span>
                     </div>
                     <p class="hint">{move || match classes() {
@@ -302,6 +286,27 @@ fn ReversePanel(ui: Ui) -> impl IntoView {
                 </div>
             </div>
         </section>
+    }
+}
+
+/// One end of "Guide only at"'s t interval (`upper`: its upper end), kept so that lo ≤ hi:
+/// a lower end past the upper one becomes the upper one, and the other way round.
+#[component]
+fn GuidanceIntervalEnd(ui: Ui, upper: bool) -> impl IntoView {
+    let end = move |i: (usize, usize)| if upper { i.1 } else { i.0 };
+    view! {
+        <input id=if upper { "guidance-hi" } else { "guidance-lo" } type="number" min="0"
+            inputmode="numeric" aria-label=if upper { "to t" } else { "from t" }
+            disabled=move || ui.settings.get().guidance_interval.is_none()
+            prop:value=move || ui.settings.get().guidance_interval.map_or(String::new(), |i| end(i).to_string())
+            on:change=move |ev| {
+                let v: usize = parse_or(&event_target_value(&ev), 0);
+                update_settings(ui, |s| {
+                    if let Some(i) = &mut s.guidance_interval {
+                        *i = if upper { (i.0, v.max(i.0)) } else { (v.min(i.1), i.1) };
+                    }
+                });
+            }/>
     }
 }
 
