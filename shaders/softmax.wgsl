@@ -1,8 +1,8 @@
 // Numerically stable softmax over contiguous rows, in place: x[r, :] = exp(x - max) / sum.
-// One workgroup of WG threads (64 on GPUs, 8 on CPU adapters) per row; each thread strides over the row, then the
-// workgroup reduces (max, then sum) with shaders/lib/workgroup_sum.wgsl (appended). The
-// row's max is subtracted before exp, so large-magnitude logits (attention scores) cannot
-// overflow.
+// One workgroup of WG threads (64 on GPUs, 8 on CPU adapters) per row; each thread strides
+// over the row, then the workgroup reduces (max, then sum) with shaders/lib/workgroup_sum.wgsl
+// (appended). The row's max is subtracted before exp, so large-magnitude logits (attention
+// scores) cannot overflow.
 //
 // Grid: the row index is wg.x + wg.y * num_workgroups.x (see gpu::grid_1d).
 
