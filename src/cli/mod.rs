@@ -621,8 +621,11 @@ fn time_runs(
     mut submit: impl FnMut() -> Result<()>,
 ) -> Result<Vec<f64>> {
     println!(
-        "adapter: {} ({}, {})",
-        ctx.adapter.name, ctx.adapter.backend, ctx.adapter.device_type
+        "adapter: {} ({}, {}); reductions in {}-thread workgroups",
+        ctx.adapter.name,
+        ctx.adapter.backend,
+        ctx.adapter.device_type,
+        ctx.reduction_workgroup()
     );
     for _ in 0..2 {
         submit()?;
