@@ -408,7 +408,7 @@ fn default_reduction_workgroup(is_software: bool) -> u32 {
     #[cfg(not(target_arch = "wasm32"))]
     if let Ok(v) = std::env::var("KAKUSAN_REDUCTION_WORKGROUP") {
         match v.trim().parse::<u32>() {
-            Ok(wg @ (8 | 16 | 32 | 64)) => return wg,
+            Ok(wg) if is_reduction_workgroup(wg) => return wg,
             _ => eprintln!(
                 "warning: KAKUSAN_REDUCTION_WORKGROUP={v} ignored (must be 8, 16, 32 or 64)"
             ),
@@ -419,6 +419,11 @@ fn default_reduction_workgroup(is_software: bool) -> u32 {
     } else {
         64
     }
+}
+
+/// The sizes shaders/lib/workgroup_sum.wgsl supports: a multiple of 8, at most 64.
+fn is_reduction_workgroup(wg: u32) -> bool {
+    matches!(wg, 8 | 16 | 32 | 64)
 }
 
 /// One buffer the context destroys explicitly once nothing uses it (see [`BufferTracker`]).
@@ -663,7 +668,7 @@ impl GpuContext {
     /// 16, 32 or 64.
     pub fn set_reduction_workgroup(&self, wg: u32) {
         assert!(
-            matches!(wg, 8 | 16 | 32 | 64),
+            is_reduction_workgroup(wg),
             "reduction workgroup {wg}: must be 8, 16, 32 or 64"
         );
         self.reduction_workgroup.set(wg);
@@ -1318,12 +1323,12 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 pub(crate) mod test_util {
     use super::*;
 
-    /// A context for kernel tests (llvmpipe in CI).
     /// The reduction workgroup sizes kernel tests run at (see
     /// [`GpuContext::reduction_workgroup`]): CPU adapters' 8 and GPUs' 64, whichever adapter
     /// runs the tests.
     pub const REDUCTION_WORKGROUPS: [u32; 2] = [8, 64];
 
+    /// A context for kernel tests (llvmpipe in CI).
     pub fn ctx() -> GpuContext {
         block_on(GpuContext::new()).expect("tests need a GPU adapter (install mesa-vulkan-drivers)")
     }

@@ -267,8 +267,6 @@ mod tests {
         v.iter().map(|&x| x as f32).collect()
     }
 
-    /// loss = Σ r ⊙ g(GN(f(x0); γ, β)), checked for x0, γ and β against finite differences
-    /// and against the analytic f64 gradient.
     /// [`check_at`] at each of the reduction workgroup sizes.
     fn check(shape: [usize; 4], groups: usize, offset: f32, silu: bool, acc: bool, seed: u64) {
         for wg in crate::gpu::test_util::REDUCTION_WORKGROUPS {
@@ -276,6 +274,8 @@ mod tests {
         }
     }
 
+    /// loss = Σ r ⊙ g(GN(f(x0); γ, β)), checked for x0, γ and β against finite differences
+    /// and against the analytic f64 gradient, with reductions in `wg`-thread workgroups.
     fn check_at(
         wg: u32,
         shape: [usize; 4],

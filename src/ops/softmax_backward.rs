@@ -85,7 +85,6 @@ mod tests {
         out
     }
 
-    /// loss = Σ r ⊙ g(softmax(f(x0))) with the GPU given P (as f32) and dP = r ⊙ g'(P).
     /// [`check_at`] at each of the reduction workgroup sizes.
     fn check(rows: usize, cols: usize, scale: f32, seed: u64) {
         for wg in crate::gpu::test_util::REDUCTION_WORKGROUPS {
@@ -93,6 +92,8 @@ mod tests {
         }
     }
 
+    /// loss = Σ r ⊙ g(softmax(f(x0))) with the GPU given P (as f32) and dP = r ⊙ g'(P), with
+    /// reductions in `wg`-thread workgroups.
     fn check_at(wg: u32, rows: usize, cols: usize, scale: f32, seed: u64) {
         let ctx = ctx();
         ctx.set_reduction_workgroup(wg);
