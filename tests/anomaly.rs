@@ -11,6 +11,7 @@ mod common;
 
 use common::{fixture, Reference};
 use kakusan::diffusion::anomaly::{auroc, ReconstructionRun, ReconstructionSettings};
+use kakusan::diffusion::likelihood::ImageBatch;
 use kakusan::gpu::{block_on, GpuContext};
 use kakusan::model::weights::Weights;
 use kakusan::model::{read_model_dir, Model};
@@ -27,14 +28,18 @@ fn auroc_of(ctx: &GpuContext, model: &Model, weights: &Weights) -> f64 {
         .config
         .num_class_embeds
         .map(|k| vec![(k - 1) as u32; n]);
+    let model = Model {
+        weights: weights.clone(),
+        ..model.clone()
+    };
     let mut run = ReconstructionRun::new(
         ctx,
-        &model.config,
-        weights,
-        &model.scheduler,
-        &x,
-        &shape,
-        null.as_deref(),
+        &model,
+        ImageBatch {
+            data: &x,
+            shape: &shape,
+            class_labels: null.as_deref(),
+        },
         ReconstructionSettings {
             t: 300,
             steps: 3,

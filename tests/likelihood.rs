@@ -6,7 +6,7 @@
 mod common;
 
 use common::{fixture, Reference};
-use kakusan::diffusion::likelihood::{LikelihoodRun, TermNoise, TermPlan, VlbReport};
+use kakusan::diffusion::likelihood::{ImageBatch, LikelihoodRun, TermNoise, TermPlan, VlbReport};
 use kakusan::diffusion::schedule::VarianceType;
 use kakusan::gpu::{block_on, GpuContext};
 use kakusan::model::{read_model_dir, Model};
@@ -19,20 +19,20 @@ fn run(model: &Model, ctx: &GpuContext, variant: &serde_json::Value, plan: TermP
     let (shape, x0) = r.get("sample");
     let labels: Vec<u32> = r.get("class_labels").1.iter().map(|&v| v as u32).collect();
     let noise = r.get("noise").1;
-    let mut sched = model.scheduler.clone();
-    sched.variance_type = match variant["variance_type"].as_str().unwrap() {
+    let mut model = model.clone();
+    model.scheduler.variance_type = match variant["variance_type"].as_str().unwrap() {
         "fixed_small" => VarianceType::FixedSmall,
         _ => VarianceType::FixedLarge,
     };
-    sched.clip_sample = variant["clip_sample"].as_bool().unwrap();
+    model.scheduler.clip_sample = variant["clip_sample"].as_bool().unwrap();
     let mut run = LikelihoodRun::with_plan(
         ctx,
-        &model.config,
-        &model.weights,
-        &sched,
-        &x0,
-        &shape,
-        Some(&labels),
+        &model,
+        ImageBatch {
+            data: &x0,
+            shape: &shape,
+            class_labels: Some(&labels),
+        },
         TermNoise::Given(noise),
         plan,
     )

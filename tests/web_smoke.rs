@@ -178,6 +178,7 @@ async fn ddim_20_steps_matches_diffusers_on_webgpu() {
 #[wasm_bindgen_test]
 async fn likelihood_panel_jobs_take_class_and_seed() {
     use kakusan::diffusion::anomaly::{ReconstructionRun, ReconstructionSettings};
+    use kakusan::diffusion::likelihood::ImageBatch;
     use kakusan::model::Model;
     use kakusan::web::engine::{anomaly_run, nll_run, tool_labels, NllMode, ToolImage};
     use kakusan::web::forward::Image;
@@ -207,12 +208,12 @@ async fn likelihood_panel_jobs_take_class_and_seed() {
     }
     let mut direct = ReconstructionRun::new(
         &ctx,
-        &model.config,
-        &model.weights,
-        &model.scheduler,
-        &image.data,
-        &[1, 1, 16, 16],
-        Some(&[3]),
+        &model,
+        ImageBatch {
+            data: &image.data,
+            shape: &[1, 1, 16, 16],
+            class_labels: Some(&[3]),
+        },
         ReconstructionSettings {
             t,
             steps,

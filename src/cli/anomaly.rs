@@ -8,6 +8,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::diffusion::anomaly::{auroc, ReconstructionRun, ReconstructionSettings};
+use crate::diffusion::likelihood::ImageBatch;
 use crate::error::{Error, Result};
 use crate::gpu::block_on;
 
@@ -70,12 +71,12 @@ pub fn anomaly(a: AnomalyArgs) -> Result<()> {
     let start = Instant::now();
     let mut run = ReconstructionRun::new(
         &ctx,
-        &model.config,
-        &model.weights,
-        &model.scheduler,
-        &images.data,
-        &images.shape,
-        labels.as_deref(),
+        &model,
+        ImageBatch {
+            data: &images.data,
+            shape: &images.shape,
+            class_labels: labels.as_deref(),
+        },
         ReconstructionSettings {
             t: a.t,
             steps: a.steps,

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use crate::diffusion::likelihood::{mean, LikelihoodRun, TermNoise};
+use crate::diffusion::likelihood::{mean, ImageBatch, LikelihoodRun, TermNoise};
 use crate::error::{Error, Result};
 use crate::gpu::{block_on, GpuContext};
 use crate::model::config::UNetConfig;
@@ -137,12 +137,12 @@ pub(super) fn likelihood_run(
 ) -> Result<LikelihoodRun> {
     LikelihoodRun::new(
         ctx,
-        &model.config,
-        &model.weights,
-        &model.scheduler,
-        &images.data,
-        &images.shape,
-        labels,
+        model,
+        ImageBatch {
+            data: &images.data,
+            shape: &images.shape,
+            class_labels: labels,
+        },
         TermNoise::Seeded(seed),
     )
     .map_err(|e| match e {

@@ -9,12 +9,12 @@
 //! DDIM update is a few scalar coefficients applied on the CPU in f64. Nothing here prints,
 //! reads files or blocks.
 
+use crate::diffusion::likelihood::ImageBatch;
 use crate::diffusion::schedule::{step_coefficients, Sampler, Schedule, SchedulerConfig};
 use crate::diffusion::StepCoefficients;
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use crate::model::config::UNetConfig;
-use crate::model::weights::Weights;
+use crate::model::Model;
 use crate::ops::noise::gaussian_noise_cpu;
 use crate::unet::UNet;
 
@@ -55,32 +55,16 @@ pub struct ReconstructionRun {
 }
 
 impl ReconstructionRun {
-    #[allow(clippy::too_many_arguments)]
+    /// `images`: N images in [−1, 1]; the run reconstructs K = `settings.repeats` noisings
+    /// of each.
     pub fn new(
         ctx: &GpuContext,
-        config: &UNetConfig,
-        weights: &Weights,
-        scheduler: &SchedulerConfig,
-        x0: &[f32],
-        shape: &[usize],
-        class_labels: Option<&[u32]>,
+        model: &Model,
+        images: ImageBatch<'_>,
         settings: ReconstructionSettings,
     ) -> Result<Self> {
-        let [h, w] = config.sample_size;
-        let n = shape.first().copied().unwrap_or(0);
-        if shape != [n, config.in_channels, h, w] || n == 0 {
-            return Err(Error::shape(format!(
-                "images have shape {shape:?} but this model takes [N, {}, {h}, {w}] (N ≥ 1)",
-                config.in_channels
-            )));
-        }
-        let dims = config.in_channels * h * w;
-        if x0.len() != n * dims {
-            return Err(Error::shape(format!(
-                "{} values for images of shape {shape:?}",
-                x0.len()
-            )));
-        }
+        let (n, dims) = images.check(&model.config)?;
+        let scheduler = &model.scheduler;
         let schedule = Schedule::new(scheduler)?;
         let t_max = schedule.num_train_timesteps();
         if settings.t >= t_max {
@@ -93,19 +77,8 @@ impl ReconstructionRun {
             return Err(Error::config("steps and repeats must be at least 1"));
         }
         let k = settings.repeats;
-        let unet = UNet::new(ctx, config, weights, n * k)?;
-        if let Some(l) = class_labels {
-            if l.len() != n {
-                return Err(Error::shape(format!(
-                    "{} class labels for {n} images",
-                    l.len()
-                )));
-            }
-            let all: Vec<u32> = (0..k).flat_map(|_| l.iter().copied()).collect();
-            unet.set_class_labels(ctx, Some(&all))?;
-        } else {
-            unet.set_class_labels(ctx, None)?;
-        }
+        let unet = images.unet_for_copies(ctx, model, k)?;
+        let x0 = images.data;
         let x0: Vec<f64> = x0.iter().map(|&v| v as f64).collect();
         // x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε (eq. 4), one ε per repeat.
         let (a, b) = schedule.add_noise_coefficients(settings.t);

@@ -25,7 +25,7 @@ use crate::diffusion::schedule::{
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::model::config::UNetConfig;
-use crate::model::weights::Weights;
+use crate::model::Model;
 use crate::ops::noise::gaussian_noise_cpu;
 use crate::unet::UNet;
 
@@ -374,78 +374,97 @@ pub struct LikelihoodRun {
     terms: Vec<Vec<f64>>,
 }
 
+/// The images a likelihood or reconstruction run scores: `data` of `shape` (N, C, H, W), with
+/// one class label per image for class-conditional models.
+#[derive(Clone, Copy, Debug)]
+pub struct ImageBatch<'a> {
+    pub data: &'a [f32],
+    pub shape: &'a [usize],
+    pub class_labels: Option<&'a [u32]>,
+}
+
+impl ImageBatch<'_> {
+    /// Checks the batch against the model's input (N ≥ 1 images of its channels and size, N
+    /// labels if any); returns (N, C·H·W).
+    pub fn check(&self, config: &UNetConfig) -> Result<(usize, usize)> {
+        let [h, w] = config.sample_size;
+        let n = self.shape.first().copied().unwrap_or(0);
+        if self.shape != [n, config.in_channels, h, w] || n == 0 {
+            return Err(Error::shape(format!(
+                "images have shape {:?} but this model takes [N, {}, {h}, {w}] (N ≥ 1)",
+                self.shape, config.in_channels
+            )));
+        }
+        let dims = config.in_channels * h * w;
+        if self.data.len() != n * dims {
+            return Err(Error::shape(format!(
+                "{} values for images of shape {:?}",
+                self.data.len(),
+                self.shape
+            )));
+        }
+        if let Some(l) = self.class_labels {
+            if l.len() != n {
+                return Err(Error::shape(format!(
+                    "{} class labels for {n} images",
+                    l.len()
+                )));
+            }
+        }
+        Ok((n, dims))
+    }
+
+    /// A U-Net over `copies` copies of the (checked) batch, copy-major, its class labels set.
+    pub(crate) fn unet_for_copies(
+        &self,
+        ctx: &GpuContext,
+        model: &Model,
+        copies: usize,
+    ) -> Result<UNet> {
+        let (n, _) = self.check(&model.config)?;
+        let unet = UNet::new(ctx, &model.config, &model.weights, n * copies)?;
+        let labels: Option<Vec<u32>> = self
+            .class_labels
+            .map(|l| (0..copies).flat_map(|_| l.iter().copied()).collect());
+        unet.set_class_labels(ctx, labels.as_deref())?;
+        Ok(unet)
+    }
+}
+
 impl LikelihoodRun {
-    /// `x0`: N images `[N, C, H, W]` on the 256-level grid in [−1, 1] (checked);
-    /// `class_labels`: one per image for class-conditional models. Every timestep, one per
+    /// `images`: N images on the 256-level grid in [−1, 1] (checked). Every timestep, one per
     /// U-Net call.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         ctx: &GpuContext,
-        config: &UNetConfig,
-        weights: &Weights,
-        scheduler: &SchedulerConfig,
-        x0: &[f32],
-        shape: &[usize],
-        class_labels: Option<&[u32]>,
+        model: &Model,
+        images: ImageBatch<'_>,
         noise: TermNoise,
     ) -> Result<Self> {
-        Self::with_plan(
-            ctx,
-            config,
-            weights,
-            scheduler,
-            x0,
-            shape,
-            class_labels,
-            noise,
-            TermPlan::default(),
-        )
+        Self::with_plan(ctx, model, images, noise, TermPlan::default())
     }
 
     /// As [`LikelihoodRun::new`], with the timesteps and batching of `plan`.
-    #[allow(clippy::too_many_arguments)]
     pub fn with_plan(
         ctx: &GpuContext,
-        config: &UNetConfig,
-        weights: &Weights,
-        scheduler: &SchedulerConfig,
-        x0: &[f32],
-        shape: &[usize],
-        class_labels: Option<&[u32]>,
+        model: &Model,
+        images: ImageBatch<'_>,
         noise: TermNoise,
         plan: TermPlan,
     ) -> Result<Self> {
-        let [h, w] = config.sample_size;
-        let want = [
-            shape.first().copied().unwrap_or(0),
-            config.in_channels,
-            h,
-            w,
-        ];
-        if shape != want || want[0] == 0 {
-            return Err(Error::shape(format!(
-                "images have shape {shape:?} but this model takes [N, {}, {h}, {w}] (N ≥ 1)",
-                config.in_channels
-            )));
-        }
-        if config.out_channels != config.in_channels {
+        let (n, dims) = images.check(&model.config)?;
+        if model.config.out_channels != model.config.in_channels {
             return Err(Error::config(
                 "the bound needs a model whose output has the input's channels (learned \
                  variances are not supported)",
             ));
-        }
-        if x0.len() != shape.iter().product::<usize>() {
-            return Err(Error::shape(format!(
-                "{} values for images of shape {shape:?}",
-                x0.len()
-            )));
         }
         if plan.per_call == 0 || plan.stride == 0 {
             return Err(Error::config(
                 "timesteps per call and the stride must be at least 1",
             ));
         }
-        let vlb = Vlb::new(scheduler)?;
+        let vlb = Vlb::new(&model.scheduler)?;
+        let x0 = images.data;
         if let TermNoise::Given(v) = &noise {
             if v.len() != vlb.num_timesteps() * x0.len() {
                 return Err(Error::shape(format!(
@@ -460,24 +479,11 @@ impl LikelihoodRun {
         let x0 = snap_to_grid(x0)?;
         let t_max = vlb.num_timesteps();
         let order = planned_timesteps(t_max, plan.stride, plan.seed);
-        let n = want[0];
         let per_call = plan.per_call.min(order.len());
-        let unet = UNet::new(ctx, config, weights, n * per_call)?;
-        if let Some(l) = class_labels {
-            if l.len() != n {
-                return Err(Error::shape(format!(
-                    "{} class labels for {n} images",
-                    l.len()
-                )));
-            }
-            let all: Vec<u32> = (0..per_call).flat_map(|_| l.iter().copied()).collect();
-            unet.set_class_labels(ctx, Some(&all))?;
-        } else {
-            unet.set_class_labels(ctx, None)?;
-        }
+        let unet = images.unet_for_copies(ctx, model, per_call)?;
         Ok(LikelihoodRun {
             unet,
-            dims: want[1] * h * w,
+            dims,
             x0,
             n,
             noise,

@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use super::{loading, now_ms, report_error, run, with_engine};
 use crate::diffusion::anomaly::{ReconstructionRun, ReconstructionSettings};
-use crate::diffusion::likelihood::{LikelihoodRun, TermNoise, TermPlan};
+use crate::diffusion::likelihood::{ImageBatch, LikelihoodRun, TermNoise, TermPlan};
 use crate::gpu::GpuContext;
 use crate::model::Model;
 use crate::web::forward::Image;
@@ -181,12 +181,12 @@ pub fn nll_run(
     let labels = tool_labels(model, job.class)?;
     LikelihoodRun::with_plan(
         ctx,
-        &model.config,
-        &model.weights,
-        &model.scheduler,
-        &image.data,
-        &[1, image.c, image.h, image.w],
-        labels.as_deref(),
+        model,
+        ImageBatch {
+            data: &image.data,
+            shape: &[1, image.c, image.h, image.w],
+            class_labels: labels.as_deref(),
+        },
         TermNoise::Seeded(job.seed),
         plan,
     )
@@ -205,12 +205,12 @@ pub fn anomaly_run(
     let labels = tool_labels(model, job.class)?;
     ReconstructionRun::new(
         ctx,
-        &model.config,
-        &model.weights,
-        &model.scheduler,
-        &image.data,
-        &[1, image.c, image.h, image.w],
-        labels.as_deref(),
+        model,
+        ImageBatch {
+            data: &image.data,
+            shape: &[1, image.c, image.h, image.w],
+            class_labels: labels.as_deref(),
+        },
         ReconstructionSettings {
             t,
             steps,
