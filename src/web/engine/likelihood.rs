@@ -165,6 +165,21 @@ pub fn tool_labels(model: &Model, class: Option<u32>) -> Result<Option<Vec<u32>>
     }
 }
 
+/// Calls `start` with `job`'s image as a batch of one, labelled by [`tool_labels`].
+fn with_job_images<R>(
+    model: &Model,
+    job: &ToolImage,
+    start: impl FnOnce(ImageBatch<'_>) -> Result<R, Error>,
+) -> Result<R, Error> {
+    let image = &job.image;
+    let labels = tool_labels(model, job.class)?;
+    start(ImageBatch {
+        data: &image.data,
+        shape: &[1, image.c, image.h, image.w],
+        class_labels: labels.as_deref(),
+    })
+}
+
 /// The bound's run for `job` (what the panel's “Compute bits/dim” starts).
 pub fn nll_run(
     ctx: &GpuContext,
@@ -172,24 +187,14 @@ pub fn nll_run(
     job: &ToolImage,
     mode: NllMode,
 ) -> Result<LikelihoodRun, Error> {
-    let image = &job.image;
     let plan = TermPlan {
         per_call: mode.per_call.max(1),
         stride: mode.stride.max(1),
         seed: job.seed,
     };
-    let labels = tool_labels(model, job.class)?;
-    LikelihoodRun::with_plan(
-        ctx,
-        model,
-        ImageBatch {
-            data: &image.data,
-            shape: &[1, image.c, image.h, image.w],
-            class_labels: labels.as_deref(),
-        },
-        TermNoise::Seeded(job.seed),
-        plan,
-    )
+    with_job_images(model, job, |images| {
+        LikelihoodRun::with_plan(ctx, model, images, TermNoise::Seeded(job.seed), plan)
+    })
 }
 
 /// The reconstruction run for `job`: noise to `t`, DDIM back in `steps`, one repeat
@@ -201,23 +206,15 @@ pub fn anomaly_run(
     t: usize,
     steps: usize,
 ) -> Result<ReconstructionRun, Error> {
-    let image = &job.image;
-    let labels = tool_labels(model, job.class)?;
-    ReconstructionRun::new(
-        ctx,
-        model,
-        ImageBatch {
-            data: &image.data,
-            shape: &[1, image.c, image.h, image.w],
-            class_labels: labels.as_deref(),
-        },
-        ReconstructionSettings {
-            t,
-            steps,
-            repeats: 1,
-            seed: job.seed,
-        },
-    )
+    let settings = ReconstructionSettings {
+        t,
+        steps,
+        repeats: 1,
+        seed: job.seed,
+    };
+    with_job_images(model, job, |images| {
+        ReconstructionRun::new(ctx, model, images, settings)
+    })
 }
 
 /// The state and status line that a job writes.
