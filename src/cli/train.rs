@@ -200,10 +200,12 @@ struct RunState {
 
 pub fn train(a: TrainArgs) -> Result<()> {
     if a.list_presets {
-        for (name, _, desc) in presets::PRESETS {
-            let cfg = presets::preset(name)?;
+        for p in presets::PRESETS {
+            let cfg = presets::preset(p.name)?;
             println!(
-                "{name}: {desc}; {:.2} M parameters, {:.1} MFLOP per image forward",
+                "{}: {}; {:.2} M parameters, {:.1} MFLOP per image forward",
+                p.name,
+                p.description,
                 cfg.parameter_count() as f64 / 1e6,
                 crate::unet::forward_flops(&cfg) as f64 / 1e6
             );
