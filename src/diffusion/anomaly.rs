@@ -78,8 +78,7 @@ impl ReconstructionRun {
         }
         let k = settings.repeats;
         let unet = images.unet_for_copies(ctx, model, k)?;
-        let x0 = images.data;
-        let x0: Vec<f64> = x0.iter().map(|&v| v as f64).collect();
+        let x0: Vec<f64> = images.data.iter().map(|&v| v as f64).collect();
         // x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε (eq. 4), one ε per repeat.
         let (a, b) = schedule.add_noise_coefficients(settings.t);
         let mut x = Vec::with_capacity(k * n * dims);

@@ -602,6 +602,58 @@ impl LikelihoodRun {
 mod tests {
     use super::*;
 
+    /// The batch check names what is wrong: the shape (N = 0 included), the number of
+    /// values, the number of labels; a right batch gives (N, C·H·W).
+    #[test]
+    fn image_batch_check_refuses_wrong_shapes_and_labels() {
+        let config = crate::train::presets::preset("mnist").unwrap();
+        let data = vec![0.0f32; 2 * 28 * 28];
+        let batch = |shape: &'static [usize], n_values: usize, labels: Option<&'static [u32]>| {
+            ImageBatch {
+                data: &data[..n_values],
+                shape,
+                class_labels: labels,
+            }
+            .check(&config)
+        };
+        assert_eq!(
+            batch(&[2, 1, 28, 28], 2 * 784, Some(&[3, 4])).unwrap(),
+            (2, 784)
+        );
+        assert_eq!(batch(&[1, 1, 28, 28], 784, None).unwrap(), (1, 784));
+        for (shape, n_values, labels, want) in [
+            (
+                &[2, 1, 28, 27][..],
+                2 * 756,
+                None,
+                "images have shape [2, 1, 28, 27]",
+            ),
+            (
+                &[2, 3, 28, 28][..],
+                2 * 784,
+                None,
+                "this model takes [N, 1, 28, 28]",
+            ),
+            (&[0, 1, 28, 28][..], 0, None, "(N ≥ 1)"),
+            (
+                &[2, 1, 28, 28][..],
+                784,
+                None,
+                "784 values for images of shape",
+            ),
+            (
+                &[2, 1, 28, 28][..],
+                2 * 784,
+                Some(&[3][..]),
+                "1 class labels for 2 images",
+            ),
+        ] {
+            let e = batch(shape, n_values, labels).unwrap_err();
+            assert!(matches!(e, Error::Shape(_)), "{e}");
+            assert!(e.to_string().contains(want), "{e}");
+        }
+    }
+
     #[test]
     fn erfc_matches_known_values() {
         // Reference values: Python's math.erfc.
