@@ -15,7 +15,7 @@ pub struct Preset {
     /// `block_out_channels`.
     pub blocks: [usize; 3],
     pub layers_per_block: usize,
-    /// One attention head of the 7x7 level's width.
+    /// `attention_head_dim`: channels per head of the 7x7 attention (heads = its width / this).
     pub attention_head_dim: usize,
     pub dropout: f64,
 }
