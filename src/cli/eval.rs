@@ -15,7 +15,7 @@ use crate::diffusion::schedule::Sampler;
 use crate::error::{Error, Result};
 use crate::eval::classifier::{random_shift, Mlp, MlpTrainer, MlpWeights, DIGIT_DIMS};
 use crate::eval::{
-    class_accuracy, fid, median, reference_draws, shipped_classifier, split_indices,
+    class_accuracy, fid, median, pixel_stats, reference_draws, shipped_classifier, split_indices,
 };
 use crate::gpu::{block_on, GpuContext};
 use crate::ops::optim::AdamWConfig;
@@ -27,7 +27,7 @@ pub const CLASSIFIER_INFO: &str = "classifier.json";
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
     /// Model folder (diffusers layout) of a class-conditional 28×28 greyscale digit model
-    /// (10 classes + the null class).
+    /// (10 classes + the null class); with --data, any model.
     #[arg(long, required_unless_present = "train_classifier")]
     pub model: Option<PathBuf>,
     /// Sampler.
@@ -54,7 +54,10 @@ pub struct EvalArgs {
     /// A classifier folder (classifier.safetensors) instead of the shipped one.
     #[arg(long)]
     pub classifier: Option<PathBuf>,
-    /// A data folder to compare a non-digit model against: not supported (see docs/evaluation.md).
+    /// Compare the samples of any model with the images of this data folder instead (same
+    /// formats as `kakusan train --data`; resized to the model's size): the Fréchet distance in
+    /// a fixed pixel-statistics feature space next to its real-vs-real floor from two disjoint
+    /// draws of the folder, and the median pixel. Needs 2·n images (docs/evaluation.md).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Train the digit classifier (on the non-held-out embedded digits) instead of evaluating;
@@ -80,14 +83,6 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     if a.train_classifier {
         return train_classifier(&a);
     }
-    if let Some(d) = &a.data {
-        return Err(Error::config(format!(
-            "--data {}: FID against a data folder is not supported: the evaluator's feature \
-             space is a digit classifier's, meaningless for other images, and a raw-pixel FID \
-             has not been implemented (see docs/evaluation.md)",
-            d.display()
-        )));
-    }
     let dir = a
         .model
         .as_deref()
@@ -99,18 +94,6 @@ pub fn eval(a: EvalArgs) -> Result<()> {
             "--use-clipped-model-output only applies to --sampler ddim",
         ));
     }
-    let c = &model.config;
-    if c.in_channels != 1 || c.sample_size != [28, 28] || c.num_class_embeds != Some(11) {
-        return Err(Error::config(format!(
-            "{}: eval supports class-conditional 28×28 greyscale digit models (in_channels 1, \
-             sample_size 28, num_class_embeds 11), this one has in_channels {}, sample_size {:?}, \
-             num_class_embeds {:?}",
-            dir.display(),
-            c.in_channels,
-            c.sample_size,
-            c.num_class_embeds
-        )));
-    }
     if a.num < 2 {
         return Err(Error::config(
             "-n must be at least 2 (a covariance needs two samples)",
@@ -118,6 +101,21 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     }
     if a.batch == 0 {
         return Err(Error::config("--batch must be at least 1"));
+    }
+    if let Some(data) = &a.data {
+        return eval_against_data(&a, dir, &model, data);
+    }
+    let c = &model.config;
+    if c.in_channels != 1 || c.sample_size != [28, 28] || c.num_class_embeds != Some(11) {
+        return Err(Error::config(format!(
+            "{}: eval supports class-conditional 28×28 greyscale digit models (in_channels 1, \
+             sample_size 28, num_class_embeds 11), this one has in_channels {}, sample_size {:?}, \
+             num_class_embeds {:?}; other models are compared with a data folder (--data DIR)",
+            dir.display(),
+            c.in_channels,
+            c.sample_size,
+            c.num_class_embeds
+        )));
     }
     let digits = load_default_mnist()?;
     let (_, mut held) = split_indices(digits.len());
@@ -150,31 +148,10 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     let (ref_a, ref_b) = reference_draws(&held, a.num, a.seed)?;
     let weights = load_classifier(a.classifier.as_deref())?;
 
-    let (sampler, steps) = a
-        .sampling
-        .sampler(a.sampler, model.scheduler.num_train_timesteps);
-    let options = a.guidance_options.options()?;
     let ctx = super::gpu()?;
-    let start = Instant::now();
     let wanted: Vec<u32> = (0..a.num).map(|i| (i % 10) as u32).collect();
-    let weights_hash = weights_fingerprint(&model.weights);
-    let samples = sample_all(
-        &ctx,
-        &model,
-        &a,
-        (sampler, steps, &options),
-        &wanted,
-        weights_hash,
-    )?;
-    let sample_secs = start.elapsed().as_secs_f64();
-    if samples.iter().any(|v| !v.is_finite()) {
-        return Err(Error::Other(
-            "the samples contain NaN or Inf: the model or its weights are broken".into(),
-        ));
-    }
-    if let Some(p) = &a.grid {
-        super::io::write_grid_png_cols(p, &samples, &[a.num, 1, 28, 28], 10)?;
-    }
+    let drawn = draw_samples(&ctx, &model, &a, Some(&wanted))?;
+    let samples = &drawn.samples;
     // The classifier sees what a viewer sees: samples clipped to the image range.
     let clipped: Vec<f32> = samples.iter().map(|v| v.clamp(-1.0, 1.0)).collect();
     let net = Mlp::new(&ctx, &weights, 250.min(a.num))?;
@@ -189,32 +166,151 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     let (ref_accuracy, _) = class_accuracy(&out_a.predictions(), &ref_labels, 10);
 
     let report = Report {
-        model: dir.display().to_string(),
-        sampler: a.sampler.as_str(),
-        steps,
-        eta: matches!(a.sampler, SamplerName::Ddim).then_some(a.sampling.eta),
-        guidance: a.sampling.guidance,
-        guidance_rescale: options.rescale,
-        guidance_interval: options.interval,
-        clip_sample: model.scheduler.clip_sample,
-        use_clipped_model_output: a.sampling.use_clipped_model_output,
-        n: a.num,
-        seed: a.seed,
-        reference,
-        accuracy,
-        per_class_accuracy: per_class,
-        fid: fid_samples,
-        fid_floor,
-        fid_ratio: fid_samples / fid_floor,
-        median_pixel: median(&samples),
-        median_pixel_real: median(&pixels(&digits, &ref_a)?),
-        classifier_accuracy_on_reference: ref_accuracy,
-        sampling_seconds: sample_secs,
-        adapter: ctx.adapter.name.clone(),
+        accuracy: Some(accuracy),
+        per_class_accuracy: Some(per_class),
+        classifier_accuracy_on_reference: Some(ref_accuracy),
+        features: format!("the digit classifier's penultimate layer ({dim} SiLU outputs)"),
+        data: None,
+        ..Report::new(&a, dir, &model, &ctx, &drawn, reference)
+    }
+    .with_distances(fid_samples, fid_floor, &pixels(&digits, &ref_a)?);
+    finish(&a, &report)
+}
+
+/// `kakusan eval --data DIR`: samples of any model against the images of a data folder, in
+/// the pixel-statistics feature space (src/eval/pixel_stats.rs), with the real-vs-real floor
+/// from two disjoint draws of the folder.
+fn eval_against_data(
+    a: &EvalArgs,
+    dir: &Path,
+    model: &crate::model::Model,
+    data_path: &Path,
+) -> Result<()> {
+    if a.heldout || a.classifier.is_some() {
+        return Err(Error::config(
+            "--heldout and --classifier belong to the digit evaluator; with --data the \
+             reference images are drawn from the data folder",
+        ));
+    }
+    let c = &model.config;
+    let [h, w] = c.sample_size;
+    let data = crate::data::load(data_path, c.in_channels, c.sample_size)?;
+    for (path, why) in &data.skipped {
+        eprintln!("warning: skipped {}: {why}", path.display());
+    }
+    if 2 * a.num > data.len() {
+        return Err(Error::config(format!(
+            "--data {}: the floor needs two disjoint draws of {} images, but it holds {} \
+             (use -n ≤ {})",
+            data_path.display(),
+            a.num,
+            data.len(),
+            data.len() / 2
+        )));
+    }
+    let all: Vec<usize> = (0..data.len()).collect();
+    let (ref_a, ref_b) = reference_draws(&all, a.num, a.seed)?;
+    // A class-conditional model samples its classes in turn; the last embedding is the null
+    // class, as `kakusan train` uses it.
+    let labels: Option<Vec<u32>> = match c.num_class_embeds {
+        None => None,
+        Some(k) if k >= 2 => Some((0..a.num).map(|i| (i % (k - 1)) as u32).collect()),
+        Some(k) => {
+            return Err(Error::config(format!(
+                "{}: num_class_embeds {k} leaves no class besides the null class",
+                dir.display()
+            )))
+        }
     };
-    print_report(&report);
+    let ctx = super::gpu()?;
+    let drawn = draw_samples(&ctx, model, a, labels.as_deref())?;
+    let shape = [a.num, c.in_channels, h, w];
+    let dim = pixel_stats::feature_dim(c.in_channels, h, w);
+    let real_a = pixels(&data, &ref_a)?;
+    let raw_a = pixel_stats::pixel_statistics(&real_a, shape)?;
+    let raw_b = pixel_stats::pixel_statistics(&pixels(&data, &ref_b)?, shape)?;
+    // Scaled by the spread of both real draws, so the floor and the samples see one space.
+    let scale = pixel_stats::FeatureScale::fit(&[raw_a.as_slice(), &raw_b].concat(), dim)?;
+    let (features_a, features_b) = (scale.apply(&raw_a), scale.apply(&raw_b));
+    let features_s = scale.apply(&pixel_stats::pixel_statistics(&drawn.samples, shape)?);
+    let fd = fid::fid(&features_s, &features_a, dim)?;
+    let floor = fid::fid(&features_b, &features_a, dim)?;
+    let g = pixel_stats::grid_for(h, w);
+    let reference = format!(
+        "2 × {} of the {} images in {}, as {}×{h}×{w}",
+        a.num,
+        data.len(),
+        data_path.display(),
+        c.in_channels
+    );
+    let report = Report {
+        features: format!(
+            "pixel statistics: per channel, the mean and the gradient energy of each cell of a \
+             {g}×{g} grid, each divided by its spread over the real images + {} ({dim} values)",
+            pixel_stats::SCALE_FLOOR
+        ),
+        data: Some(data_path.display().to_string()),
+        ..Report::new(a, dir, model, &ctx, &drawn, reference)
+    }
+    .with_distances(fd, floor, &real_a);
+    finish(a, &report)
+}
+
+/// Samples drawn for an evaluation, with what was needed to draw them.
+struct Drawn {
+    samples: Vec<f32>,
+    steps: usize,
+    options: GuidanceOptions,
+    seconds: f64,
+}
+
+/// Samples `a.num` images (class `labels[i]` for image i of a class-conditional model),
+/// refuses NaN/Inf and writes `--grid`.
+fn draw_samples(
+    ctx: &GpuContext,
+    model: &crate::model::Model,
+    a: &EvalArgs,
+    labels: Option<&[u32]>,
+) -> Result<Drawn> {
+    let (sampler, steps) = a
+        .sampling
+        .sampler(a.sampler, model.scheduler.num_train_timesteps);
+    let options = a.guidance_options.options()?;
+    let start = Instant::now();
+    let weights_hash = weights_fingerprint(&model.weights);
+    let samples = sample_all(
+        ctx,
+        model,
+        a,
+        (sampler, steps, &options),
+        labels,
+        weights_hash,
+    )?;
+    let seconds = start.elapsed().as_secs_f64();
+    if samples.iter().any(|v| !v.is_finite()) {
+        return Err(Error::Other(
+            "the samples contain NaN or Inf: the model or its weights are broken".into(),
+        ));
+    }
+    if let Some(p) = &a.grid {
+        let [h, w] = model.config.sample_size;
+        let cols = if labels.is_some() { 10 } else { 8 };
+        let shape = [a.num, model.config.in_channels, h, w];
+        super::io::write_grid_png_cols(p, &samples, &shape, cols)?;
+    }
+    Ok(Drawn {
+        samples,
+        steps,
+        options,
+        seconds,
+    })
+}
+
+/// Prints the report and writes it as JSON with `--out`.
+fn finish(a: &EvalArgs, report: &Report) -> Result<()> {
+    print_report(report);
     if let Some(p) = &a.out {
-        let json = serde_json::to_string_pretty(&report)
+        let json = serde_json::to_string_pretty(report)
             .map_err(|e| Error::Other(format!("could not encode the report: {e}")))?;
         super::io::write_atomic(p, (json + "\n").as_bytes())?;
         eprintln!("wrote {}", p.display());
@@ -222,10 +318,13 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// What `kakusan eval` prints and writes.
+/// What `kakusan eval` prints and writes. The classifier's numbers are absent with `--data`.
 #[derive(Debug, Serialize)]
 struct Report {
     model: String,
+    /// The data folder compared against (`--data`); absent for the digit evaluator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<String>,
     sampler: &'static str,
     steps: usize,
     eta: Option<f64>,
@@ -239,24 +338,80 @@ struct Report {
     use_clipped_model_output: bool,
     n: usize,
     seed: u64,
-    /// Which real digits the FID reference and floor are drawn from.
+    /// Which real images the FID reference and floor are drawn from.
     reference: String,
+    /// The feature space of `fid`.
+    features: String,
     /// Fraction of samples the classifier labels as the class they were sampled for.
-    accuracy: f64,
-    per_class_accuracy: Vec<f64>,
-    /// FID (classifier features) of the samples against n held-out digits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    accuracy: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    per_class_accuracy: Option<Vec<f64>>,
+    /// Fréchet distance (in `features`) of the samples against n real images.
     fid: f64,
-    /// FID of n other held-out digits against the same n: the floor at this n.
+    /// The same between n other real images and the same n: the floor at this n.
     fid_floor: f64,
     fid_ratio: f64,
     /// Median over every pixel of every sample (model space; MNIST's background is −1).
     median_pixel: f64,
-    /// The same statistic on the n reference digits.
+    /// The same statistic on the n reference images.
     median_pixel_real: f64,
     /// The classifier's accuracy on the n reference digits (a sanity check of the classifier).
-    classifier_accuracy_on_reference: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    classifier_accuracy_on_reference: Option<f64>,
     sampling_seconds: f64,
     adapter: String,
+}
+
+impl Report {
+    /// What every evaluation reports about its run; the distances come with
+    /// [`Report::with_distances`], the classifier's numbers from the digit evaluator.
+    fn new(
+        a: &EvalArgs,
+        dir: &Path,
+        model: &crate::model::Model,
+        ctx: &GpuContext,
+        drawn: &Drawn,
+        reference: String,
+    ) -> Report {
+        Report {
+            model: dir.display().to_string(),
+            data: None,
+            sampler: a.sampler.as_str(),
+            steps: drawn.steps,
+            eta: matches!(a.sampler, SamplerName::Ddim).then_some(a.sampling.eta),
+            guidance: a.sampling.guidance,
+            guidance_rescale: drawn.options.rescale,
+            guidance_interval: drawn.options.interval,
+            clip_sample: model.scheduler.clip_sample,
+            use_clipped_model_output: a.sampling.use_clipped_model_output,
+            n: a.num,
+            seed: a.seed,
+            reference,
+            features: String::new(),
+            accuracy: None,
+            per_class_accuracy: None,
+            fid: f64::NAN,
+            fid_floor: f64::NAN,
+            fid_ratio: f64::NAN,
+            median_pixel: median(&drawn.samples),
+            median_pixel_real: f64::NAN,
+            classifier_accuracy_on_reference: None,
+            sampling_seconds: drawn.seconds,
+            adapter: ctx.adapter.name.clone(),
+        }
+    }
+
+    /// Sets the samples' distance, the real-vs-real floor and the reference images' median.
+    fn with_distances(self, fid: f64, fid_floor: f64, reference_pixels: &[f32]) -> Report {
+        Report {
+            fid,
+            fid_floor,
+            fid_ratio: fid / fid_floor,
+            median_pixel_real: median(reference_pixels),
+            ..self
+        }
+    }
 }
 
 fn print_report(r: &Report) {
@@ -281,27 +436,38 @@ fn print_report(r: &Report) {
         r.n,
         r.seed
     );
+    if let (Some(acc), Some(per), Some(on_real)) = (
+        r.accuracy,
+        &r.per_class_accuracy,
+        r.classifier_accuracy_on_reference,
+    ) {
+        println!(
+            "class accuracy   {:.1}%  (the classifier on {} real held-out digits: {:.1}%)",
+            100.0 * acc,
+            r.n,
+            100.0 * on_real
+        );
+        let per: Vec<String> = per
+            .iter()
+            .enumerate()
+            .map(|(k, v)| format!("{k}:{:.0}%", 100.0 * v))
+            .collect();
+        println!("  per class      {}", per.join(" "));
+    }
+    let what = if r.data.is_some() {
+        "FD (pixels)"
+    } else {
+        "FID"
+    };
     println!(
-        "class accuracy   {:.1}%  (the classifier on {} real held-out digits: {:.1}%)",
-        100.0 * r.accuracy,
-        r.n,
-        100.0 * r.classifier_accuracy_on_reference
-    );
-    let per: Vec<String> = r
-        .per_class_accuracy
-        .iter()
-        .enumerate()
-        .map(|(k, v)| format!("{k}:{:.0}%", 100.0 * v))
-        .collect();
-    println!("  per class      {}", per.join(" "));
-    println!(
-        "FID              {:.3}  (real-vs-real floor at n {}: {:.3}; ratio {:.2})",
+        "{what:<16} {:.3}  (real-vs-real floor at n {}: {:.3}; ratio {:.2})",
         r.fid, r.n, r.fid_floor, r.fid_ratio
     );
     println!(
-        "median pixel     {:.3}  (all pixels of all samples; real digits: {:.3})",
+        "median pixel     {:.3}  (all pixels of all samples; real images: {:.3})",
         r.median_pixel, r.median_pixel_real
     );
+    println!("features         {}", r.features);
     println!("reference        {}", r.reference);
     println!("sampling took {:.1} s on {}", r.sampling_seconds, r.adapter);
 }
@@ -336,11 +502,11 @@ const SAVED_SETTINGS_KEY: &str = "kakusan_eval_settings";
 
 /// A saved batch (`--save-samples`) if one with exactly these settings exists; an error if
 /// one exists with other settings or is unreadable.
-fn load_saved_batch(path: &Path, settings: &str, rows: usize) -> Result<Option<Vec<f32>>> {
+fn load_saved_batch(path: &Path, settings: &str, shape: [usize; 4]) -> Result<Option<Vec<f32>>> {
     if !path.exists() {
         return Ok(None);
     }
-    let (shape, data, meta) =
+    let (found_shape, data, meta) =
         super::io::read_named_tensor_and_metadata(path, "sample", "saved samples", 4)
             .map_err(|e| Error::Other(format!("{e}; delete it to sample this batch again")))?;
     let found = meta
@@ -353,32 +519,34 @@ fn load_saved_batch(path: &Path, settings: &str, rows: usize) -> Result<Option<V
             path.display()
         )));
     }
-    if shape != [rows, 1, 28, 28] {
+    if found_shape != shape {
         return Err(Error::file(
             path.display(),
-            format!("`sample` has shape {shape:?}, this batch needs [{rows}, 1, 28, 28]"),
+            format!("`sample` has shape {found_shape:?}, this batch needs {shape:?}"),
         ));
     }
     Ok(Some(data))
 }
 
-fn save_batch(path: &Path, settings: &str, data: &[f32], rows: usize) -> Result<()> {
+fn save_batch(path: &Path, settings: &str, data: &[f32], shape: [usize; 4]) -> Result<()> {
     let meta =
         std::collections::HashMap::from([(SAVED_SETTINGS_KEY.to_string(), settings.to_string())]);
-    super::io::write_tensor_with_metadata(path, "sample", data, &[rows, 1, 28, 28], Some(meta))
+    super::io::write_tensor_with_metadata(path, "sample", data, &shape, Some(meta))
 }
 
-/// Sample `wanted.len()` images in batches of `a.batch` (batch k seeded `seed + k`); with
+/// Sample `a.num` images (image i of class `labels[i]`) in batches of `a.batch` (batch k seeded `seed + k`); with
 /// `--save-samples`, batches already saved with the same settings are read instead.
 fn sample_all(
     ctx: &GpuContext,
     model: &crate::model::Model,
     a: &EvalArgs,
     (sampler, steps, options): (Sampler, usize, &GuidanceOptions),
-    wanted: &[u32],
+    labels: Option<&[u32]>,
     weights_hash: u64,
 ) -> Result<Vec<f32>> {
-    let n = wanted.len();
+    let n = a.num;
+    let [h, w] = model.config.sample_size;
+    let image = [model.config.in_channels, h, w];
     let bar = super::progress_bar(
         n.div_ceil(a.batch) * steps,
         "{spinner} sampling [{bar:40}] {pos}/{len} steps  eta {eta}  {msg}",
@@ -386,19 +554,23 @@ fn sample_all(
     if let Some(d) = &a.save_samples {
         std::fs::create_dir_all(d).map_err(|e| Error::file(d.display(), e))?;
     }
-    let mut out = Vec::with_capacity(n * 784);
+    let mut out = Vec::with_capacity(n * image.iter().product::<usize>());
     for (k, start) in (0..n).step_by(a.batch).enumerate() {
         let rows = (n - start).min(a.batch);
         let mut settings = format!(
             "weights fnv1a {weights_hash:016x}, {} {steps} steps, eta {}, guidance {:?}, \
-             clip_sample {}, use_clipped_model_output {}, seed {}, labels {:?}",
+             clip_sample {}, use_clipped_model_output {}, seed {}, labels {}",
             a.sampler.as_str(),
             a.sampling.eta,
             a.sampling.guidance,
             model.scheduler.clip_sample,
             a.sampling.use_clipped_model_output,
             a.seed + k as u64,
-            &wanted[start..start + rows],
+            // As written before models without labels were evaluated: "[0, 1, …]".
+            labels.map_or("none".to_string(), |l| format!(
+                "{:?}",
+                &l[start..start + rows]
+            )),
         );
         // Only when set, so batches saved before these options existed still match.
         if *options != GuidanceOptions::default() {
@@ -409,7 +581,9 @@ fn sample_all(
             .as_ref()
             .map(|d| d.join(format!("batch_{k:05}.safetensors")));
         if let Some(p) = &saved {
-            if let Some(data) = load_saved_batch(p, &settings, rows)? {
+            if let Some(data) =
+                load_saved_batch(p, &settings, [rows, image[0], image[1], image[2]])?
+            {
                 out.extend(data);
                 bar.inc(steps as u64);
                 bar.set_message(format!("{} images (batch {k} read back)", start + rows));
@@ -426,7 +600,7 @@ fn sample_all(
                 steps,
                 seed: a.seed + k as u64,
                 batch: rows,
-                class_labels: Some(wanted[start..start + rows].to_vec()),
+                class_labels: labels.map(|l| l[start..start + rows].to_vec()),
                 // w = 1 is ε_∅ + (ε_c − ε_∅) = ε_c: the conditional model alone, at half the
                 // cost of the guided batch.
                 guidance: a.sampling.guidance.filter(|&w| w != 1.0),
@@ -440,7 +614,7 @@ fn sample_all(
         }
         let batch = block_on(ctx.read(run.x_t()))?;
         if let Some(p) = &saved {
-            save_batch(p, &settings, &batch, rows)?;
+            save_batch(p, &settings, &batch, [rows, image[0], image[1], image[2]])?;
         }
         out.extend(batch);
         bar.set_message(format!("{} images", start + rows));

@@ -414,7 +414,9 @@ impl ImageBatch<'_> {
         Ok((n, dims))
     }
 
-    /// A U-Net over `copies` copies of the (checked) batch, copy-major, its class labels set.
+    /// A U-Net over `copies` copies of the batch, copy-major, its class labels set. It checks
+    /// the batch itself (a few comparisons, repeated after the runs' own check) so that no
+    /// caller can build a U-Net for a batch that does not fit the model.
     pub(crate) fn unet_for_copies(
         &self,
         ctx: &GpuContext,

@@ -1,6 +1,7 @@
 //! A quality evaluator the project owns (native only): a digit classifier trained with
 //! kakusan's own kernels ([`classifier`]), the Fréchet distance in its feature space
-//! ([`fid`]), and the bookkeeping of what the evaluator compares against — a held-out
+//! ([`fid`]), a fixed pixel-statistics feature space for other images ([`pixel_stats`],
+//! `kakusan eval --data`), and the bookkeeping of what the evaluator compares against — a held-out
 //! split of the embedded MNIST digits. No printing and no files here: `kakusan eval`
 //! (src/cli/eval.rs) does that.
 //!
@@ -14,6 +15,7 @@
 
 pub mod classifier;
 pub mod fid;
+pub mod pixel_stats;
 
 use crate::error::{Error, Result};
 use crate::rng::SplitMix64;
