@@ -227,12 +227,9 @@ fn eval_against_data(
     let shape = [a.num, c.in_channels, h, w];
     let dim = pixel_stats::feature_dim(c.in_channels, h, w);
     let real_a = pixels(&data, &ref_a)?;
-    let raw_a = pixel_stats::pixel_statistics(&real_a, shape)?;
-    let raw_b = pixel_stats::pixel_statistics(&pixels(&data, &ref_b)?, shape)?;
-    // Scaled by the spread of both real draws, so the floor and the samples see one space.
-    let scale = pixel_stats::FeatureScale::fit(&[raw_a.as_slice(), &raw_b].concat(), dim)?;
-    let (features_a, features_b) = (scale.apply(&raw_a), scale.apply(&raw_b));
-    let features_s = scale.apply(&pixel_stats::pixel_statistics(&drawn.samples, shape)?);
+    let features_a = pixel_stats::pixel_statistics(&real_a, shape)?;
+    let features_b = pixel_stats::pixel_statistics(&pixels(&data, &ref_b)?, shape)?;
+    let features_s = pixel_stats::pixel_statistics(&drawn.samples, shape)?;
     let fd = fid::fid(&features_s, &features_a, dim)?;
     let floor = fid::fid(&features_b, &features_a, dim)?;
     let g = pixel_stats::grid_for(h, w);
@@ -246,8 +243,7 @@ fn eval_against_data(
     let report = Report {
         features: format!(
             "pixel statistics: per channel, the mean and the gradient energy of each cell of a \
-             {g}×{g} grid, each divided by its spread over the real images + {} ({dim} values)",
-            pixel_stats::SCALE_FLOOR
+             {g}×{g} grid ({dim} values)"
         ),
         data: Some(data_path.display().to_string()),
         ..Report::new(a, dir, model, &ctx, &drawn, reference)
