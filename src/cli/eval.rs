@@ -156,7 +156,8 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     let clipped: Vec<f32> = samples.iter().map(|v| v.clamp(-1.0, 1.0)).collect();
     let net = Mlp::new(&ctx, &weights, 250.min(a.num))?;
     let out_s = block_on(net.classify(&ctx, &clipped))?;
-    let out_a = block_on(net.classify(&ctx, &pixels(&digits, &ref_a)?))?;
+    let real_a = pixels(&digits, &ref_a)?;
+    let out_a = block_on(net.classify(&ctx, &real_a))?;
     let out_b = block_on(net.classify(&ctx, &pixels(&digits, &ref_b)?))?;
     let dim = net.feature_dim();
     let (accuracy, per_class) = class_accuracy(&out_s.predictions(), &wanted, 10);
@@ -173,7 +174,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         data: None,
         ..Report::new(&a, dir, &model, &ctx, &drawn, reference)
     }
-    .with_distances(fid_samples, fid_floor, &pixels(&digits, &ref_a)?);
+    .with_distances(fid_samples, fid_floor, &real_a);
     finish(&a, &report)
 }
 
