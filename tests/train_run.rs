@@ -95,9 +95,12 @@ fn loss_falls_on_a_tiny_model() {
     let first: f64 = l[..10].iter().sum::<f64>() / 10.0;
     let last: f64 = l[50..].iter().sum::<f64>() / 10.0;
     eprintln!("mean loss of steps 1-10: {first:.4}, of steps 51-60: {last:.4}");
+    // The default target is v (min-SNR-5 weighted), whose loss starts lower than ε's: on
+    // llvmpipe it fell 0.171 → 0.0875 here (ε, the previous default: more than 4×). A model
+    // that does not learn stays near its first value.
     assert!(
-        last < first / 4.0,
-        "loss fell only from {first} to {last} (want a factor of 4)"
+        last < first / 1.6,
+        "loss fell only from {first} to {last} (want a factor of 1.6)"
     );
     assert!(dir.join("loss.png").is_file());
     assert_eq!(checkpoint_step(&dir), 60);
